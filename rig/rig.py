@@ -1,0 +1,589 @@
+"""The local rig: a real Kubernetes control plane, a simulated EKS account and a sticky ALB stand-in.
+
+    rig/rig up        build what is missing (cached by version), start everything, write .rig/env
+    rig/rig down      stop exactly the processes `up` started
+    rig/rig status    what runs, and whether it answers
+    rig/rig reset     back to the state right after `up` (cluster objects, nodes, AWS account, data plane)
+    rig/rig snapshot  the rig's state as JSON: objects by kind and name, node labels and taints, AWS resources
+    rig/rig dataplane sticky on|off          cookie stickiness at the ALB stand-in
+    rig/rig dataplane backend NAME up|down   take one GraphQL backend out of (or back into) rotation
+
+Every server binds 127.0.0.1 on a free port. State, logs and pids live in
+.rig/ at the repository root; `.rig/env` holds `export NAME=value` lines
+for tests, the demo and anyone debugging.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tools  # noqa: E402
+
+RIG = Path(__file__).resolve().parent
+ROOT = RIG.parent
+STATE = ROOT / ".rig"
+CLUSTER = "scalardb-graphql-rig"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+CONTEXT = f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/{CLUSTER}"
+DEDICATED_NODES = ["graphql-1", "graphql-2", "graphql-3"]
+GENERAL_NODES = ["general-1", "general-2"]
+POOL_LABEL = ("agentpool", "scalardbgraphqlpool")
+CHART_VERSIONS = {"aws-load-balancer-controller": [("3.4.0", "v3.4.0"), ("3.5.0", "v3.5.0")],
+                  "scalardb-graphql": [("1.8.5", "3.13.5"), ("1.8.6", "3.13.6")]}
+BACKENDS = ["graphql-a", "graphql-b"]
+OUR_ANNOTATION_PREFIXES = ("scalardb-graphql.scalar-labs.com/",)
+
+
+def log(msg):
+    print(f"rig: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- processes -------------------------------------------------------------------------
+def start(name, argv, env=None):
+    """Starts a long-running process in its own session; its pid goes to .rig/pids/NAME."""
+    (STATE / "logs").mkdir(parents=True, exist_ok=True)
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    out = open(STATE / "logs" / f"{name}.log", "ab")
+    proc = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=STATE)
+    (STATE / "pids" / name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def our_pids():
+    pids = {}
+    for f in sorted((STATE / "pids").glob("*")) if (STATE / "pids").exists() else []:
+        pids[f.name] = int(f.read_text())
+    return pids
+
+
+def stop(name, pid):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        for _ in range(50):
+            if not alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            continue
+        break
+    (STATE / "pids" / name).unlink(missing_ok=True)
+
+
+def wait_for(what, check, timeout=120):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as e:  # the thing is still starting
+            last = e
+        time.sleep(0.3)
+    raise SystemExit(f"rig: timed out waiting for {what} ({last}); see {STATE / 'logs'}")
+
+
+def http_ok(url, data=None):
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as r:
+        return r.status == 200
+
+
+# --- environment -----------------------------------------------------------------------
+def read_env():
+    env = {}
+    path = STATE / "env"
+    if not path.exists():
+        return env
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip('"')
+    return env
+
+
+def child_env(extra):
+    env = dict(os.environ)
+    for key, value in extra.items():
+        env[key] = value.replace("${PATH}", os.environ.get("PATH", ""))
+    return env
+
+
+def kubectl(bins, *args, env, input=None, check=True):
+    result = subprocess.run([str(bins["kubectl"]), *args], env=env, input=input, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SystemExit(f"rig: kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
+    return result
+
+
+# --- up ----------------------------------------------------------------------------------
+def node_manifest():
+    nodes = []
+    for name in DEDICATED_NODES + GENERAL_NODES:
+        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                  "type": "kwok", "topology.kubernetes.io/zone": f"{REGION}{'ab'[len(nodes) % 2]}"}
+        if name in DEDICATED_NODES:
+            labels[POOL_LABEL[0]] = POOL_LABEL[1]
+        nodes.append({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                       "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}},
+        })
+    return {"apiVersion": "v1", "kind": "List", "items": nodes}
+
+
+def make_cert(directory):
+    """A self-signed certificate for 127.0.0.1, for the admission webhook."""
+    cert, key = directory / "webhook.crt", directory / "webhook.key"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                        "-subj", "/CN=rig-pod-identity-webhook", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def build_chart_repo(bins, env):
+    repo = STATE / "charts"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir(parents=True)
+    for chart, versions in CHART_VERSIONS.items():
+        for version, app_version in versions:
+            work = STATE / "chart-build" / f"{chart}-{version}"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(RIG / "charts" / chart, work, ignore=shutil.ignore_patterns("crds-since-*"))
+            for extra in sorted((RIG / "charts" / chart).glob("crds-since-*")):
+                if tuple(map(int, version.split("."))) >= tuple(map(int, extra.name[len("crds-since-"):].split("."))):
+                    for f in extra.iterdir():
+                        shutil.copy(f, work / "crds" / f.name)
+            subprocess.run([str(bins["helm3"]), "package", str(work), "--version", version,
+                            "--app-version", app_version, "-d", str(repo)],
+                           env=env, check=True, capture_output=True)
+    shutil.rmtree(STATE / "chart-build", ignore_errors=True)
+    return repo
+
+
+HAPROXY_CFG = """\
+global
+    stats socket {socket} mode 600 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    option redispatch
+frontend alb
+    bind 127.0.0.1:{port}
+    use_backend %[str(mode),map({map},sticky)]
+backend sticky
+    balance roundrobin
+    cookie AWSALB insert indirect nocache httponly
+    option httpchk GET /graphql?query=%7B__typename%7D
+{sticky_servers}
+backend roundrobin
+    balance roundrobin
+    option httpchk GET /graphql?query=%7B__typename%7D
+{plain_servers}
+"""
+
+
+def write_iam_policy():
+    """A policy document for tests and the demo, written by this project: the rig has no
+    internet, so the plugin gets it through --iam-policy-file instead of the pinned URL."""
+    actions = ["ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeSecurityGroups",
+               "elasticloadbalancing:Describe*", "elasticloadbalancing:CreateLoadBalancer",
+               "elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes",
+               "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+               "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
+               "elasticloadbalancing:AddTags"]
+    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    path = STATE / "iam_policy.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def up():
+    bins = tools.ensure_all()
+    if read_env() and not problems(read_env()):
+        log("already up")
+        print(STATE / "env")
+        return
+    if our_pids() or (STATE / "kwok").exists():
+        log("found a partial rig; taking it down first")
+        down()
+    started = time.monotonic()
+    STATE.mkdir(exist_ok=True)
+    bindir = STATE / "bin"
+    shutil.rmtree(bindir, ignore_errors=True)
+    bindir.mkdir()
+    for name in ["kubectl", "helm3", "helm4", "kubectl-krew", "validate-krew-manifest", "aws", "kwokctl"]:
+        (bindir / name).symlink_to(bins[name])
+    (bindir / "helm").symlink_to(bins["helm3"])
+
+    kubeconfig = STATE / "kubeconfig"
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "PATH": f"{bindir}:${{PATH}}",
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "HELM_CACHE_HOME": str(STATE / "helm" / "cache"),
+        "HELM_CONFIG_HOME": str(STATE / "helm" / "config"),
+        "HELM_DATA_HOME": str(STATE / "helm" / "data"),
+        "KREW_ROOT": str(STATE / "krew"),
+        "KWOK_WORKDIR": str(STATE / "kwok"),
+        "RIG_ROOT": str(ROOT),
+        "RIG_PYTHON": str(bins["python"]),
+        "RIG_CLUSTER_NAME": CLUSTER,
+        "RIG_CONTEXT": CONTEXT,
+    }
+    run_env = child_env(env)
+    kwok_env = dict(run_env, KWOK_KUBE_VERSION=tools.KUBERNETES, KWOK_KUBECTL_BINARY=str(bins["kubectl"]))
+
+    log("starting the control plane (kwokctl, binary runtime)")
+    subprocess.run([
+        str(bins["kwokctl"]), "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
+        "--kubeconfig", str(kubeconfig),
+        "--etcd-binary", str(bins["etcd"]),
+        "--kube-apiserver-binary", str(bins["kube-apiserver"]),
+        "--kube-controller-manager-binary", str(bins["kube-controller-manager"]),
+        "--kube-scheduler-binary", str(bins["kube-scheduler"]),
+        "--kwok-controller-binary", str(bins["kwok"]),
+        "--kube-audit-policy", str(RIG / "audit-policy.yaml"),
+        "--kube-authorization",
+        "--wait", "2m",
+    ], env=kwok_env, check=True)
+    cluster_dir = STATE / "kwok" / "clusters" / CLUSTER
+    kubectl(bins, "config", "rename-context", f"kwok-{CLUSTER}", CONTEXT, env=run_env)
+    server = kubectl(bins, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
+                     env=run_env).stdout.strip()
+    kubectl(bins, "apply", "-f", "-", input=json.dumps(node_manifest()), env=run_env)
+    wait_for("nodes Ready", lambda: kubectl(
+        bins, "wait", "--for=condition=Ready", "node", "--all", "--timeout=5s", env=run_env,
+        check=False).returncode == 0)
+    env["RIG_AUDIT_LOG"] = str(cluster_dir / "logs" / "audit.log")
+
+    log("starting the pod identity webhook")
+    cert, key = make_cert(STATE)
+    webhook_port = free_port()
+    start("pod-identity-webhook", [bins["python"], RIG / "pod_identity_webhook.py", webhook_port, cert, key],
+          env=run_env)
+    import base64
+    kubectl(bins, "apply", "-f", "-", env=run_env, input=json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "rig-pod-identity-webhook"},
+        "webhooks": [{
+            "name": "pod-identity-webhook.rig.local",
+            "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/mutate",
+                             "caBundle": base64.b64encode(cert.read_bytes()).decode()},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5,
+        }]}))
+
+    log("starting the AWS account (moto)")
+    aws_port = free_port()
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{aws_port}"
+    env["RIG_MOTO_URL"] = env["AWS_ENDPOINT_URL"]
+    run_env = child_env(env)
+    aws_env = dict(run_env, MOTO_RECORDER_FILEPATH=str(STATE / "moto-recording.jsonl"))
+    start("aws", [bins["python"], RIG / "aws_server.py", aws_port, CLUSTER, server,
+                  cluster_dir / "pki" / "ca.crt"], env=aws_env)
+    wait_for("the seeded EKS cluster", lambda: subprocess.run(
+        [str(bins["aws"]), "eks", "describe-cluster", "--name", CLUSTER], env=run_env,
+        capture_output=True).returncode == 0)
+    urllib.request.urlopen(urllib.request.Request(
+        f"{env['AWS_ENDPOINT_URL']}/moto-api/recorder/start-recording", data=b""), timeout=5)
+
+    log("starting the ALB simulator")
+    start("alb-simulator", [bins["python"], RIG / "alb_simulator.py", CLUSTER], env=run_env)
+
+    log("packaging the test charts and serving them")
+    repo = build_chart_repo(bins, run_env)
+    chart_port = free_port()
+    env["RIG_CHART_REPO_URL"] = f"http://127.0.0.1:{chart_port}"
+    subprocess.run([str(bins["helm3"]), "repo", "index", str(repo), "--url", env["RIG_CHART_REPO_URL"]],
+                   env=run_env, check=True)
+    start("chart-repo", [bins["python"], "-m", "http.server", chart_port, "--bind", "127.0.0.1",
+                         "--directory", repo], env=run_env)
+
+    log("starting the ALB data plane (HAProxy + GraphQL stand-ins)")
+    servers = []
+    for name in BACKENDS:
+        port = free_port()
+        start(name, [bins["python"], RIG / "graphql_standin.py", port, name], env=run_env)
+        servers.append((name, port))
+    alb_port = free_port()
+    mode_map = STATE / "dataplane.map"
+    mode_map.write_text("mode sticky\n")
+    sock = STATE / "haproxy.sock"
+    (STATE / "haproxy.cfg").write_text(HAPROXY_CFG.format(
+        socket=sock, port=alb_port, map=mode_map,
+        sticky_servers="\n".join(f"    server {n} 127.0.0.1:{p} check inter 1s cookie {n}" for n, p in servers),
+        plain_servers="\n".join(f"    server {n} 127.0.0.1:{p} check inter 1s" for n, p in servers)))
+    start("haproxy", [bins["haproxy"], "-db", "-f", STATE / "haproxy.cfg"], env=run_env)
+    env["RIG_ALB_URL"] = f"http://127.0.0.1:{alb_port}"
+    env["RIG_DATAPLANE_SOCKET"] = str(sock)
+    env["RIG_IAM_POLICY_FILE"] = str(write_iam_policy())
+
+    wait_for("the chart repository", lambda: http_ok(f"{env['RIG_CHART_REPO_URL']}/index.yaml"))
+    wait_for("the ALB data plane", lambda: all(
+        haproxy_command(sock, f"show servers state {b}") and server_up(sock, b) for b in ("sticky", "roundrobin")))
+
+    (STATE / "env").write_text("".join(f'export {k}="{v}"\n' for k, v in env.items()))
+    baseline = snapshot(env)
+    (STATE / "baseline.json").write_text(json.dumps(baseline, indent=1, sort_keys=True))
+    log(f"up in {time.monotonic() - started:.0f}s; source {STATE / 'env'}")
+    print(STATE / "env")
+
+
+# --- the data plane's switches ------------------------------------------------------------
+def haproxy_command(sock, command):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def server_up(sock, backend):
+    """True when every server of the backend passes its health check (srv_op_state 2)."""
+    lines = [l.split() for l in haproxy_command(sock, f"show servers state {backend}").splitlines()
+             if l and not l.startswith("#") and len(l.split()) > 5]
+    return bool(lines) and all(l[5] == "2" for l in lines)
+
+
+def dataplane(args):
+    env = read_env()
+    sock = env["RIG_DATAPLANE_SOCKET"]
+    if args[:1] == ["sticky"] and args[1:] in (["on"], ["off"]):
+        mode = "sticky" if args[1] == "on" else "roundrobin"
+        haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode {mode}")
+        (STATE / "dataplane.map").write_text(f"mode {mode}\n")
+    elif args[:1] == ["backend"] and len(args) == 3 and args[1] in BACKENDS and args[2] in ("up", "down"):
+        state = "ready" if args[2] == "up" else "maint"
+        for backend in ("sticky", "roundrobin"):
+            haproxy_command(sock, f"set server {backend}/{args[1]} state {state}")
+    else:
+        raise SystemExit(f"usage: rig dataplane sticky on|off | backend {'|'.join(BACKENDS)} up|down")
+
+
+# --- snapshot and reset -------------------------------------------------------------------
+SNAPSHOT_SKIP = {"events", "events.events.k8s.io", "leases.coordination.k8s.io", "componentstatuses"}
+
+
+def api_resources(env):
+    bins = {"kubectl": STATE / "bin" / "kubectl"}
+    out = kubectl(bins, "api-resources", "--verbs=list,delete", "-o", "wide", "--no-headers",
+                  env=child_env(env)).stdout
+    resources = {}
+    for line in out.splitlines():
+        cols = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS...
+        namespaced_at = next(i for i, c in enumerate(cols) if c in ("true", "false"))
+        name, api_version, kind = cols[0], cols[namespaced_at - 1], cols[namespaced_at + 1]
+        group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+        full = f"{name}.{group}" if group else name
+        if full not in SNAPSHOT_SKIP:
+            resources[(group, kind)] = (full, cols[namespaced_at] == "true")
+    return resources
+
+
+def kube_objects(env):
+    resources = api_resources(env)
+    bins = {"kubectl": STATE / "bin" / "kubectl"}
+    listing = json.loads(kubectl(bins, "get", ",".join(r for r, _ in resources.values()), "-A", "-o", "json",
+                                 env=child_env(env)).stdout)
+    objects = []
+    for item in listing["items"]:
+        group = item["apiVersion"].rsplit("/", 1)[0] if "/" in item["apiVersion"] else ""
+        resource, _ = resources.get((group, item["kind"]), (item["kind"], True))
+        objects.append({"resource": resource, "namespace": item["metadata"].get("namespace", ""),
+                        "name": item["metadata"]["name"], "object": item})
+    return objects
+
+
+def aws_state(env):
+    import boto3
+    kw = dict(region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"],
+              aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam, ec2, elb = boto3.client("iam", **kw), boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
+    roles = {}
+    for r in iam.list_roles()["Roles"]:
+        attached = iam.list_attached_role_policies(RoleName=r["RoleName"])["AttachedPolicies"]
+        tags = iam.list_role_tags(RoleName=r["RoleName"])["Tags"]
+        roles[r["RoleName"]] = {"attached": sorted(p["PolicyArn"] for p in attached),
+                                "tags": {t["Key"]: t["Value"] for t in tags}}
+    policies = sorted(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"])
+    oidc = sorted(p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"])
+    tags = sorted(f"{t['ResourceId']} {t['Key']}={t['Value']}" for t in ec2.describe_tags()["Tags"])
+    lbs = sorted(lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"])
+    tgs = sorted(tg["TargetGroupName"] for tg in elb.describe_target_groups()["TargetGroups"])
+    return {"iam_roles": roles, "iam_policies": policies, "iam_oidc_providers": oidc,
+            "ec2_tags": tags, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
+
+
+def snapshot(env):
+    objects = kube_objects(env)
+    nodes = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}),
+                         "annotations": {k: v for k, v in o["object"]["metadata"].get("annotations", {}).items()
+                                         if k.startswith(OUR_ANNOTATION_PREFIXES)},
+                         "taints": o["object"]["spec"].get("taints", [])}
+             for o in objects if o["resource"] == "nodes"}
+    return {"kubernetes": sorted(f"{o['resource']} {o['namespace']}/{o['name']}" for o in objects),
+            "nodes": nodes, "aws": aws_state(env)}
+
+
+def reset():
+    """Deletes every object `up` did not make, restores node labels and taints, reseeds AWS."""
+    env = read_env()
+    if not env:
+        raise SystemExit("rig: not up (run `make rig-up`)")
+    bins = {"kubectl": STATE / "bin" / "kubectl"}
+    run_env = child_env(env)
+    baseline = json.loads((STATE / "baseline.json").read_text())
+    keep = set(baseline["kubernetes"])
+    objects = [o for o in kube_objects(env) if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
+    for o in objects:
+        if o["object"]["metadata"].get("finalizers") and o["resource"] != "namespaces":
+            kubectl(bins, "patch", o["resource"], o["name"], *(["-n", o["namespace"]] if o["namespace"] else []),
+                    "--type=merge", "-p", '{"metadata":{"finalizers":null}}', env=run_env, check=False)
+    namespaces = [o["name"] for o in objects if o["resource"] == "namespaces"]
+    for o in objects:
+        if o["namespace"] in namespaces or o["resource"] == "namespaces":
+            continue
+        kubectl(bins, "delete", o["resource"], o["name"], *(["-n", o["namespace"]] if o["namespace"] else []),
+                "--wait=false", "--ignore-not-found", env=run_env, check=False)
+    for ns in namespaces:
+        kubectl(bins, "delete", "namespace", ns, "--wait=false", "--ignore-not-found", env=run_env, check=False)
+    for name, want in baseline["nodes"].items():
+        current = json.loads(kubectl(bins, "get", "node", name, "-o", "json", env=run_env).stdout)
+        labels = {k: None for k in current["metadata"].get("labels", {}) if k not in want["labels"]}
+        labels.update(want["labels"])
+        annotations = {k: None for k in current["metadata"].get("annotations", {})
+                       if k.startswith(OUR_ANNOTATION_PREFIXES)}
+        kubectl(bins, "patch", "node", name, "--type=merge", "-p", json.dumps({
+            "metadata": {"labels": labels, "annotations": annotations or None},
+            "spec": {"taints": want["taints"] or None}}), env=run_env)
+    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
+    sock = env["RIG_DATAPLANE_SOCKET"]
+    haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode sticky")
+    (STATE / "dataplane.map").write_text("mode sticky\n")
+    for backend in ("sticky", "roundrobin"):
+        for name in BACKENDS:
+            haproxy_command(sock, f"set server {backend}/{name} state ready")
+
+    def clean():
+        now = snapshot(env)
+        return now["kubernetes"] == baseline["kubernetes"] and now["nodes"] == baseline["nodes"]
+    wait_for("the cluster to be back at its baseline", clean, timeout=90)
+
+
+# --- status and down ------------------------------------------------------------------
+def problems(env):
+    found = [f"{name} (pid {pid}) is not running" for name, pid in our_pids().items() if not alive(pid)]
+    if not our_pids():
+        found.append("no rig process is running")
+    checks = {
+        "kube-apiserver": lambda: subprocess.run(
+            [str(STATE / "bin" / "kubectl"), "get", "--raw", "/readyz"], env=child_env(env),
+            capture_output=True, timeout=10).returncode == 0,
+        "moto": lambda: http_ok(f"{env['AWS_ENDPOINT_URL']}/moto-api/"),
+        "chart repository": lambda: http_ok(f"{env['RIG_CHART_REPO_URL']}/index.yaml"),
+        "ALB data plane": lambda: http_ok(f"{env['RIG_ALB_URL']}/graphql?query=%7B__typename%7D"),
+    }
+    for name, check in checks.items():
+        try:
+            if not check():
+                found.append(f"{name} does not answer")
+        except Exception as e:
+            found.append(f"{name} does not answer ({e})")
+    return found
+
+
+def status():
+    env = read_env()
+    if not env:
+        print("rig: down (no .rig/env); start it with `make rig-up`")
+        raise SystemExit(1)
+    for name, pid in our_pids().items():
+        print(f"{name:22} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    kwok_pids = STATE / "kwok" / "clusters" / CLUSTER / "pids"
+    for f in sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []:
+        pid = int(f.read_text())
+        print(f"{f.stem:22} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    found = problems(env)
+    for p in found:
+        print(f"problem: {p}")
+    print("rig: up" if not found else "rig: broken (run `make rig-down rig-up`)")
+    raise SystemExit(1 if found else 0)
+
+
+def down():
+    for name, pid in our_pids().items():
+        stop(name, pid)
+    kwokctl = STATE / "bin" / "kwokctl"
+    if (STATE / "kwok").exists() and kwokctl.exists():
+        subprocess.run([str(kwokctl), "delete", "cluster", "--name", CLUSTER,
+                        "--kubeconfig", str(STATE / "kubeconfig")],
+                       env=dict(os.environ, KWOK_WORKDIR=str(STATE / "kwok")), capture_output=True)
+    for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew"):
+        path = STATE / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    log("down")
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        raise SystemExit(__doc__)
+    # Everything but `down` needs the rig's Python (boto3, the kubernetes client).
+    if args[0] != "down" and "RIG_IN_VENV" not in os.environ:
+        venv_python = str(tools.ensure_all()["python"])
+        os.environ["RIG_IN_VENV"] = "1"
+        os.execv(venv_python, [venv_python, __file__, *args])
+    command = {"up": up, "down": down, "status": status, "reset": reset,
+               "snapshot": lambda: print(json.dumps(snapshot(read_env()), indent=1, sort_keys=True)),
+               "dataplane": lambda: dataplane(args[1:])}.get(args[0])
+    if command is None:
+        raise SystemExit(__doc__)
+    command()
+
+
+if __name__ == "__main__":
+    main()

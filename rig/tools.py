@@ -1,0 +1,173 @@
+"""Builds or installs every tool the rig runs, into a cache keyed by versions.
+
+Everything comes from the package registries this machine reaches: the Go
+module proxy (control plane, kwok, helm, krew), PyPI (moto, the AWS CLI) and
+Debian (HAProxy). A tool whose versioned directory already holds its binaries
+is not built again, so a warm machine starts in seconds.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("RIG_CACHE", Path.home() / ".cache" / "scalardb-graphql-rig"))
+
+KUBERNETES = "v1.35.4"
+ETCD = "v3.6.16"
+KWOK = "v0.8.0"
+HELM3 = "v3.22.0"
+HELM4 = "v4.3.1"
+KREW = "v0.4.3"
+MOTO = "5.2.5"
+AWSCLI = "1.46.3"
+PY_KUBERNETES = "35.0.0"
+
+KUBE_COMMANDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+
+
+def log(msg):
+    print(f"rig: {msg}", file=sys.stderr, flush=True)
+
+
+def go_env():
+    env = dict(os.environ)
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
+    return env
+
+
+def run(cmd, cwd=None, env=None):
+    subprocess.run(cmd, cwd=cwd, env=env or go_env(), check=True)
+
+
+def done(directory, names):
+    return (directory / ".complete").is_file() and all((directory / n).is_file() for n in names)
+
+
+def timed(name, directory, names, build):
+    """Runs `build` unless `directory` already holds every binary in `names`.
+    A build that stops half-way leaves no `.complete` marker and is redone."""
+    if done(directory, names):
+        return directory
+    log(f"building {name} into {directory} (once per version)")
+    started = time.monotonic()
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    build(directory)  # in place: a Python venv cannot be moved after it is made
+    (directory / ".complete").write_text(f"{time.monotonic() - started:.0f}s\n")
+    log(f"built {name} in {time.monotonic() - started:.0f}s")
+    return directory
+
+
+def staging_modules(version):
+    """Reads the staging modules that k8s.io/kubernetes replaces onto ./staging."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+        env=go_env(), check=True, capture_output=True, text=True).stdout
+    gomod = Path(re.search(r'"GoMod":\s*"([^"]+)"', out).group(1)).read_text()
+    return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging", gomod, re.M)))
+
+
+def build_kubernetes(out):
+    """The kubernetes module cannot be `go install`ed (replaces onto ./staging):
+    a wrapper module requires it and maps each staging module to its published tag."""
+    minor = KUBERNETES.split(".")[1]
+    staging = "v0." + KUBERNETES[len("v1."):]
+    src = out / "src"
+    src.mkdir()
+    replaces = "\n".join(f"\t{m} => {m} {staging}" for m in staging_modules(KUBERNETES))
+    (src / "go.mod").write_text(
+        f"module rig/kubernetes\n\ngo 1.25.0\n\nrequire k8s.io/kubernetes {KUBERNETES}\n\n"
+        f"replace (\n{replaces}\n)\n")
+    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in KUBE_COMMANDS)
+    (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+    run(["go", "mod", "tidy"], cwd=src)
+    stamp = " ".join([
+        f"-X k8s.io/component-base/version.gitVersion={KUBERNETES}",
+        "-X k8s.io/component-base/version.gitMajor=1",
+        f"-X k8s.io/component-base/version.gitMinor={minor}",
+        "-X k8s.io/component-base/version.gitTreeState=clean",
+        f"-X k8s.io/client-go/pkg/version.gitVersion={KUBERNETES}",
+        "-X k8s.io/client-go/pkg/version.gitMajor=1",
+        f"-X k8s.io/client-go/pkg/version.gitMinor={minor}",
+        "-s -w",
+    ])
+    run(["go", "build", "-trimpath", "-ldflags", stamp, "-o", str(out) + "/"]
+        + [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS], cwd=src)
+    shutil.rmtree(src)
+
+
+def build_etcd(out):
+    """etcd's server module has replaces too; a wrapper that requires it needs none."""
+    src = out / "src"
+    src.mkdir()
+    (src / "go.mod").write_text(f"module rig/etcd\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 {ETCD}\n")
+    (src / "tools.go").write_text('//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n')
+    run(["go", "mod", "tidy"], cwd=src)
+    run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"),
+         "go.etcd.io/etcd/server/v3"], cwd=src)
+    shutil.rmtree(src)
+
+
+def go_install(*packages, rename=None):
+    def build(out):
+        env = go_env()
+        env["GOBIN"] = str(out)
+        for pkg in packages:
+            run(["go", "install", "-trimpath", "-ldflags", "-s -w", pkg], env=env)
+        for old, new in (rename or {}).items():
+            (out / old).rename(out / new)
+    return build
+
+
+def python_venv(out):
+    run([sys.executable, "-m", "venv", str(out / "venv")], env=dict(os.environ))
+    run([str(out / "venv" / "bin" / "pip"), "install", "--quiet",
+         f"moto[server]=={MOTO}", f"awscli=={AWSCLI}", f"kubernetes=={PY_KUBERNETES}"],
+        env=dict(os.environ))
+
+
+def haproxy(out):
+    """HAProxy from Debian; installed system-wide, then linked into the cache."""
+    if not shutil.which("haproxy"):
+        log("installing haproxy from Debian")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "haproxy", "openssl"], check=True, stdout=sys.stderr,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        # The package starts a system service; the rig runs its own instance only.
+        subprocess.run(["service", "haproxy", "stop"], capture_output=True)
+    (out / "haproxy").symlink_to(shutil.which("haproxy"))
+
+
+def ensure_all():
+    """Returns {tool name: path to its binary}, building what is missing."""
+    k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
+    etcd = timed(f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd)
+    kwok = timed(f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
+                 go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK}"))
+    helm3 = timed(f"helm {HELM3}", CACHE / f"helm-{HELM3}", ["helm3"],
+                  go_install(f"helm.sh/helm/v3/cmd/helm@{HELM3}", rename={"helm": "helm3"}))
+    helm4 = timed(f"helm {HELM4}", CACHE / f"helm-{HELM4}", ["helm4"],
+                  go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"}))
+    krew = timed(f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
+                 go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
+                            f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",
+                            rename={"krew": "kubectl-krew"}))
+    py = timed(f"python tools (moto {MOTO})", CACHE / f"python-moto-{MOTO}-awscli-{AWSCLI}",
+               ["venv/bin/python", "venv/bin/aws"], python_venv)
+    ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], haproxy)
+    return {
+        **{c: k8s / c for c in KUBE_COMMANDS},
+        "etcd": etcd / "etcd", "kwok": kwok / "kwok", "kwokctl": kwok / "kwokctl",
+        "helm3": helm3 / "helm3", "helm4": helm4 / "helm4",
+        "kubectl-krew": krew / "kubectl-krew", "validate-krew-manifest": krew / "validate-krew-manifest",
+        "python": py / "venv" / "bin" / "python", "aws": py / "venv" / "bin" / "aws", "haproxy": ha / "haproxy",
+    }
+
+
+if __name__ == "__main__":
+    for name, path in ensure_all().items():
+        print(f"{name}\t{path}")

@@ -1,0 +1,451 @@
+//! Command-line definitions only: what the user can type, parsed without side
+//! effects. `context.rs` turns these into settings that touch the system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Deploy ScalarDB GraphQL on EKS behind an internal, cookie-sticky ALB, check it, and remove it.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl scalardb-graphql",
+    bin_name = "kubectl scalardb-graphql",
+    version,
+    about = ABOUT,
+    propagate_version = true,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection and output settings, resolved as kubectl resolves them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, a path list, else ~/.kube/config)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace of the GraphQL release (default: the context's namespace)
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Username to impersonate for Kubernetes calls
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Group to impersonate for Kubernetes calls; repeat for several
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub as_group: Vec<String>,
+    /// Timeout for one Kubernetes request, e.g. 30s or 1m (0 means none)
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// AWS region (default: the AWS SDK's chain, then the kube context's EKS ARN)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS shared-config profile
+    #[arg(long, global = true, value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// EKS cluster name (default: derived from the kube context when it points at EKS)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// When to color output
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converge everything the deployment needs, in order; safe to re-run
+    Install(Box<InstallArgs>),
+    /// Check the deployment end to end, including that the ALB keeps a transaction on one pod
+    Status(StatusArgs),
+    /// Remove exactly what install created, in the order that leaks nothing
+    Uninstall(UninstallArgs),
+    /// Load or delete the ScalarDB schema with the Schema Loader, run as a Job in the cluster
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Show the plugin's version, the helm it uses, the cluster's version and the pinned defaults
+    Version(VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish) or kubectl's plugin completion shim
+    Completion(CompletionArgs),
+}
+
+/// Which release, in which namespace (with -n).
+#[derive(Debug, Args, Clone)]
+pub struct ReleaseArgs {
+    /// Name of the scalardb-graphql Helm release
+    #[arg(long, default_value = "scalardb-graphql", value_name = "NAME")]
+    pub release: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// How long to wait, e.g. 90s, 10m
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Install")]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// Print every action install would take, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of --dry-run
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Wait for the ALB and probe it (use --wait=false to stop after the releases)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub wait: bool,
+    #[command(flatten)]
+    pub wait_args: WaitArgs,
+
+    #[command(flatten)]
+    pub chart: ChartArgs,
+    #[command(flatten)]
+    pub scalardb: ScalarDbArgs,
+    #[command(flatten)]
+    pub iam: IamArgs,
+    #[command(flatten)]
+    pub lbc: LbcArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "GraphQL chart")]
+pub struct ChartArgs {
+    /// Version of the scalardb-graphql chart
+    #[arg(long, value_name = "VERSION")]
+    pub chart_version: Option<String>,
+    /// Chart repository URL (a mirror), or a local chart directory or .tgz
+    #[arg(long, value_name = "URL|PATH")]
+    pub chart_repo: Option<String>,
+    /// Number of GraphQL server pods
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub replicas: u32,
+    /// A values file merged over the generated values, last wins; repeat for several
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "ScalarDB")]
+pub struct ScalarDbArgs {
+    /// ScalarDB namespaces to serve, comma-separated (required unless --schema or --db-properties names them)
+    #[arg(long, value_delimiter = ',', value_name = "NS,...")]
+    pub namespaces: Vec<String>,
+    /// ScalarDB schema file: loaded before the chart, and its namespaces served
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// A ScalarDB database.properties file, mapped onto the chart's configuration and the database Secret
+    #[arg(long, value_name = "FILE")]
+    pub db_properties: Option<PathBuf>,
+    /// Storage (cassandra, cosmos, dynamo, jdbc, grpc)
+    #[arg(long, value_name = "STORAGE")]
+    pub storage: Option<String>,
+    /// Database contact points (a host, an endpoint URL, a JDBC URL or a region)
+    #[arg(long, value_name = "POINTS")]
+    pub contact_points: Option<String>,
+    /// Database port
+    #[arg(long, value_name = "PORT")]
+    pub contact_port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "IAM")]
+pub struct IamArgs {
+    /// The controller's IAM policy document, instead of fetching the pinned upstream one
+    #[arg(long, value_name = "FILE")]
+    pub iam_policy_file: Option<PathBuf>,
+    /// Name of the controller's IAM policy
+    #[arg(long, default_value = "AWSLoadBalancerControllerIAMPolicy", value_name = "NAME")]
+    pub iam_policy_name: String,
+    /// Name of the controller's IAM role (default: <cluster>-aws-load-balancer-controller)
+    #[arg(long, value_name = "NAME")]
+    pub iam_role_name: Option<String>,
+    /// Take over an IAM role or policy of the same name that this tool did not create
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "AWS Load Balancer Controller")]
+pub struct LbcArgs {
+    /// Version of the aws-load-balancer-controller chart
+    #[arg(long, value_name = "VERSION")]
+    pub lbc_chart_version: Option<String>,
+    /// Chart repository URL of the controller's chart (a mirror)
+    #[arg(long, value_name = "URL")]
+    pub lbc_chart_repo: Option<String>,
+    /// The cluster already runs the controller: verify it, do not install it
+    #[arg(long)]
+    pub skip_lb_controller: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Network")]
+pub struct NetworkArgs {
+    /// Subnets to tag for the internal ALB, comma-separated (default: the cluster VPC's private subnets)
+    #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+    pub subnets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Dedicated nodes")]
+pub struct NodeArgs {
+    /// Label that selects the GraphQL nodes
+    #[arg(long, default_value = "agentpool=scalardbgraphqlpool", value_name = "KEY=VALUE")]
+    pub node_selector: String,
+    /// Taint put on the selected nodes
+    #[arg(long, default_value = "kubernetes.io/app=scalardbgraphqlpool:NoSchedule", value_name = "KEY=VALUE:EFFECT")]
+    pub taint: String,
+    /// Nodes to label with --node-selector and dedicate, comma-separated (default: those already labelled)
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    pub nodes: Vec<String>,
+    /// Do not dedicate nodes: no taint, no node affinity or tolerations
+    #[arg(long, conflicts_with_all = ["nodes"])]
+    pub no_dedicated_nodes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Image registry")]
+pub struct RegistryArgs {
+    /// Name of the docker-registry Secret for the private image
+    #[arg(long, default_value = "reg-docker-secrets", value_name = "NAME")]
+    pub registry_secret: String,
+    /// Registry server
+    #[arg(long, default_value = "ghcr.io", value_name = "HOST")]
+    pub registry_server: String,
+    /// Registry user (a GitHub user for ghcr.io)
+    #[arg(long, value_name = "USER")]
+    pub registry_username: Option<String>,
+    /// Read the registry token (read:packages) from standard input
+    #[arg(long)]
+    pub registry_password_stdin: bool,
+    /// Read the registry token from a file
+    #[arg(long, value_name = "FILE")]
+    pub registry_password_file: Option<PathBuf>,
+    /// Read the registry token from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pub registry_password_env: Option<String>,
+    /// Use this existing image pull Secret instead of creating one
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["registry_username", "registry_password_stdin", "registry_password_file", "registry_password_env"])]
+    pub image_pull_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Database credentials")]
+pub struct DatabaseArgs {
+    /// Name of the Secret holding db-username and db-password
+    #[arg(long, value_name = "NAME")]
+    pub db_secret: Option<String>,
+    /// Use this existing Secret (keys db-username, db-password) instead of creating one
+    #[arg(long, value_name = "NAME", conflicts_with = "db_secret")]
+    pub existing_db_secret: Option<String>,
+    /// Database user (else scalar.db.username from --db-properties)
+    #[arg(long, value_name = "USER")]
+    pub db_username: Option<String>,
+    /// Read the database password from standard input
+    #[arg(long)]
+    pub db_password_stdin: bool,
+    /// Read the database password from a file
+    #[arg(long, value_name = "FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// Read the database password from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pub db_password_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Poll until every check passes, or until --timeout
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait polls, e.g. 90s, 10m
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+    /// Run only these categories, comma-separated
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "CATEGORY,...")]
+    pub category: Vec<CategoryArg>,
+    /// Probe the GraphQL endpoint at this base URL instead of the Ingress hostname
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
+    /// Skip the end-to-end probe (reported as a warning)
+    #[arg(long, conflicts_with = "probe_url")]
+    pub no_probe: bool,
+    /// Continuations the transaction probe sends between start and commit
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub probe_requests: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CategoryArg {
+    Cluster,
+    Iam,
+    LbController,
+    Subnets,
+    Nodes,
+    Graphql,
+    Ingress,
+    Alb,
+    Probe,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// List every deletion, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of --dry-run
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub wait_args: WaitArgs,
+    /// Leave the IAM role, policy and OIDC provider in place
+    #[arg(long)]
+    pub keep_iam: bool,
+    /// Leave the AWS Load Balancer Controller release in place
+    #[arg(long)]
+    pub keep_lb_controller: bool,
+    /// Remove the controller even while other Ingresses of class alb remain
+    #[arg(long)]
+    pub force: bool,
+    /// Remove the controller's finalizer from an Ingress it can no longer clean up (may leave the ALB in AWS)
+    #[arg(long)]
+    pub force_finalizers: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Create the tables of a schema file, with the Schema Loader in a Job
+    Load(SchemaArgs),
+    /// Delete the tables of a schema file (the Schema Loader's -D)
+    Delete(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The ScalarDB schema file (JSON)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// The ScalarDB database.properties the loader connects with
+    #[arg(long, value_name = "FILE")]
+    pub db_properties: PathBuf,
+    /// Also create (or delete) the Consensus Commit coordinator tables
+    #[arg(long)]
+    pub coordinator: bool,
+    /// Schema Loader image version
+    #[arg(long, value_name = "VERSION")]
+    pub schema_loader_version: Option<String>,
+    /// Print the Job it would run (secrets redacted), and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub wait_args: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Print only the plugin's own version and pins; contact no cluster
+    #[arg(long)]
+    pub client: bool,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// bash, zsh, fish, or kubectl (the kubectl_complete-scalardb_graphql shim)
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Kubectl,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_reads_as_a_kubectl_plugin() {
+        let help = Cli::command().render_usage().to_string();
+        assert!(help.contains("kubectl scalardb-graphql"), "{help}");
+    }
+
+    #[test]
+    fn install_waits_by_default_and_accepts_wait_false() {
+        let cli = Cli::try_parse_from(["x", "install"]).unwrap();
+        let Command::Install(a) = cli.command else { panic!() };
+        assert!(a.wait);
+        let cli = Cli::try_parse_from(["x", "install", "--wait=false"]).unwrap();
+        let Command::Install(a) = cli.command else { panic!() };
+        assert!(!a.wait);
+    }
+
+    #[test]
+    fn namespace_is_global_and_short() {
+        let cli = Cli::try_parse_from(["x", "status", "-n", "prod"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
+    }
+}

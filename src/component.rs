@@ -1,0 +1,208 @@
+//! The Component trait and the facts it trades in: actions (what install or
+//! uninstall would change) and checks (what status reports).
+//!
+//! A component owns one piece of the deployment. It observes its piece
+//! (read-only), says what differs from the spec, converges it, reports checks
+//! on it, and removes what the install record says it created. It never
+//! talks to the terminal: it returns facts and the printer shows them.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::context::Env;
+use crate::error::Result;
+use crate::record::Recorder;
+
+#[async_trait]
+pub trait Component: Send + Sync {
+    /// Name as shown in plans and progress, e.g. "IAM role".
+    fn name(&self) -> &'static str;
+
+    /// Reads the world; never changes it. Called again before each retry of a wait.
+    async fn observe(&mut self, env: &Env) -> Result<()>;
+
+    /// What install would change, given the last observation. Empty when converged.
+    /// An error here is a prerequisite that install cannot meet (nothing is changed yet).
+    fn plan(&self, env: &Env) -> Result<Vec<Action>>;
+
+    /// Makes the planned changes, recording what it creates before creating it.
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()>;
+
+    /// Status checks on the last observation.
+    async fn checks(&self, env: &Env) -> Vec<Check>;
+
+    /// What uninstall would remove: only what the record says this tool created.
+    fn removal(&self, env: &Env) -> Result<Vec<Action>>;
+
+    /// Removes it, and forgets it in the record once it is gone.
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()>;
+}
+
+// --- actions ------------------------------------------------------------------------------
+
+/// One change a command would make, described well enough to review before it happens.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Action {
+    /// `aws`, `kubernetes`, `helm` or `wait`.
+    pub system: &'static str,
+    pub verb: Verb,
+    /// The API call or object kind, e.g. `iam:CreateRole`, `Secret`, `release`.
+    pub operation: String,
+    /// What it acts on, e.g. a name, `namespace/name`, an ARN.
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Rendered values or documents, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Create,
+    Update,
+    Delete,
+    Wait,
+}
+
+impl Verb {
+    pub fn sign(self) -> &'static str {
+        match self {
+            Verb::Create => "+",
+            Verb::Update => "~",
+            Verb::Delete => "-",
+            Verb::Wait => "…",
+        }
+    }
+}
+
+impl Action {
+    fn new(system: &'static str, verb: Verb, operation: impl Into<String>, target: impl Into<String>) -> Self {
+        Action { system, verb, operation: operation.into(), target: target.into(), reason: None, detail: None }
+    }
+    pub fn aws(verb: Verb, call: &str, target: impl Into<String>) -> Self {
+        Self::new("aws", verb, call, target)
+    }
+    pub fn kube(verb: Verb, kind: &str, target: impl Into<String>) -> Self {
+        Self::new("kubernetes", verb, kind, target)
+    }
+    pub fn helm(verb: Verb, operation: &str, release: impl Into<String>) -> Self {
+        Self::new("helm", verb, operation, release)
+    }
+    pub fn wait(what: impl Into<String>) -> Self {
+        Self::new("wait", Verb::Wait, "until", what)
+    }
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+    /// Whether it changes anything (a wait does not).
+    pub fn mutates(&self) -> bool {
+        self.verb != Verb::Wait
+    }
+}
+
+/// Every component's actions, in the order they would run.
+#[derive(Debug, Default, Serialize)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanStep {
+    pub component: &'static str,
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    pub fn mutations(&self) -> usize {
+        self.steps.iter().flat_map(|s| &s.actions).filter(|a| a.mutates()).count()
+    }
+}
+
+// --- checks -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    Cluster,
+    Iam,
+    LbController,
+    Subnets,
+    Nodes,
+    Graphql,
+    Ingress,
+    Alb,
+    Probe,
+}
+
+impl Category {
+    pub fn title(self) -> &'static str {
+        match self {
+            Category::Cluster => "cluster",
+            Category::Iam => "iam",
+            Category::LbController => "lb-controller",
+            Category::Subnets => "subnets",
+            Category::Nodes => "nodes",
+            Category::Graphql => "graphql release",
+            Category::Ingress => "ingress",
+            Category::Alb => "alb",
+            Category::Probe => "probe",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+    /// Not run, because a check it depends on failed.
+    Skip,
+}
+
+/// One line of the checklist. `id` is stable across releases: scripts may key on it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub id: &'static str,
+    pub category: Category,
+    pub result: Outcome,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn new(category: Category, id: &'static str, result: Outcome, message: impl Into<String>) -> Self {
+        Check { id, category, result, message: message.into(), hint: None }
+    }
+    pub fn pass(category: Category, id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(category, id, Outcome::Pass, message)
+    }
+    pub fn warn(category: Category, id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(category, id, Outcome::Warn, message)
+    }
+    pub fn fail(category: Category, id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(category, id, Outcome::Fail, message)
+    }
+    pub fn skip(category: Category, id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(category, id, Outcome::Skip, message)
+    }
+    /// Passes or fails on `ok`, with the failure's own message.
+    pub fn expect(category: Category, id: &'static str, ok: bool, pass: impl Into<String>, fail: impl Into<String>) -> Self {
+        if ok { Self::pass(category, id, pass) } else { Self::fail(category, id, fail) }
+    }
+    pub fn hint(mut self, text: impl Into<String>) -> Self {
+        self.hint = Some(text.into());
+        self
+    }
+    pub fn passed(&self) -> bool {
+        matches!(self.result, Outcome::Pass | Outcome::Warn)
+    }
+}

@@ -1,0 +1,386 @@
+//! Resolved settings: flags and environment turned into a kube client, AWS
+//! clients and a helm binary, the way kubectl, the AWS CLI and helm resolve
+//! them. Also the `Env` every component receives.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+
+use crate::cli::GlobalArgs;
+use crate::error::{Error, Result};
+use crate::helm::{Helm, KubeFlags};
+use crate::record::Record;
+use crate::spec::{Options, Secrets, Spec};
+
+pub const USER_AGENT: &str = concat!("kubectl-scalardb-graphql/", env!("CARGO_PKG_VERSION"));
+
+/// Settings from flags and environment, before anything is contacted.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Explicit kubeconfig files (a `--kubeconfig`, or helm's `KUBECONFIG`); None: kubectl's default chain.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub as_user: Option<String>,
+    pub as_groups: Vec<String>,
+    pub request_timeout: Option<Duration>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub cluster_name: Option<String>,
+    pub helm_bin: Option<OsString>,
+    /// Run by helm as a plugin (`HELM_PLUGIN_DIR` set).
+    pub helm_plugin: bool,
+}
+
+impl Settings {
+    /// Reads flags, then helm's plugin environment when helm runs this.
+    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        let helm_plugin = std::env::var_os("HELM_PLUGIN_DIR").is_some();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut s = Settings {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            namespace: args.namespace.clone(),
+            as_user: args.as_user.clone(),
+            as_groups: args.as_group.clone(),
+            request_timeout: match &args.request_timeout {
+                Some(t) => parse_duration(t).map_err(|e| {
+                    Error::usage(format!("--request-timeout {t:?}: {e}")).hint("give a duration such as 30s, 2m or 0")
+                })?,
+                None => None,
+            },
+            region: args.region.clone(),
+            profile: args.profile.clone(),
+            cluster_name: args.cluster_name.clone(),
+            helm_bin: std::env::var_os("HELM_BIN"),
+            helm_plugin,
+        };
+        if helm_plugin {
+            // helm consumed its own global flags and hands them over in the environment.
+            s.namespace = s.namespace.or_else(|| env("HELM_NAMESPACE"));
+            s.context = s.context.or_else(|| env("HELM_KUBECONTEXT"));
+        }
+        Ok(s)
+    }
+
+    pub fn kube_flags(&self) -> KubeFlags {
+        KubeFlags {
+            context: self.context.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            as_user: self.as_user.clone(),
+            as_groups: self.as_groups.clone(),
+        }
+    }
+}
+
+/// Parses kubectl-style durations: `90s`, `10m`, `1h30m`, `500ms`, or plain seconds.
+/// Zero means no timeout (None).
+pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok((secs > 0).then(|| Duration::from_secs(secs)));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or("missing unit (s, m, h)")?;
+        if digits == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
+        let unit = &rest[digits..digits + unit_len];
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[digits + unit_len..];
+    }
+    Ok((!total.is_zero()).then_some(total))
+}
+
+/// The kube side, resolved.
+#[derive(Clone)]
+pub struct Kube {
+    pub client: kube::Client,
+    pub context: String,
+    pub server: String,
+    /// `-n` (or helm's namespace) when given, else the context's namespace, else `default`.
+    pub namespace: String,
+    pub namespace_explicit: bool,
+    /// The kubeconfig user's exec command line, for deriving the EKS cluster name.
+    exec_args: Vec<String>,
+}
+
+fn kubeconfig_error(e: KubeconfigError, s: &Settings) -> Error {
+    match e {
+        KubeconfigError::LoadContext(name) => Error::prerequisite(format!("kube context {name:?} not found in the kubeconfig"))
+            .hint("list contexts with `kubectl config get-contexts` and pass one with --context"),
+        KubeconfigError::CurrentContextNotSet => Error::prerequisite("the kubeconfig has no current context")
+            .hint("pass --context, or run `kubectl config use-context NAME`"),
+        KubeconfigError::ReadConfig(err, path) => Error::prerequisite(format!("cannot read kubeconfig {}: {err}", path.display()))
+            .hint("check the path given to --kubeconfig or in KUBECONFIG"),
+        KubeconfigError::Parse(err) => Error::prerequisite(format!("the kubeconfig is not valid YAML: {err}"))
+            .hint("fix the file, or point --kubeconfig at another"),
+        KubeconfigError::FindPath => Error::prerequisite("no kubeconfig found (no --kubeconfig, no KUBECONFIG, no ~/.kube/config)")
+            .hint("pass --kubeconfig PATH or set KUBECONFIG"),
+        other => Error::prerequisite(format!(
+            "cannot use the kubeconfig{}: {other}",
+            s.context.as_ref().map(|c| format!(" context {c:?}")).unwrap_or_default()
+        ))
+        .hint("check it with `kubectl config view --minify`"),
+    }
+}
+
+impl Kube {
+    /// Builds a client from the kubeconfig without contacting the server.
+    pub async fn connect(s: &Settings) -> Result<Kube> {
+        let kubeconfig = match &s.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(|e| kubeconfig_error(e, s))?;
+        let context = s.context.clone().or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
+        let exec_args = kubeconfig_user_exec(&kubeconfig, &context);
+        let options = KubeConfigOptions { context: s.context.clone(), cluster: None, user: None };
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| kubeconfig_error(e, s))?;
+        if let Some(user) = &s.as_user {
+            config.auth_info.impersonate = Some(user.clone());
+        }
+        if !s.as_groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(s.as_groups.clone());
+        }
+        if s.request_timeout.is_some() {
+            config.read_timeout = s.request_timeout;
+            config.connect_timeout = s.request_timeout;
+        }
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
+        let namespace_explicit = s.namespace.is_some();
+        let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}")))?;
+        Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
+    }
+
+    /// The EKS cluster this context points at, when its name or exec command says so.
+    pub fn eks_cluster(&self) -> Option<EksRef> {
+        eks_from_context(&self.context, &self.exec_args)
+    }
+}
+
+fn kubeconfig_user_exec(k: &Kubeconfig, context: &str) -> Vec<String> {
+    let user = k.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).and_then(|c| c.user.clone());
+    let Some(user) = user else { return vec![] };
+    k.auth_infos
+        .iter()
+        .find(|a| a.name == user)
+        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|a| a.exec.as_ref())
+        .and_then(|e| e.args.clone())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EksRef {
+    pub name: String,
+    pub region: Option<String>,
+}
+
+/// From `arn:aws:eks:REGION:ACCOUNT:cluster/NAME` contexts (as `aws eks update-kubeconfig`
+/// names them), or from the exec arguments of `aws eks get-token --cluster-name NAME
+/// [--region R]` or `aws-iam-authenticator token -i NAME`.
+pub fn eks_from_context(context: &str, exec_args: &[String]) -> Option<EksRef> {
+    if let Some(rest) = context.strip_prefix("arn:")
+        && let [_partition, "eks", region, _account, resource] = rest.splitn(5, ':').collect::<Vec<_>>()[..]
+        && let Some(name) = resource.strip_prefix("cluster/")
+    {
+        return Some(EksRef { name: name.to_string(), region: Some(region.to_string()) });
+    }
+    let value_of = |flags: &[&str]| {
+        exec_args.iter().enumerate().find_map(|(i, a)| {
+            flags.iter().find_map(|f| {
+                if a == f {
+                    exec_args.get(i + 1).cloned()
+                } else {
+                    a.strip_prefix(&format!("{f}=")).map(str::to_string)
+                }
+            })
+        })
+    };
+    let name = value_of(&["--cluster-name", "-i", "--cluster-id"])?;
+    Some(EksRef { name, region: value_of(&["--region"]) })
+}
+
+/// The AWS clients, from aws-config's default chain.
+#[derive(Clone)]
+pub struct Aws {
+    pub region: Option<String>,
+    pub iam: aws_sdk_iam::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub eks: aws_sdk_eks::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Aws {
+    /// Loads configuration (env, profile, SSO, process credentials); contacts nothing yet.
+    pub async fn load(region: Option<String>, profile: Option<String>) -> Aws {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(r) = region {
+            loader = loader.region(Region::new(r));
+        }
+        if let Some(p) = profile {
+            loader = loader.profile_name(p);
+        }
+        let sdk = loader.load().await;
+        Aws {
+            region: sdk.region().map(|r| r.to_string()),
+            iam: aws_sdk_iam::Client::new(&sdk),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            eks: aws_sdk_eks::Client::new(&sdk),
+            sts: aws_sdk_sts::Client::new(&sdk),
+        }
+    }
+}
+
+/// Everything a command talks to.
+pub struct Context {
+    pub settings: Settings,
+    pub kube: Kube,
+    pub aws: Aws,
+    /// helm, or why it cannot be used (a prerequisite for install and uninstall, a check for status).
+    pub helm: std::result::Result<Helm, (String, Option<String>)>,
+    /// The EKS cluster name: --cluster-name, else derived from the kube context.
+    pub cluster_name: Option<String>,
+}
+
+impl Context {
+    pub async fn connect(settings: Settings) -> Result<Context> {
+        let kube = Kube::connect(&settings).await?;
+        let derived = kube.eks_cluster();
+        let cluster_name = settings.cluster_name.clone().or_else(|| derived.as_ref().map(|d| d.name.clone()));
+        let region = settings.region.clone().or_else(|| derived.and_then(|d| d.region));
+        let aws = Aws::load(region, settings.profile.clone()).await;
+        let helm = match Helm::find(settings.helm_bin.clone(), &settings.kube_flags()).await {
+            Ok(h) => Ok(h),
+            Err(e) => Err((e.to_string(), e.hint_text().map(str::to_string))),
+        };
+        Ok(Context { settings, kube, aws, helm, cluster_name })
+    }
+
+    pub fn helm(&self) -> Result<&Helm> {
+        match &self.helm {
+            Ok(h) => Ok(h),
+            Err((message, hint)) => {
+                let e = Error::prerequisite(message.clone());
+                Err(match hint {
+                    Some(h) => e.hint(h.clone()),
+                    None => e,
+                })
+            }
+        }
+    }
+
+    pub fn cluster_name(&self) -> Result<&str> {
+        self.cluster_name.as_deref().ok_or_else(|| {
+            Error::prerequisite(format!(
+                "cannot tell which EKS cluster kube context {:?} belongs to",
+                self.kube.context
+            ))
+            .hint("pass --cluster-name NAME")
+        })
+    }
+}
+
+/// The identity of the EKS cluster and the AWS account, established by preflight.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterFacts {
+    pub name: String,
+    pub region: String,
+    pub account: String,
+    pub partition: String,
+    pub caller_arn: String,
+    pub endpoint: String,
+    /// The OIDC issuer URL, `https://oidc.eks.REGION.amazonaws.com/id/ID`.
+    pub issuer: String,
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+    pub kubernetes_version: String,
+}
+
+impl ClusterFacts {
+    /// The issuer without its scheme, as IAM names it.
+    pub fn issuer_host_path(&self) -> &str {
+        self.issuer.trim_start_matches("https://").trim_end_matches('/')
+    }
+    pub fn oidc_provider_arn(&self) -> String {
+        format!("arn:{}:iam::{}:oidc-provider/{}", self.partition, self.account, self.issuer_host_path())
+    }
+}
+
+/// What each component gets: the clients, the cluster's facts, what to deploy,
+/// the install record as it was read, and the command's options.
+pub struct Env {
+    pub ctx: Context,
+    pub facts: ClusterFacts,
+    pub spec: Spec,
+    pub record: Record,
+    pub options: Options,
+    pub secrets: Secrets,
+}
+
+impl Env {
+    pub fn kube(&self) -> &kube::Client {
+        &self.ctx.kube.client
+    }
+    pub fn aws(&self) -> &Aws {
+        &self.ctx.aws
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(parse_duration("90s").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m").unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms").unwrap(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45").unwrap(), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0").unwrap(), None);
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn eks_cluster_from_an_update_kubeconfig_context() {
+        let r = eks_from_context("arn:aws:eks:us-west-1:123456789012:cluster/prod", &[]).unwrap();
+        assert_eq!(r, EksRef { name: "prod".into(), region: Some("us-west-1".into()) });
+    }
+
+    #[test]
+    fn eks_cluster_from_exec_arguments() {
+        let args: Vec<String> = ["--region", "eu-west-1", "eks", "get-token", "--cluster-name", "blue"].map(String::from).into();
+        let r = eks_from_context("blue-admin", &args).unwrap();
+        assert_eq!(r, EksRef { name: "blue".into(), region: Some("eu-west-1".into()) });
+        let args: Vec<String> = ["token", "-i", "green"].map(String::from).into();
+        assert_eq!(eks_from_context("x", &args).unwrap().name, "green");
+        assert_eq!(eks_from_context("kind-dev", &[]), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! Expected failures, each with its exit code and a hint, kept apart from
+//! everything that went wrong in a way the user cannot fix by changing input.
+//!
+//! Exit codes (the README's table is written from this one):
+//! 0 ok · 1 a check or step failed · 2 usage error · 3 a prerequisite is
+//! missing · 4 timed out waiting · 130 interrupted.
+
+use std::fmt;
+
+/// Why a command stopped, in words a platform engineer can act on.
+#[derive(Debug)]
+pub enum Error {
+    /// A failure the user can fix: bad input, a missing prerequisite, a
+    /// failed step, a timeout. Printed as one line plus a hint.
+    Expected { kind: Kind, message: String, hint: Option<String> },
+    /// An API or tool call failed in a way this program did not anticipate.
+    /// Printed with its chain of causes; exit 1.
+    Other(anyhow::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Failed,
+    Usage,
+    Prerequisite,
+    Timeout,
+    Interrupted,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Failed => 1,
+            Kind::Usage => 2,
+            Kind::Prerequisite => 3,
+            Kind::Timeout => 4,
+            Kind::Interrupted => 130,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn expected(kind: Kind, message: impl Into<String>) -> Self {
+        Error::Expected { kind, message: message.into(), hint: None }
+    }
+    /// Bad input (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::expected(Kind::Usage, message)
+    }
+    /// Something the command needs is missing or wrong (exit 3).
+    pub fn prerequisite(message: impl Into<String>) -> Self {
+        Self::expected(Kind::Prerequisite, message)
+    }
+    /// A step or check failed (exit 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::expected(Kind::Failed, message)
+    }
+    /// Waiting ran out of time (exit 4).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::expected(Kind::Timeout, message)
+    }
+    pub fn interrupted() -> Self {
+        Self::expected(Kind::Interrupted, "interrupted")
+    }
+
+    /// Adds the line that tells the user what to do.
+    pub fn hint(mut self, text: impl Into<String>) -> Self {
+        if let Error::Expected { hint, .. } = &mut self {
+            *hint = Some(text.into());
+        }
+        self
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Expected { kind, .. } => kind.exit_code(),
+            Error::Other(_) => 1,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Expected { kind, .. } => *kind,
+            Error::Other(_) => Kind::Failed,
+        }
+    }
+
+    pub fn hint_text(&self) -> Option<&str> {
+        match self {
+            Error::Expected { hint, .. } => hint.as_deref(),
+            Error::Other(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Expected { message, .. } => f.write_str(message),
+            // One line: every cause, outermost first.
+            Error::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::Other(e.into())
+    }
+}
+
+/// Adds what was being done to an error from an API or a tool.
+pub trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::Other(e.into().context(what.to_string())))
+    }
+}
+
+/// The AWS SDK's errors print only "service error" through Display; this
+/// keeps the code and message the service sent.
+pub fn aws<E>(e: aws_sdk_sts::error::SdkError<E>) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+    anyhow::anyhow!(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_match_the_documented_table() {
+        assert_eq!(Error::failed("x").exit_code(), 1);
+        assert_eq!(Error::usage("x").exit_code(), 2);
+        assert_eq!(Error::prerequisite("x").exit_code(), 3);
+        assert_eq!(Error::timeout("x").exit_code(), 4);
+        assert_eq!(Error::interrupted().exit_code(), 130);
+        assert_eq!(Error::from(anyhow::anyhow!("boom")).exit_code(), 1);
+    }
+
+    #[test]
+    fn context_keeps_every_cause_on_one_line() {
+        let r: std::result::Result<(), std::io::Error> =
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+        let e = r.context("reading values.yaml").unwrap_err();
+        assert_eq!(e.to_string(), "reading values.yaml: no such file");
+    }
+}

@@ -1,0 +1,265 @@
+//! The one printer: every byte the plugin shows goes through here.
+//!
+//! Results go to stdout (checklists, plans, `-o json|yaml` documents);
+//! progress spinners, warnings, questions and errors go to stderr, and
+//! spinners only when stderr is a terminal. Color follows `--color`, then a
+//! non-empty `NO_COLOR`, then whether the stream is a terminal.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{ColorChoice, OutputFormat};
+use crate::component::{Action, Check, Outcome, Plan};
+use crate::error::Error;
+
+pub struct Printer {
+    color_out: bool,
+    color_err: bool,
+    progress: bool,
+    spinner: Mutex<Option<ProgressBar>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl From<Outcome> for Mark {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Pass => Mark::Pass,
+            Outcome::Warn => Mark::Warn,
+            Outcome::Fail => Mark::Fail,
+            Outcome::Skip => Mark::Skip,
+        }
+    }
+}
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+fn use_color(choice: ColorChoice, terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+            !no_color && !dumb && terminal
+        }
+    }
+}
+
+impl Printer {
+    pub fn new(choice: ColorChoice) -> Self {
+        Printer {
+            color_out: use_color(choice, io::stdout().is_terminal()),
+            color_err: use_color(choice, io::stderr().is_terminal()),
+            progress: io::stderr().is_terminal(),
+            spinner: Mutex::new(None),
+        }
+    }
+
+    /// Whether questions can be asked: both ends of the conversation are a terminal.
+    pub fn interactive(&self) -> bool {
+        io::stdin().is_terminal() && io::stderr().is_terminal()
+    }
+
+    fn paint(&self, on: bool, color: &str, text: &str) -> String {
+        if on { format!("{color}{text}{RESET}") } else { text.to_string() }
+    }
+
+    fn symbol(&self, on: bool, mark: Mark) -> String {
+        match mark {
+            Mark::Pass => self.paint(on, GREEN, "√"),
+            Mark::Warn => self.paint(on, YELLOW, "‼"),
+            Mark::Fail => self.paint(on, RED, "×"),
+            Mark::Skip => self.paint(on, DIM, "-"),
+        }
+    }
+
+    /// Writes to stdout, with any spinner out of the way.
+    fn out(&self, text: &str) -> io::Result<()> {
+        let spinner = self.spinner.lock().unwrap().clone();
+        let write = || {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        };
+        match spinner {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    fn err(&self, text: &str) {
+        let spinner = self.spinner.lock().unwrap().clone();
+        let write = || {
+            let _ = io::stderr().lock().write_all(text.as_bytes());
+        };
+        match spinner {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// One result line: `√ text`, `‼ text`, `× text`, `- text`.
+    pub fn line(&self, mark: Mark, text: &str) -> io::Result<()> {
+        self.out(&format!("{} {text}\n", self.symbol(self.color_out, mark)))
+    }
+
+    pub fn hint(&self, text: &str) -> io::Result<()> {
+        self.out(&format!("    {}\n", self.paint(self.color_out, DIM, &format!("hint: {text}"))))
+    }
+
+    pub fn heading(&self, text: &str) -> io::Result<()> {
+        self.out(&format!("{}\n{}\n", self.paint(self.color_out, BOLD, text), "-".repeat(text.chars().count())))
+    }
+
+    pub fn text(&self, text: &str) -> io::Result<()> {
+        self.out(&format!("{text}\n"))
+    }
+
+    /// A document in the chosen machine format (`text` is handled by the caller).
+    pub fn document<T: Serialize>(&self, format: OutputFormat, value: &T) -> io::Result<()> {
+        let text = match format {
+            OutputFormat::Json => serde_json::to_string_pretty(value).map_err(io::Error::other)? + "\n",
+            OutputFormat::Yaml => serde_saphyr::to_string(value).map_err(io::Error::other)?,
+            OutputFormat::Text => unreachable!("text is printed by the caller"),
+        };
+        self.out(&text)
+    }
+
+    pub fn warn(&self, text: &str) {
+        self.err(&format!("{} {text}\n", self.symbol(self.color_err, Mark::Warn)));
+    }
+
+    pub fn note(&self, text: &str) {
+        self.err(&format!("{text}\n"));
+    }
+
+    pub fn error(&self, e: &Error) {
+        self.stop_spinner();
+        let mut text = format!("{} {e}\n", self.paint(self.color_err, RED, "error:"));
+        if let Some(hint) = e.hint_text() {
+            text.push_str(&format!("  {}\n", self.paint(self.color_err, DIM, &format!("hint: {hint}"))));
+        }
+        self.err(&text);
+    }
+
+    /// Shows what is being waited for, on a terminal only.
+    pub fn spin(&self, message: &str) {
+        let mut slot = self.spinner.lock().unwrap();
+        if let Some(bar) = slot.as_ref() {
+            bar.set_message(message.to_string());
+            return;
+        }
+        if !self.progress {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *slot = Some(bar);
+    }
+
+    pub fn stop_spinner(&self) {
+        if let Some(bar) = self.spinner.lock().unwrap().take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Asks once on the terminal; anything but y/yes is no.
+    pub fn confirm(&self, question: &str) -> io::Result<bool> {
+        self.err(&format!("{question} [y/N] "));
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    }
+
+    /// A status report: categories in order, a line per check, a hint under each failure.
+    pub fn checklist(&self, checks: &[Check]) -> io::Result<()> {
+        let mut category = None;
+        for check in checks {
+            if category != Some(check.category) {
+                if category.is_some() {
+                    self.text("")?;
+                }
+                self.heading(check.category.title())?;
+                category = Some(check.category);
+            }
+            self.line(check.result.into(), &check.message)?;
+            if check.result != Outcome::Pass
+                && let Some(hint) = &check.hint
+            {
+                self.hint(hint)?;
+            }
+        }
+        let failed = checks.iter().filter(|c| c.result == Outcome::Fail).count();
+        let warned = checks.iter().filter(|c| c.result == Outcome::Warn).count();
+        self.text("")?;
+        let summary = match (failed, warned) {
+            (0, 0) => format!("Status check results are {}", self.symbol(self.color_out, Mark::Pass)),
+            (0, w) => format!("Status check results are {} ({w} warning{})", self.symbol(self.color_out, Mark::Warn), plural(w)),
+            (f, _) => format!("Status check results are {} ({f} failed)", self.symbol(self.color_out, Mark::Fail)),
+        };
+        self.text(&summary)
+    }
+
+    /// A plan: each component's actions, in the order they would run.
+    pub fn plan(&self, plan: &Plan, verb: &str) -> io::Result<()> {
+        let total: usize = plan.steps.iter().map(|s| s.actions.len()).sum();
+        if total == 0 {
+            return self.line(Mark::Pass, &format!("nothing to {verb}: everything is as it should be"));
+        }
+        for step in plan.steps.iter().filter(|s| !s.actions.is_empty()) {
+            self.text(&self.paint(self.color_out, BOLD, step.component))?;
+            for action in &step.actions {
+                self.text(&format!("  {}", describe(action)))?;
+                if let Some(detail) = &action.detail {
+                    let yaml = serde_saphyr::to_string(detail).map_err(io::Error::other)?;
+                    for l in yaml.lines() {
+                        self.text(&format!("      {l}"))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `+ aws iam:CreateRole my-role (why)`
+pub fn describe(action: &Action) -> String {
+    let mut s = format!("{} {} {} {}", action.verb.sign(), action.system, action.operation, action.target);
+    if let Some(why) = &action.reason {
+        s.push_str(&format!("  ({why})"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_means_no_color_even_on_a_terminal() {
+        assert!(!use_color(ColorChoice::Never, true));
+        assert!(use_color(ColorChoice::Always, false));
+    }
+}

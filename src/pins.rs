@@ -1,0 +1,64 @@
+//! The versions and digests this plugin installs by default, in one place.
+
+/// The scalardb-graphql chart (chart 1.N.p serves app 3.(N+5).p).
+pub const GRAPHQL_CHART: &str = "scalardb-graphql";
+pub const GRAPHQL_CHART_REPO: &str = "https://scalar-labs.github.io/helm-charts";
+pub const GRAPHQL_CHART_VERSION: &str = "1.8.6";
+pub const GRAPHQL_APP_VERSION: &str = "3.13.6";
+
+/// The Schema Loader image matching the GraphQL chart's app version.
+pub const SCHEMA_LOADER_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-schema-loader";
+pub const SCHEMA_LOADER_VERSION: &str = GRAPHQL_APP_VERSION;
+
+/// The AWS Load Balancer Controller chart.
+pub const LBC_CHART: &str = "aws-load-balancer-controller";
+pub const LBC_CHART_REPO: &str = "https://aws.github.io/eks-charts";
+pub const LBC_CHART_VERSION: &str = "3.5.0";
+pub const LBC_RELEASE: &str = "aws-load-balancer-controller";
+pub const LBC_NAMESPACE: &str = "kube-system";
+pub const LBC_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
+pub const LBC_WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
+
+/// The controller's IAM policy documents this plugin knows by digest.
+pub struct PolicyPin {
+    pub version: &'static str,
+    pub url: &'static str,
+    pub bytes: usize,
+    pub sha256: &'static str,
+}
+
+pub const IAM_POLICY: PolicyPin = PolicyPin {
+    version: "v3.5.0",
+    url: "https://raw.githubusercontent.com/kubernetes-sigs/aws-load-balancer-controller/v3.5.0/docs/install/iam_policy.json",
+    bytes: 8955,
+    sha256: "16f232c9d9f79366fe949c4550ad517a202380058a9e48d45a4e215044a20a6a",
+};
+
+/// The guide's own (older) document: recognised, but short of permissions newer controllers need.
+pub const KNOWN_POLICIES: &[PolicyPin] = &[
+    IAM_POLICY,
+    PolicyPin {
+        version: "v2.4.1",
+        url: "https://raw.githubusercontent.com/kubernetes-sigs/aws-load-balancer-controller/v2.4.1/docs/install/iam_policy.json",
+        bytes: 7617,
+        sha256: "a9d1e6463f6eaf0cb6d27aea08aaffbd803d552ed31a3fc8e775fc84d219f969",
+    },
+];
+
+/// Labels and tags that mark what this tool created.
+pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "kubectl-scalardb-graphql";
+/// AWS tag naming the cluster a resource was created for.
+pub const CLUSTER_TAG_KEY: &str = "kubectl-scalardb-graphql/cluster";
+/// AWS tag naming the policy document's version (or `sha256:<digest>` for a custom file).
+pub const POLICY_VERSION_TAG_KEY: &str = "kubectl-scalardb-graphql/policy-version";
+
+/// The ALB annotations the guide sets, and the controller's finalizer.
+pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
+pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
+pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub const INTERNAL_ELB_TAG: &str = "kubernetes.io/role/internal-elb";
+pub const STICKINESS_DURATION_SECONDS: u32 = 60;
+
+/// Kubernetes minor versions this plugin supports (k8s-openapi's range).
+pub const KUBERNETES_MINOR_RANGE: (u32, u32) = (33, 37);

@@ -1,0 +1,440 @@
+//! What to deploy (`Spec`, kept in the install record so status and
+//! uninstall act on what install did), the options of the command at hand,
+//! and the secrets, which are never recorded or printed.
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cli::{InstallArgs, StatusArgs, UninstallArgs};
+use crate::error::{Error, Result};
+use crate::helm::ChartRef;
+use crate::pins;
+use crate::properties::{DatabaseProperties, STORAGES};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    pub release: String,
+    pub namespace: String,
+    pub chart: ChartRef,
+    pub replicas: u32,
+    pub scalardb: ScalarDbConfig,
+    pub iam: IamSpec,
+    pub lb_controller: LbcSpec,
+    /// Subnets chosen with --subnets; empty: the cluster VPC's private subnets.
+    pub subnets: Vec<String>,
+    /// None: no dedicated nodes.
+    pub nodes: Option<NodeSpec>,
+    pub registry_secret: SecretRef,
+    pub database_secret: SecretRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalarDbConfig {
+    pub storage: Option<String>,
+    pub contact_points: Option<String>,
+    pub contact_port: Option<u16>,
+    pub namespaces: Vec<String>,
+    pub transaction_manager: Option<String>,
+    pub isolation_level: Option<String>,
+    pub serializable_strategy: Option<String>,
+    pub path: String,
+    pub graphiql: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IamSpec {
+    pub policy_name: String,
+    pub role_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LbcSpec {
+    /// The cluster already runs a controller; verify it, do not install it.
+    pub external: bool,
+    pub release: String,
+    pub namespace: String,
+    pub chart: ChartRef,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    pub label_key: String,
+    pub label_value: String,
+    pub taint: Taint,
+    /// Nodes named with --nodes (labelled by install); empty: those already labelled.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}:{}", self.key, self.value, self.effect)
+    }
+}
+
+/// A Secret by name, and whether this tool manages it (false: the user's own, only used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    pub name: String,
+    pub managed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+/// Options of the command at hand; not recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub yes: bool,
+    pub wait: bool,
+    pub timeout: Duration,
+    pub adopt: bool,
+    pub iam_policy_file: Option<PathBuf>,
+    /// The user's -f files, merged in order.
+    pub user_values: Value,
+    pub schema: Option<PathBuf>,
+    pub probe_url: Option<String>,
+    pub no_probe: bool,
+    pub probe_requests: u32,
+    pub keep_iam: bool,
+    pub keep_lb_controller: bool,
+    pub force: bool,
+    pub force_finalizers: bool,
+}
+
+/// A value that must not be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub registry: Option<(String, Secret)>,
+    pub database: Option<(String, Secret)>,
+}
+
+pub fn default_role_name(cluster: &str) -> String {
+    let name = format!("{cluster}-aws-load-balancer-controller");
+    name.chars().take(64).collect()
+}
+
+pub fn parse_label(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(',') => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::usage(format!("--node-selector {text:?} is not KEY=VALUE"))
+            .hint("give one label, e.g. --node-selector agentpool=scalardbgraphqlpool")),
+    }
+}
+
+pub fn parse_taint(text: &str) -> Result<Taint> {
+    let bad = || {
+        Error::usage(format!("--taint {text:?} is not KEY=VALUE:EFFECT"))
+            .hint("e.g. --taint kubernetes.io/app=scalardbgraphqlpool:NoSchedule (EFFECT: NoSchedule, PreferNoSchedule, NoExecute)")
+    };
+    let (kv, effect) = text.rsplit_once(':').ok_or_else(bad)?;
+    let (key, value) = kv.split_once('=').ok_or_else(bad)?;
+    if key.is_empty() || !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Err(bad());
+    }
+    Ok(Taint { key: key.into(), value: value.into(), effect: effect.into() })
+}
+
+/// Reads a secret from exactly one of stdin, a file or an environment variable.
+fn read_secret(what: &str, stdin: bool, file: &Option<PathBuf>, env: &Option<String>, stdin_used: &mut bool) -> Result<Option<Secret>> {
+    let given = usize::from(stdin) + usize::from(file.is_some()) + usize::from(env.is_some());
+    if given > 1 {
+        return Err(Error::usage(format!("the {what} is given more than one way"))
+            .hint(format!("use one of --{what}-stdin, --{what}-file, --{what}-env")));
+    }
+    let value = if stdin {
+        if *stdin_used {
+            return Err(Error::usage("standard input can carry only one secret")
+                .hint("give the other one with a --…-file or --…-env flag"));
+        }
+        *stdin_used = true;
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::usage(format!("reading the {what} from stdin: {e}")))?;
+        s
+    } else if let Some(path) = file {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::usage(format!("cannot read the {what} from {}: {e}", path.display())).hint("check the file's path and permissions"))?
+    } else if let Some(var) = env {
+        std::env::var(var).map_err(|_| {
+            Error::usage(format!("environment variable {var} (named by --{what}-env) is not set"))
+                .hint(format!("export {var}, or use --{what}-file"))
+        })?
+    } else {
+        return Ok(None);
+    };
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(Error::usage(format!("the {what} is empty")));
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+/// Reads the user's values files and merges them, later files winning (as helm does).
+pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
+    let mut merged = Value::Object(Default::default());
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!("cannot read values file {}: {e}", path.display())).hint("check the path given to -f/--values")
+        })?;
+        let v: Value = serde_saphyr::from_str(&text).map_err(|e| {
+            Error::usage(format!("values file {} is not valid YAML: {}", path.display(), one_line(&e.to_string())))
+                .hint("fix the YAML at the position shown")
+        })?;
+        match v {
+            Value::Object(_) => crate::values::merge(&mut merged, v),
+            Value::Null => {}
+            _ => return Err(Error::usage(format!("values file {} must hold a map of values", path.display()))),
+        }
+    }
+    Ok(merged)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Builds the spec, options and secrets of `install` from its flags; reads
+/// the files it names. Bad input fails here, before anything is contacted.
+pub fn for_install(a: &InstallArgs, cluster: &str, namespace: &str) -> Result<(Spec, Options, Secrets)> {
+    let timeout = crate::context::parse_duration(&a.wait_args.timeout)
+        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.wait_args.timeout)))?
+        .unwrap_or(Duration::from_secs(600));
+    let props = match &a.scalardb.db_properties {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::usage(format!("cannot read --db-properties {}: {e}", path.display())).hint("check the file's path")
+            })?;
+            DatabaseProperties::parse(&text)
+                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", path.display())).hint("fix the file"))?
+        }
+        None => DatabaseProperties::default(),
+    };
+    if let Some(storage) = &a.scalardb.storage
+        && !STORAGES.contains(&storage.as_str())
+    {
+        return Err(Error::usage(format!("--storage {storage:?} is not a storage the chart accepts"))
+            .hint(format!("use one of: {}", STORAGES.join(", "))));
+    }
+    let mut namespaces = a.scalardb.namespaces.clone();
+    if namespaces.is_empty() {
+        namespaces = props.namespaces.clone();
+    }
+    let mut stdin_used = false;
+    let r = &a.registry;
+    let registry_password = read_secret("registry-password", r.registry_password_stdin, &r.registry_password_file, &r.registry_password_env, &mut stdin_used)?;
+    let registry = match (&r.registry_username, registry_password) {
+        (Some(u), Some(p)) => Some((u.clone(), p)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::usage("--registry-username needs a token")
+                .hint("give it with --registry-password-stdin, --registry-password-file or --registry-password-env"))
+        }
+        (None, Some(_)) => return Err(Error::usage("a registry token was given without --registry-username")),
+    };
+    let d = &a.database;
+    let db_password = read_secret("db-password", d.db_password_stdin, &d.db_password_file, &d.db_password_env, &mut stdin_used)?
+        .or(props.password.clone().map(Secret::new));
+    let db_username = d.db_username.clone().or(props.username.clone());
+    let database = match (db_username, db_password) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => None,
+        (Some(_), None) => return Err(Error::usage("a database user was given without a password")
+            .hint("give it with --db-password-stdin/-file/-env, or scalar.db.password in --db-properties")),
+        (None, Some(_)) => return Err(Error::usage("a database password was given without a user")
+            .hint("pass --db-username, or scalar.db.username in --db-properties")),
+    };
+    if database.is_some() && d.existing_db_secret.is_some() {
+        return Err(Error::usage("database credentials were given together with --existing-db-secret")
+            .hint("either let install create the Secret from the credentials, or name an existing one"));
+    }
+    let user_values = read_values_files(&a.chart.values)?;
+    if let Some(path) = &a.iam.iam_policy_file {
+        crate::components::iam_policy::read_policy_file(path)?;
+    }
+    if let Some(path) = &a.scalardb.schema {
+        crate::schema::Schema::read(path)?;
+    }
+    let nodes = if a.nodes.no_dedicated_nodes {
+        None
+    } else {
+        let (label_key, label_value) = parse_label(&a.nodes.node_selector)?;
+        Some(NodeSpec { label_key, label_value, taint: parse_taint(&a.nodes.taint)?, names: a.nodes.nodes.clone() })
+    };
+    let chart = match &a.chart.chart_repo {
+        Some(repo) if std::path::Path::new(repo).exists() => ChartRef { name: repo.clone(), repo: None, version: None },
+        repo => ChartRef {
+            name: pins::GRAPHQL_CHART.into(),
+            repo: Some(repo.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_REPO.into())),
+            version: Some(a.chart.chart_version.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_VERSION.into())),
+        },
+    };
+    let db_secret_name = d.existing_db_secret.clone().or(d.db_secret.clone()).unwrap_or_else(|| format!("{}-db", a.release.release));
+    let spec = Spec {
+        release: a.release.release.clone(),
+        namespace: namespace.to_string(),
+        chart,
+        replicas: a.chart.replicas,
+        scalardb: ScalarDbConfig {
+            storage: a.scalardb.storage.clone().or(props.storage),
+            contact_points: a.scalardb.contact_points.clone().or(props.contact_points),
+            contact_port: a.scalardb.contact_port.or(props.contact_port),
+            namespaces,
+            transaction_manager: props.transaction_manager,
+            isolation_level: props.isolation_level,
+            serializable_strategy: props.serializable_strategy,
+            path: props.path.unwrap_or_else(|| "/graphql".into()),
+            graphiql: props.graphiql,
+        },
+        iam: IamSpec {
+            policy_name: a.iam.iam_policy_name.clone(),
+            role_name: a.iam.iam_role_name.clone().unwrap_or_else(|| default_role_name(cluster)),
+        },
+        lb_controller: LbcSpec {
+            external: a.lbc.skip_lb_controller,
+            release: pins::LBC_RELEASE.into(),
+            namespace: pins::LBC_NAMESPACE.into(),
+            chart: ChartRef {
+                name: pins::LBC_CHART.into(),
+                repo: Some(a.lbc.lbc_chart_repo.clone().unwrap_or_else(|| pins::LBC_CHART_REPO.into())),
+                version: Some(a.lbc.lbc_chart_version.clone().unwrap_or_else(|| pins::LBC_CHART_VERSION.into())),
+            },
+            service_account: pins::LBC_SERVICE_ACCOUNT.into(),
+        },
+        subnets: a.network.subnets.clone(),
+        nodes,
+        registry_secret: SecretRef {
+            name: r.image_pull_secret.clone().unwrap_or_else(|| r.registry_secret.clone()),
+            managed: r.image_pull_secret.is_none(),
+            server: Some(r.registry_server.clone()),
+        },
+        database_secret: SecretRef { name: db_secret_name, managed: d.existing_db_secret.is_none(), server: None },
+    };
+    let options = Options {
+        dry_run: a.dry_run,
+        yes: a.yes,
+        wait: a.wait,
+        timeout,
+        adopt: a.iam.adopt,
+        iam_policy_file: a.iam.iam_policy_file.clone(),
+        user_values,
+        schema: a.scalardb.schema.clone(),
+        ..Options::default()
+    };
+    Ok((spec, options, Secrets { registry, database }))
+}
+
+/// The spec status and uninstall act on when there is no install record: the defaults.
+pub fn defaults(release: &str, cluster: &str, namespace: &str) -> Spec {
+    let args = <crate::cli::Cli as clap::Parser>::try_parse_from(["x", "install", "--release", release])
+        .expect("the defaults parse");
+    let crate::cli::Command::Install(a) = args.command else { unreachable!() };
+    for_install(&a, cluster, namespace).expect("the defaults are valid").0
+}
+
+pub fn for_status(a: &StatusArgs) -> Result<Options> {
+    let timeout = crate::context::parse_duration(&a.timeout)
+        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.timeout)))?
+        .unwrap_or(Duration::from_secs(300));
+    Ok(Options {
+        wait: a.wait,
+        timeout,
+        probe_url: a.probe_url.clone(),
+        no_probe: a.no_probe,
+        probe_requests: a.probe_requests.max(1),
+        ..Options::default()
+    })
+}
+
+pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
+    let timeout = crate::context::parse_duration(&a.wait_args.timeout)
+        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.wait_args.timeout)))?
+        .unwrap_or(Duration::from_secs(600));
+    Ok(Options {
+        dry_run: a.dry_run,
+        yes: a.yes,
+        wait: true,
+        timeout,
+        keep_iam: a.keep_iam,
+        keep_lb_controller: a.keep_lb_controller,
+        force: a.force,
+        force_finalizers: a.force_finalizers,
+        ..Options::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guides_taint_parses() {
+        let t = parse_taint("kubernetes.io/app=scalardbgraphqlpool:NoSchedule").unwrap();
+        assert_eq!((t.key.as_str(), t.value.as_str(), t.effect.as_str()), ("kubernetes.io/app", "scalardbgraphqlpool", "NoSchedule"));
+        assert_eq!(t.to_string(), "kubernetes.io/app=scalardbgraphqlpool:NoSchedule");
+    }
+
+    #[test]
+    fn a_taint_without_a_known_effect_is_refused() {
+        assert!(parse_taint("a=b").is_err());
+        assert!(parse_taint("a=b:Sometimes").is_err());
+        assert_eq!(parse_taint("a=b:Never").unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn role_names_fit_iam() {
+        assert!(default_role_name(&"c".repeat(80)).len() <= 64);
+        assert_eq!(default_role_name("prod"), "prod-aws-load-balancer-controller");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "<redacted>");
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let s = defaults("scalardb-graphql", "prod", "default");
+        let n = s.nodes.unwrap();
+        assert_eq!((n.label_key.as_str(), n.label_value.as_str()), ("agentpool", "scalardbgraphqlpool"));
+        assert_eq!(n.taint.to_string(), "kubernetes.io/app=scalardbgraphqlpool:NoSchedule");
+        assert_eq!(s.registry_secret.name, "reg-docker-secrets");
+        assert_eq!(s.iam.policy_name, "AWSLoadBalancerControllerIAMPolicy");
+        assert_eq!(s.chart.version.as_deref(), Some(pins::GRAPHQL_CHART_VERSION));
+    }
+}
