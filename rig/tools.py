@@ -112,12 +112,12 @@ def build_etcd(out):
     shutil.rmtree(src)
 
 
-def go_install(*packages, rename=None):
+def go_install(*packages, rename=None, stamp=""):
     def build(out):
         env = go_env()
         env["GOBIN"] = str(out)
         for pkg in packages:
-            run(["go", "install", "-trimpath", "-ldflags", "-s -w", pkg], env=env)
+            run(["go", "install", "-trimpath", "-ldflags", f"-s -w {stamp}".strip(), pkg], env=env)
         for old, new in (rename or {}).items():
             (out / old).rename(out / new)
     return build
@@ -148,10 +148,13 @@ def ensure_all():
     etcd = timed(f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd)
     kwok = timed(f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
                  go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK}"))
-    helm3 = timed(f"helm {HELM3}", CACHE / f"helm-{HELM3}", ["helm3"],
-                  go_install(f"helm.sh/helm/v3/cmd/helm@{HELM3}", rename={"helm": "helm3"}))
-    helm4 = timed(f"helm {HELM4}", CACHE / f"helm-{HELM4}", ["helm4"],
-                  go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"}))
+    # Unstamped, helm reports only its minor version ("v3.22").
+    helm3 = timed(f"helm {HELM3}", CACHE / f"helm-{HELM3}-stamped", ["helm3"],
+                  go_install(f"helm.sh/helm/v3/cmd/helm@{HELM3}", rename={"helm": "helm3"},
+                             stamp=f"-X helm.sh/helm/v3/internal/version.version={HELM3}"))
+    helm4 = timed(f"helm {HELM4}", CACHE / f"helm-{HELM4}-stamped", ["helm4"],
+                  go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"},
+                             stamp=f"-X helm.sh/helm/v4/internal/version.version={HELM4}"))
     krew = timed(f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
                  go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
                             f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",

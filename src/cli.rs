@@ -127,6 +127,12 @@ pub struct InstallArgs {
     pub wait: bool,
     #[command(flatten)]
     pub wait_args: WaitArgs,
+    /// Probe the GraphQL endpoint at this base URL instead of the Ingress hostname (a bastion, a tunnel)
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
+    /// Do not probe the ALB end to end after installing
+    #[arg(long, conflicts_with = "probe_url")]
+    pub no_probe: bool,
 
     #[command(flatten)]
     pub chart: ChartArgs,
@@ -193,7 +199,11 @@ pub struct IamArgs {
     #[arg(long, value_name = "FILE")]
     pub iam_policy_file: Option<PathBuf>,
     /// Name of the controller's IAM policy
-    #[arg(long, default_value = "AWSLoadBalancerControllerIAMPolicy", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "AWSLoadBalancerControllerIAMPolicy",
+        value_name = "NAME"
+    )]
     pub iam_policy_name: String,
     /// Name of the controller's IAM role (default: <cluster>-aws-load-balancer-controller)
     #[arg(long, value_name = "NAME")]
@@ -229,10 +239,18 @@ pub struct NetworkArgs {
 #[command(next_help_heading = "Dedicated nodes")]
 pub struct NodeArgs {
     /// Label that selects the GraphQL nodes
-    #[arg(long, default_value = "agentpool=scalardbgraphqlpool", value_name = "KEY=VALUE")]
+    #[arg(
+        long,
+        default_value = "agentpool=scalardbgraphqlpool",
+        value_name = "KEY=VALUE"
+    )]
     pub node_selector: String,
     /// Taint put on the selected nodes
-    #[arg(long, default_value = "kubernetes.io/app=scalardbgraphqlpool:NoSchedule", value_name = "KEY=VALUE:EFFECT")]
+    #[arg(
+        long,
+        default_value = "kubernetes.io/app=scalardbgraphqlpool:NoSchedule",
+        value_name = "KEY=VALUE:EFFECT"
+    )]
     pub taint: String,
     /// Nodes to label with --node-selector and dedicate, comma-separated (default: those already labelled)
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
@@ -436,10 +454,14 @@ mod tests {
     #[test]
     fn install_waits_by_default_and_accepts_wait_false() {
         let cli = Cli::try_parse_from(["x", "install"]).unwrap();
-        let Command::Install(a) = cli.command else { panic!() };
+        let Command::Install(a) = cli.command else {
+            panic!()
+        };
         assert!(a.wait);
         let cli = Cli::try_parse_from(["x", "install", "--wait=false"]).unwrap();
-        let Command::Install(a) = cli.command else { panic!() };
+        let Command::Install(a) = cli.command else {
+            panic!()
+        };
         assert!(!a.wait);
     }
 

@@ -18,6 +18,9 @@ pub trait Component: Send + Sync {
     /// Name as shown in plans and progress, e.g. "IAM role".
     fn name(&self) -> &'static str;
 
+    /// Where its checks appear in `status`.
+    fn category(&self) -> Category;
+
     /// Reads the world; never changes it. Called again before each retry of a wait.
     async fn observe(&mut self, env: &Env) -> Result<()>;
 
@@ -36,6 +39,17 @@ pub trait Component: Send + Sync {
 
     /// Removes it, and forgets it in the record once it is gone.
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()>;
+}
+
+/// How a component tells what it is waiting for or warns about, without
+/// touching the terminal (the printer implements it).
+pub trait Progress: Send + Sync {
+    /// Replaces the current "waiting for …" line.
+    fn waiting(&self, what: &str);
+    /// Something the user should know that does not stop the command.
+    fn warn(&self, what: &str);
+    /// A change was made.
+    fn done(&self, what: &str);
 }
 
 // --- actions ------------------------------------------------------------------------------
@@ -63,6 +77,8 @@ pub enum Verb {
     Create,
     Update,
     Delete,
+    /// Left in place on purpose; the reason says why.
+    Keep,
     Wait,
 }
 
@@ -72,14 +88,27 @@ impl Verb {
             Verb::Create => "+",
             Verb::Update => "~",
             Verb::Delete => "-",
+            Verb::Keep => "=",
             Verb::Wait => "…",
         }
     }
 }
 
 impl Action {
-    fn new(system: &'static str, verb: Verb, operation: impl Into<String>, target: impl Into<String>) -> Self {
-        Action { system, verb, operation: operation.into(), target: target.into(), reason: None, detail: None }
+    fn new(
+        system: &'static str,
+        verb: Verb,
+        operation: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Self {
+        Action {
+            system,
+            verb,
+            operation: operation.into(),
+            target: target.into(),
+            reason: None,
+            detail: None,
+        }
     }
     pub fn aws(verb: Verb, call: &str, target: impl Into<String>) -> Self {
         Self::new("aws", verb, call, target)
@@ -101,9 +130,18 @@ impl Action {
         self.detail = Some(detail);
         self
     }
-    /// Whether it changes anything (a wait does not).
+    /// Something deliberately left alone, and why.
+    pub fn keep(
+        system: &'static str,
+        what: &str,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::new(system, Verb::Keep, what, target).because(reason)
+    }
+    /// Whether it changes anything (a wait or a keep does not).
     pub fn mutates(&self) -> bool {
-        self.verb != Verb::Wait
+        !matches!(self.verb, Verb::Wait | Verb::Keep)
     }
 }
 
@@ -121,7 +159,11 @@ pub struct PlanStep {
 
 impl Plan {
     pub fn mutations(&self) -> usize {
-        self.steps.iter().flat_map(|s| &s.actions).filter(|a| a.mutates()).count()
+        self.steps
+            .iter()
+            .flat_map(|s| &s.actions)
+            .filter(|a| a.mutates())
+            .count()
     }
 }
 
@@ -179,8 +221,19 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(category: Category, id: &'static str, result: Outcome, message: impl Into<String>) -> Self {
-        Check { id, category, result, message: message.into(), hint: None }
+    fn new(
+        category: Category,
+        id: &'static str,
+        result: Outcome,
+        message: impl Into<String>,
+    ) -> Self {
+        Check {
+            id,
+            category,
+            result,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn pass(category: Category, id: &'static str, message: impl Into<String>) -> Self {
         Self::new(category, id, Outcome::Pass, message)
@@ -195,8 +248,18 @@ impl Check {
         Self::new(category, id, Outcome::Skip, message)
     }
     /// Passes or fails on `ok`, with the failure's own message.
-    pub fn expect(category: Category, id: &'static str, ok: bool, pass: impl Into<String>, fail: impl Into<String>) -> Self {
-        if ok { Self::pass(category, id, pass) } else { Self::fail(category, id, fail) }
+    pub fn expect(
+        category: Category,
+        id: &'static str,
+        ok: bool,
+        pass: impl Into<String>,
+        fail: impl Into<String>,
+    ) -> Self {
+        if ok {
+            Self::pass(category, id, pass)
+        } else {
+            Self::fail(category, id, fail)
+        }
     }
     pub fn hint(mut self, text: impl Into<String>) -> Self {
         self.hint = Some(text.into());

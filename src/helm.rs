@@ -72,17 +72,30 @@ impl Helm {
     pub async fn find(helm_bin: Option<OsString>, kube: &KubeFlags) -> Result<Helm> {
         let path = match helm_bin {
             Some(bin) if !bin.is_empty() => which::which(&bin).map_err(|_| {
-                Error::prerequisite(format!("helm not found at HELM_BIN={}", bin.to_string_lossy()))
-                    .hint("point HELM_BIN at a helm 3 or 4 binary, or unset it to use helm from PATH")
+                Error::prerequisite(format!(
+                    "helm not found at HELM_BIN={}",
+                    bin.to_string_lossy()
+                ))
+                .hint("point HELM_BIN at a helm 3 or 4 binary, or unset it to use helm from PATH")
             })?,
             _ => which::which("helm").map_err(|_| {
-                Error::prerequisite("helm not found on PATH")
-                    .hint(format!("install helm {}.{} or newer (3 or 4), or set HELM_BIN to its path", MIN_VERSION.0, MIN_VERSION.1))
+                Error::prerequisite("helm not found on PATH").hint(format!(
+                    "install helm {}.{} or newer (3 or 4), or set HELM_BIN to its path",
+                    MIN_VERSION.0, MIN_VERSION.1
+                ))
             })?,
         };
-        let out = Command::new(&path).args(["version", "--short"]).output().await
+        let out = Command::new(&path)
+            .args(["version", "--short"])
+            .output()
+            .await
             .context(format!("running {} version", path.display()))?;
-        let version = String::from_utf8_lossy(&out.stdout).trim().split('+').next().unwrap_or("").to_string();
+        let version = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split('+')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let mut global = Vec::new();
         if let Some(c) = &kube.context {
             global.extend(["--kube-context".into(), c.into()]);
@@ -96,7 +109,11 @@ impl Helm {
         for g in &kube.as_groups {
             global.extend(["--kube-as-group".into(), g.into()]);
         }
-        Ok(Helm { path, version, global })
+        Ok(Helm {
+            path,
+            version,
+            global,
+        })
     }
 
     /// (major, minor) of the version, when it parses.
@@ -109,7 +126,10 @@ impl Helm {
             Some(v) if v >= MIN_VERSION => Ok(()),
             _ => Err(Error::prerequisite(format!(
                 "helm {} at {} is too old or unrecognised; {}.{} or newer is needed",
-                self.version, self.path.display(), MIN_VERSION.0, MIN_VERSION.1
+                self.version,
+                self.path.display(),
+                MIN_VERSION.0,
+                MIN_VERSION.1
             ))
             .hint("install a newer helm, or set HELM_BIN to one")),
         }
@@ -125,50 +145,91 @@ impl Helm {
             .context(format!("running helm to {what}"))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(Error::failed(format!("helm failed to {what}: {}", stderr.trim())));
+            return Err(Error::failed(format!(
+                "helm failed to {what}: {}",
+                stderr.trim()
+            )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The release's metadata, or None when there is no such release.
-    pub async fn metadata(&self, release: &str, namespace: &str) -> Result<Option<ReleaseMetadata>> {
-        let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"].map(Into::into).into();
-        let out = Command::new(&self.path).args(&args).args(&self.global).stdin(Stdio::null()).output().await
+    pub async fn metadata(
+        &self,
+        release: &str,
+        namespace: &str,
+    ) -> Result<Option<ReleaseMetadata>> {
+        let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"]
+            .map(Into::into)
+            .into();
+        let out = Command::new(&self.path)
+            .args(&args)
+            .args(&self.global)
+            .stdin(Stdio::null())
+            .output()
+            .await
             .context("running helm get metadata")?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not found") {
                 return Ok(None);
             }
-            return Err(Error::failed(format!("helm failed to read release {namespace}/{release}: {}", stderr.trim())));
+            return Err(Error::failed(format!(
+                "helm failed to read release {namespace}/{release}: {}",
+                stderr.trim()
+            )));
         }
-        Ok(Some(serde_json::from_slice(&out.stdout).context("parsing helm get metadata output")?))
+        Ok(Some(
+            serde_json::from_slice(&out.stdout).context("parsing helm get metadata output")?,
+        ))
     }
 
     /// The values the user supplied at install (what `-f` files merged to), nulls kept.
     pub async fn user_values(&self, release: &str, namespace: &str) -> Result<Value> {
         let out = self
-            .run(["get", "values", release, "-n", namespace, "-o", "json"].map(Into::into).into(), "read release values")
+            .run(
+                ["get", "values", release, "-n", namespace, "-o", "json"]
+                    .map(Into::into)
+                    .into(),
+                "read release values",
+            )
             .await?;
         let v: Value = serde_json::from_str(&out).context("parsing helm get values output")?;
-        Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
+        Ok(if v.is_null() {
+            Value::Object(Default::default())
+        } else {
+            v
+        })
     }
 
     /// `helm upgrade --install` with values given as files, in order.
-    pub async fn upgrade_install(&self, release: &str, namespace: &str, chart: &ChartRef, values: &[&Path]) -> Result<()> {
+    pub async fn upgrade_install(
+        &self,
+        release: &str,
+        namespace: &str,
+        chart: &ChartRef,
+        values: &[&Path],
+    ) -> Result<()> {
         let mut args: Vec<OsString> = ["upgrade", "--install", release].map(Into::into).into();
         args.extend(chart.args());
         args.extend(["-n".into(), namespace.into()]);
         for v in values {
             args.extend(["-f".into(), v.as_os_str().to_owned()]);
         }
-        self.run(args, &format!("install release {namespace}/{release}")).await.map(drop)
+        self.run(args, &format!("install release {namespace}/{release}"))
+            .await
+            .map(drop)
     }
 
     pub async fn uninstall(&self, release: &str, namespace: &str) -> Result<()> {
-        self.run(["uninstall", release, "-n", namespace].map(Into::into).into(), &format!("uninstall release {namespace}/{release}"))
-            .await
-            .map(drop)
+        self.run(
+            ["uninstall", release, "-n", namespace]
+                .map(Into::into)
+                .into(),
+            &format!("uninstall release {namespace}/{release}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// The CRDs a chart carries (its `crds/` directory), as YAML documents.
@@ -176,7 +237,12 @@ impl Helm {
         let mut args: Vec<OsString> = vec!["show".into(), "crds".into()];
         args.extend(chart.args());
         // `show` takes no cluster flags.
-        let out = Command::new(&self.path).args(&args).stdin(Stdio::null()).output().await.context("running helm show crds")?;
+        let out = Command::new(&self.path)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running helm show crds")?;
         if !out.status.success() {
             return Err(Error::failed(format!(
                 "helm failed to read the CRDs of chart {}: {}",
@@ -191,16 +257,29 @@ impl Helm {
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let mut parts = v.trim().trim_start_matches('v').split('.');
     let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     Some((major, minor))
 }
 
 /// A values file only this user can read; removed when dropped.
 pub fn values_file(values: &Value) -> Result<tempfile::NamedTempFile> {
     // tempfile creates files with mode 0600.
-    let mut file = tempfile::Builder::new().prefix("scalardb-graphql-values-").suffix(".json").tempfile()
+    let mut file = tempfile::Builder::new()
+        .prefix("scalardb-graphql-values-")
+        .suffix(".json")
+        .tempfile()
         .context("creating a values file")?;
-    file.write_all(serde_json::to_string(values).context("rendering values")?.as_bytes()).context("writing a values file")?;
+    file.write_all(
+        serde_json::to_string(values)
+            .context("rendering values")?
+            .as_bytes(),
+    )
+    .context("writing a values file")?;
     file.flush().context("writing a values file")?;
     Ok(file)
 }

@@ -1,1 +1,62 @@
-fn main() {}
+//! kubectl-scalardb_graphql: ScalarDB GraphQL on EKS behind an internal,
+//! cookie-sticky ALB, as `kubectl scalardb-graphql install | status | uninstall`.
+//!
+//! Thin: parse, run, map the outcome to an exit code (see error.rs).
+
+mod cli;
+mod commands;
+mod completion;
+mod component;
+mod components;
+mod context;
+mod deployment;
+mod error;
+mod helm;
+mod http;
+mod output;
+mod pins;
+mod policy;
+mod properties;
+mod record;
+mod schema;
+mod spec;
+mod values;
+mod wait;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__complete") {
+        print!("{}", completion::answer(&args[2..]));
+        return ExitCode::SUCCESS;
+    }
+    let cli = cli::Cli::parse();
+    let printer = Arc::new(output::Printer::new(cli.global.color));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = commands::run(cli, printer.clone()) => result,
+            _ = tokio::signal::ctrl_c() => Err(error::Error::interrupted()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error::Error::Other(e))
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            printer.error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

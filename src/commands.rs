@@ -1,0 +1,468 @@
+//! Each subcommand: flags → settings → environment → a traversal of the
+//! deployment → what the printer shows and the exit status.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{
+    CategoryArg, Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs,
+    SchemaCommand, StatusArgs, UninstallArgs, VersionArgs,
+};
+use crate::component::{Category, Check, Outcome, Progress};
+use crate::components::preflight;
+use crate::components::schema_load::LoaderJob;
+use crate::context::{Context, Env, Settings};
+use crate::deployment;
+use crate::error::{Error, Result};
+use crate::output::{Mark, Printer};
+use crate::record::{self, Recorder};
+use crate::schema::Schema;
+use crate::spec::{self, Options, Secrets};
+use crate::{completion, pins};
+
+/// The printer, seen by components as a progress channel.
+struct Shown(Arc<Printer>);
+
+impl Progress for Shown {
+    fn waiting(&self, what: &str) {
+        self.0.spin(what);
+    }
+    fn warn(&self, what: &str) {
+        self.0.warn(what);
+    }
+    fn done(&self, what: &str) {
+        let _ = self.0.line(Mark::Pass, what);
+    }
+}
+
+pub async fn run(cli: Cli, printer: Arc<Printer>) -> Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Install(a) => install(&global, *a, printer).await,
+        Command::Status(a) => status(&global, a, printer).await,
+        Command::Uninstall(a) => uninstall(&global, a, printer).await,
+        Command::Schema(s) => schema(&global, s, printer).await,
+        Command::Version(a) => version(&global, a, &printer).await,
+        Command::Completion(CompletionArgs { shell }) => {
+            Ok(printer.text(completion::script(shell).trim_end())?)
+        }
+    }
+}
+
+async fn connect(global: &GlobalArgs) -> Result<Context> {
+    Context::connect(Settings::resolve(global)?).await
+}
+
+fn env(
+    ctx: Context,
+    facts: crate::context::ClusterFacts,
+    spec: spec::Spec,
+    record: record::Record,
+    options: Options,
+    secrets: Secrets,
+    printer: &Arc<Printer>,
+) -> Env {
+    Env {
+        ctx,
+        progress: Arc::new(Shown(printer.clone())),
+        facts,
+        spec,
+        record,
+        options,
+        secrets,
+    }
+}
+
+fn print_plan(
+    printer: &Printer,
+    format: OutputFormat,
+    plan: &crate::component::Plan,
+    verb: &str,
+) -> Result<()> {
+    match format {
+        OutputFormat::Text => printer.plan(plan, verb)?,
+        f => printer.document(f, plan)?,
+    }
+    Ok(())
+}
+
+/// Asks once before the first change, on a terminal and without -y.
+fn confirm(printer: &Printer, yes: bool, question: &str) -> Result<()> {
+    if yes || !printer.interactive() {
+        return Ok(());
+    }
+    if printer.confirm(question)? {
+        Ok(())
+    } else {
+        Err(Error::failed("nothing was changed").hint("answer y to proceed, or pass -y"))
+    }
+}
+
+async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
+    let ctx = connect(global).await?;
+    let cluster = ctx.cluster_name()?.to_string();
+    let (spec, mut options, secrets) = spec::for_install(&a, &cluster, &ctx.kube.namespace)?;
+    if spec.scalardb.namespaces.is_empty() {
+        return Err(Error::prerequisite(
+            "no ScalarDB namespaces given: the GraphQL server must know which to serve",
+        )
+        .hint(
+            "pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json",
+        ));
+    }
+    options.deadline = Some(Instant::now() + options.timeout);
+    let facts = preflight::run(&ctx, true).await.require()?;
+    let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
+    let env = env(
+        ctx,
+        facts,
+        spec,
+        existing.clone().unwrap_or_default(),
+        options,
+        secrets,
+        &printer,
+    );
+    let mut components = deployment::components();
+    let plan = deployment::plan_install(&mut components, &env).await?;
+    if env.options.dry_run {
+        return print_plan(&printer, a.output, &plan, "install");
+    }
+    if plan.mutations() > 0 && !a.yes && printer.interactive() {
+        printer.plan(&plan, "install")?;
+        confirm(
+            &printer,
+            a.yes,
+            &format!(
+                "Install into kube context {:?} (EKS cluster {})?",
+                env.ctx.kube.context, env.facts.name
+            ),
+        )?;
+    }
+    let mut recorder = Recorder::new(
+        env.kube().clone(),
+        &env.spec.namespace,
+        &env.spec.release,
+        existing,
+        false,
+    );
+    let started = Instant::now();
+    let result = deployment::install(&mut components, &env, &mut recorder).await;
+    printer.stop_spinner();
+    result?;
+    if plan.mutations() == 0 {
+        printer.line(
+            Mark::Pass,
+            "nothing to change: everything was already installed",
+        )?;
+    }
+    printer.line(Mark::Pass, &format!(
+        "ScalarDB GraphQL release {}/{} is installed ({:.0?}); check it any time with `kubectl scalardb-graphql status`",
+        env.spec.namespace, env.spec.release, started.elapsed()
+    ))?;
+    Ok(())
+}
+
+fn category_of(a: CategoryArg) -> Category {
+    match a {
+        CategoryArg::Cluster => Category::Cluster,
+        CategoryArg::Iam => Category::Iam,
+        CategoryArg::LbController => Category::LbController,
+        CategoryArg::Subnets => Category::Subnets,
+        CategoryArg::Nodes => Category::Nodes,
+        CategoryArg::Graphql => Category::Graphql,
+        CategoryArg::Ingress => Category::Ingress,
+        CategoryArg::Alb => Category::Alb,
+        CategoryArg::Probe => Category::Probe,
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    checks: &'a [Check],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    passed: usize,
+    warnings: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+fn report(printer: &Printer, format: OutputFormat, checks: &[Check]) -> Result<()> {
+    let count = |o: Outcome| checks.iter().filter(|c| c.result == o).count();
+    match format {
+        OutputFormat::Text => printer.checklist(checks)?,
+        f => printer.document(
+            f,
+            &Report {
+                checks,
+                summary: Summary {
+                    passed: count(Outcome::Pass),
+                    warnings: count(Outcome::Warn),
+                    failed: count(Outcome::Fail),
+                    skipped: count(Outcome::Skip),
+                },
+            },
+        )?,
+    }
+    Ok(())
+}
+
+async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Result<()> {
+    let ctx = connect(global).await?;
+    let options = spec::for_status(&a)?;
+    let wanted: Vec<Category> = a.category.iter().copied().map(category_of).collect();
+    let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
+    let pre = preflight::run(&ctx, true).await;
+    let Some(facts) = pre.facts.clone() else {
+        let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
+        report(&printer, a.output, &checks)?;
+        return Err(Error::failed(
+            "the cluster checks failed; the rest could not run",
+        ));
+    };
+    let namespace = ctx.kube.namespace.clone();
+    let existing = record::load(&ctx.kube.client, &namespace, &a.release.release)
+        .await
+        .ok()
+        .flatten();
+    let spec = existing
+        .as_ref()
+        .and_then(|r| r.spec.clone())
+        .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
+    let env = env(
+        ctx,
+        facts,
+        spec,
+        existing.unwrap_or_default(),
+        options,
+        Secrets::default(),
+        &printer,
+    );
+    let mut components = deployment::components();
+    let timeout = a.wait.then_some(env.options.timeout);
+    let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, timeout).await;
+    printer.stop_spinner();
+    let checks: Vec<Check> = pre.checks.into_iter().filter(keep).chain(rest).collect();
+    report(&printer, a.output, &checks)?;
+    if timed_out {
+        return Err(
+            Error::timeout(format!("not every check passed within {}", a.timeout))
+                .hint("the last state is shown above"),
+        );
+    }
+    deployment::verdict(&checks)
+}
+
+async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>) -> Result<()> {
+    let ctx = connect(global).await?;
+    let mut options = spec::for_uninstall(&a)?;
+    options.deadline = Some(Instant::now() + options.timeout);
+    let facts = preflight::run(&ctx, true).await.require()?;
+    let namespace = ctx.kube.namespace.clone();
+    let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await?
+    else {
+        printer.line(Mark::Pass, &format!(
+            "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
+            a.release.release, ctx.kube.context
+        ))?;
+        return Ok(());
+    };
+    let spec = existing
+        .spec
+        .clone()
+        .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
+    let env = env(
+        ctx,
+        facts,
+        spec,
+        existing.clone(),
+        options,
+        Secrets::default(),
+        &printer,
+    );
+    let mut components = deployment::components();
+    let plan = deployment::plan_uninstall(&mut components, &env).await?;
+    if a.dry_run {
+        return print_plan(&printer, a.output, &plan, "uninstall");
+    }
+    if !a.yes && printer.interactive() {
+        printer.plan(&plan, "uninstall")?;
+        confirm(
+            &printer,
+            a.yes,
+            &format!(
+                "Uninstall from kube context {:?} (EKS cluster {})?",
+                env.ctx.kube.context, env.facts.name
+            ),
+        )?;
+    }
+    let mut recorder = Recorder::new(
+        env.kube().clone(),
+        &env.spec.namespace,
+        &env.spec.release,
+        Some(existing),
+        false,
+    );
+    let started = Instant::now();
+    let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
+    printer.stop_spinner();
+    result?;
+    printer.line(
+        Mark::Pass,
+        &format!(
+            "uninstalled release {}/{} and what install created ({:.0?})",
+            env.spec.namespace,
+            env.spec.release,
+            started.elapsed()
+        ),
+    )?;
+    Ok(())
+}
+
+async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printer>) -> Result<()> {
+    let (args, delete): (SchemaArgs, bool) = match command {
+        SchemaCommand::Load(a) => (a, false),
+        SchemaCommand::Delete(a) => (a, true),
+    };
+    // Everything local is checked before the cluster is touched.
+    let schema = Schema::read(&args.file)?;
+    let properties = std::fs::read_to_string(&args.db_properties).map_err(|e| {
+        Error::usage(format!(
+            "cannot read --db-properties {}: {e}",
+            args.db_properties.display()
+        ))
+        .hint("check the path")
+    })?;
+    crate::properties::DatabaseProperties::parse(&properties).map_err(|e| {
+        Error::usage(format!(
+            "--db-properties {}: {e}",
+            args.db_properties.display()
+        ))
+    })?;
+    let timeout = crate::context::parse_duration(&args.wait_args.timeout)
+        .map_err(|e| Error::usage(format!("--timeout: {e}")))?
+        .unwrap_or(std::time::Duration::from_secs(600));
+    let ctx = connect(global).await?;
+    let job = LoaderJob::new(
+        &ctx.kube.namespace,
+        &schema,
+        properties,
+        args.schema_loader_version.as_deref(),
+        args.coordinator,
+        delete,
+    );
+    if args.dry_run {
+        printer.text(&format!(
+            "# the Schema Loader Job that `schema {}` would run (secret values redacted)",
+            if delete { "delete" } else { "load" }
+        ))?;
+        printer.document(OutputFormat::Yaml, &job.preview())?;
+        return Ok(());
+    }
+    if delete && !args.yes {
+        if !printer.interactive() {
+            return Err(
+                Error::usage("schema delete drops tables; refusing without confirmation")
+                    .hint("pass -y to confirm"),
+            );
+        }
+        confirm(
+            &printer,
+            false,
+            &format!(
+                "Delete the tables {} (and their data)?",
+                schema.tables.join(", ")
+            ),
+        )?;
+    }
+    let options = Options {
+        timeout,
+        deadline: Some(Instant::now() + timeout),
+        ..Options::default()
+    };
+    let spec = spec::defaults(
+        "scalardb-graphql",
+        ctx.cluster_name.as_deref().unwrap_or_default(),
+        &ctx.kube.namespace,
+    );
+    let env = env(
+        ctx,
+        Default::default(),
+        spec,
+        Default::default(),
+        options,
+        Secrets::default(),
+        &printer,
+    );
+    let result = job.run(&env).await;
+    printer.stop_spinner();
+    result
+}
+
+#[derive(Serialize)]
+struct VersionInfo {
+    plugin: String,
+    helm: Option<serde_json::Value>,
+    kubernetes: Option<String>,
+    defaults: serde_json::Value,
+}
+
+async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Result<()> {
+    let defaults = json!({
+        "graphqlChart": format!("{} {} (app {})", pins::GRAPHQL_CHART, pins::GRAPHQL_CHART_VERSION, pins::GRAPHQL_APP_VERSION),
+        "lbControllerChart": format!("{} {}", pins::LBC_CHART, pins::LBC_CHART_VERSION),
+        "iamPolicy": format!("{} (sha256 {})", pins::IAM_POLICY.version, pins::IAM_POLICY.sha256),
+        "schemaLoader": format!("{}:{}", pins::SCHEMA_LOADER_IMAGE, pins::SCHEMA_LOADER_VERSION),
+    });
+    let mut info = VersionInfo {
+        plugin: env!("CARGO_PKG_VERSION").into(),
+        helm: None,
+        kubernetes: None,
+        defaults,
+    };
+    if !a.client {
+        let ctx = connect(global).await?;
+        let helm = ctx.helm()?;
+        info.helm = Some(json!({
+            "path": helm.path.display().to_string(),
+            "version": helm.version,
+            "major": helm.major_minor().map(|(m, _)| m),
+        }));
+        let server = ctx.kube.client.apiserver_version().await.map_err(|e| {
+            Error::prerequisite(format!(
+                "cannot reach the API server of kube context {:?}: {e}",
+                ctx.kube.context
+            ))
+            .hint("check the context and the network, or use `version --client`")
+        })?;
+        info.kubernetes = Some(server.git_version);
+    }
+    match a.output {
+        OutputFormat::Text => {
+            printer.text(&format!("kubectl-scalardb-graphql {}", info.plugin))?;
+            if let Some(h) = &info.helm {
+                printer.text(&format!(
+                    "helm: {} (major {}) at {}",
+                    h["version"].as_str().unwrap_or("?"),
+                    h["major"],
+                    h["path"].as_str().unwrap_or("?")
+                ))?;
+            }
+            if let Some(k) = &info.kubernetes {
+                printer.text(&format!("kubernetes server: {k}"))?;
+            }
+            printer.text("installs by default:")?;
+            for (k, v) in info.defaults.as_object().expect("an object") {
+                printer.text(&format!("  {k}: {}", v.as_str().unwrap_or_default()))?;
+            }
+        }
+        f => printer.document(f, &info)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! The scalardb-graphql Helm release with the generated values (ALB Ingress,
+//! dedicated-node affinity, secrets by reference) and the user's -f files
+//! merged last. Uninstall removes it while the controller still runs, then
+//! waits until the Ingress and its ALB are gone, and explains an Ingress
+//! stuck on the controller's finalizer instead of hanging.
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{Context, Error, Result};
+use crate::helm::{self, ReleaseMetadata};
+use crate::pins::INGRESS_FINALIZER;
+use crate::record::{Owned, Recorder};
+use crate::values;
+use crate::wait;
+
+use super::alb;
+use super::lbc_service_account::CONTROLLER_SELECTOR;
+
+/// The chart's name for its Deployment, Service and Ingress.
+pub fn fullname(release: &str) -> String {
+    let name = if release.contains("scalardb-graphql") {
+        release.to_string()
+    } else {
+        format!("{release}-scalardb-graphql")
+    };
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[derive(Default)]
+pub struct GraphqlRelease {
+    seen: Option<Seen>,
+}
+
+#[derive(Clone)]
+struct Seen {
+    release: Option<ReleaseMetadata>,
+    values: Value,
+    pods: usize,
+    ready: usize,
+}
+
+impl GraphqlRelease {
+    fn desired_values(env: &Env) -> Value {
+        values::with_user_values(values::graphql(&env.spec), &env.options.user_values)
+    }
+
+    fn replicas(env: &Env) -> usize {
+        Self::desired_values(env)["replicaCount"]
+            .as_u64()
+            .unwrap_or(env.spec.replicas as u64) as usize
+    }
+
+    async fn pods(env: &Env) -> Result<(usize, usize)> {
+        let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+        let pods: Vec<Pod> = api
+            .list(
+                &ListParams::default()
+                    .labels(&format!("app.kubernetes.io/instance={}", env.spec.release)),
+            )
+            .await
+            .context("listing the GraphQL pods")?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        Ok((pods.len(), pods.iter().filter(|p| pod_ready(p)).count()))
+    }
+
+    fn change(&self, env: &Env) -> Option<String> {
+        let seen = self.seen.as_ref().expect("observed");
+        match &seen.release {
+            None => Some("not installed".into()),
+            Some(r)
+                if env
+                    .spec
+                    .chart
+                    .version
+                    .as_ref()
+                    .is_some_and(|v| *v != r.version) =>
+            {
+                Some(format!(
+                    "chart {} → {}",
+                    r.version,
+                    env.spec.chart.version.as_deref().unwrap_or_default()
+                ))
+            }
+            Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
+            Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
+            Some(_) => None,
+        }
+    }
+
+    fn created_by_us(&self, env: &Env) -> bool {
+        env.record
+            .graphql_release
+            .as_ref()
+            .is_some_and(|o| o.created)
+    }
+
+    /// Waits until the release's Ingress is gone, explaining a stuck finalizer.
+    async fn wait_ingress_gone(env: &Env) -> Result<()> {
+        let name = fullname(&env.spec.release);
+        let ns = &env.spec.namespace;
+        let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
+        let deployments: Api<Deployment> =
+            Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+        wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
+            let Some(ing) = ingresses.get_opt(&name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
+            let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
+            if ing.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == INGRESS_FINALIZER) {
+                return Ok(Err("still present".into()));
+            }
+            let controller_up = deployments
+                .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+                .await
+                .context("reading the controller's Deployment")?
+                .into_iter()
+                .any(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0);
+            if controller_up {
+                return Ok(Err("the controller is removing its ALB".into()));
+            }
+            let arns = alb::find(env, &name).await?.load_balancer_arns();
+            let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
+            if !env.options.force_finalizers {
+                return Err(Error::failed(format!(
+                    "Ingress {ns}/{name} is stuck on finalizer {INGRESS_FINALIZER}: the AWS Load Balancer Controller is not running, so nothing deletes its ALB ({listed})"
+                ))
+                .hint("install the controller again so it cleans up (kubectl scalardb-graphql install …), then re-run uninstall; or pass --force-finalizers to drop the finalizer and delete the ALB yourself"));
+            }
+            env.progress.warn(&format!("removing finalizer {INGRESS_FINALIZER} from Ingress {ns}/{name}; its ALB may be left in AWS: {listed}"));
+            let rest: Vec<_> = finalizers.into_iter().filter(|f| f != INGRESS_FINALIZER).collect();
+            ingresses
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": rest}})))
+                .await
+                .context("removing the Ingress finalizer")?;
+            Ok(Err("finalizer removed".into()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Component for GraphqlRelease {
+    fn name(&self) -> &'static str {
+        "ScalarDB GraphQL release"
+    }
+
+    fn category(&self) -> Category {
+        Category::Graphql
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        let helm = env.ctx.helm()?;
+        let release = helm
+            .metadata(&env.spec.release, &env.spec.namespace)
+            .await?;
+        let values = match &release {
+            Some(_) => {
+                helm.user_values(&env.spec.release, &env.spec.namespace)
+                    .await?
+            }
+            None => Value::Null,
+        };
+        let (pods, ready) = Self::pods(env).await?;
+        self.seen = Some(Seen {
+            release,
+            values,
+            pods,
+            ready,
+        });
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        if seen.release.is_some() && env.record.graphql_release.is_none() && !env.options.adopt {
+            return Err(Error::prerequisite(format!(
+                "release {}/{} exists and was not installed by this tool",
+                env.spec.namespace, env.spec.release
+            ))
+            .hint("pass --adopt to manage it, or choose another --release"));
+        }
+        let mut actions = vec![];
+        if let Some(why) = self.change(env) {
+            let (verb, op) = if seen.release.is_some() {
+                (Verb::Update, "upgrade")
+            } else {
+                (Verb::Create, "install")
+            };
+            let chart = &env.spec.chart;
+            actions.push(
+                Action::helm(
+                    verb,
+                    op,
+                    format!("{}/{}", env.spec.namespace, env.spec.release),
+                )
+                .because(format!(
+                    "chart {} {} from {}: {why}",
+                    chart.name,
+                    chart.version.as_deref().unwrap_or("(local)"),
+                    chart.repo.as_deref().unwrap_or("a local path")
+                ))
+                .with_detail(values::redacted(&Self::desired_values(env))),
+            );
+        }
+        if !actions.is_empty() || seen.ready < Self::replicas(env) {
+            actions.push(Action::wait(format!(
+                "{} GraphQL pod(s) are Ready",
+                Self::replicas(env)
+            )));
+        }
+        Ok(actions)
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.clone().expect("observed");
+        if let Some(why) = self.change(env) {
+            let created = seen.release.is_none() || self.created_by_us(env);
+            record
+                .update(|r| {
+                    r.graphql_release = Some(Owned {
+                        id: env.spec.release.clone(),
+                        created,
+                    })
+                })
+                .await?;
+            // Everything helm gets goes through a private file, never the command line.
+            let file = helm::values_file(&Self::desired_values(env))?;
+            env.progress.waiting(&format!(
+                "helm: {} {} ({why})",
+                if seen.release.is_some() {
+                    "upgrading"
+                } else {
+                    "installing"
+                },
+                env.spec.release
+            ));
+            env.ctx
+                .helm()?
+                .upgrade_install(
+                    &env.spec.release,
+                    &env.spec.namespace,
+                    &env.spec.chart,
+                    &[file.path()],
+                )
+                .await?;
+            env.progress.done(&format!(
+                "{} release {}/{}",
+                if seen.release.is_some() {
+                    "upgraded"
+                } else {
+                    "installed"
+                },
+                env.spec.namespace,
+                env.spec.release
+            ));
+        }
+        let want = Self::replicas(env);
+        wait::until(
+            env,
+            &format!("{want} GraphQL pod(s) to be Ready"),
+            || async {
+                let (pods, ready) = Self::pods(env).await?;
+                Ok(if ready >= want {
+                    Ok(())
+                } else {
+                    Err(format!("{ready}/{want} Ready ({pods} pods)"))
+                })
+            },
+        )
+        .await
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::Graphql;
+        let target = format!("{}/{}", env.spec.namespace, env.spec.release);
+        let release = match &seen.release {
+            None => Check::fail(
+                c,
+                "graphql.release",
+                format!("release {target} is not installed"),
+            )
+            .hint("run `kubectl scalardb-graphql install`"),
+            Some(r) if r.status != "deployed" => Check::fail(
+                c,
+                "graphql.release",
+                format!("release {target} is {}", r.status),
+            )
+            .hint("re-run install; `helm history` shows what failed"),
+            Some(r) => Check::pass(
+                c,
+                "graphql.release",
+                format!(
+                    "release {target} deployed, chart {} {} (app {})",
+                    r.chart, r.version, r.app_version
+                ),
+            ),
+        };
+        let want = seen.values["replicaCount"]
+            .as_u64()
+            .map(|n| n as usize)
+            .unwrap_or(env.spec.replicas as usize);
+        let pods = if seen.release.is_none() {
+            Check::skip(c, "graphql.pods", "no release")
+        } else {
+            Check::expect(c, "graphql.pods", seen.ready >= want && seen.ready == seen.pods,
+                format!("{}/{want} GraphQL pods Ready", seen.ready),
+                format!("{}/{want} GraphQL pods Ready ({} pods)", seen.ready, seen.pods))
+                .hint(format!("kubectl -n {} get pods -l app.kubernetes.io/instance={} and describe the ones not Ready", env.spec.namespace, env.spec.release))
+        };
+        vec![release, pods]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let target = format!("{}/{}", env.spec.namespace, env.spec.release);
+        Ok(if seen.release.is_none() {
+            vec![Action::wait(format!(
+                "Ingress {}/{} and its ALB are gone",
+                env.spec.namespace,
+                fullname(&env.spec.release)
+            ))]
+        } else if !self.created_by_us(env) {
+            vec![Action::keep(
+                "helm",
+                "release",
+                target,
+                "not installed by this tool",
+            )]
+        } else {
+            vec![
+                Action::helm(Verb::Delete, "uninstall", target),
+                Action::wait(format!(
+                    "Ingress {}/{} and its ALB are gone (while the controller still runs)",
+                    env.spec.namespace,
+                    fullname(&env.spec.release)
+                )),
+            ]
+        })
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        if seen.release.is_some() && !self.created_by_us(env) {
+            return Ok(());
+        }
+        if seen.release.is_some() {
+            env.ctx
+                .helm()?
+                .uninstall(&env.spec.release, &env.spec.namespace)
+                .await?;
+            env.progress.done(&format!(
+                "uninstalled release {}/{}",
+                env.spec.namespace, env.spec.release
+            ));
+        }
+        Self::wait_ingress_gone(env).await?;
+        let name = fullname(&env.spec.release);
+        wait::until(
+            env,
+            "the ALB and its target groups to be deleted",
+            || async {
+                let now = alb::find(env, &name).await?;
+                Ok(if now.is_empty() {
+                    Ok(())
+                } else {
+                    Err(now.summary())
+                })
+            },
+        )
+        .await?;
+        record.update(|r| r.graphql_release = None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fullname;
+
+    #[test]
+    fn fullname_follows_the_charts_helper() {
+        assert_eq!(fullname("scalardb-graphql"), "scalardb-graphql");
+        assert_eq!(
+            fullname("my-release-scalardb-graphql"),
+            "my-release-scalardb-graphql"
+        );
+        assert_eq!(fullname("prod"), "prod-scalardb-graphql");
+    }
+}

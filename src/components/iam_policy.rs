@@ -1,0 +1,475 @@
+//! The AWS Load Balancer Controller's IAM policy: the upstream document of
+//! the pinned controller version, fetched at install time and checked
+//! against its pinned sha256 (or a document from --iam-policy-file), created
+//! under the guide's name and tagged with the document's version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{self, Context, Error, Result};
+use crate::pins::{IAM_POLICY, KNOWN_POLICIES, POLICY_VERSION_TAG_KEY};
+use crate::policy;
+use crate::record::{Owned, Recorder};
+
+use super::{iam_tags, iam_tags_ours};
+
+/// A policy document and what it is.
+pub struct PolicyDocument {
+    pub text: String,
+    /// The controller version it belongs to, or `sha256:<digest>` for a document this plugin does not know.
+    pub label: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn label_of(bytes: &[u8]) -> String {
+    let digest = sha256_hex(bytes);
+    KNOWN_POLICIES
+        .iter()
+        .find(|p| p.sha256 == digest)
+        .map(|p| p.version.to_string())
+        .unwrap_or_else(|| format!("sha256:{}", &digest[..16]))
+}
+
+/// Reads and validates --iam-policy-file (bad input: exit 2, before any change).
+pub fn read_policy_file(path: &Path) -> Result<PolicyDocument> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read --iam-policy-file {}: {e}",
+            path.display()
+        ))
+        .hint("check the path")
+    })?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::usage(format!(
+            "--iam-policy-file {} is not JSON: {e}",
+            path.display()
+        ))
+        .hint("give the controller's iam_policy.json")
+    })?;
+    if doc.get("Statement").is_none() {
+        return Err(Error::usage(format!(
+            "--iam-policy-file {} has no Statement: not an IAM policy document",
+            path.display()
+        )));
+    }
+    Ok(PolicyDocument {
+        label: label_of(text.as_bytes()),
+        text,
+    })
+}
+
+/// The pinned upstream document, verified byte for byte by its digest.
+async fn fetch_pinned() -> Result<PolicyDocument> {
+    let client = crate::http::HttpClient::new(Duration::from_secs(30))?;
+    let res = client.get(IAM_POLICY.url).await.map_err(|e| {
+        Error::prerequisite(format!(
+            "cannot fetch the controller's IAM policy from {}: {e}",
+            IAM_POLICY.url
+        ))
+        .hint("without internet access, download it elsewhere and pass --iam-policy-file")
+    })?;
+    let digest = sha256_hex(&res.body);
+    if res.status != 200 || digest != IAM_POLICY.sha256 {
+        return Err(Error::prerequisite(format!(
+            "the IAM policy at {} does not match the pinned digest (HTTP {}, {} bytes, sha256 {digest}; expected {} bytes, sha256 {})",
+            IAM_POLICY.url, res.status, res.body.len(), IAM_POLICY.bytes, IAM_POLICY.sha256
+        ))
+        .hint("check for a proxy rewriting the download, or pass --iam-policy-file"));
+    }
+    Ok(PolicyDocument {
+        text: String::from_utf8_lossy(&res.body).into_owned(),
+        label: IAM_POLICY.version.to_string(),
+    })
+}
+
+#[derive(Default)]
+pub struct IamPolicy {
+    seen: Option<Seen>,
+}
+
+struct Seen {
+    arn: String,
+    exists: bool,
+    tagged_ours: bool,
+    /// The version tag, when this tool created it.
+    label: Option<String>,
+    attachments: i32,
+    /// Whether the default version allows tag-on-create (needed since controller v2.4.7).
+    allows_add_tags: bool,
+}
+
+impl IamPolicy {
+    pub fn arn(env: &Env) -> String {
+        format!(
+            "arn:{}:iam::{}:policy/{}",
+            env.facts.partition, env.facts.account, env.spec.iam.policy_name
+        )
+    }
+
+    fn desired_label(env: &Env) -> Result<String> {
+        Ok(match &env.options.iam_policy_file {
+            Some(path) => read_policy_file(path)?.label,
+            None => IAM_POLICY.version.to_string(),
+        })
+    }
+
+    async fn document(env: &Env) -> Result<PolicyDocument> {
+        match &env.options.iam_policy_file {
+            Some(path) => read_policy_file(path),
+            None => fetch_pinned().await,
+        }
+    }
+
+    fn created_by_us(&self, env: &Env) -> bool {
+        env.record.iam_policy.as_ref().is_some_and(|o| o.created)
+            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+    }
+}
+
+#[async_trait]
+impl Component for IamPolicy {
+    fn name(&self) -> &'static str {
+        "IAM policy"
+    }
+
+    fn category(&self) -> Category {
+        Category::Iam
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        let arn = Self::arn(env);
+        let iam = &env.aws().iam;
+        let seen = match iam.get_policy().policy_arn(&arn).send().await {
+            Ok(out) => {
+                let p = out.policy();
+                let tags = p.map(|p| p.tags()).unwrap_or_default();
+                let label = tags
+                    .iter()
+                    .find(|t| t.key() == POLICY_VERSION_TAG_KEY)
+                    .map(|t| t.value().to_string());
+                let mut allows_add_tags = false;
+                if let Some(version) = p.and_then(|p| p.default_version_id()) {
+                    let doc = iam
+                        .get_policy_version()
+                        .policy_arn(&arn)
+                        .version_id(version)
+                        .send()
+                        .await
+                        .map_err(error::aws)
+                        .context("reading the IAM policy document")?;
+                    if let Some(doc) = doc
+                        .policy_version()
+                        .and_then(|v| v.document())
+                        .and_then(|d| policy::decode_document(d).ok())
+                    {
+                        allows_add_tags = policy::allowed_actions(&doc).iter().any(|a| {
+                            a == "elasticloadbalancing:AddTags"
+                                || a == "elasticloadbalancing:*"
+                                || a == "*"
+                        });
+                    }
+                }
+                Seen {
+                    tagged_ours: iam_tags_ours(tags, &env.facts.name),
+                    label,
+                    attachments: p.and_then(|p| p.attachment_count()).unwrap_or(0),
+                    allows_add_tags,
+                    exists: true,
+                    arn,
+                }
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Seen {
+                    arn,
+                    exists: false,
+                    tagged_ours: false,
+                    label: None,
+                    attachments: 0,
+                    allows_add_tags: false,
+                }
+            }
+            Err(e) => return Err(error::aws(e)).context("reading the IAM policy"),
+        };
+        self.seen = Some(seen);
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let desired = Self::desired_label(env)?;
+        let source = match &env.options.iam_policy_file {
+            Some(p) => format!("document {desired} from {}", p.display()),
+            None => format!(
+                "document {desired} from {} (sha256 {})",
+                IAM_POLICY.url,
+                &IAM_POLICY.sha256[..16]
+            ),
+        };
+        if !seen.exists {
+            return Ok(vec![
+                Action::aws(Verb::Create, "iam:CreatePolicy", &env.spec.iam.policy_name)
+                    .because(source),
+            ]);
+        }
+        if !self.created_by_us(env) {
+            if !env.options.adopt {
+                return Err(Error::prerequisite(format!(
+                    "IAM policy {} already exists and was not created by this tool",
+                    seen.arn
+                ))
+                .hint("pass --adopt to use it as it is, or --iam-policy-name to create another"));
+            }
+            return Ok(vec![]);
+        }
+        Ok(if seen.label.as_deref() != Some(desired.as_str()) {
+            vec![
+                Action::aws(Verb::Update, "iam:CreatePolicyVersion", &seen.arn).because(format!(
+                    "{} → {source}",
+                    seen.label.as_deref().unwrap_or("unknown version")
+                )),
+            ]
+        } else {
+            vec![]
+        })
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        let iam = &env.aws().iam;
+        let created = !seen.exists || self.created_by_us(env);
+        record
+            .update(|r| {
+                r.iam_policy = Some(Owned {
+                    id: seen.arn.clone(),
+                    created,
+                })
+            })
+            .await?;
+        if !created {
+            return Ok(()); // adopted: used as it is
+        }
+        let doc = Self::document(env).await?;
+        if !seen.exists {
+            iam.create_policy()
+                .policy_name(&env.spec.iam.policy_name)
+                .policy_document(&doc.text)
+                .description("AWS Load Balancer Controller (kubectl scalardb-graphql)")
+                .set_tags(Some(iam_tags(
+                    &env.facts.name,
+                    &[(POLICY_VERSION_TAG_KEY, &doc.label)],
+                )))
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("creating the IAM policy")?;
+            env.progress
+                .done(&format!("created IAM policy {} ({})", seen.arn, doc.label));
+        } else if seen.label.as_deref() != Some(doc.label.as_str()) {
+            // IAM keeps at most five versions: drop the oldest non-default one first.
+            let versions = iam
+                .list_policy_versions()
+                .policy_arn(&seen.arn)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("listing policy versions")?;
+            let old: Vec<_> = versions
+                .versions()
+                .iter()
+                .filter(|v| !v.is_default_version())
+                .collect();
+            if versions.versions().len() >= 5
+                && let Some(oldest) = old.iter().min_by_key(|v| v.create_date().map(|d| d.secs()))
+            {
+                iam.delete_policy_version()
+                    .policy_arn(&seen.arn)
+                    .version_id(oldest.version_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("deleting an old policy version")?;
+            }
+            iam.create_policy_version()
+                .policy_arn(&seen.arn)
+                .policy_document(&doc.text)
+                .set_as_default(true)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("updating the IAM policy")?;
+            iam.tag_policy()
+                .policy_arn(&seen.arn)
+                .set_tags(Some(iam_tags(
+                    &env.facts.name,
+                    &[(POLICY_VERSION_TAG_KEY, &doc.label)],
+                )))
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("tagging the IAM policy")?;
+            env.progress
+                .done(&format!("updated IAM policy {} to {}", seen.arn, doc.label));
+        }
+        Ok(())
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::Iam;
+        if !seen.exists {
+            return vec![
+                Check::fail(
+                    c,
+                    "iam.policy",
+                    format!("IAM policy {} does not exist", seen.arn),
+                )
+                .hint("run `kubectl scalardb-graphql install`"),
+            ];
+        }
+        let version = seen
+            .label
+            .clone()
+            .unwrap_or_else(|| "not created by this tool, version unknown".into());
+        let check = if !seen.allows_add_tags {
+            Check::warn(
+                c,
+                "iam.policy",
+                format!(
+                    "IAM policy {} ({version}) lacks elasticloadbalancing:AddTags",
+                    env.spec.iam.policy_name
+                ),
+            )
+            .hint(format!(
+                "controllers since v2.4.7 tag on create; use the {} document (re-run install)",
+                IAM_POLICY.version
+            ))
+        } else if seen.label.as_deref() == Some(IAM_POLICY.version) {
+            Check::pass(
+                c,
+                "iam.policy",
+                format!(
+                    "IAM policy {} is the pinned {} document",
+                    env.spec.iam.policy_name, IAM_POLICY.version
+                ),
+            )
+        } else {
+            Check::pass(
+                c,
+                "iam.policy",
+                format!("IAM policy {} ({version})", env.spec.iam.policy_name),
+            )
+        };
+        vec![check]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        Ok(if !seen.exists {
+            vec![]
+        } else if !self.created_by_us(env) {
+            vec![Action::keep(
+                "aws",
+                "iam:Policy",
+                &seen.arn,
+                "not created by this tool",
+            )]
+        } else if env.options.keep_iam {
+            vec![Action::keep("aws", "iam:Policy", &seen.arn, "--keep-iam")]
+        } else {
+            vec![
+                Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn)
+                    .because("unless something else still uses it"),
+            ]
+        })
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        if env.options.keep_iam {
+            return Ok(());
+        }
+        if seen.exists && self.created_by_us(env) {
+            let iam = &env.aws().iam;
+            // Our role was detached just before; read the count now, not from the observation.
+            let now = iam
+                .get_policy()
+                .policy_arn(&seen.arn)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("reading the IAM policy")?;
+            let attachments = now.policy().and_then(|p| p.attachment_count()).unwrap_or(0);
+            if attachments > 0 {
+                env.progress.warn(&format!(
+                    "kept IAM policy {}: still attached to {attachments} other entit{}",
+                    seen.arn,
+                    if attachments == 1 { "y" } else { "ies" }
+                ));
+            } else {
+                let versions = iam
+                    .list_policy_versions()
+                    .policy_arn(&seen.arn)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("listing policy versions")?;
+                for v in versions
+                    .versions()
+                    .iter()
+                    .filter(|v| !v.is_default_version())
+                {
+                    iam.delete_policy_version()
+                        .policy_arn(&seen.arn)
+                        .version_id(v.version_id().unwrap_or_default())
+                        .send()
+                        .await
+                        .map_err(error::aws)
+                        .context("deleting a policy version")?;
+                }
+                iam.delete_policy()
+                    .policy_arn(&seen.arn)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("deleting the IAM policy")?;
+                env.progress
+                    .done(&format!("deleted IAM policy {}", seen.arn));
+            }
+        }
+        record.update(|r| r.iam_policy = None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_documents_are_labelled_by_digest() {
+        assert_eq!(label_of(b"{}"), "sha256:44136fa355b3678a");
+    }
+
+    #[test]
+    fn a_file_without_statements_is_refused_as_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.json");
+        std::fs::write(&p, "{\"Version\": \"2012-10-17\"}").unwrap();
+        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
+        std::fs::write(&p, "not json").unwrap();
+        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
+    }
+}

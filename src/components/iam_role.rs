@@ -1,0 +1,317 @@
+//! The controller's IAM role (IRSA): trusted only by the cluster's OIDC
+//! provider, only for the controller's ServiceAccount and only for STS, with
+//! the controller's policy attached, tagged as this tool's.
+
+use async_trait::async_trait;
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{self, Context, Error, Result};
+use crate::policy;
+use crate::record::{Owned, Recorder};
+
+use super::iam_policy::IamPolicy;
+use super::{iam_tags, iam_tags_ours};
+
+#[derive(Default)]
+pub struct IamRole {
+    seen: Option<Seen>,
+}
+
+struct Seen {
+    exists: bool,
+    arn: String,
+    tagged_ours: bool,
+    trust_problems: Vec<String>,
+    attached: Vec<String>,
+}
+
+impl IamRole {
+    pub fn arn(env: &Env) -> String {
+        format!(
+            "arn:{}:iam::{}:role/{}",
+            env.facts.partition, env.facts.account, env.spec.iam.role_name
+        )
+    }
+
+    fn subject(env: &Env) -> String {
+        policy::service_account_subject(
+            &env.spec.lb_controller.namespace,
+            &env.spec.lb_controller.service_account,
+        )
+    }
+
+    fn trust(env: &Env) -> serde_json::Value {
+        policy::trust_policy(
+            &env.facts.oidc_provider_arn(),
+            env.facts.issuer_host_path(),
+            &Self::subject(env),
+        )
+    }
+
+    fn created_by_us(&self, env: &Env) -> bool {
+        env.record.iam_role.as_ref().is_some_and(|o| o.created)
+            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+    }
+}
+
+#[async_trait]
+impl Component for IamRole {
+    fn name(&self) -> &'static str {
+        "IAM role"
+    }
+
+    fn category(&self) -> Category {
+        Category::Iam
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        let iam = &env.aws().iam;
+        let name = &env.spec.iam.role_name;
+        let seen = match iam.get_role().role_name(name).send().await {
+            Ok(out) => {
+                let role = out.role();
+                let doc = role
+                    .and_then(|r| r.assume_role_policy_document())
+                    .map(policy::decode_document);
+                let trust_problems = match doc {
+                    Some(Ok(doc)) => policy::trust_problems(
+                        &doc,
+                        &env.facts.oidc_provider_arn(),
+                        env.facts.issuer_host_path(),
+                        &Self::subject(env),
+                    ),
+                    Some(Err(e)) => vec![e],
+                    None => vec!["no trust policy".into()],
+                };
+                let attached = iam
+                    .list_attached_role_policies()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("listing the role's policies")?
+                    .attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect();
+                Seen {
+                    exists: true,
+                    arn: role
+                        .map(|r| r.arn().to_string())
+                        .unwrap_or_else(|| Self::arn(env)),
+                    tagged_ours: iam_tags_ours(
+                        role.map(|r| r.tags()).unwrap_or_default(),
+                        &env.facts.name,
+                    ),
+                    trust_problems,
+                    attached,
+                }
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Seen {
+                    exists: false,
+                    arn: Self::arn(env),
+                    tagged_ours: false,
+                    trust_problems: vec![],
+                    attached: vec![],
+                }
+            }
+            Err(e) => return Err(error::aws(e)).context(format!("reading IAM role {name}")),
+        };
+        self.seen = Some(seen);
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let name = &env.spec.iam.role_name;
+        let policy_arn = IamPolicy::arn(env);
+        if !seen.exists {
+            return Ok(vec![
+                Action::aws(Verb::Create, "iam:CreateRole", name)
+                    .because(format!(
+                        "trusted by {} for {}",
+                        env.facts.issuer_host_path(),
+                        Self::subject(env)
+                    ))
+                    .with_detail(Self::trust(env)),
+                Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn),
+            ]);
+        }
+        if !self.created_by_us(env) && !env.options.adopt {
+            return Err(Error::prerequisite(format!("IAM role {name} already exists and was not created by this tool"))
+                .hint("pass --adopt to take it over (its trust policy will be set), or --iam-role-name to create another"));
+        }
+        let mut actions = vec![];
+        if !seen.trust_problems.is_empty() {
+            actions.push(
+                Action::aws(Verb::Update, "iam:UpdateAssumeRolePolicy", name)
+                    .because(seen.trust_problems.join("; "))
+                    .with_detail(Self::trust(env)),
+            );
+        }
+        if !seen.attached.contains(&policy_arn) {
+            actions
+                .push(Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn));
+        }
+        Ok(actions)
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        let iam = &env.aws().iam;
+        let name = &env.spec.iam.role_name;
+        let trust =
+            serde_json::to_string(&Self::trust(env)).context("rendering the trust policy")?;
+        let created = !seen.exists || self.created_by_us(env);
+        record
+            .update(|r| {
+                r.iam_role = Some(Owned {
+                    id: name.clone(),
+                    created,
+                })
+            })
+            .await?;
+        if !seen.exists {
+            iam.create_role()
+                .role_name(name)
+                .assume_role_policy_document(&trust)
+                .description("AWS Load Balancer Controller (IRSA, kubectl scalardb-graphql)")
+                .set_tags(Some(iam_tags(&env.facts.name, &[])))
+                .send()
+                .await
+                .map_err(error::aws)
+                .context(format!("creating IAM role {name}"))?;
+            env.progress.done(&format!("created IAM role {name}"));
+        } else if !seen.trust_problems.is_empty() {
+            iam.update_assume_role_policy()
+                .role_name(name)
+                .policy_document(&trust)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context(format!("setting the trust policy of IAM role {name}"))?;
+            env.progress
+                .done(&format!("set the trust policy of IAM role {name}"));
+        }
+        let policy_arn = IamPolicy::arn(env);
+        if !seen.attached.contains(&policy_arn) {
+            iam.attach_role_policy()
+                .role_name(name)
+                .policy_arn(&policy_arn)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context(format!("attaching {policy_arn} to IAM role {name}"))?;
+            env.progress.done(&format!(
+                "attached {} to IAM role {name}",
+                env.spec.iam.policy_name
+            ));
+        }
+        Ok(())
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::Iam;
+        let name = &env.spec.iam.role_name;
+        if !seen.exists {
+            return vec![
+                Check::fail(c, "iam.role", format!("IAM role {name} does not exist"))
+                    .hint("run `kubectl scalardb-graphql install`"),
+                Check::skip(c, "iam.role-trust", "trust policy not checked: no role"),
+                Check::skip(c, "iam.policy-attached", "attachment not checked: no role"),
+            ];
+        }
+        let policy_arn = IamPolicy::arn(env);
+        vec![
+            Check::pass(c, "iam.role", format!("IAM role {name} exists")),
+            if seen.trust_problems.is_empty() {
+                Check::pass(
+                    c,
+                    "iam.role-trust",
+                    format!(
+                        "trust is limited to {} (aud {})",
+                        Self::subject(env),
+                        policy::AUDIENCE
+                    ),
+                )
+            } else {
+                Check::fail(
+                    c,
+                    "iam.role-trust",
+                    format!(
+                        "IAM role {name} trust policy is wrong: {}",
+                        seen.trust_problems.join("; ")
+                    ),
+                )
+                .hint("re-run install to set the exact trust policy")
+            },
+            Check::expect(
+                c,
+                "iam.policy-attached",
+                seen.attached.contains(&policy_arn),
+                format!("policy {} is attached", env.spec.iam.policy_name),
+                format!("policy {policy_arn} is not attached to IAM role {name}"),
+            )
+            .hint("re-run install to attach it"),
+        ]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let name = &env.spec.iam.role_name;
+        Ok(if !seen.exists {
+            vec![]
+        } else if !self.created_by_us(env) {
+            vec![Action::keep(
+                "aws",
+                "iam:Role",
+                name,
+                "not created by this tool",
+            )]
+        } else if env.options.keep_iam {
+            vec![Action::keep("aws", "iam:Role", name, "--keep-iam")]
+        } else {
+            let mut a: Vec<_> = seen
+                .attached
+                .iter()
+                .map(|p| Action::aws(Verb::Delete, "iam:DetachRolePolicy", name).because(p.clone()))
+                .collect();
+            a.push(Action::aws(Verb::Delete, "iam:DeleteRole", name));
+            a
+        })
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        if env.options.keep_iam {
+            return Ok(());
+        }
+        if seen.exists && self.created_by_us(env) {
+            let iam = &env.aws().iam;
+            let name = &env.spec.iam.role_name;
+            for p in &seen.attached {
+                iam.detach_role_policy()
+                    .role_name(name)
+                    .policy_arn(p)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context(format!("detaching {p} from IAM role {name}"))?;
+            }
+            iam.delete_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context(format!("deleting IAM role {name}"))?;
+            env.progress.done(&format!("deleted IAM role {name}"));
+        }
+        record.update(|r| r.iam_role = None).await
+    }
+}

@@ -1,0 +1,311 @@
+//! The release's Ingress, as the AWS Load Balancer Controller reads it:
+//! class `alb`, `target-type: ip`, a correctly spelled
+//! `stickiness.enabled=true` in `target-group-attributes`, and a hostname
+//! once the controller made the ALB. Owns nothing; install waits for the
+//! hostname.
+
+use async_trait::async_trait;
+use k8s_openapi::api::networking::v1::Ingress as KubeIngress;
+use kube::api::Api;
+
+use crate::component::{Action, Category, Check, Component};
+use crate::context::Env;
+use crate::error::{Context, Result};
+use crate::pins::ANNOTATION_PREFIX;
+use crate::record::Recorder;
+use crate::wait;
+
+use super::graphql_release::fullname;
+
+/// Target-group attribute keys ELBv2 accepts for an ALB's target groups.
+pub const TARGET_GROUP_ATTRIBUTES: &[&str] = &[
+    "deregistration_delay.timeout_seconds",
+    "slow_start.duration_seconds",
+    "load_balancing.algorithm.type",
+    "load_balancing.algorithm.anomaly_mitigation",
+    "load_balancing.cross_zone.enabled",
+    "stickiness.enabled",
+    "stickiness.type",
+    "stickiness.lb_cookie.duration_seconds",
+    "stickiness.app_cookie.cookie_name",
+    "stickiness.app_cookie.duration_seconds",
+    "target_group_health.dns_failover.minimum_healthy_targets.count",
+    "target_group_health.dns_failover.minimum_healthy_targets.percentage",
+    "target_group_health.unhealthy_state_routing.minimum_healthy_targets.count",
+    "target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage",
+];
+
+#[derive(Default)]
+pub struct Ingress {
+    seen: Option<Seen>,
+}
+
+#[derive(Clone, Default)]
+pub struct Seen {
+    pub exists: bool,
+    pub class: Option<String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub hostname: Option<String>,
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// What is wrong with a `target-group-attributes` value for a sticky ALB; None when right.
+pub fn stickiness_problem(value: Option<&str>) -> Option<String> {
+    let Some(value) = value else {
+        return Some(
+            "no target-group-attributes annotation: the target group is not sticky".into(),
+        );
+    };
+    let mut enabled = None;
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, v)) = pair.split_once('=') else {
+            return Some(format!("{pair:?} is not key=value"));
+        };
+        let key = key.trim();
+        if !TARGET_GROUP_ATTRIBUTES.contains(&key) {
+            let close = TARGET_GROUP_ATTRIBUTES
+                .iter()
+                .min_by_key(|k| edit_distance(key, k))
+                .filter(|k| edit_distance(key, k) <= 3);
+            return Some(match close {
+                Some(k) => format!(
+                    "unknown attribute {key:?} (did you mean {k:?}?); ELBv2 rejects it and the controller stops reconciling"
+                ),
+                None => format!("unknown attribute {key:?}; ELBv2 rejects it"),
+            });
+        }
+        if key == "stickiness.enabled" {
+            enabled = Some(v.trim().to_string());
+        }
+        if key == "stickiness.type" && v.trim() != "lb_cookie" {
+            return Some(format!(
+                "stickiness.type={} (the AWSALB cookie needs lb_cookie)",
+                v.trim()
+            ));
+        }
+    }
+    match enabled.as_deref() {
+        Some("true") => None,
+        Some(other) => Some(format!("stickiness.enabled={other}, not true")),
+        None => Some("stickiness.enabled=true is missing".into()),
+    }
+}
+
+impl Ingress {
+    pub async fn look(env: &Env) -> Result<Seen> {
+        let api: Api<KubeIngress> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+        let name = fullname(&env.spec.release);
+        let Some(ing) = api
+            .get_opt(&name)
+            .await
+            .context(format!("reading Ingress {name}"))?
+        else {
+            return Ok(Seen::default());
+        };
+        Ok(Seen {
+            exists: true,
+            class: ing
+                .spec
+                .as_ref()
+                .and_then(|s| s.ingress_class_name.clone())
+                .or_else(|| {
+                    ing.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+                }),
+            annotations: ing.metadata.annotations.clone().unwrap_or_default(),
+            hostname: ing
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .and_then(|i| i.into_iter().find_map(|i| i.hostname)),
+        })
+    }
+
+    fn annotation<'a>(seen: &'a Seen, key: &str) -> Option<&'a str> {
+        seen.annotations
+            .get(&format!("{ANNOTATION_PREFIX}{key}"))
+            .map(String::as_str)
+    }
+}
+
+#[async_trait]
+impl Component for Ingress {
+    fn name(&self) -> &'static str {
+        "Ingress"
+    }
+
+    fn category(&self) -> Category {
+        Category::Ingress
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        self.seen = Some(Self::look(env).await?);
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        Ok(if env.options.wait && seen.hostname.is_none() {
+            vec![Action::wait(format!(
+                "Ingress {}/{} has its ALB hostname",
+                env.spec.namespace,
+                fullname(&env.spec.release)
+            ))]
+        } else {
+            vec![]
+        })
+    }
+
+    async fn apply(&mut self, env: &Env, _record: &mut Recorder) -> Result<()> {
+        if !env.options.wait {
+            return Ok(());
+        }
+        let name = fullname(&env.spec.release);
+        let seen = wait::until(
+            env,
+            &format!("Ingress {name} to get its ALB hostname"),
+            || async {
+                let now = Self::look(env).await?;
+                Ok(match (&now.hostname, now.exists) {
+                    (Some(_), _) => Ok(now),
+                    (None, true) => {
+                        Err("no hostname yet (the controller has not made the ALB)".into())
+                    }
+                    (None, false) => Err("no Ingress yet".into()),
+                })
+            },
+        )
+        .await?;
+        env.progress.done(&format!(
+            "Ingress {name} has ALB {}",
+            seen.hostname.as_deref().unwrap_or_default()
+        ));
+        self.seen = Some(seen);
+        Ok(())
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::Ingress;
+        let name = format!("{}/{}", env.spec.namespace, fullname(&env.spec.release));
+        if !seen.exists {
+            return vec![
+                Check::fail(c, "ingress.class", format!("Ingress {name} does not exist"))
+                    .hint("the release must have ingress.enabled=true; re-run install"),
+            ];
+        }
+        let class = Check::expect(c, "ingress.class", seen.class.as_deref() == Some("alb"),
+            format!("Ingress {name} has class alb"),
+            format!("Ingress {name} has class {:?}, not alb: the AWS Load Balancer Controller ignores it", seen.class.as_deref().unwrap_or("")))
+            .hint("set ingress.className: alb (re-run install)");
+        let target_type = match Self::annotation(seen, "target-type") {
+            Some("ip") => Check::pass(
+                c,
+                "ingress.target-type",
+                "target-type: ip (pods are targets)",
+            ),
+            other => Check::fail(
+                c,
+                "ingress.target-type",
+                format!(
+                    "target-type is {}: cookie stickiness to a pod needs target-type ip",
+                    other
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_else(|| "unset (the controller's default is instance)".into())
+                ),
+            )
+            .hint(format!(
+                "annotate {ANNOTATION_PREFIX}target-type: ip (re-run install)"
+            )),
+        };
+        let attributes = Self::annotation(seen, "target-group-attributes");
+        let stickiness = match stickiness_problem(attributes) {
+            None => Check::pass(c, "ingress.stickiness", "target-group-attributes enable stickiness"),
+            Some(problem) => Check::fail(c, "ingress.stickiness", format!("target-group-attributes: {problem}"))
+                .hint("use stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60 (re-run install)"),
+        };
+        let hostname = match &seen.hostname {
+            Some(h) => Check::pass(c, "ingress.hostname", format!("hostname {h}")),
+            None => Check::fail(
+                c,
+                "ingress.hostname",
+                "no ALB hostname: the controller has not made the ALB",
+            )
+            .hint(format!(
+                "kubectl -n {} describe ingress {} shows the controller's events",
+                env.spec.namespace,
+                fullname(&env.spec.release)
+            )),
+        };
+        vec![class, target_type, stickiness, hostname]
+    }
+
+    fn removal(&self, _env: &Env) -> Result<Vec<Action>> {
+        Ok(vec![]) // the release owns the Ingress
+    }
+
+    async fn remove(&mut self, _env: &Env, _record: &mut Recorder) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stickiness_problem;
+
+    #[test]
+    fn the_guides_attributes_are_sticky() {
+        assert_eq!(
+            stickiness_problem(Some(
+                "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn a_misspelled_key_is_named_with_a_suggestion() {
+        let p = stickiness_problem(Some("stickness.enabled=true")).unwrap();
+        assert!(
+            p.contains("\"stickness.enabled\"")
+                && p.contains("did you mean \"stickiness.enabled\""),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn disabled_or_missing_stickiness_is_named() {
+        assert!(
+            stickiness_problem(Some("stickiness.enabled=false"))
+                .unwrap()
+                .contains("false")
+        );
+        assert!(
+            stickiness_problem(Some("deregistration_delay.timeout_seconds=30"))
+                .unwrap()
+                .contains("missing")
+        );
+        assert!(stickiness_problem(None).is_some());
+        assert!(
+            stickiness_problem(Some("stickiness.enabled=true,stickiness.type=app_cookie"))
+                .unwrap()
+                .contains("lb_cookie")
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! The AWS Load Balancer Controller's Helm release, in kube-system, with
+//! `clusterName`, `region`, `vpcId` and the IRSA ServiceAccount; then a wait
+//! until its Deployment is available and its webhook Service has ready
+//! endpoints. With --skip-lb-controller, a controller already running is
+//! verified instead. Uninstall keeps it while other Ingresses of class
+//! `alb` remain (they need it to clean up their ALBs).
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{Context, Error, Result};
+use crate::helm::{self, ReleaseMetadata};
+use crate::pins::LBC_WEBHOOK_SERVICE;
+use crate::record::{ControllerRecord, Recorder};
+use crate::values;
+use crate::wait;
+
+use super::lbc_service_account::CONTROLLER_SELECTOR;
+
+pub const CRDS: &[&str] = &[
+    "targetgroupbindings.elbv2.k8s.aws",
+    "ingressclassparams.elbv2.k8s.aws",
+];
+
+#[derive(Default)]
+pub struct LbController {
+    seen: Option<Seen>,
+}
+
+#[derive(Clone)]
+struct Seen {
+    release: Option<ReleaseMetadata>,
+    values: Value,
+    deployments: Vec<(String, i32, i32)>,
+    webhook_ready: usize,
+    crds_missing: Vec<String>,
+}
+
+impl Seen {
+    fn available(&self) -> bool {
+        !self.deployments.is_empty()
+            && self
+                .deployments
+                .iter()
+                .all(|(_, available, _)| *available > 0)
+    }
+    fn ready(&self) -> bool {
+        self.available() && self.webhook_ready > 0
+    }
+    fn state(&self) -> String {
+        let d: Vec<_> = self
+            .deployments
+            .iter()
+            .map(|(n, a, w)| format!("{n} {a}/{w} available"))
+            .collect();
+        format!(
+            "{}; webhook endpoints ready: {}",
+            if d.is_empty() {
+                "no Deployment".into()
+            } else {
+                d.join(", ")
+            },
+            self.webhook_ready
+        )
+    }
+}
+
+/// Ingresses of class `alb`, other than the one this release owns.
+pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
+    let api: Api<Ingress> = Api::all(env.kube().clone());
+    let ours = (
+        env.spec.namespace.as_str(),
+        super::graphql_release::fullname(&env.spec.release),
+    );
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .context("listing Ingresses")?
+        .into_iter()
+        .filter(|i| {
+            let class = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
+            let annotated = i
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
+            class.as_deref() == Some("alb") || annotated.as_deref() == Some("alb")
+        })
+        .map(|i| {
+            (
+                i.metadata.namespace.unwrap_or_default(),
+                i.metadata.name.unwrap_or_default(),
+            )
+        })
+        .filter(|(ns, name)| (ns.as_str(), name.as_str()) != (ours.0, ours.1.as_str()))
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect())
+}
+
+impl LbController {
+    async fn look(env: &Env) -> Result<Seen> {
+        let lbc = &env.spec.lb_controller;
+        let (release, values) = match (&lbc.external, env.ctx.helm()) {
+            (false, Ok(helm)) => {
+                let release = helm.metadata(&lbc.release, &lbc.namespace).await?;
+                let values = match release {
+                    Some(_) => helm.user_values(&lbc.release, &lbc.namespace).await?,
+                    None => Value::Null,
+                };
+                (release, values)
+            }
+            _ => (None, Value::Null),
+        };
+        let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &lbc.namespace);
+        let deployments = deployments
+            .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+            .await
+            .context("listing the controller's Deployment")?
+            .into_iter()
+            .map(|d| {
+                let status = d.status.unwrap_or_default();
+                let wanted = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+                (
+                    d.metadata.name.unwrap_or_default(),
+                    status.available_replicas.unwrap_or(0),
+                    wanted,
+                )
+            })
+            .collect();
+        let slices: Api<EndpointSlice> = Api::namespaced(env.kube().clone(), &lbc.namespace);
+        let webhook_ready = slices
+            .list(
+                &ListParams::default()
+                    .labels(&format!("kubernetes.io/service-name={LBC_WEBHOOK_SERVICE}")),
+            )
+            .await
+            .context("listing the webhook's endpoints")?
+            .into_iter()
+            .flat_map(|s| s.endpoints)
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .count();
+        let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
+        let mut crds_missing = vec![];
+        for name in CRDS {
+            if crds
+                .get_opt(name)
+                .await
+                .context(format!("reading CRD {name}"))?
+                .is_none()
+            {
+                crds_missing.push(name.to_string());
+            }
+        }
+        Ok(Seen {
+            release,
+            values,
+            deployments,
+            webhook_ready,
+            crds_missing,
+        })
+    }
+
+    fn installed_by_us(env: &Env) -> bool {
+        env.record
+            .lb_controller
+            .as_ref()
+            .is_some_and(|c| c.installed)
+    }
+
+    fn desired_values(env: &Env) -> Value {
+        values::lb_controller(&env.spec, &env.facts)
+    }
+
+    fn needs_release_change(seen: &Seen, env: &Env) -> Option<String> {
+        let lbc = &env.spec.lb_controller;
+        match &seen.release {
+            None => Some("not installed".into()),
+            Some(r) if Some(&r.version) != lbc.chart.version.as_ref() => Some(format!(
+                "chart {} → {}",
+                r.version,
+                lbc.chart.version.as_deref().unwrap_or("latest")
+            )),
+            Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
+            Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
+            Some(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Component for LbController {
+    fn name(&self) -> &'static str {
+        "AWS Load Balancer Controller"
+    }
+
+    fn category(&self) -> Category {
+        Category::LbController
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        self.seen = Some(Self::look(env).await?);
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let lbc = &env.spec.lb_controller;
+        let wait = Action::wait(format!(
+            "Deployment {}/aws-load-balancer-controller is available and {LBC_WEBHOOK_SERVICE} has ready endpoints",
+            lbc.namespace
+        ));
+        if lbc.external {
+            if seen.deployments.is_empty() {
+                return Err(Error::prerequisite(format!(
+                    "--skip-lb-controller: no AWS Load Balancer Controller Deployment in {} (label {CONTROLLER_SELECTOR})",
+                    lbc.namespace
+                ))
+                .hint("install the controller first, or drop --skip-lb-controller to let install do it"));
+            }
+            return Ok(if seen.ready() { vec![] } else { vec![wait] });
+        }
+        if seen.release.is_none() && !seen.deployments.is_empty() {
+            return Err(Error::prerequisite(format!(
+                "an AWS Load Balancer Controller already runs in {} but not as release {}",
+                lbc.namespace, lbc.release
+            ))
+            .hint("pass --skip-lb-controller to use it as it is"));
+        }
+        if seen.release.is_some() && !Self::installed_by_us(env) && !env.options.adopt {
+            return Err(Error::prerequisite(format!(
+                "release {}/{} exists and was not installed by this tool",
+                lbc.namespace, lbc.release
+            ))
+            .hint("pass --skip-lb-controller to use it as it is, or --adopt to manage it"));
+        }
+        let mut actions = vec![];
+        if let Some(why) = Self::needs_release_change(seen, env) {
+            let verb = if seen.release.is_some() {
+                Verb::Update
+            } else {
+                Verb::Create
+            };
+            let op = if seen.release.is_some() {
+                "upgrade"
+            } else {
+                "install"
+            };
+            actions.push(
+                Action::helm(verb, op, format!("{}/{}", lbc.namespace, lbc.release))
+                    .because(format!(
+                        "chart {} {} from {}: {why}",
+                        lbc.chart.name,
+                        lbc.chart.version.as_deref().unwrap_or("latest"),
+                        lbc.chart.repo.as_deref().unwrap_or("a local path")
+                    ))
+                    .with_detail(Self::desired_values(env)),
+            );
+        }
+        if !actions.is_empty() || !seen.ready() {
+            actions.push(wait);
+        }
+        Ok(actions)
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.clone().expect("observed");
+        let lbc = &env.spec.lb_controller;
+        if !lbc.external && Self::needs_release_change(&seen, env).is_some() {
+            let installed = seen.release.is_none() || Self::installed_by_us(env);
+            record
+                .update(|r| {
+                    let entry = r.lb_controller.get_or_insert_with(|| ControllerRecord {
+                        release: lbc.release.clone(),
+                        namespace: lbc.namespace.clone(),
+                        installed,
+                        crds: vec![],
+                    });
+                    entry.installed = installed;
+                })
+                .await?;
+            let file = helm::values_file(&Self::desired_values(env))?;
+            env.progress.waiting(&format!(
+                "helm: installing {} {}",
+                lbc.chart.name,
+                lbc.chart.version.as_deref().unwrap_or("")
+            ));
+            env.ctx
+                .helm()?
+                .upgrade_install(&lbc.release, &lbc.namespace, &lbc.chart, &[file.path()])
+                .await?;
+            env.progress.done(&format!(
+                "{} release {}/{} ({} {})",
+                if seen.release.is_some() {
+                    "upgraded"
+                } else {
+                    "installed"
+                },
+                lbc.namespace,
+                lbc.release,
+                lbc.chart.name,
+                lbc.chart.version.as_deref().unwrap_or("latest")
+            ));
+        } else if !lbc.external && seen.release.is_some() && env.record.lb_controller.is_none() {
+            record
+                .update(|r| {
+                    r.lb_controller = Some(ControllerRecord {
+                        release: lbc.release.clone(),
+                        namespace: lbc.namespace.clone(),
+                        installed: false,
+                        crds: vec![],
+                    })
+                })
+                .await?;
+        }
+        let ready = wait::until(env, "the AWS Load Balancer Controller", || async {
+            let now = Self::look(env).await?;
+            Ok(if now.ready() {
+                Ok(now)
+            } else {
+                Err(now.state())
+            })
+        })
+        .await?;
+        self.seen = Some(ready);
+        Ok(())
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::LbController;
+        let lbc = &env.spec.lb_controller;
+        let release = if lbc.external {
+            Check::pass(
+                c,
+                "lb-controller.release",
+                "controller managed outside this tool (--skip-lb-controller)",
+            )
+        } else {
+            match &seen.release {
+                None => Check::fail(
+                    c,
+                    "lb-controller.release",
+                    format!("release {}/{} is not installed", lbc.namespace, lbc.release),
+                )
+                .hint("run `kubectl scalardb-graphql install`"),
+                Some(r) if r.status != "deployed" => Check::fail(
+                    c,
+                    "lb-controller.release",
+                    format!("release {}/{} is {}", lbc.namespace, lbc.release, r.status),
+                )
+                .hint("re-run install; `helm history` shows what failed"),
+                Some(r) => Check::pass(
+                    c,
+                    "lb-controller.release",
+                    format!(
+                        "release {} deployed, chart {} {} (app {})",
+                        lbc.release, r.chart, r.version, r.app_version
+                    ),
+                ),
+            }
+        };
+        let deployment = if seen.available() {
+            Check::pass(
+                c,
+                "lb-controller.deployment",
+                format!(
+                    "Deployment available: {}",
+                    seen.state().split(';').next().unwrap_or_default()
+                ),
+            )
+        } else {
+            Check::fail(
+                c,
+                "lb-controller.deployment",
+                format!("the controller is not available: {}", seen.state()),
+            )
+            .hint(format!(
+                "kubectl -n {} describe deployment aws-load-balancer-controller",
+                lbc.namespace
+            ))
+        };
+        let webhook = if !seen.available() {
+            Check::skip(
+                c,
+                "lb-controller.webhook",
+                "webhook not checked: the controller is not available",
+            )
+        } else {
+            Check::expect(c, "lb-controller.webhook", seen.webhook_ready > 0,
+                format!("webhook Service {LBC_WEBHOOK_SERVICE} has {} ready endpoint(s)", seen.webhook_ready),
+                format!("webhook Service {LBC_WEBHOOK_SERVICE} has no ready endpoints"))
+                .hint("Ingress and Service changes fail while the webhook is down; check the controller's pods")
+        };
+        let crds = Check::expect(
+            c,
+            "lb-controller.crds",
+            seen.crds_missing.is_empty(),
+            format!("CRDs present: {}", CRDS.join(", ")),
+            format!("CRDs missing: {}", seen.crds_missing.join(", ")),
+        )
+        .hint("re-run install (it applies the chart's CRDs)");
+        vec![release, deployment, webhook, crds]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        let lbc = &env.spec.lb_controller;
+        let target = format!("{}/{}", lbc.namespace, lbc.release);
+        Ok(if seen.release.is_none() {
+            vec![]
+        } else if lbc.external || !Self::installed_by_us(env) {
+            vec![Action::keep(
+                "helm",
+                "release",
+                target,
+                "not installed by this tool",
+            )]
+        } else if env.options.keep_lb_controller {
+            vec![Action::keep(
+                "helm",
+                "release",
+                target,
+                "--keep-lb-controller",
+            )]
+        } else {
+            vec![
+                Action::helm(Verb::Delete, "uninstall", target).because(
+                    "unless other Ingresses of class alb remain (--force to remove anyway)",
+                ),
+            ]
+        })
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        let lbc = &env.spec.lb_controller;
+        if seen.release.is_none()
+            || lbc.external
+            || !Self::installed_by_us(env)
+            || env.options.keep_lb_controller
+        {
+            return Ok(());
+        }
+        let others = other_alb_ingresses(env).await?;
+        if !others.is_empty() && !env.options.force {
+            env.progress.warn(&format!(
+                "kept release {}/{}: Ingresses of class alb still need it to clean up their ALBs: {} (--force removes it anyway)",
+                lbc.namespace, lbc.release, others.join(", ")
+            ));
+            return record.update(|r| r.lb_controller = None).await;
+        }
+        env.ctx
+            .helm()?
+            .uninstall(&lbc.release, &lbc.namespace)
+            .await?;
+        env.progress.done(&format!(
+            "uninstalled release {}/{}",
+            lbc.namespace, lbc.release
+        ));
+        Ok(())
+    }
+}

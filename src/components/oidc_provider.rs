@@ -1,0 +1,267 @@
+//! The cluster's IAM OIDC provider, which lets IAM trust the cluster's
+//! ServiceAccount tokens (IRSA). Created only when missing, and then tagged
+//! as this tool's; a provider that was already there is used and never removed.
+
+use async_trait::async_trait;
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{self, Context, Error, Result};
+use crate::policy::{self, AUDIENCE};
+use crate::record::{Owned, Recorder};
+
+use super::{iam_tags, iam_tags_ours};
+
+#[derive(Default)]
+pub struct OidcProvider {
+    seen: Option<Seen>,
+}
+
+struct Seen {
+    arn: String,
+    exists: bool,
+    tagged_ours: bool,
+    has_audience: bool,
+}
+
+impl OidcProvider {
+    fn created_by_us(&self, env: &Env) -> bool {
+        env.record.oidc_provider.as_ref().is_some_and(|o| o.created)
+            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+    }
+
+    /// Roles, other than ours, whose trust policy names the provider.
+    async fn other_trusting_roles(&self, env: &Env, arn: &str) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut pages = env.aws().iam.list_roles().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(error::aws).context("listing IAM roles")?;
+            for role in page.roles() {
+                if role.role_name() == env.spec.iam.role_name {
+                    continue;
+                }
+                let trusts = role
+                    .assume_role_policy_document()
+                    .and_then(|d| policy::decode_document(d).ok())
+                    .is_some_and(|doc| policy::trusts_provider(&doc, arn));
+                if trusts {
+                    found.push(role.role_name().to_string());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Component for OidcProvider {
+    fn name(&self) -> &'static str {
+        "IAM OIDC provider"
+    }
+
+    fn category(&self) -> Category {
+        Category::Iam
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        let arn = env.facts.oidc_provider_arn();
+        let seen = match env
+            .aws()
+            .iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(&arn)
+            .send()
+            .await
+        {
+            Ok(out) => Seen {
+                exists: true,
+                tagged_ours: iam_tags_ours(out.tags(), &env.facts.name),
+                has_audience: out.client_id_list().iter().any(|c| c == AUDIENCE),
+                arn,
+            },
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Seen {
+                    arn,
+                    exists: false,
+                    tagged_ours: false,
+                    has_audience: false,
+                }
+            }
+            Err(e) => return Err(error::aws(e)).context("reading the IAM OIDC provider"),
+        };
+        self.seen = Some(seen);
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        if env.facts.issuer.is_empty() {
+            return Err(Error::prerequisite(format!(
+                "EKS cluster {:?} has no OIDC issuer",
+                env.facts.name
+            ))
+            .hint(
+                "the cluster must have an OIDC issuer for IRSA (every EKS cluster since 1.13 does)",
+            ));
+        }
+        let seen = self.seen.as_ref().expect("observed");
+        Ok(if !seen.exists {
+            vec![
+                Action::aws(
+                    Verb::Create,
+                    "iam:CreateOpenIDConnectProvider",
+                    &env.facts.issuer,
+                )
+                .because(format!("client id {AUDIENCE}")),
+            ]
+        } else if !seen.has_audience {
+            vec![
+                Action::aws(
+                    Verb::Update,
+                    "iam:AddClientIDToOpenIDConnectProvider",
+                    &seen.arn,
+                )
+                .because(format!("add client id {AUDIENCE}")),
+            ]
+        } else {
+            vec![]
+        })
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        let iam = &env.aws().iam;
+        if !seen.exists {
+            record
+                .update(|r| {
+                    r.oidc_provider = Some(Owned {
+                        id: seen.arn.clone(),
+                        created: true,
+                    })
+                })
+                .await?;
+            iam.create_open_id_connect_provider()
+                .url(&env.facts.issuer)
+                .client_id_list(AUDIENCE)
+                .set_tags(Some(iam_tags(&env.facts.name, &[])))
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("creating the IAM OIDC provider")?;
+            env.progress
+                .done(&format!("created IAM OIDC provider {}", seen.arn));
+        } else {
+            let created = self.created_by_us(env);
+            record
+                .update(|r| {
+                    r.oidc_provider = Some(Owned {
+                        id: seen.arn.clone(),
+                        created,
+                    })
+                })
+                .await?;
+            if !seen.has_audience {
+                iam.add_client_id_to_open_id_connect_provider()
+                    .open_id_connect_provider_arn(&seen.arn)
+                    .client_id(AUDIENCE)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("adding sts.amazonaws.com to the OIDC provider")?;
+                env.progress
+                    .done(&format!("added client id {AUDIENCE} to {}", seen.arn));
+            }
+        }
+        Ok(())
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        let seen = self.seen.as_ref().expect("observed");
+        let owner = if self.created_by_us(env) {
+            "created by this tool"
+        } else {
+            "pre-existing"
+        };
+        vec![if !seen.exists {
+            Check::fail(Category::Iam, "iam.oidc-provider", format!("no IAM OIDC provider for issuer {}", env.facts.issuer))
+                .hint("run `kubectl scalardb-graphql install` (or eksctl utils associate-iam-oidc-provider)")
+        } else if !seen.has_audience {
+            Check::fail(
+                Category::Iam,
+                "iam.oidc-provider",
+                format!(
+                    "OIDC provider {} does not accept audience {AUDIENCE}",
+                    seen.arn
+                ),
+            )
+            .hint("re-run install to add the client id")
+        } else {
+            Check::pass(
+                Category::Iam,
+                "iam.oidc-provider",
+                format!(
+                    "OIDC provider for {} exists ({owner})",
+                    env.facts.issuer_host_path()
+                ),
+            )
+        }]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        let seen = self.seen.as_ref().expect("observed");
+        if !seen.exists {
+            return Ok(vec![]);
+        }
+        Ok(if !self.created_by_us(env) {
+            vec![Action::keep(
+                "aws",
+                "iam:OpenIDConnectProvider",
+                &seen.arn,
+                "it was there before install",
+            )]
+        } else if env.options.keep_iam {
+            vec![Action::keep(
+                "aws",
+                "iam:OpenIDConnectProvider",
+                &seen.arn,
+                "--keep-iam",
+            )]
+        } else {
+            vec![
+                Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)
+                    .because("unless another role trusts it"),
+            ]
+        })
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        if seen.exists && self.created_by_us(env) && !env.options.keep_iam {
+            let others = self.other_trusting_roles(env, &seen.arn).await?;
+            if !others.is_empty() {
+                env.progress.warn(&format!(
+                    "kept IAM OIDC provider {}: roles {} trust it",
+                    seen.arn,
+                    others.join(", ")
+                ));
+                return record.update(|r| r.oidc_provider = None).await;
+            }
+            env.aws()
+                .iam
+                .delete_open_id_connect_provider()
+                .open_id_connect_provider_arn(&seen.arn)
+                .send()
+                .await
+                .map_err(error::aws)
+                .context("deleting the IAM OIDC provider")?;
+            env.progress
+                .done(&format!("deleted IAM OIDC provider {}", seen.arn));
+        }
+        if !env.options.keep_iam {
+            record.update(|r| r.oidc_provider = None).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! What the two Secret components share: a Secret that install either
+//! creates from credentials it was given (and then owns, labels and keeps in
+//! step) or only uses (a Secret the user made). Values are compared, never
+//! printed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+
+use crate::component::{Action, Category, Check, Verb};
+use crate::context::Env;
+use crate::error::{Context, Error, Result};
+use crate::record::{Owned, Recorder};
+use crate::spec::SecretRef;
+
+use super::{is_managed, managed_labels};
+
+/// How a Secret component differs from the other.
+pub struct Kind {
+    pub what: &'static str,
+    pub secret_type: &'static str,
+    pub keys: &'static [&'static str],
+    pub check_id: &'static str,
+    /// How to give credentials, for the error when there are none.
+    pub how_to_give: &'static str,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub exists: bool,
+    pub managed: bool,
+    pub secret_type: String,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+pub async fn observe(env: &Env, r: &SecretRef) -> Result<Seen> {
+    let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+    let Some(s) = api
+        .get_opt(&r.name)
+        .await
+        .context(format!("reading Secret {}", r.name))?
+    else {
+        return Ok(Seen::default());
+    };
+    Ok(Seen {
+        exists: true,
+        managed: is_managed(&s.metadata),
+        secret_type: s.type_.unwrap_or_default(),
+        data: s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
+    })
+}
+
+fn target(env: &Env, r: &SecretRef) -> String {
+    format!("{}/{}", env.spec.namespace, r.name)
+}
+
+/// What install does with the Secret, given what it would contain.
+pub fn plan(
+    env: &Env,
+    kind: &Kind,
+    r: &SecretRef,
+    seen: &Seen,
+    desired: Option<&BTreeMap<String, Vec<u8>>>,
+    owned: bool,
+) -> Result<Vec<Action>> {
+    let t = target(env, r);
+    if !r.managed || (seen.exists && !owned && desired.is_none()) {
+        // The user's own Secret: it must be there and usable.
+        if !seen.exists {
+            return Err(
+                Error::prerequisite(format!("{} Secret {t} does not exist", kind.what))
+                    .hint(kind.how_to_give),
+            );
+        }
+        let missing: Vec<_> = kind
+            .keys
+            .iter()
+            .filter(|k| !seen.data.contains_key(**k))
+            .collect();
+        if seen.secret_type != kind.secret_type || !missing.is_empty() {
+            return Err(Error::prerequisite(format!(
+                "{} Secret {t} is not usable: type {:?}, expected {:?} with keys {}",
+                kind.what,
+                seen.secret_type,
+                kind.secret_type,
+                kind.keys.join(", ")
+            ))
+            .hint("fix the Secret, or let install create it from credentials"));
+        }
+        return Ok(vec![]);
+    }
+    let Some(desired) = desired else {
+        if seen.exists {
+            return Ok(vec![]); // ours, and no new credentials: keep it as it is
+        }
+        return Err(Error::prerequisite(format!(
+            "no {} credentials given and Secret {t} does not exist",
+            kind.what
+        ))
+        .hint(kind.how_to_give));
+    };
+    if seen.exists && !owned {
+        return Err(Error::prerequisite(format!(
+            "{} Secret {t} exists and was not created by this tool",
+            kind.what
+        ))
+        .hint("use it as it is by giving no credentials, or choose another name"));
+    }
+    Ok(if !seen.exists {
+        vec![Action::kube(Verb::Create, "Secret", t).because(format!(
+            "type {}, keys {} (values redacted)",
+            kind.secret_type,
+            kind.keys.join(", ")
+        ))]
+    } else if &seen.data != desired || seen.secret_type != kind.secret_type {
+        vec![Action::kube(Verb::Update, "Secret", t).because("new credentials (values redacted)")]
+    } else {
+        vec![]
+    })
+}
+
+/// Creates or replaces the Secret; the record entry is written first.
+pub async fn apply(
+    env: &Env,
+    kind: &Kind,
+    r: &SecretRef,
+    seen: &Seen,
+    desired: Option<&BTreeMap<String, Vec<u8>>>,
+    owned: bool,
+    record: &mut Recorder,
+    set: fn(&mut crate::record::Record, Option<Owned>),
+) -> Result<()> {
+    let created = r.managed && (!seen.exists || owned);
+    let entry = Owned {
+        id: r.name.clone(),
+        created,
+    };
+    record.update(|rec| set(rec, Some(entry))).await?;
+    let Some(desired) = desired.filter(|d| {
+        created && (!seen.exists || seen.data != **d || seen.secret_type != kind.secret_type)
+    }) else {
+        return Ok(());
+    };
+    let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(r.name.clone()),
+            labels: Some(managed_labels()),
+            ..Default::default()
+        },
+        type_: Some(kind.secret_type.to_string()),
+        data: Some(
+            desired
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    if seen.exists {
+        if seen.secret_type != kind.secret_type {
+            // The type of a Secret cannot change in place.
+            api.delete(&r.name, &DeleteParams::default())
+                .await
+                .context(format!("replacing Secret {}", r.name))?;
+            api.create(&PostParams::default(), &secret)
+                .await
+                .context(format!("creating Secret {}", r.name))?;
+        } else {
+            api.replace(&r.name, &PostParams::default(), &secret)
+                .await
+                .context(format!("updating Secret {}", r.name))?;
+        }
+        env.progress
+            .done(&format!("updated {} Secret {}", kind.what, target(env, r)));
+    } else {
+        api.create(&PostParams::default(), &secret)
+            .await
+            .context(format!("creating Secret {}", r.name))?;
+        env.progress
+            .done(&format!("created {} Secret {}", kind.what, target(env, r)));
+    }
+    Ok(())
+}
+
+pub fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
+    let t = target(env, r);
+    let c = Category::Graphql;
+    if !seen.exists {
+        return Check::fail(
+            c,
+            kind.check_id,
+            format!("{} Secret {t} does not exist", kind.what),
+        )
+        .hint(kind.how_to_give);
+    }
+    let missing: Vec<_> = kind
+        .keys
+        .iter()
+        .filter(|k| !seen.data.contains_key(**k))
+        .copied()
+        .collect();
+    if seen.secret_type != kind.secret_type {
+        return Check::fail(
+            c,
+            kind.check_id,
+            format!(
+                "Secret {t} is of type {:?}, not {:?}",
+                seen.secret_type, kind.secret_type
+            ),
+        )
+        .hint("recreate it with the right type (re-run install with credentials)");
+    }
+    if !missing.is_empty() {
+        return Check::fail(
+            c,
+            kind.check_id,
+            format!("Secret {t} lacks key(s) {}", missing.join(", ")),
+        )
+        .hint(kind.how_to_give);
+    }
+    Check::pass(
+        c,
+        kind.check_id,
+        format!("{} Secret {t} exists ({})", kind.what, kind.secret_type),
+    )
+}
+
+pub fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action> {
+    let t = target(env, r);
+    if !seen.exists {
+        vec![]
+    } else if owned && r.managed {
+        vec![Action::kube(Verb::Delete, "Secret", t)]
+    } else {
+        vec![Action::keep(
+            "kubernetes",
+            "Secret",
+            t,
+            "not created by this tool",
+        )]
+    }
+}
+
+pub async fn remove(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Result<()> {
+    if seen.exists && owned && r.managed {
+        let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+        api.delete(&r.name, &DeleteParams::default())
+            .await
+            .context(format!("deleting Secret {}", r.name))?;
+        env.progress
+            .done(&format!("deleted Secret {}", target(env, r)));
+    }
+    Ok(())
+}
+
+/// Whether the record or the Secret's label says this tool made it.
+pub fn owned(recorded: Option<&Owned>, seen: &Seen) -> bool {
+    recorded.is_some_and(|o| o.created) || seen.managed
+}

@@ -1,0 +1,495 @@
+//! Loading the ScalarDB schema from inside the cluster (the guide's step 2):
+//! the properties in a Secret, the schema in a ConfigMap, and a Job running
+//! the public Schema Loader image on the mounted files. A laptop rarely
+//! reaches a database inside the VPC; the cluster does. On success the Job,
+//! Secret and ConfigMap are removed; on failure they stay for inspection.
+//!
+//! As a component (install --schema) it runs before the GraphQL chart and
+//! only when the schema or properties changed since the last load. Uninstall
+//! never drops tables: they are data.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::component::{Action, Category, Check, Component, Verb};
+use crate::context::Env;
+use crate::error::{Context, Error, Result};
+use crate::pins::{SCHEMA_LOADER_IMAGE, SCHEMA_LOADER_VERSION};
+use crate::record::{Owned, Recorder};
+use crate::schema::Schema;
+use crate::wait;
+
+use super::managed_labels;
+
+const PROPERTIES_DIR: &str = "/scalardb/config";
+const SCHEMA_DIR: &str = "/scalardb/schema";
+
+/// One run of the Schema Loader.
+#[derive(Clone)]
+pub struct LoaderJob {
+    pub name: String,
+    pub namespace: String,
+    pub image: String,
+    pub schema: String,
+    /// The database.properties text: goes only into the Secret.
+    pub properties: String,
+    pub coordinator: bool,
+    pub delete: bool,
+}
+
+impl LoaderJob {
+    pub fn new(
+        namespace: &str,
+        schema: &Schema,
+        properties: String,
+        version: Option<&str>,
+        coordinator: bool,
+        delete: bool,
+    ) -> LoaderJob {
+        LoaderJob {
+            name: format!(
+                "scalardb-schema-loader-{}",
+                &digest(&schema.text, &properties, coordinator, delete)[..10]
+            ),
+            namespace: namespace.to_string(),
+            image: format!(
+                "{SCHEMA_LOADER_IMAGE}:{}",
+                version.unwrap_or(SCHEMA_LOADER_VERSION)
+            ),
+            schema: schema.text.clone(),
+            properties,
+            coordinator,
+            delete,
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-c".to_string(),
+            format!("{PROPERTIES_DIR}/database.properties"),
+            "-f".into(),
+            format!("{SCHEMA_DIR}/schema.json"),
+        ];
+        if self.coordinator {
+            args.push("--coordinator".into());
+        }
+        if self.delete {
+            args.push("-D".into());
+        }
+        args
+    }
+
+    pub fn secret(&self) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(managed_labels()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "database.properties".into(),
+                ByteString(self.properties.clone().into_bytes()),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    pub fn config_map(&self) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(managed_labels()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "schema.json".into(),
+                self.schema.clone(),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    pub fn job(&self) -> Job {
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": self.name, "labels": managed_labels()},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": managed_labels()},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{
+                            "name": "schema-loader",
+                            "image": self.image,
+                            "args": self.args(),
+                            "volumeMounts": [
+                                {"name": "properties", "mountPath": PROPERTIES_DIR, "readOnly": true},
+                                {"name": "schema", "mountPath": SCHEMA_DIR, "readOnly": true},
+                            ],
+                        }],
+                        "volumes": [
+                            {"name": "properties", "secret": {"secretName": self.name}},
+                            {"name": "schema", "configMap": {"name": self.name}},
+                        ],
+                    },
+                },
+            },
+        }))
+        .expect("a valid Job")
+    }
+
+    /// What --dry-run prints: the three objects, the properties redacted.
+    pub fn preview(&self) -> Value {
+        let mut secret = serde_json::to_value(self.secret()).expect("serializable");
+        secret["data"] = json!({"database.properties": "<redacted>"});
+        json!([
+            secret,
+            serde_json::to_value(self.config_map()).expect("serializable"),
+            serde_json::to_value(self.job()).expect("serializable")
+        ])
+    }
+
+    /// Creates the objects, waits for the Job, shows its log; cleans up on success only.
+    pub async fn run(&self, env: &Env) -> Result<()> {
+        let client = env.kube().clone();
+        let ns = &self.namespace;
+        let pp = PostParams::default();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        // A leftover of the same run (same digest) is replaced.
+        if jobs
+            .get_opt(&self.name)
+            .await
+            .context("reading the loader Job")?
+            .is_some()
+        {
+            self.cleanup(env).await?;
+        }
+        secrets
+            .create(&pp, &self.secret())
+            .await
+            .context(format!("creating Secret {}", self.name))?;
+        maps.create(&pp, &self.config_map())
+            .await
+            .context(format!("creating ConfigMap {}", self.name))?;
+        jobs.create(&pp, &self.job())
+            .await
+            .context(format!("creating Job {}", self.name))?;
+        let what = if self.delete {
+            "the Schema Loader to delete the tables"
+        } else {
+            "the Schema Loader to create the tables"
+        };
+        let failed = wait::until(env, what, || async {
+            let job = jobs
+                .get(&self.name)
+                .await
+                .context("reading the loader Job")?;
+            let status = job.status.unwrap_or_default();
+            let failed_condition = status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Failed" && c.status == "True");
+            Ok(if status.succeeded.unwrap_or(0) > 0 {
+                Ok(false)
+            } else if status.failed.unwrap_or(0) > 0 || failed_condition {
+                Ok(true)
+            } else {
+                Err(format!(
+                    "Job {} active: {}",
+                    self.name,
+                    status.active.unwrap_or(0)
+                ))
+            })
+        })
+        .await;
+        let failed = match failed {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(Error::timeout(format!(
+                    "{e}; Job {ns}/{} was left in place",
+                    self.name
+                ))
+                .hint(format!(
+                    "read its log: kubectl -n {ns} logs job/{}",
+                    self.name
+                )));
+            }
+        };
+        if let Some(log) = self.log(env).await {
+            env.progress
+                .done(&format!("Schema Loader log:\n{}", log.trim_end()));
+        }
+        if failed {
+            return Err(Error::failed(format!("the Schema Loader failed; Job {ns}/{}, its Secret and ConfigMap were kept", self.name))
+                .hint(format!("read its log: kubectl -n {ns} logs job/{}; delete them with kubectl -n {ns} delete job,secret,configmap {}", self.name, self.name)));
+        }
+        self.cleanup(env).await?;
+        env.progress.done(&format!(
+            "Schema Loader {} ({} table(s)); removed its Job, Secret and ConfigMap",
+            if self.delete {
+                "deleted the tables"
+            } else {
+                "created the tables"
+            },
+            Schema::parse(&self.schema)
+                .map(|s| s.tables.len())
+                .unwrap_or(0)
+        ));
+        Ok(())
+    }
+
+    async fn log(&self, env: &Env) -> Option<String> {
+        let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &self.namespace);
+        let pod = pods
+            .list(&ListParams::default().labels(&format!("job-name={}", self.name)))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
+        match pods
+            .logs(pod.metadata.name.as_deref()?, &LogParams::default())
+            .await
+        {
+            Ok(log) => Some(log),
+            Err(e) => {
+                env.progress
+                    .warn(&format!("the cluster cannot give the loader's log ({e})"));
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self, env: &Env) -> Result<()> {
+        let client = env.kube().clone();
+        let ns = &self.namespace;
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        if jobs
+            .get_opt(&self.name)
+            .await
+            .context("reading the loader Job")?
+            .is_some()
+        {
+            jobs.delete(&self.name, &background)
+                .await
+                .context("deleting the loader Job")?;
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        if secrets
+            .get_opt(&self.name)
+            .await
+            .context("reading the loader Secret")?
+            .is_some()
+        {
+            secrets
+                .delete(&self.name, &DeleteParams::default())
+                .await
+                .context("deleting the loader Secret")?;
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(client, ns);
+        if maps
+            .get_opt(&self.name)
+            .await
+            .context("reading the loader ConfigMap")?
+            .is_some()
+        {
+            maps.delete(&self.name, &DeleteParams::default())
+                .await
+                .context("deleting the loader ConfigMap")?;
+        }
+        Ok(())
+    }
+}
+
+fn digest(schema: &str, properties: &str, coordinator: bool, delete: bool) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        schema,
+        "\0",
+        properties,
+        "\0",
+        if coordinator { "c" } else { "" },
+        if delete { "D" } else { "" },
+    ] {
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// install --schema: load before the GraphQL chart, once per schema and properties.
+#[derive(Default)]
+pub struct SchemaLoad {
+    job: Option<LoaderJob>,
+}
+
+#[async_trait]
+impl Component for SchemaLoad {
+    fn name(&self) -> &'static str {
+        "ScalarDB schema"
+    }
+
+    fn category(&self) -> Category {
+        Category::Graphql
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        self.job = None;
+        let Some(path) = &env.options.schema else {
+            return Ok(());
+        };
+        let schema = Schema::read(path)?;
+        let Some(props) = &env.options.db_properties else {
+            return Err(Error::usage(
+                "--schema needs --db-properties: the Schema Loader connects with it",
+            )
+            .hint("pass --db-properties database.properties (the guide's file)"));
+        };
+        let properties = std::fs::read_to_string(props)
+            .map_err(|e| Error::usage(format!("cannot read {}: {e}", props.display())))?;
+        self.job = Some(LoaderJob::new(
+            &env.spec.namespace,
+            &schema,
+            properties,
+            None,
+            true,
+            false,
+        ));
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        let Some(job) = &self.job else {
+            return Ok(vec![]);
+        };
+        if env.record.schema.as_ref().is_some_and(|s| s.id == job.name) {
+            return Ok(vec![]); // this schema was loaded with these properties already
+        }
+        Ok(vec![
+            Action::kube(
+                Verb::Create,
+                "Job",
+                format!("{}/{}", job.namespace, job.name),
+            )
+            .because(format!("{} {}", job.image, job.args().join(" ")))
+            .with_detail(job.preview()),
+        ])
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let Some(job) = &self.job else { return Ok(()) };
+        if env.record.schema.as_ref().is_some_and(|s| s.id == job.name) {
+            return Ok(());
+        }
+        job.run(env).await?;
+        record
+            .update(|r| {
+                r.schema = Some(Owned {
+                    id: job.name.clone(),
+                    created: true,
+                })
+            })
+            .await
+    }
+
+    async fn checks(&self, _env: &Env) -> Vec<Check> {
+        vec![]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        Ok(match &env.record.schema {
+            Some(_) => vec![Action::keep(
+                "scalardb",
+                "tables",
+                "the loaded schema",
+                "tables are data; `kubectl scalardb-graphql schema delete` drops them",
+            )],
+            None => vec![],
+        })
+    }
+
+    async fn remove(&mut self, _env: &Env, record: &mut Recorder) -> Result<()> {
+        record.update(|r| r.schema = None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> LoaderJob {
+        let schema =
+            Schema::parse(r#"{"s.t": {"partition-key": ["id"], "columns": {"id": "INT"}}}"#)
+                .unwrap();
+        LoaderJob::new(
+            "ns",
+            &schema,
+            "scalar.db.password=hunter2\n".into(),
+            None,
+            true,
+            false,
+        )
+    }
+
+    #[test]
+    fn the_job_runs_the_public_loader_on_mounted_files() {
+        let j = job();
+        let spec = serde_json::to_value(j.job()).unwrap();
+        let c = &spec["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["image"],
+            format!("ghcr.io/scalar-labs/scalardb-schema-loader:{SCHEMA_LOADER_VERSION}")
+        );
+        assert_eq!(
+            c["args"],
+            json!([
+                "-c",
+                "/scalardb/config/database.properties",
+                "-f",
+                "/scalardb/schema/schema.json",
+                "--coordinator"
+            ])
+        );
+        assert_eq!(
+            spec["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+            j.name
+        );
+    }
+
+    #[test]
+    fn no_secret_in_the_job_the_config_map_or_the_preview() {
+        let j = job();
+        for text in [
+            serde_json::to_string(&j.job()).unwrap(),
+            serde_json::to_string(&j.config_map()).unwrap(),
+            j.preview().to_string(),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn delete_adds_the_loaders_delete_flag() {
+        let mut j = job();
+        j.delete = true;
+        assert!(j.args().contains(&"-D".to_string()));
+    }
+}

@@ -1,0 +1,201 @@
+//! IAM documents: the IRSA trust policy the controller's role needs, what is
+//! wrong with an observed one, and decoding IAM's URL-encoded documents.
+
+use serde_json::{Value, json};
+
+pub const AUDIENCE: &str = "sts.amazonaws.com";
+pub const WEB_IDENTITY_ACTION: &str = "sts:AssumeRoleWithWebIdentity";
+
+pub fn service_account_subject(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// The trust policy eksctl writes for an IRSA role: only this provider, only
+/// this ServiceAccount (`:sub`), only tokens for STS (`:aud`).
+pub fn trust_policy(provider_arn: &str, issuer_host_path: &str, subject: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": WEB_IDENTITY_ACTION,
+            "Condition": {"StringEquals": {
+                format!("{issuer_host_path}:sub"): subject,
+                format!("{issuer_host_path}:aud"): AUDIENCE,
+            }}
+        }]
+    })
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986).
+pub fn decode_document(text: &str) -> Result<Value, String> {
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&decoded).map_err(|e| format!("not a JSON policy document: {e}"))
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    }
+}
+
+/// What differs from the trust policy above; empty when it is exactly right.
+pub fn trust_problems(
+    doc: &Value,
+    provider_arn: &str,
+    issuer_host_path: &str,
+    subject: &str,
+) -> Vec<String> {
+    let statements = as_list(&doc["Statement"]);
+    if statements.len() != 1 {
+        return vec![format!(
+            "{} statements instead of exactly one",
+            statements.len()
+        )];
+    }
+    let s = &statements[0];
+    let mut problems = Vec::new();
+    if s["Effect"] != "Allow" {
+        problems.push(format!("Effect is {} instead of Allow", s["Effect"]));
+    }
+    let actions = as_list(&s["Action"]);
+    if actions != [Value::from(WEB_IDENTITY_ACTION)] {
+        problems.push(format!(
+            "Action is {} instead of {WEB_IDENTITY_ACTION}",
+            s["Action"]
+        ));
+    }
+    let federated = as_list(&s["Principal"]["Federated"]);
+    if federated != [Value::from(provider_arn)] {
+        problems.push(format!(
+            "Principal.Federated is {} instead of {provider_arn}",
+            s["Principal"]["Federated"]
+        ));
+    }
+    let conditions = s["Condition"].as_object().cloned().unwrap_or_default();
+    let equals = conditions
+        .get("StringEquals")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (suffix, want) in [("sub", subject), ("aud", AUDIENCE)] {
+        let key = format!("{issuer_host_path}:{suffix}");
+        match equals.get(&key) {
+            Some(v) if as_list(v) == [Value::from(want)] => {}
+            Some(v) => problems.push(format!("{key} is {v} instead of {want:?}")),
+            None => problems.push(format!("no StringEquals condition on {key}")),
+        }
+    }
+    let extra: Vec<_> = equals
+        .keys()
+        .filter(|k| !k.ends_with(":sub") && !k.ends_with(":aud"))
+        .cloned()
+        .collect();
+    let other_operators: Vec<_> = conditions
+        .keys()
+        .filter(|k| *k != "StringEquals")
+        .cloned()
+        .collect();
+    if !extra.is_empty() || !other_operators.is_empty() {
+        problems.push(format!(
+            "unexpected conditions: {}",
+            [extra, other_operators].concat().join(", ")
+        ));
+    }
+    problems
+}
+
+/// Does a role's trust policy name this provider at all (for "does another role trust it")?
+pub fn trusts_provider(doc: &Value, provider_arn: &str) -> bool {
+    as_list(&doc["Statement"])
+        .iter()
+        .any(|s| as_list(&s["Principal"]["Federated"]).contains(&Value::from(provider_arn)))
+}
+
+/// The actions a policy document allows, for spotting a document short of permissions.
+pub fn allowed_actions(doc: &Value) -> Vec<String> {
+    as_list(&doc["Statement"])
+        .iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .flat_map(|s| as_list(&s["Action"]))
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str =
+        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC";
+    const HOST: &str = "oidc.eks.us-east-1.amazonaws.com/id/ABC";
+
+    fn subject() -> String {
+        service_account_subject("kube-system", "aws-load-balancer-controller")
+    }
+
+    #[test]
+    fn the_generated_trust_policy_has_no_problems() {
+        let doc = trust_policy(ARN, HOST, &subject());
+        assert_eq!(
+            trust_problems(&doc, ARN, HOST, &subject()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            doc["Statement"][0]["Condition"]["StringEquals"][format!("{HOST}:sub")],
+            "system:serviceaccount:kube-system:aws-load-balancer-controller"
+        );
+        assert_eq!(
+            doc["Statement"][0]["Condition"]["StringEquals"][format!("{HOST}:aud")],
+            "sts.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn a_wrong_subject_is_named() {
+        let doc = trust_policy(ARN, HOST, "system:serviceaccount:default:other");
+        let p = trust_problems(&doc, ARN, HOST, &subject());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains(":sub") && p[0].contains("default:other"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_audience_and_another_provider_are_named() {
+        let mut doc = trust_policy("arn:aws:iam::1:oidc-provider/x", HOST, &subject());
+        doc["Statement"][0]["Condition"]["StringEquals"]
+            .as_object_mut()
+            .unwrap()
+            .remove(&format!("{HOST}:aud"));
+        let p = trust_problems(&doc, ARN, HOST, &subject());
+        assert!(p.iter().any(|m| m.contains("Principal.Federated")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains(":aud")), "{p:?}");
+    }
+
+    #[test]
+    fn wildcards_are_not_exact() {
+        let mut doc = trust_policy(ARN, HOST, &subject());
+        doc["Statement"][0]["Condition"] =
+            json!({"StringLike": {format!("{HOST}:sub"): "system:serviceaccount:*"}});
+        assert!(!trust_problems(&doc, ARN, HOST, &subject()).is_empty());
+    }
+
+    #[test]
+    fn iam_documents_are_url_decoded() {
+        let encoded = "%7B%22Statement%22%3A%5B%5D%7D";
+        assert_eq!(decode_document(encoded).unwrap(), json!({"Statement": []}));
+    }
+
+    #[test]
+    fn trust_in_a_provider_is_found_in_any_statement() {
+        let doc = trust_policy(ARN, HOST, &subject());
+        assert!(trusts_provider(&doc, ARN));
+        assert!(!trusts_provider(&doc, "arn:aws:iam::1:oidc-provider/other"));
+    }
+}

@@ -1,0 +1,260 @@
+//! The install record: a ConfigMap in the release namespace saying what
+//! install used and what it created, written as components complete (intent
+//! first, so an interrupted install is still known), read by status and
+//! uninstall. It never holds a secret value.
+//!
+//! AWS resources this tool creates also carry tags saying so; the record is
+//! the index, the tags are the proof on the resource itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Result};
+use crate::pins::{MANAGED_BY, MANAGED_BY_KEY};
+use crate::spec::Spec;
+
+const DATA_KEY: &str = "record.json";
+
+/// Something install found or made; `created` says whether this tool made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    pub id: String,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetTag {
+    pub subnet: String,
+    pub key: String,
+    pub value: String,
+    /// false: the tag was there before install (used, never removed).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeChange {
+    pub node: String,
+    /// `key=value:Effect` this tool added, if any.
+    pub taint: Option<String>,
+    /// `key=value` this tool added, if any.
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerRecord {
+    pub release: String,
+    pub namespace: String,
+    /// false: a controller was already there (or --skip-lb-controller); never removed.
+    pub installed: bool,
+    /// CRDs the chart brought that were not there before.
+    pub crds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub version: u32,
+    pub spec: Option<Spec>,
+    #[serde(default)]
+    pub namespace_created: bool,
+    pub oidc_provider: Option<Owned>,
+    pub iam_policy: Option<Owned>,
+    pub iam_role: Option<Owned>,
+    pub service_account: Option<Owned>,
+    #[serde(default)]
+    pub subnet_tags: Vec<SubnetTag>,
+    pub lb_controller: Option<ControllerRecord>,
+    #[serde(default)]
+    pub nodes: Vec<NodeChange>,
+    pub registry_secret: Option<Owned>,
+    pub database_secret: Option<Owned>,
+    pub schema: Option<Owned>,
+    pub graphql_release: Option<Owned>,
+}
+
+impl Record {
+    pub fn is_empty(&self) -> bool {
+        *self
+            == Record {
+                version: self.version,
+                spec: self.spec.clone(),
+                ..Default::default()
+            }
+    }
+}
+
+pub fn configmap_name(release: &str) -> String {
+    format!("{release}-install-record")
+}
+
+/// Reads the record; None when there is none (or no such namespace).
+pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Result<Option<Record>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = configmap_name(release);
+    let Some(cm) = api
+        .get_opt(&name)
+        .await
+        .context(format!("reading the install record {namespace}/{name}"))?
+    else {
+        return Ok(None);
+    };
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DATA_KEY))
+        .cloned()
+        .unwrap_or_default();
+    let record = serde_json::from_str(&text)
+        .context(format!("parsing the install record {namespace}/{name}"))?;
+    Ok(Some(record))
+}
+
+/// The record as install and uninstall change it; saves only when it changed.
+pub struct Recorder {
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    pub record: Record,
+    saved: Option<Record>,
+    /// For --dry-run: keep changes in memory only.
+    dry_run: bool,
+}
+
+impl Recorder {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        release: &str,
+        existing: Option<Record>,
+        dry_run: bool,
+    ) -> Recorder {
+        Recorder {
+            client,
+            namespace: namespace.to_string(),
+            name: configmap_name(release),
+            record: existing.clone().unwrap_or(Record {
+                version: 1,
+                ..Default::default()
+            }),
+            saved: existing,
+            dry_run,
+        }
+    }
+
+    /// Changes the record and writes it through at once.
+    pub async fn update(&mut self, change: impl FnOnce(&mut Record)) -> Result<()> {
+        change(&mut self.record);
+        self.save().await
+    }
+
+    pub async fn save(&mut self) -> Result<()> {
+        if self.dry_run || self.saved.as_ref() == Some(&self.record) {
+            return Ok(());
+        }
+        self.ensure_namespace().await?;
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_KEY.to_string(),
+                    MANAGED_BY.to_string(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                DATA_KEY.to_string(),
+                serde_json::to_string_pretty(&self.record)
+                    .context("rendering the install record")?,
+            )])),
+            ..Default::default()
+        };
+        let what = format!(
+            "writing the install record {}/{}",
+            self.namespace, self.name
+        );
+        match api.get_opt(&self.name).await.context(&what)? {
+            Some(_) => {
+                api.replace(&self.name, &PostParams::default(), &cm)
+                    .await
+                    .context(&what)?;
+            }
+            None => {
+                api.create(&PostParams::default(), &cm)
+                    .await
+                    .context(&what)?;
+            }
+        }
+        self.saved = Some(self.record.clone());
+        Ok(())
+    }
+
+    /// The record lives in the release namespace; create it (and say so) if missing.
+    async fn ensure_namespace(&mut self) -> Result<()> {
+        if self.saved.is_some() {
+            return Ok(());
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        if api
+            .get_opt(&self.namespace)
+            .await
+            .context(format!("reading namespace {}", self.namespace))?
+            .is_none()
+        {
+            self.record.namespace_created = true;
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(self.namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        MANAGED_BY_KEY.to_string(),
+                        MANAGED_BY.to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &ns)
+                .await
+                .context(format!("creating namespace {}", self.namespace))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the record itself (the last step of uninstall), and the namespace if install made it.
+    pub async fn delete(&mut self) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        if api
+            .get_opt(&self.name)
+            .await
+            .context("reading the install record")?
+            .is_some()
+        {
+            api.delete(&self.name, &Default::default())
+                .await
+                .context("deleting the install record")?;
+        }
+        if self.record.namespace_created {
+            let ns: Api<Namespace> = Api::all(self.client.clone());
+            if ns
+                .get_opt(&self.namespace)
+                .await
+                .context("reading the namespace")?
+                .is_some()
+            {
+                ns.delete(&self.namespace, &Default::default())
+                    .await
+                    .context(format!("deleting namespace {}", self.namespace))?;
+            }
+        }
+        self.saved = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! Chart values: what install gives the scalardb-graphql chart and the
+//! controller's chart, and helm's way of merging values files.
+
+use serde_json::{Map, Value, json};
+
+use crate::context::ClusterFacts;
+use crate::pins::{ANNOTATION_PREFIX, STICKINESS_DURATION_SECONDS};
+use crate::spec::Spec;
+
+/// The upstream chart's nginx annotations: helm deep-merges maps, so they stay unless nulled.
+pub const NGINX_DEFAULT_ANNOTATIONS: &[&str] = &[
+    "nginx.ingress.kubernetes.io/session-cookie-path",
+    "nginx.ingress.kubernetes.io/affinity",
+    "nginx.ingress.kubernetes.io/session-cookie-name",
+    "nginx.ingress.kubernetes.io/session-cookie-hash",
+    "nginx.ingress.kubernetes.io/session-cookie-max-age",
+];
+
+/// The four ALB annotations of the guide, for a GraphQL path.
+pub fn alb_annotations(path: &str) -> Vec<(String, String)> {
+    vec![
+        (format!("{ANNOTATION_PREFIX}scheme"), "internal".into()),
+        (format!("{ANNOTATION_PREFIX}target-type"), "ip".into()),
+        (
+            format!("{ANNOTATION_PREFIX}target-group-attributes"),
+            format!(
+                "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds={STICKINESS_DURATION_SECONDS}"
+            ),
+        ),
+        (
+            format!("{ANNOTATION_PREFIX}healthcheck-path"),
+            format!("{path}?query=%7B__typename%7D"),
+        ),
+    ]
+}
+
+/// Values for the scalardb-graphql chart, before the user's -f files.
+pub fn graphql(spec: &Spec) -> Value {
+    let c = &spec.scalardb;
+    let mut config = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            config.insert(k.to_string(), v);
+        }
+    };
+    put("contactPoints", c.contact_points.clone().map(Value::from));
+    put("contactPort", c.contact_port.map(Value::from));
+    put("storage", c.storage.clone().map(Value::from));
+    put(
+        "transactionManager",
+        c.transaction_manager.clone().map(Value::from),
+    );
+    put(
+        "consensuscommitIsolationLevel",
+        c.isolation_level.clone().map(Value::from),
+    );
+    put(
+        "consensuscommitSerializableStrategy",
+        c.serializable_strategy.clone().map(Value::from),
+    );
+    put("path", Some(Value::from(c.path.clone())));
+    put("namespaces", Some(Value::from(c.namespaces.join(","))));
+    put("graphiql", c.graphiql.clone().map(Value::from));
+
+    let mut annotations: Map<String, Value> = alb_annotations(&c.path)
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    for key in NGINX_DEFAULT_ANNOTATIONS {
+        annotations.insert(key.to_string(), Value::Null);
+    }
+    let mut values = json!({
+        "replicaCount": spec.replicas,
+        "scalarDbGraphQlConfiguration": config,
+        "imagePullSecrets": [{"name": spec.registry_secret.name}],
+        "existingSecret": spec.database_secret.name,
+        "ingress": {
+            "enabled": true,
+            "className": "alb",
+            "annotations": annotations,
+            "hosts": [{"host": "", "paths": [{"path": c.path, "pathType": "Exact"}]}],
+        },
+    });
+    if let Some(nodes) = &spec.nodes {
+        values["affinity"] = json!({
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": nodes.label_key, "operator": "In", "values": [nodes.label_value]}]
+            }]}},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 50,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchExpressions": [{"key": "app.kubernetes.io/app", "operator": "In", "values": ["scalardb-graphql"]}]},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }]},
+        });
+        values["tolerations"] = json!([{
+            "key": nodes.taint.key, "operator": "Equal", "value": nodes.taint.value, "effect": nodes.taint.effect,
+        }]);
+    }
+    values
+}
+
+/// Values for the controller's chart.
+pub fn lb_controller(spec: &Spec, facts: &ClusterFacts) -> Value {
+    json!({
+        "clusterName": facts.name,
+        "region": facts.region,
+        "vpcId": facts.vpc_id,
+        "serviceAccount": {"create": false, "name": spec.lb_controller.service_account},
+    })
+}
+
+/// Helm's merge of values files: maps merge key by key, anything else is
+/// replaced by the later file; a null is kept (it deletes a chart default).
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing @ Value::Object(_)) if v.is_object() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The generated values with the user's files merged over them.
+pub fn with_user_values(generated: Value, user: &Value) -> Value {
+    let mut v = generated;
+    merge(&mut v, user.clone());
+    v
+}
+
+/// A copy for display: any key that looks like a credential shows `<redacted>`.
+pub fn redacted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    let secret = ["password", "token", "secret_key", "secretkey"]
+                        .iter()
+                        .any(|s| lower.contains(s));
+                    (
+                        k.clone(),
+                        if secret && !v.is_null() && !v.is_object() {
+                            Value::from("<redacted>")
+                        } else {
+                            redacted(v)
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn spec() -> Spec {
+        let mut s = spec::defaults("scalardb-graphql", "prod", "default");
+        s.scalardb.namespaces = vec!["emoney".into(), "sample".into()];
+        s.scalardb.storage = Some("dynamo".into());
+        s
+    }
+
+    #[test]
+    fn the_ingress_is_an_internal_sticky_alb_with_ip_targets() {
+        let v = graphql(&spec());
+        let a = &v["ingress"]["annotations"];
+        assert_eq!(v["ingress"]["className"], "alb");
+        assert_eq!(a["alb.ingress.kubernetes.io/scheme"], "internal");
+        assert_eq!(a["alb.ingress.kubernetes.io/target-type"], "ip");
+        assert_eq!(
+            a["alb.ingress.kubernetes.io/target-group-attributes"],
+            "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
+        );
+        assert_eq!(
+            a["alb.ingress.kubernetes.io/healthcheck-path"],
+            "/graphql?query=%7B__typename%7D"
+        );
+        assert_eq!(
+            v["ingress"]["hosts"][0]["paths"][0],
+            json!({"path": "/graphql", "pathType": "Exact"})
+        );
+    }
+
+    #[test]
+    fn the_nginx_defaults_are_nulled() {
+        let v = graphql(&spec());
+        for k in NGINX_DEFAULT_ANNOTATIONS {
+            assert_eq!(v["ingress"]["annotations"][*k], Value::Null, "{k}");
+            assert!(
+                v["ingress"]["annotations"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key(*k)
+            );
+        }
+    }
+
+    #[test]
+    fn pods_go_to_the_dedicated_nodes_and_spread() {
+        let v = graphql(&spec());
+        let term = &v["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0];
+        assert_eq!(
+            term,
+            &json!({"key": "agentpool", "operator": "In", "values": ["scalardbgraphqlpool"]})
+        );
+        assert_eq!(
+            v["tolerations"][0],
+            json!({"key": "kubernetes.io/app", "operator": "Equal", "value": "scalardbgraphqlpool", "effect": "NoSchedule"})
+        );
+        assert_eq!(
+            v["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+                ["podAffinityTerm"]["topologyKey"],
+            "kubernetes.io/hostname"
+        );
+    }
+
+    #[test]
+    fn without_dedicated_nodes_there_is_no_affinity() {
+        let mut s = spec();
+        s.nodes = None;
+        let v = graphql(&s);
+        assert!(v.get("affinity").is_none() && v.get("tolerations").is_none());
+    }
+
+    #[test]
+    fn credentials_go_through_the_existing_secret_only() {
+        let v = graphql(&spec());
+        assert_eq!(v["existingSecret"], "scalardb-graphql-db");
+        assert!(v["scalarDbGraphQlConfiguration"].get("password").is_none());
+        assert!(v["scalarDbGraphQlConfiguration"].get("username").is_none());
+        assert_eq!(
+            v["scalarDbGraphQlConfiguration"]["namespaces"],
+            "emoney,sample"
+        );
+        assert_eq!(
+            v["imagePullSecrets"],
+            json!([{"name": "reg-docker-secrets"}])
+        );
+    }
+
+    #[test]
+    fn merge_is_helms() {
+        let mut base = json!({"a": {"b": 1, "c": 2}, "l": [1, 2], "s": "x"});
+        merge(
+            &mut base,
+            json!({"a": {"c": 3, "d": null}, "l": [3], "n": {"m": 1}}),
+        );
+        assert_eq!(
+            base,
+            json!({"a": {"b": 1, "c": 3, "d": null}, "l": [3], "s": "x", "n": {"m": 1}})
+        );
+    }
+
+    #[test]
+    fn user_values_win() {
+        let v = with_user_values(
+            graphql(&spec()),
+            &json!({"replicaCount": 5, "ingress": {"annotations": {"x": "y"}}}),
+        );
+        assert_eq!(v["replicaCount"], 5);
+        assert_eq!(v["ingress"]["annotations"]["x"], "y");
+        assert_eq!(v["ingress"]["className"], "alb");
+    }
+
+    #[test]
+    fn display_redacts_credentials() {
+        let r = redacted(
+            &json!({"scalarDbGraphQlConfiguration": {"password": "p", "username": "u"}, "token": "t"}),
+        );
+        assert_eq!(r["scalarDbGraphQlConfiguration"]["password"], "<redacted>");
+        assert_eq!(r["scalarDbGraphQlConfiguration"]["username"], "u");
+        assert_eq!(r["token"], "<redacted>");
+    }
+}
