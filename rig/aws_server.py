@@ -2,8 +2,9 @@
 
 One port serves every AWS service moto implements (IAM, EC2, ELBv2, EKS,
 STS) plus moto's own API (`/moto-api/reset`, `/moto-api/recorder/...`). The
-rig adds `POST /rig/reset`: reset moto, then seed again, so a test starts
-from the same account every time.
+rig adds `POST /rig/reset`: reset moto, then seed again (with moto's random
+generator seeded, so identifiers repeat), so a test starts from the same
+account every time.
 
 The seed is what an EKS cluster made by eksctl looks like: a VPC with two
 private and two public subnets in two availability zones, the public ones
@@ -23,7 +24,7 @@ import threading
 import boto3
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.moto_api._internal import moto_api_backend
+from moto.moto_api._internal import mock_random, moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
@@ -78,6 +79,8 @@ def main():
     def reset():
         with lock:
             moto_api_backend.reset()
+            # The same identifiers after every reset: subnets, VPC, the OIDC issuer.
+            mock_random.seed(42)
             seed(port, cluster_name, kube_server, ca_pem)
 
     def app(environ, start_response):

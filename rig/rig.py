@@ -40,7 +40,6 @@ POOL_LABEL = ("agentpool", "scalardbgraphqlpool")
 CHART_VERSIONS = {"aws-load-balancer-controller": [("3.4.0", "v3.4.0"), ("3.5.0", "v3.5.0")],
                   "scalardb-graphql": [("1.8.5", "3.13.5"), ("1.8.6", "3.13.6")]}
 BACKENDS = ["graphql-a", "graphql-b"]
-OUR_ANNOTATION_PREFIXES = ("scalardb-graphql.scalar-labs.com/",)
 
 
 def log(msg):
@@ -322,8 +321,6 @@ def up():
     wait_for("the seeded EKS cluster", lambda: subprocess.run(
         [str(bins["aws"]), "eks", "describe-cluster", "--name", CLUSTER], env=run_env,
         capture_output=True).returncode == 0)
-    urllib.request.urlopen(urllib.request.Request(
-        f"{env['AWS_ENDPOINT_URL']}/moto-api/recorder/start-recording", data=b""), timeout=5)
 
     log("starting the ALB simulator")
     start("alb-simulator", [bins["python"], RIG / "alb_simulator.py", CLUSTER], env=run_env)
@@ -430,8 +427,13 @@ def kube_objects(env):
     for item in listing["items"]:
         group = item["apiVersion"].rsplit("/", 1)[0] if "/" in item["apiVersion"] else ""
         resource, _ = resources.get((group, item["kind"]), (item["kind"], True))
-        objects.append({"resource": resource, "namespace": item["metadata"].get("namespace", ""),
-                        "name": item["metadata"]["name"], "object": item})
+        meta = item["metadata"]
+        # Generated names differ run to run; the snapshot keeps their stem.
+        name = meta["name"]
+        if meta.get("generateName") and name.startswith(meta["generateName"]):
+            name = meta["generateName"] + "*"
+        objects.append({"resource": resource, "namespace": meta.get("namespace", ""),
+                        "name": name, "real_name": meta["name"], "object": item})
     return objects
 
 
@@ -458,8 +460,6 @@ def aws_state(env):
 def snapshot(env):
     objects = kube_objects(env)
     nodes = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}),
-                         "annotations": {k: v for k, v in o["object"]["metadata"].get("annotations", {}).items()
-                                         if k.startswith(OUR_ANNOTATION_PREFIXES)},
                          "taints": o["object"]["spec"].get("taints", [])}
              for o in objects if o["resource"] == "nodes"}
     return {"kubernetes": sorted(f"{o['resource']} {o['namespace']}/{o['name']}" for o in objects),
@@ -478,13 +478,13 @@ def reset():
     objects = [o for o in kube_objects(env) if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
     for o in objects:
         if o["object"]["metadata"].get("finalizers") and o["resource"] != "namespaces":
-            kubectl(bins, "patch", o["resource"], o["name"], *(["-n", o["namespace"]] if o["namespace"] else []),
+            kubectl(bins, "patch", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
                     "--type=merge", "-p", '{"metadata":{"finalizers":null}}', env=run_env, check=False)
-    namespaces = [o["name"] for o in objects if o["resource"] == "namespaces"]
+    namespaces = [o["real_name"] for o in objects if o["resource"] == "namespaces"]
     for o in objects:
         if o["namespace"] in namespaces or o["resource"] == "namespaces":
             continue
-        kubectl(bins, "delete", o["resource"], o["name"], *(["-n", o["namespace"]] if o["namespace"] else []),
+        kubectl(bins, "delete", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
                 "--wait=false", "--ignore-not-found", env=run_env, check=False)
     for ns in namespaces:
         kubectl(bins, "delete", "namespace", ns, "--wait=false", "--ignore-not-found", env=run_env, check=False)
@@ -492,10 +492,8 @@ def reset():
         current = json.loads(kubectl(bins, "get", "node", name, "-o", "json", env=run_env).stdout)
         labels = {k: None for k in current["metadata"].get("labels", {}) if k not in want["labels"]}
         labels.update(want["labels"])
-        annotations = {k: None for k in current["metadata"].get("annotations", {})
-                       if k.startswith(OUR_ANNOTATION_PREFIXES)}
         kubectl(bins, "patch", "node", name, "--type=merge", "-p", json.dumps({
-            "metadata": {"labels": labels, "annotations": annotations or None},
+            "metadata": {"labels": labels},
             "spec": {"taints": want["taints"] or None}}), env=run_env)
     urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
     sock = env["RIG_DATAPLANE_SOCKET"]

@@ -410,6 +410,7 @@ struct VersionInfo {
     plugin: String,
     helm: Option<serde_json::Value>,
     kubernetes: Option<String>,
+    context: Option<serde_json::Value>,
     defaults: serde_json::Value,
 }
 
@@ -424,6 +425,7 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
         plugin: env!("CARGO_PKG_VERSION").into(),
         helm: None,
         kubernetes: None,
+        context: None,
         defaults,
     };
     if !a.client {
@@ -442,6 +444,12 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
             .hint("check the context and the network, or use `version --client`")
         })?;
         info.kubernetes = Some(server.git_version);
+        info.context = Some(json!({
+            "name": ctx.kube.context,
+            "namespace": ctx.kube.namespace,
+            "server": ctx.kube.server,
+            "helmPlugin": ctx.settings.helm_plugin,
+        }));
     }
     match a.output {
         OutputFormat::Text => {
@@ -456,6 +464,14 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
             }
             if let Some(k) = &info.kubernetes {
                 printer.text(&format!("kubernetes server: {k}"))?;
+            }
+            if let Some(c) = &info.context {
+                printer.text(&format!(
+                    "kube context: {} (namespace {}){}",
+                    c["name"].as_str().unwrap_or_default(),
+                    c["namespace"].as_str().unwrap_or_default(),
+                    if c["helmPlugin"] == true { ", run as a helm plugin" } else { "" }
+                ))?;
             }
             printer.text("installs by default:")?;
             for (k, v) in info.defaults.as_object().expect("an object") {

@@ -165,16 +165,11 @@ impl Printer {
         self.err(&format!("{text}\n"));
     }
 
+    /// One line: what went wrong, then what to do about it.
     pub fn error(&self, e: &Error) {
         self.stop_spinner();
-        let mut text = format!("{} {e}\n", self.paint(self.color_err, RED, "error:"));
-        if let Some(hint) = e.hint_text() {
-            text.push_str(&format!(
-                "  {}\n",
-                self.paint(self.color_err, DIM, &format!("hint: {hint}"))
-            ));
-        }
-        self.err(&text);
+        let hint = e.hint_text().map(|h| format!("; {h}")).unwrap_or_default();
+        self.err(&format!("{} {e}{hint}\n", self.paint(self.color_err, RED, "error:")));
     }
 
     /// Shows what is being waited for, on a terminal only.

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# krew-manifest.sh DISTDIR BASEURL: the krew manifest for the archives in
+# DISTDIR, each with its sha256, downloadable at BASEURL/<archive>.
+set -euo pipefail
+dist="$1"; base="$2"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+cat <<YAML
+apiVersion: krew.googlecontainertools.github.com/v1alpha2
+kind: Plugin
+metadata:
+  name: scalardb-graphql
+spec:
+  version: ${version}
+  homepage: https://github.com/kubectl-scalardb-graphql/kubectl-scalardb-graphql
+  shortDescription: Deploy ScalarDB GraphQL on EKS behind a sticky internal ALB
+  description: |
+    Turns the ScalarDB GraphQL deployment guide for AWS EKS into three commands:
+    install (IRSA for the AWS Load Balancer Controller, its chart, subnet tags,
+    dedicated nodes, registry and database secrets, the scalardb-graphql chart,
+    then waits for a cookie-sticky internal ALB), status (one checklist that
+    proves a transaction stays on one pod) and uninstall (undoes exactly what
+    install did, in the order that leaks no ALB).
+  platforms:
+YAML
+for archive in "$dist"/kubectl-scalardb-graphql_"${version}"_*.tar.gz; do
+  file="$(basename "$archive")"
+  platform="${file#kubectl-scalardb-graphql_${version}_}"; platform="${platform%.tar.gz}"
+  cat <<YAML
+  - selector:
+      matchLabels:
+        os: ${platform%_*}
+        arch: ${platform#*_}
+    uri: ${base}/${file}
+    sha256: $(sha256sum "$archive" | cut -d' ' -f1)
+    files:
+    - from: bin/kubectl-scalardb_graphql
+      to: .
+    - from: LICENSE
+      to: .
+    bin: kubectl-scalardb_graphql
+YAML
+done

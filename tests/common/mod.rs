@@ -1,0 +1,300 @@
+//! What the tests share: the rig (read from `.rig/env`), the real plugin
+//! binary run with the rig's environment, and the rig's instruments (the
+//! API server's audit log, moto's request recorder, snapshots).
+//!
+//! A test that needs the rig calls `rig()`. When the rig is not up it fails
+//! at once with the command that starts it; it never passes by skipping.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every rig test changes the one cluster and the one AWS account: one at a time.
+static RIG_LOCK: Mutex<()> = Mutex::new(());
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kubectl-scalardb_graphql");
+pub const REGISTRY_TOKEN: &str = "ghp_RigRegistryToken0123456789abcdef";
+pub const DB_PASSWORD: &str = "rig-db-password-7e3f9a";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reads an env file of `export NAME="value"` lines.
+pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("the rig is not up ({}: {e}); start it with `make rig-up` (`make test` starts it too)", path.display()))?;
+    let mut env = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("export ")
+            && let Some((k, v)) = rest.split_once('=')
+        {
+            let v = v.trim_matches('"').replace("${PATH}", &std::env::var("PATH").unwrap_or_default());
+            env.insert(k.to_string(), v);
+        }
+    }
+    Ok(env)
+}
+
+pub struct Rig {
+    pub env: BTreeMap<String, String>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// The rig, for this test alone; panics (fails the test) when the rig is down.
+pub fn rig() -> Rig {
+    let lock = RIG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let env = match read_env_file(&root().join(".rig/env")) {
+        Ok(env) => env,
+        Err(e) => panic!("{e}"),
+    };
+    let rig = Rig { env, _lock: lock };
+    let status = rig.cmd(root().join("rig/rig")).arg("status").output().expect("running rig/rig status");
+    assert!(
+        status.status.success(),
+        "the rig is not healthy; restart it with `make rig-down rig-up`:\n{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    rig
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Fails the test with the command's whole output unless it exited with `code`.
+pub fn expect_code(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+impl Rig {
+    pub fn get(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| panic!("{key} missing from .rig/env"))
+    }
+
+    /// A command with the rig's environment (kubeconfig, AWS endpoint, tools on PATH).
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.envs(&self.env).env("NO_COLOR", "1").env_remove("HELM_PLUGIN_DIR").env_remove("HELM_BIN");
+        c
+    }
+
+    pub fn plugin(&self) -> Command {
+        let mut c = self.cmd(BIN);
+        c.env("RIG_REGISTRY_TOKEN", REGISTRY_TOKEN).env("RIG_DB_PASSWORD", DB_PASSWORD);
+        c
+    }
+
+    /// The install flags for the rig: local charts, a policy file, the data plane as probe URL.
+    pub fn install_args(&self) -> Vec<String> {
+        [
+            "install", "-y", "--timeout", "120s",
+            "--namespaces", "sample",
+            "--registry-username", "rig-user", "--registry-password-env", "RIG_REGISTRY_TOKEN",
+            "--db-username", "scalar", "--db-password-env", "RIG_DB_PASSWORD",
+            "--iam-policy-file", self.get("RIG_IAM_POLICY_FILE"),
+            "--lbc-chart-repo", self.get("RIG_CHART_REPO_URL"),
+            "--chart-repo", self.get("RIG_CHART_REPO_URL"),
+            "--probe-url", self.get("RIG_ALB_URL"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn install(&self, extra: &[&str]) -> Output {
+        self.plugin().args(self.install_args()).args(extra).output().expect("running install")
+    }
+
+    pub fn install_ok(&self) -> Output {
+        let out = self.install(&[]);
+        expect_code(&out, 0, "install");
+        out
+    }
+
+    pub fn uninstall_ok(&self) -> Output {
+        let out = self.plugin().args(["uninstall", "-y", "--timeout", "120s"]).output().expect("running uninstall");
+        expect_code(&out, 0, "uninstall");
+        out
+    }
+
+    pub fn status(&self, extra: &[&str]) -> Output {
+        self.plugin().args(["status", "--probe-url", self.get("RIG_ALB_URL")]).args(extra).output().expect("running status")
+    }
+
+    /// Back to the state right after `rig up`.
+    pub fn reset(&self) {
+        let out = self.cmd(root().join("rig/rig")).arg("reset").output().expect("running rig/rig reset");
+        expect_code(&out, 0, "rig reset");
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let out = self.cmd(root().join("rig/rig")).arg("snapshot").output().expect("running rig/rig snapshot");
+        expect_code(&out, 0, "rig snapshot");
+        serde_json::from_slice(&out.stdout).expect("snapshot JSON")
+    }
+
+    pub fn dataplane(&self, args: &[&str]) {
+        let out = self.cmd(root().join("rig/rig")).arg("dataplane").args(args).output().expect("running rig/rig dataplane");
+        expect_code(&out, 0, "rig dataplane");
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.cmd("kubectl").args(args).output().expect("running kubectl")
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        expect_code(&out, 0, &format!("kubectl {}", args.join(" ")));
+        text(&out.stdout)
+    }
+
+    pub fn kubectl_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl JSON")
+    }
+
+    pub fn kubectl_apply(&self, manifest: &Value) {
+        let mut child = self.cmd("kubectl").args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(manifest.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        expect_code(&out, 0, "kubectl apply");
+    }
+
+    pub fn aws(&self, args: &[&str]) -> Value {
+        let out = self.cmd("aws").args(args).args(["--output", "json"]).output().expect("running aws");
+        expect_code(&out, 0, &format!("aws {}", args.join(" ")));
+        if out.stdout.is_empty() { Value::Null } else { serde_json::from_slice(&out.stdout).expect("aws JSON") }
+    }
+
+    // --- counting mutating calls -------------------------------------------------------
+
+    /// Where the audit log ends now; `kube_mutations_since` reads what follows.
+    pub fn audit_mark(&self) -> u64 {
+        std::fs::metadata(self.get("RIG_AUDIT_LOG")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Mutating API requests made by the plugin or the helm it drives since `mark`.
+    pub fn kube_mutations_since(&self, mark: u64) -> Vec<String> {
+        let mut f = std::fs::File::open(self.get("RIG_AUDIT_LOG")).expect("the audit log");
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(mark)).unwrap();
+        let mut found = vec![];
+        for line in BufReader::new(f).lines().map_while(Result::ok) {
+            let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+            let agent = e["userAgent"].as_str().unwrap_or_default();
+            let verb = e["verb"].as_str().unwrap_or_default();
+            let ours = agent.starts_with("kubectl-scalardb-graphql") || agent.starts_with("Helm/") || agent.starts_with("helm/");
+            if ours && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
+                found.push(format!("{verb} {} ({agent})", e["requestURI"].as_str().unwrap_or_default()));
+            }
+        }
+        found
+    }
+
+    fn moto(&self, path: &str, post: bool) -> Vec<u8> {
+        let url = format!("{}/moto-api/recorder/{path}", self.get("AWS_ENDPOINT_URL"));
+        let mut c = Command::new("curl");
+        c.args(["-sf", &url]);
+        if post {
+            c.args(["-X", "POST"]);
+        }
+        let out = c.output().expect("curl");
+        expect_code(&out, 0, &format!("moto recorder {path}"));
+        out.stdout
+    }
+
+    /// Starts a fresh recording of every AWS request.
+    pub fn moto_record(&self) {
+        self.moto("reset-recording", true);
+        self.moto("start-recording", true);
+    }
+
+    /// The AWS actions the plugin (the Rust SDK) made since `moto_record`, and which of them mutate.
+    pub fn moto_actions(&self) -> (Vec<String>, Vec<String>) {
+        let raw = self.moto("download-recording", false);
+        self.moto("stop-recording", true);
+        let mut all = vec![];
+        for line in text(&raw).lines() {
+            let Ok(e) = serde_json::from_str::<Value>(line) else { continue };
+            let agent = e["headers"]["User-Agent"].as_str().or(e["headers"]["user-agent"].as_str()).unwrap_or_default();
+            if !agent.contains("aws-sdk-rust") {
+                continue;
+            }
+            let body = e["body"].as_str().unwrap_or_default();
+            let body = if e["body_encoded"].as_bool() == Some(true) {
+                use base64::Engine;
+                text(&base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default())
+            } else {
+                body.to_string()
+            };
+            let action = body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string);
+            let method = e["method"].as_str().unwrap_or_default();
+            let url = e["url"].as_str().unwrap_or_default();
+            all.push(action.unwrap_or_else(|| format!("{method} {}", url.split_once("://").map(|(_, r)| r.split_once('/').map(|x| x.1).unwrap_or("")).unwrap_or(url))));
+        }
+        let mutating = all
+            .iter()
+            .filter(|a| {
+                let read = ["Describe", "Get", "List"].iter().any(|p| a.starts_with(p)) || a.starts_with("GET ");
+                !read
+            })
+            .cloned()
+            .collect();
+        (all, mutating)
+    }
+
+    // --- processes ------------------------------------------------------------------------
+
+    /// Runs install and SIGKILLs it right after its `n`-th result line (a component boundary).
+    pub fn killed_after_lines(&self, mut cmd: Command, n: usize) -> Vec<String> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawning the plugin");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = vec![];
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with('√') {
+                lines.push(line);
+                if lines.len() == n {
+                    child.kill().expect("SIGKILL");
+                    break;
+                }
+            }
+        }
+        let _ = child.wait();
+        lines
+    }
+
+    /// Polls `f` until it is true, or fails the test after `secs`.
+    pub fn eventually(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("timed out after {secs}s waiting for {what}");
+    }
+}
+
+/// Reads a whole stream (for child processes whose output is collected by hand).
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[cfg(test)]
+mod tests {}
