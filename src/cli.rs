@@ -199,11 +199,7 @@ pub struct IamArgs {
     #[arg(long, value_name = "FILE")]
     pub iam_policy_file: Option<PathBuf>,
     /// Name of the controller's IAM policy
-    #[arg(
-        long,
-        default_value = "AWSLoadBalancerControllerIAMPolicy",
-        value_name = "NAME"
-    )]
+    #[arg(long, default_value = "AWSLoadBalancerControllerIAMPolicy", value_name = "NAME")]
     pub iam_policy_name: String,
     /// Name of the controller's IAM role (default: <cluster>-aws-load-balancer-controller)
     #[arg(long, value_name = "NAME")]
@@ -239,18 +235,10 @@ pub struct NetworkArgs {
 #[command(next_help_heading = "Dedicated nodes")]
 pub struct NodeArgs {
     /// Label that selects the GraphQL nodes
-    #[arg(
-        long,
-        default_value = "agentpool=scalardbgraphqlpool",
-        value_name = "KEY=VALUE"
-    )]
+    #[arg(long, default_value = "agentpool=scalardbgraphqlpool", value_name = "KEY=VALUE")]
     pub node_selector: String,
     /// Taint put on the selected nodes
-    #[arg(
-        long,
-        default_value = "kubernetes.io/app=scalardbgraphqlpool:NoSchedule",
-        value_name = "KEY=VALUE:EFFECT"
-    )]
+    #[arg(long, default_value = "kubernetes.io/app=scalardbgraphqlpool:NoSchedule", value_name = "KEY=VALUE:EFFECT")]
     pub taint: String,
     /// Nodes to label with --node-selector and dedicate, comma-separated (default: those already labelled)
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
@@ -454,15 +442,36 @@ mod tests {
     #[test]
     fn install_waits_by_default_and_accepts_wait_false() {
         let cli = Cli::try_parse_from(["x", "install"]).unwrap();
-        let Command::Install(a) = cli.command else {
-            panic!()
-        };
+        let Command::Install(a) = cli.command else { panic!() };
         assert!(a.wait);
         let cli = Cli::try_parse_from(["x", "install", "--wait=false"]).unwrap();
-        let Command::Install(a) = cli.command else {
-            panic!()
-        };
+        let Command::Install(a) = cli.command else { panic!() };
         assert!(!a.wait);
+    }
+
+    #[test]
+    fn the_readme_documents_every_subcommand_and_flag() {
+        let readme = include_str!("../README.md");
+        fn walk(cmd: &clap::Command, readme: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(long) = arg.get_long()
+                    && !["help", "version"].contains(&long)
+                    && !readme.contains(&format!("--{long}"))
+                {
+                    missing.push(format!("{} --{long}", cmd.get_name()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let parent = format!("{} {}", cmd.get_name(), sub.get_name());
+                if !readme.contains(&format!("`{}", sub.get_name())) && !readme.contains(&parent) {
+                    missing.push(format!("subcommand {}", sub.get_name()));
+                }
+                walk(sub, readme, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), readme, &mut missing);
+        assert!(missing.is_empty(), "README.md does not mention: {missing:?}");
     }
 
     #[test]

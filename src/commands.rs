@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
-    CategoryArg, Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs,
-    SchemaCommand, StatusArgs, UninstallArgs, VersionArgs,
+    CategoryArg, Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand,
+    StatusArgs, UninstallArgs, VersionArgs,
 };
 use crate::component::{Category, Check, Outcome, Progress};
 use crate::components::preflight;
@@ -46,9 +46,7 @@ pub async fn run(cli: Cli, printer: Arc<Printer>) -> Result<()> {
         Command::Uninstall(a) => uninstall(&global, a, printer).await,
         Command::Schema(s) => schema(&global, s, printer).await,
         Command::Version(a) => version(&global, a, &printer).await,
-        Command::Completion(CompletionArgs { shell }) => {
-            Ok(printer.text(completion::script(shell).trim_end())?)
-        }
+        Command::Completion(CompletionArgs { shell }) => Ok(printer.text(completion::script(shell).trim_end())?),
     }
 }
 
@@ -65,23 +63,10 @@ fn env(
     secrets: Secrets,
     printer: &Arc<Printer>,
 ) -> Env {
-    Env {
-        ctx,
-        progress: Arc::new(Shown(printer.clone())),
-        facts,
-        spec,
-        record,
-        options,
-        secrets,
-    }
+    Env { ctx, progress: Arc::new(Shown(printer.clone())), facts, spec, record, options, secrets }
 }
 
-fn print_plan(
-    printer: &Printer,
-    format: OutputFormat,
-    plan: &crate::component::Plan,
-    verb: &str,
-) -> Result<()> {
+fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::Plan, verb: &str) -> Result<()> {
     match format {
         OutputFormat::Text => printer.plan(plan, verb)?,
         f => printer.document(f, plan)?,
@@ -102,29 +87,17 @@ fn confirm(printer: &Printer, yes: bool, question: &str) -> Result<()> {
 }
 
 async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
-    let ctx = connect(global).await?;
-    let cluster = ctx.cluster_name()?.to_string();
-    let (spec, mut options, secrets) = spec::for_install(&a, &cluster, &ctx.kube.namespace)?;
+    let (spec, mut options, secrets) = spec::for_install(&a)?;
     if spec.scalardb.namespaces.is_empty() {
-        return Err(Error::prerequisite(
-            "no ScalarDB namespaces given: the GraphQL server must know which to serve",
-        )
-        .hint(
-            "pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json",
-        ));
+        return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
+            .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
     }
+    let ctx = connect(global).await?;
+    let spec = spec.resolve(ctx.cluster_name()?, &ctx.kube.namespace);
     options.deadline = Some(Instant::now() + options.timeout);
     let facts = preflight::run(&ctx, true).await.require()?;
     let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
-    let env = env(
-        ctx,
-        facts,
-        spec,
-        existing.clone().unwrap_or_default(),
-        options,
-        secrets,
-        &printer,
-    );
+    let env = env(ctx, facts, spec, existing.clone().unwrap_or_default(), options, secrets, &printer);
     let mut components = deployment::components();
     let plan = deployment::plan_install(&mut components, &env).await?;
     if env.options.dry_run {
@@ -135,28 +108,16 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         confirm(
             &printer,
             a.yes,
-            &format!(
-                "Install into kube context {:?} (EKS cluster {})?",
-                env.ctx.kube.context, env.facts.name
-            ),
+            &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
         )?;
     }
-    let mut recorder = Recorder::new(
-        env.kube().clone(),
-        &env.spec.namespace,
-        &env.spec.release,
-        existing,
-        false,
-    );
+    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing, false);
     let started = Instant::now();
     let result = deployment::install(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
     result?;
     if plan.mutations() == 0 {
-        printer.line(
-            Mark::Pass,
-            "nothing to change: everything was already installed",
-        )?;
+        printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
     printer.line(Mark::Pass, &format!(
         "ScalarDB GraphQL release {}/{} is installed ({:.0?}); check it any time with `kubectl scalardb-graphql status`",
@@ -222,28 +183,15 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
     let Some(facts) = pre.facts.clone() else {
         let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
         report(&printer, a.output, &checks)?;
-        return Err(Error::failed(
-            "the cluster checks failed; the rest could not run",
-        ));
+        return Err(Error::failed("the cluster checks failed; the rest could not run"));
     };
     let namespace = ctx.kube.namespace.clone();
-    let existing = record::load(&ctx.kube.client, &namespace, &a.release.release)
-        .await
-        .ok()
-        .flatten();
+    let existing = record::load(&ctx.kube.client, &namespace, &a.release.release).await.ok().flatten();
     let spec = existing
         .as_ref()
         .and_then(|r| r.spec.clone())
         .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let env = env(
-        ctx,
-        facts,
-        spec,
-        existing.unwrap_or_default(),
-        options,
-        Secrets::default(),
-        &printer,
-    );
+    let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), &printer);
     let mut components = deployment::components();
     let timeout = a.wait.then_some(env.options.timeout);
     let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, timeout).await;
@@ -251,10 +199,8 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
     let checks: Vec<Check> = pre.checks.into_iter().filter(keep).chain(rest).collect();
     report(&printer, a.output, &checks)?;
     if timed_out {
-        return Err(
-            Error::timeout(format!("not every check passed within {}", a.timeout))
-                .hint("the last state is shown above"),
-        );
+        return Err(Error::timeout(format!("not every check passed within {}", a.timeout))
+            .hint("the last state is shown above"));
     }
     deployment::verdict(&checks)
 }
@@ -265,27 +211,18 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     options.deadline = Some(Instant::now() + options.timeout);
     let facts = preflight::run(&ctx, true).await.require()?;
     let namespace = ctx.kube.namespace.clone();
-    let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await?
-    else {
-        printer.line(Mark::Pass, &format!(
-            "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
-            a.release.release, ctx.kube.context
-        ))?;
+    let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await? else {
+        printer.line(
+            Mark::Pass,
+            &format!(
+                "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
+                a.release.release, ctx.kube.context
+            ),
+        )?;
         return Ok(());
     };
-    let spec = existing
-        .spec
-        .clone()
-        .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let env = env(
-        ctx,
-        facts,
-        spec,
-        existing.clone(),
-        options,
-        Secrets::default(),
-        &printer,
-    );
+    let spec = existing.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
+    let env = env(ctx, facts, spec, existing.clone(), options, Secrets::default(), &printer);
     let mut components = deployment::components();
     let plan = deployment::plan_uninstall(&mut components, &env).await?;
     if a.dry_run {
@@ -296,19 +233,10 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         confirm(
             &printer,
             a.yes,
-            &format!(
-                "Uninstall from kube context {:?} (EKS cluster {})?",
-                env.ctx.kube.context, env.facts.name
-            ),
+            &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
         )?;
     }
-    let mut recorder = Recorder::new(
-        env.kube().clone(),
-        &env.spec.namespace,
-        &env.spec.release,
-        Some(existing),
-        false,
-    );
+    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing), false);
     let started = Instant::now();
     let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
@@ -333,18 +261,11 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
     // Everything local is checked before the cluster is touched.
     let schema = Schema::read(&args.file)?;
     let properties = std::fs::read_to_string(&args.db_properties).map_err(|e| {
-        Error::usage(format!(
-            "cannot read --db-properties {}: {e}",
-            args.db_properties.display()
-        ))
-        .hint("check the path")
+        Error::usage(format!("cannot read --db-properties {}: {e}", args.db_properties.display()))
+            .hint("check the path")
     })?;
-    crate::properties::DatabaseProperties::parse(&properties).map_err(|e| {
-        Error::usage(format!(
-            "--db-properties {}: {e}",
-            args.db_properties.display()
-        ))
-    })?;
+    crate::properties::DatabaseProperties::parse(&properties)
+        .map_err(|e| Error::usage(format!("--db-properties {}: {e}", args.db_properties.display())))?;
     let timeout = crate::context::parse_duration(&args.wait_args.timeout)
         .map_err(|e| Error::usage(format!("--timeout: {e}")))?
         .unwrap_or(std::time::Duration::from_secs(600));
@@ -368,38 +289,14 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
     if delete && !args.yes {
         if !printer.interactive() {
             return Err(
-                Error::usage("schema delete drops tables; refusing without confirmation")
-                    .hint("pass -y to confirm"),
+                Error::usage("schema delete drops tables; refusing without confirmation").hint("pass -y to confirm")
             );
         }
-        confirm(
-            &printer,
-            false,
-            &format!(
-                "Delete the tables {} (and their data)?",
-                schema.tables.join(", ")
-            ),
-        )?;
+        confirm(&printer, false, &format!("Delete the tables {} (and their data)?", schema.tables.join(", ")))?;
     }
-    let options = Options {
-        timeout,
-        deadline: Some(Instant::now() + timeout),
-        ..Options::default()
-    };
-    let spec = spec::defaults(
-        "scalardb-graphql",
-        ctx.cluster_name.as_deref().unwrap_or_default(),
-        &ctx.kube.namespace,
-    );
-    let env = env(
-        ctx,
-        Default::default(),
-        spec,
-        Default::default(),
-        options,
-        Secrets::default(),
-        &printer,
-    );
+    let options = Options { timeout, deadline: Some(Instant::now() + timeout), ..Options::default() };
+    let spec = spec::defaults("scalardb-graphql", ctx.cluster_name.as_deref().unwrap_or_default(), &ctx.kube.namespace);
+    let env = env(ctx, Default::default(), spec, Default::default(), options, Secrets::default(), &printer);
     let result = job.run(&env).await;
     printer.stop_spinner();
     result
@@ -421,13 +318,8 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
         "iamPolicy": format!("{} (sha256 {})", pins::IAM_POLICY.version, pins::IAM_POLICY.sha256),
         "schemaLoader": format!("{}:{}", pins::SCHEMA_LOADER_IMAGE, pins::SCHEMA_LOADER_VERSION),
     });
-    let mut info = VersionInfo {
-        plugin: env!("CARGO_PKG_VERSION").into(),
-        helm: None,
-        kubernetes: None,
-        context: None,
-        defaults,
-    };
+    let mut info =
+        VersionInfo { plugin: env!("CARGO_PKG_VERSION").into(), helm: None, kubernetes: None, context: None, defaults };
     if !a.client {
         let ctx = connect(global).await?;
         let helm = ctx.helm()?;
@@ -437,11 +329,8 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
             "major": helm.major_minor().map(|(m, _)| m),
         }));
         let server = ctx.kube.client.apiserver_version().await.map_err(|e| {
-            Error::prerequisite(format!(
-                "cannot reach the API server of kube context {:?}: {e}",
-                ctx.kube.context
-            ))
-            .hint("check the context and the network, or use `version --client`")
+            Error::prerequisite(format!("cannot reach the API server of kube context {:?}: {e}", ctx.kube.context))
+                .hint("check the context and the network, or use `version --client`")
         })?;
         info.kubernetes = Some(server.git_version);
         info.context = Some(json!({

@@ -37,16 +37,11 @@ fn shim() -> String {
 }
 
 fn long_flags(cmd: &Command) -> impl Iterator<Item = &Arg> {
-    cmd.get_arguments()
-        .filter(|a| a.get_long().is_some() && !a.is_hide_set())
+    cmd.get_arguments().filter(|a| a.get_long().is_some() && !a.is_hide_set())
 }
 
 fn find_flag<'a>(cmd: &'a Command, root: &'a Command, word: &str) -> Option<&'a Arg> {
-    let name = word
-        .trim_start_matches('-')
-        .split('=')
-        .next()
-        .unwrap_or_default();
+    let name = word.trim_start_matches('-').split('=').next().unwrap_or_default();
     let matches = |a: &&Arg| {
         if word.starts_with("--") {
             a.get_long() == Some(name)
@@ -54,21 +49,14 @@ fn find_flag<'a>(cmd: &'a Command, root: &'a Command, word: &str) -> Option<&'a 
             name.len() == 1 && a.get_short() == name.chars().next()
         }
     };
-    cmd.get_arguments()
-        .find(matches)
-        .or_else(|| root.get_arguments().find(matches))
+    cmd.get_arguments().find(matches).or_else(|| root.get_arguments().find(matches))
 }
 
 fn values_of(a: &Arg) -> Vec<(String, String)> {
     a.get_possible_values()
         .iter()
         .filter(|v| !v.is_hide_set())
-        .map(|v| {
-            (
-                v.get_name().to_string(),
-                v.get_help().map(|h| h.to_string()).unwrap_or_default(),
-            )
-        })
+        .map(|v| (v.get_name().to_string(), v.get_help().map(|h| h.to_string()).unwrap_or_default()))
         .collect()
 }
 
@@ -101,13 +89,9 @@ pub fn candidates(words: &[String]) -> Vec<(String, String)> {
     } else if partial.starts_with('-') {
         long_flags(cmd)
             .chain(
-                if std::ptr::eq(cmd, &root) {
-                    None
-                } else {
-                    Some(long_flags(&root).filter(|a| a.is_global_set()))
-                }
-                .into_iter()
-                .flatten(),
+                if std::ptr::eq(cmd, &root) { None } else { Some(long_flags(&root).filter(|a| a.is_global_set())) }
+                    .into_iter()
+                    .flatten(),
             )
             .map(|a| {
                 (
@@ -117,18 +101,14 @@ pub fn candidates(words: &[String]) -> Vec<(String, String)> {
             })
             .collect()
     } else {
-        let subs = cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| {
-            (
-                s.get_name().to_string(),
-                s.get_about().map(|h| h.to_string()).unwrap_or_default(),
-            )
-        });
+        let subs = cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| (s.get_name().to_string(), s.get_about().map(|h| h.to_string()).unwrap_or_default()));
         let positional = cmd.get_positionals().flat_map(values_of);
         subs.chain(positional).collect()
     };
-    all.into_iter()
-        .filter(|(c, _)| c.starts_with(partial))
-        .collect()
+    all.into_iter().filter(|(c, _)| c.starts_with(partial)).collect()
 }
 
 /// The `__complete` answer: one candidate a line (`name<TAB>help`), then `:<directive>`.
@@ -138,10 +118,7 @@ pub fn answer(words: &[String]) -> String {
         if help.is_empty() {
             out.push_str(&format!("{c}\n"));
         } else {
-            out.push_str(&format!(
-                "{c}\t{}\n",
-                help.lines().next().unwrap_or_default()
-            ));
+            out.push_str(&format!("{c}\t{}\n", help.lines().next().unwrap_or_default()));
         }
     }
     out.push_str(&format!(":{NO_FILE_COMPLETION}\n"));
@@ -153,23 +130,13 @@ mod tests {
     use super::*;
 
     fn names(words: &[&str]) -> Vec<String> {
-        candidates(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect()
+        candidates(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>()).into_iter().map(|(c, _)| c).collect()
     }
 
     #[test]
     fn subcommands_complete_at_the_top() {
         let n = names(&[""]);
-        for s in [
-            "install",
-            "status",
-            "uninstall",
-            "version",
-            "completion",
-            "schema",
-        ] {
+        for s in ["install", "status", "uninstall", "version", "completion", "schema"] {
             assert!(n.contains(&s.to_string()), "{n:?}");
         }
         assert_eq!(names(&["st"]), ["status"]);
@@ -178,10 +145,7 @@ mod tests {
     #[test]
     fn flags_and_their_values_complete() {
         assert!(names(&["status", "--cat"]).contains(&"--category".to_string()));
-        assert!(
-            names(&["status", "--context"]).contains(&"--context".to_string()),
-            "globals are offered too"
-        );
+        assert!(names(&["status", "--context"]).contains(&"--context".to_string()), "globals are offered too");
         assert_eq!(names(&["status", "-o", "j"]), ["json"]);
         assert_eq!(names(&["completion", "k"]), ["kubectl"]);
     }
@@ -193,9 +157,6 @@ mod tests {
 
     #[test]
     fn the_shim_calls_back_the_plugin() {
-        assert!(
-            script(CompletionShell::Kubectl)
-                .contains("exec kubectl-scalardb_graphql __complete \"$@\"")
-        );
+        assert!(script(CompletionShell::Kubectl).contains("exec kubectl-scalardb_graphql __complete \"$@\""));
     }
 }

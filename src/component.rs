@@ -95,20 +95,8 @@ impl Verb {
 }
 
 impl Action {
-    fn new(
-        system: &'static str,
-        verb: Verb,
-        operation: impl Into<String>,
-        target: impl Into<String>,
-    ) -> Self {
-        Action {
-            system,
-            verb,
-            operation: operation.into(),
-            target: target.into(),
-            reason: None,
-            detail: None,
-        }
+    fn new(system: &'static str, verb: Verb, operation: impl Into<String>, target: impl Into<String>) -> Self {
+        Action { system, verb, operation: operation.into(), target: target.into(), reason: None, detail: None }
     }
     pub fn aws(verb: Verb, call: &str, target: impl Into<String>) -> Self {
         Self::new("aws", verb, call, target)
@@ -131,12 +119,7 @@ impl Action {
         self
     }
     /// Something deliberately left alone, and why.
-    pub fn keep(
-        system: &'static str,
-        what: &str,
-        target: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub fn keep(system: &'static str, what: &str, target: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::new(system, Verb::Keep, what, target).because(reason)
     }
     /// Whether it changes anything (a wait or a keep does not).
@@ -159,11 +142,7 @@ pub struct PlanStep {
 
 impl Plan {
     pub fn mutations(&self) -> usize {
-        self.steps
-            .iter()
-            .flat_map(|s| &s.actions)
-            .filter(|a| a.mutates())
-            .count()
+        self.steps.iter().flat_map(|s| &s.actions).filter(|a| a.mutates()).count()
     }
 }
 
@@ -221,19 +200,8 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(
-        category: Category,
-        id: &'static str,
-        result: Outcome,
-        message: impl Into<String>,
-    ) -> Self {
-        Check {
-            id,
-            category,
-            result,
-            message: message.into(),
-            hint: None,
-        }
+    fn new(category: Category, id: &'static str, result: Outcome, message: impl Into<String>) -> Self {
+        Check { id, category, result, message: message.into(), hint: None }
     }
     pub fn pass(category: Category, id: &'static str, message: impl Into<String>) -> Self {
         Self::new(category, id, Outcome::Pass, message)
@@ -255,11 +223,7 @@ impl Check {
         pass: impl Into<String>,
         fail: impl Into<String>,
     ) -> Self {
-        if ok {
-            Self::pass(category, id, pass)
-        } else {
-            Self::fail(category, id, fail)
-        }
+        if ok { Self::pass(category, id, pass) } else { Self::fail(category, id, fail) }
     }
     pub fn hint(mut self, text: impl Into<String>) -> Self {
         self.hint = Some(text.into());

@@ -48,8 +48,7 @@ impl Settings {
             as_groups: args.as_group.clone(),
             request_timeout: match &args.request_timeout {
                 Some(t) => parse_duration(t).map_err(|e| {
-                    Error::usage(format!("--request-timeout {t:?}: {e}"))
-                        .hint("give a duration such as 30s, 2m or 0")
+                    Error::usage(format!("--request-timeout {t:?}: {e}")).hint("give a duration such as 30s, 2m or 0")
                 })?,
                 None => None,
             },
@@ -90,18 +89,12 @@ pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, Strin
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or("missing unit (s, m, h)")?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or("missing unit (s, m, h)")?;
         if digits == 0 {
             return Err(format!("expected a number at {rest:?}"));
         }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
+        let value: f64 = rest[..digits].parse().map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
         let unit = &rest[digits..digits + unit_len];
         let secs = match unit {
             "ms" => value / 1000.0,
@@ -131,32 +124,25 @@ pub struct Kube {
 
 fn kubeconfig_error(e: KubeconfigError, s: &Settings) -> Error {
     match e {
-        KubeconfigError::LoadContext(name) => Error::prerequisite(format!(
-            "kube context {name:?} not found in the kubeconfig"
-        ))
-        .hint("list contexts with `kubectl config get-contexts` and pass one with --context"),
-        KubeconfigError::CurrentContextNotSet => {
-            Error::prerequisite("the kubeconfig has no current context")
-                .hint("pass --context, or run `kubectl config use-context NAME`")
+        KubeconfigError::LoadContext(name) => {
+            Error::prerequisite(format!("kube context {name:?} not found in the kubeconfig"))
+                .hint("list contexts with `kubectl config get-contexts` and pass one with --context")
         }
+        KubeconfigError::CurrentContextNotSet => Error::prerequisite("the kubeconfig has no current context")
+            .hint("pass --context, or run `kubectl config use-context NAME`"),
         KubeconfigError::ReadConfig(err, path) => {
             Error::prerequisite(format!("cannot read kubeconfig {}: {err}", path.display()))
                 .hint("check the path given to --kubeconfig or in KUBECONFIG")
         }
-        KubeconfigError::Parse(err) => {
-            Error::prerequisite(format!("the kubeconfig is not valid YAML: {err}"))
-                .hint("fix the file, or point --kubeconfig at another")
+        KubeconfigError::Parse(err) => Error::prerequisite(format!("the kubeconfig is not valid YAML: {err}"))
+            .hint("fix the file, or point --kubeconfig at another"),
+        KubeconfigError::FindPath => {
+            Error::prerequisite("no kubeconfig found (no --kubeconfig, no KUBECONFIG, no ~/.kube/config)")
+                .hint("pass --kubeconfig PATH or set KUBECONFIG")
         }
-        KubeconfigError::FindPath => Error::prerequisite(
-            "no kubeconfig found (no --kubeconfig, no KUBECONFIG, no ~/.kube/config)",
-        )
-        .hint("pass --kubeconfig PATH or set KUBECONFIG"),
         other => Error::prerequisite(format!(
             "cannot use the kubeconfig{}: {other}",
-            s.context
-                .as_ref()
-                .map(|c| format!(" context {c:?}"))
-                .unwrap_or_default()
+            s.context.as_ref().map(|c| format!(" context {c:?}")).unwrap_or_default()
         ))
         .hint("check it with `kubectl config view --minify`"),
     }
@@ -170,20 +156,11 @@ impl Kube {
             None => Kubeconfig::read(),
         }
         .map_err(|e| kubeconfig_error(e, s))?;
-        let context = s
-            .context
-            .clone()
-            .or_else(|| kubeconfig.current_context.clone())
-            .unwrap_or_default();
+        let context = s.context.clone().or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
         let exec_args = kubeconfig_user_exec(&kubeconfig, &context);
-        let options = KubeConfigOptions {
-            context: s.context.clone(),
-            cluster: None,
-            user: None,
-        };
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| kubeconfig_error(e, s))?;
+        let options = KubeConfigOptions { context: s.context.clone(), cluster: None, user: None };
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| kubeconfig_error(e, s))?;
         if let Some(user) = &s.as_user {
             config.auth_info.impersonate = Some(user.clone());
         }
@@ -194,29 +171,14 @@ impl Kube {
             config.read_timeout = s.request_timeout;
             config.connect_timeout = s.request_timeout;
         }
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(USER_AGENT),
-        ));
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
         let namespace_explicit = s.namespace.is_some();
-        let namespace = s
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
+        let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(config).map_err(|e| {
-            Error::prerequisite(format!(
-                "cannot build a Kubernetes client for context {context:?}: {e}"
-            ))
+            Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}"))
         })?;
-        Ok(Kube {
-            client,
-            context,
-            server,
-            namespace,
-            namespace_explicit,
-            exec_args,
-        })
+        Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
     }
 
     /// The EKS cluster this context points at, when its name or exec command says so.
@@ -226,12 +188,8 @@ impl Kube {
 }
 
 fn kubeconfig_user_exec(k: &Kubeconfig, context: &str) -> Vec<String> {
-    let user = k
-        .contexts
-        .iter()
-        .find(|c| c.name == context)
-        .and_then(|c| c.context.as_ref())
-        .and_then(|c| c.user.clone());
+    let user =
+        k.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).and_then(|c| c.user.clone());
     let Some(user) = user else { return vec![] };
     k.auth_infos
         .iter()
@@ -253,14 +211,10 @@ pub struct EksRef {
 /// [--region R]` or `aws-iam-authenticator token -i NAME`.
 pub fn eks_from_context(context: &str, exec_args: &[String]) -> Option<EksRef> {
     if let Some(rest) = context.strip_prefix("arn:")
-        && let [_partition, "eks", region, _account, resource] =
-            rest.splitn(5, ':').collect::<Vec<_>>()[..]
+        && let [_partition, "eks", region, _account, resource] = rest.splitn(5, ':').collect::<Vec<_>>()[..]
         && let Some(name) = resource.strip_prefix("cluster/")
     {
-        return Some(EksRef {
-            name: name.to_string(),
-            region: Some(region.to_string()),
-        });
+        return Some(EksRef { name: name.to_string(), region: Some(region.to_string()) });
     }
     let value_of = |flags: &[&str]| {
         exec_args.iter().enumerate().find_map(|(i, a)| {
@@ -274,10 +228,7 @@ pub fn eks_from_context(context: &str, exec_args: &[String]) -> Option<EksRef> {
         })
     };
     let name = value_of(&["--cluster-name", "-i", "--cluster-id"])?;
-    Some(EksRef {
-        name,
-        region: value_of(&["--region"]),
-    })
+    Some(EksRef { name, region: value_of(&["--region"]) })
 }
 
 /// The AWS clients, from aws-config's default chain.
@@ -295,9 +246,8 @@ impl Aws {
     /// Loads configuration (env, profile, SSO, process credentials); contacts nothing yet.
     pub async fn load(region: Option<String>, profile: Option<String>) -> Aws {
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(r) = region {
             loader = loader.region(Region::new(r));
@@ -332,26 +282,14 @@ impl Context {
     pub async fn connect(settings: Settings) -> Result<Context> {
         let kube = Kube::connect(&settings).await?;
         let derived = kube.eks_cluster();
-        let cluster_name = settings
-            .cluster_name
-            .clone()
-            .or_else(|| derived.as_ref().map(|d| d.name.clone()));
-        let region = settings
-            .region
-            .clone()
-            .or_else(|| derived.and_then(|d| d.region));
+        let cluster_name = settings.cluster_name.clone().or_else(|| derived.as_ref().map(|d| d.name.clone()));
+        let region = settings.region.clone().or_else(|| derived.and_then(|d| d.region));
         let aws = Aws::load(region, settings.profile.clone()).await;
         let helm = match Helm::find(settings.helm_bin.clone(), &settings.kube_flags()).await {
             Ok(h) => Ok(h),
             Err(e) => Err((e.to_string(), e.hint_text().map(str::to_string))),
         };
-        Ok(Context {
-            settings,
-            kube,
-            aws,
-            helm,
-            cluster_name,
-        })
+        Ok(Context { settings, kube, aws, helm, cluster_name })
     }
 
     pub fn helm(&self) -> Result<&Helm> {
@@ -397,17 +335,10 @@ pub struct ClusterFacts {
 impl ClusterFacts {
     /// The issuer without its scheme, as IAM names it.
     pub fn issuer_host_path(&self) -> &str {
-        self.issuer
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
+        self.issuer.trim_start_matches("https://").trim_end_matches('/')
     }
     pub fn oidc_provider_arn(&self) -> String {
-        format!(
-            "arn:{}:iam::{}:oidc-provider/{}",
-            self.partition,
-            self.account,
-            self.issuer_host_path()
-        )
+        format!("arn:{}:iam::{}:oidc-provider/{}", self.partition, self.account, self.issuer_host_path())
     }
 }
 
@@ -438,22 +369,10 @@ mod tests {
 
     #[test]
     fn durations_read_like_kubectl() {
-        assert_eq!(
-            parse_duration("90s").unwrap(),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_duration("10m").unwrap(),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(
-            parse_duration("1h30m").unwrap(),
-            Some(Duration::from_secs(5400))
-        );
-        assert_eq!(
-            parse_duration("500ms").unwrap(),
-            Some(Duration::from_millis(500))
-        );
+        assert_eq!(parse_duration("90s").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m").unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms").unwrap(), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("45").unwrap(), Some(Duration::from_secs(45)));
         assert_eq!(parse_duration("0").unwrap(), None);
         assert!(parse_duration("ten").is_err());
@@ -463,35 +382,15 @@ mod tests {
     #[test]
     fn eks_cluster_from_an_update_kubeconfig_context() {
         let r = eks_from_context("arn:aws:eks:us-west-1:123456789012:cluster/prod", &[]).unwrap();
-        assert_eq!(
-            r,
-            EksRef {
-                name: "prod".into(),
-                region: Some("us-west-1".into())
-            }
-        );
+        assert_eq!(r, EksRef { name: "prod".into(), region: Some("us-west-1".into()) });
     }
 
     #[test]
     fn eks_cluster_from_exec_arguments() {
-        let args: Vec<String> = [
-            "--region",
-            "eu-west-1",
-            "eks",
-            "get-token",
-            "--cluster-name",
-            "blue",
-        ]
-        .map(String::from)
-        .into();
+        let args: Vec<String> =
+            ["--region", "eu-west-1", "eks", "get-token", "--cluster-name", "blue"].map(String::from).into();
         let r = eks_from_context("blue-admin", &args).unwrap();
-        assert_eq!(
-            r,
-            EksRef {
-                name: "blue".into(),
-                region: Some("eu-west-1".into())
-            }
-        );
+        assert_eq!(r, EksRef { name: "blue".into(), region: Some("eu-west-1".into()) });
         let args: Vec<String> = ["token", "-i", "green"].map(String::from).into();
         assert_eq!(eks_from_context("x", &args).unwrap().name, "green");
         assert_eq!(eks_from_context("kind-dev", &[]), None);

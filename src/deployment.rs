@@ -8,11 +8,10 @@ use futures::future::join_all;
 
 use crate::component::{Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
-    alb::Alb, controller_crds::ControllerCrds, database_secret::DatabaseSecret,
-    dedicated_nodes::DedicatedNodes, graphql_release::GraphqlRelease, iam_policy::IamPolicy,
-    iam_role::IamRole, ingress::Ingress, lb_controller::LbController,
-    lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider, probe::Probe,
-    registry_secret::RegistrySecret, schema_load::SchemaLoad, subnet_tags::SubnetTags,
+    alb::Alb, controller_crds::ControllerCrds, database_secret::DatabaseSecret, dedicated_nodes::DedicatedNodes,
+    graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
+    lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
+    probe::Probe, registry_secret::RegistrySecret, schema_load::SchemaLoad, subnet_tags::SubnetTags,
 };
 use crate::context::Env;
 use crate::error::{Error, Result};
@@ -53,21 +52,14 @@ pub async fn plan_install(components: &mut [Box<dyn Component>], env: &Env) -> R
     }
     let mut plan = Plan::default();
     for c in components.iter() {
-        plan.steps.push(PlanStep {
-            component: c.name(),
-            actions: c.plan(env)?,
-        });
+        plan.steps.push(PlanStep { component: c.name(), actions: c.plan(env)? });
     }
     Ok(plan)
 }
 
 /// Applies, in order. Every component's apply runs: a converged one changes
 /// nothing and its waits return at once.
-pub async fn install(
-    components: &mut [Box<dyn Component>],
-    env: &Env,
-    recorder: &mut Recorder,
-) -> Result<()> {
+pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
     recorder.update(|r| r.spec = Some(env.spec.clone())).await?;
     for c in components.iter_mut() {
         c.apply(env, recorder).await?;
@@ -82,19 +74,12 @@ pub async fn plan_uninstall(components: &mut [Box<dyn Component>], env: &Env) ->
     }
     let mut plan = Plan::default();
     for c in components.iter().rev() {
-        plan.steps.push(PlanStep {
-            component: c.name(),
-            actions: c.removal(env)?,
-        });
+        plan.steps.push(PlanStep { component: c.name(), actions: c.removal(env)? });
     }
     Ok(plan)
 }
 
-pub async fn uninstall(
-    components: &mut [Box<dyn Component>],
-    env: &Env,
-    recorder: &mut Recorder,
-) -> Result<()> {
+pub async fn uninstall(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
     for c in components.iter_mut().rev() {
         c.remove(env, recorder).await?;
     }
@@ -105,28 +90,15 @@ pub async fn uninstall(
 /// A component that cannot be observed fails in its own category.
 pub async fn checks(components: &mut [Box<dyn Component>], env: &Env) -> Vec<Check> {
     let observed = observe_all(components, env).await;
-    let checks = join_all(
-        components
-            .iter()
-            .zip(observed)
-            .map(|(c, observed)| async move {
-                match observed {
-                    Ok(()) => c.checks(env).await,
-                    Err(e) => vec![
-                        Check::fail(
-                            c.category(),
-                            "observe",
-                            format!("cannot read the {}: {e}", c.name()),
-                        )
-                        .hint(
-                            e.hint_text()
-                                .unwrap_or("check permissions and connectivity")
-                                .to_string(),
-                        ),
-                    ],
-                }
-            }),
-    )
+    let checks = join_all(components.iter().zip(observed).map(|(c, observed)| async move {
+        match observed {
+            Ok(()) => c.checks(env).await,
+            Err(e) => vec![
+                Check::fail(c.category(), "observe", format!("cannot read the {}: {e}", c.name()))
+                    .hint(e.hint_text().unwrap_or("check permissions and connectivity").to_string()),
+            ],
+        }
+    }))
     .await;
     let mut all: Vec<Check> = checks.into_iter().flatten().collect();
     all.sort_by_key(|c| c.category);
@@ -142,11 +114,7 @@ pub async fn checks_until(
 ) -> (Vec<Check>, bool) {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let round: Vec<Check> = checks(components, env)
-            .await
-            .into_iter()
-            .filter(&keep)
-            .collect();
+        let round: Vec<Check> = checks(components, env).await.into_iter().filter(&keep).collect();
         let failing: Vec<&Check> = round.iter().filter(|c| c.result == Outcome::Fail).collect();
         let Some(deadline) = deadline else {
             return (round, false);
@@ -157,11 +125,7 @@ pub async fn checks_until(
         if Instant::now() + crate::wait::INTERVAL > deadline {
             return (round, true);
         }
-        env.progress.waiting(&format!(
-            "{} check(s) failing, first: {}",
-            failing.len(),
-            failing[0].message
-        ));
+        env.progress.waiting(&format!("{} check(s) failing, first: {}", failing.len(), failing[0].message));
         tokio::time::sleep(crate::wait::INTERVAL).await;
     }
 }
@@ -169,9 +133,5 @@ pub async fn checks_until(
 /// The exit status a set of checks means: 0 when all pass (warnings allowed), 1 otherwise.
 pub fn verdict(checks: &[Check]) -> Result<()> {
     let failed = checks.iter().filter(|c| c.result == Outcome::Fail).count();
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(Error::failed(format!("{failed} check(s) failed")))
-    }
+    if failed == 0 { Ok(()) } else { Err(Error::failed(format!("{failed} check(s) failed"))) }
 }

@@ -12,11 +12,7 @@ use std::fmt;
 pub enum Error {
     /// A failure the user can fix: bad input, a missing prerequisite, a
     /// failed step, a timeout. Printed as one line plus a hint.
-    Expected {
-        kind: Kind,
-        message: String,
-        hint: Option<String>,
-    },
+    Expected { kind: Kind, message: String, hint: Option<String> },
     /// An API or tool call failed in a way this program did not anticipate.
     /// Printed with its chain of causes; exit 1.
     Other(anyhow::Error),
@@ -47,11 +43,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     fn expected(kind: Kind, message: impl Into<String>) -> Self {
-        Error::Expected {
-            kind,
-            message: message.into(),
-            hint: None,
-        }
+        Error::Expected { kind, message: message.into(), hint: None }
     }
     /// Bad input (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
@@ -156,10 +148,8 @@ mod tests {
 
     #[test]
     fn context_keeps_every_cause_on_one_line() {
-        let r: std::result::Result<(), std::io::Error> = Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no such file",
-        ));
+        let r: std::result::Result<(), std::io::Error> =
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
         let e = r.context("reading values.yaml").unwrap_err();
         assert_eq!(e.to_string(), "reading values.yaml: no such file");
     }

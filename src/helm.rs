@@ -72,11 +72,8 @@ impl Helm {
     pub async fn find(helm_bin: Option<OsString>, kube: &KubeFlags) -> Result<Helm> {
         let path = match helm_bin {
             Some(bin) if !bin.is_empty() => which::which(&bin).map_err(|_| {
-                Error::prerequisite(format!(
-                    "helm not found at HELM_BIN={}",
-                    bin.to_string_lossy()
-                ))
-                .hint("point HELM_BIN at a helm 3 or 4 binary, or unset it to use helm from PATH")
+                Error::prerequisite(format!("helm not found at HELM_BIN={}", bin.to_string_lossy()))
+                    .hint("point HELM_BIN at a helm 3 or 4 binary, or unset it to use helm from PATH")
             })?,
             _ => which::which("helm").map_err(|_| {
                 Error::prerequisite("helm not found on PATH").hint(format!(
@@ -90,12 +87,7 @@ impl Helm {
             .output()
             .await
             .context(format!("running {} version", path.display()))?;
-        let version = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .split('+')
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let version = String::from_utf8_lossy(&out.stdout).trim().split('+').next().unwrap_or("").to_string();
         let mut global = Vec::new();
         if let Some(c) = &kube.context {
             global.extend(["--kube-context".into(), c.into()]);
@@ -109,11 +101,7 @@ impl Helm {
         for g in &kube.as_groups {
             global.extend(["--kube-as-group".into(), g.into()]);
         }
-        Ok(Helm {
-            path,
-            version,
-            global,
-        })
+        Ok(Helm { path, version, global })
     }
 
     /// (major, minor) of the version, when it parses.
@@ -145,23 +133,14 @@ impl Helm {
             .context(format!("running helm to {what}"))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(Error::failed(format!(
-                "helm failed to {what}: {}",
-                stderr.trim()
-            )));
+            return Err(Error::failed(format!("helm failed to {what}: {}", stderr.trim())));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The release's metadata, or None when there is no such release.
-    pub async fn metadata(
-        &self,
-        release: &str,
-        namespace: &str,
-    ) -> Result<Option<ReleaseMetadata>> {
-        let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"]
-            .map(Into::into)
-            .into();
+    pub async fn metadata(&self, release: &str, namespace: &str) -> Result<Option<ReleaseMetadata>> {
+        let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"].map(Into::into).into();
         let out = Command::new(&self.path)
             .args(&args)
             .args(&self.global)
@@ -174,32 +153,42 @@ impl Helm {
             if stderr.contains("not found") {
                 return Ok(None);
             }
-            return Err(Error::failed(format!(
-                "helm failed to read release {namespace}/{release}: {}",
-                stderr.trim()
-            )));
+            return Err(Error::failed(format!("helm failed to read release {namespace}/{release}: {}", stderr.trim())));
         }
-        Ok(Some(
-            serde_json::from_slice(&out.stdout).context("parsing helm get metadata output")?,
-        ))
+        Ok(Some(serde_json::from_slice(&out.stdout).context("parsing helm get metadata output")?))
     }
 
     /// The values the user supplied at install (what `-f` files merged to), nulls kept.
     pub async fn user_values(&self, release: &str, namespace: &str) -> Result<Value> {
         let out = self
             .run(
-                ["get", "values", release, "-n", namespace, "-o", "json"]
-                    .map(Into::into)
-                    .into(),
+                ["get", "values", release, "-n", namespace, "-o", "json"].map(Into::into).into(),
                 "read release values",
             )
             .await?;
         let v: Value = serde_json::from_str(&out).context("parsing helm get values output")?;
-        Ok(if v.is_null() {
-            Value::Object(Default::default())
-        } else {
-            v
-        })
+        Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
+    }
+
+    /// A release left `pending-*` by an interrupted helm blocks every later
+    /// operation. Give a helm that is still running a moment to finish; then
+    /// undo what it left half done: an install that never completed is
+    /// uninstalled, a half-done upgrade or rollback rolled back.
+    async fn settle(&self, release: &str, namespace: &str) -> Result<()> {
+        let mut status = String::new();
+        for _ in 0..20 {
+            status = match self.metadata(release, namespace).await? {
+                Some(m) => m.status,
+                None => return Ok(()),
+            };
+            if !status.starts_with("pending-") {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let what = format!("recover release {namespace}/{release} from {status}");
+        let verb = if status == "pending-install" { "uninstall" } else { "rollback" };
+        self.run([verb, release, "-n", namespace].map(Into::into).into(), &what).await.map(drop)
     }
 
     /// `helm upgrade --install` with values given as files, in order.
@@ -210,22 +199,19 @@ impl Helm {
         chart: &ChartRef,
         values: &[&Path],
     ) -> Result<()> {
+        self.settle(release, namespace).await?;
         let mut args: Vec<OsString> = ["upgrade", "--install", release].map(Into::into).into();
         args.extend(chart.args());
         args.extend(["-n".into(), namespace.into()]);
         for v in values {
             args.extend(["-f".into(), v.as_os_str().to_owned()]);
         }
-        self.run(args, &format!("install release {namespace}/{release}"))
-            .await
-            .map(drop)
+        self.run(args, &format!("install release {namespace}/{release}")).await.map(drop)
     }
 
     pub async fn uninstall(&self, release: &str, namespace: &str) -> Result<()> {
         self.run(
-            ["uninstall", release, "-n", namespace]
-                .map(Into::into)
-                .into(),
+            ["uninstall", release, "-n", namespace].map(Into::into).into(),
             &format!("uninstall release {namespace}/{release}"),
         )
         .await
@@ -257,12 +243,7 @@ impl Helm {
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let mut parts = v.trim().trim_start_matches('v').split('.');
     let major = parts.next()?.parse().ok()?;
-    let minor = parts
-        .next()?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
+    let minor = parts.next()?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
     Some((major, minor))
 }
 
@@ -274,12 +255,8 @@ pub fn values_file(values: &Value) -> Result<tempfile::NamedTempFile> {
         .suffix(".json")
         .tempfile()
         .context("creating a values file")?;
-    file.write_all(
-        serde_json::to_string(values)
-            .context("rendering values")?
-            .as_bytes(),
-    )
-    .context("writing a values file")?;
+    file.write_all(serde_json::to_string(values).context("rendering values")?.as_bytes())
+        .context("writing a values file")?;
     file.flush().context("writing a values file")?;
     Ok(file)
 }

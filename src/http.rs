@@ -19,10 +19,7 @@ pub struct Response {
 }
 
 pub struct HttpClient {
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -34,10 +31,7 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .build();
-        Ok(HttpClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout,
-        })
+        Ok(HttpClient { client: Client::builder(TokioExecutor::new()).build(connector), timeout })
     }
 
     /// One request; `cookie` is sent as the Cookie header when given.
@@ -49,25 +43,17 @@ impl HttpClient {
         body: Vec<u8>,
         cookie: Option<&str>,
     ) -> Result<Response> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("user-agent", crate::context::USER_AGENT);
+        let mut req =
+            hyper::Request::builder().method(method).uri(url).header("user-agent", crate::context::USER_AGENT);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::usage(format!("bad URL {url:?}: {e}")))?;
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| Error::usage(format!("bad URL {url:?}: {e}")))?;
         let send = async {
-            let res = self
-                .client
-                .request(req)
-                .await
-                .context(format!("{method} {url}"))?;
+            let res = self.client.request(req).await.context(format!("{method} {url}"))?;
             let status = res.status().as_u16();
             let set_cookies = res
                 .headers()
@@ -75,27 +61,13 @@ impl HttpClient {
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect();
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .context(format!("reading the response of {url}"))?
-                .to_bytes()
-                .to_vec();
-            Ok(Response {
-                status,
-                set_cookies,
-                body,
-            })
+            let body =
+                res.into_body().collect().await.context(format!("reading the response of {url}"))?.to_bytes().to_vec();
+            Ok(Response { status, set_cookies, body })
         };
         tokio::time::timeout(self.timeout, send)
             .await
-            .map_err(|_| {
-                Error::failed(format!(
-                    "{method} {url}: no answer within {:?}",
-                    self.timeout
-                ))
-            })?
+            .map_err(|_| Error::failed(format!("{method} {url}: no answer within {:?}", self.timeout)))?
     }
 
     pub async fn get(&self, url: &str) -> Result<Response> {

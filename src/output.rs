@@ -77,11 +77,7 @@ impl Printer {
     }
 
     fn paint(&self, on: bool, color: &str, text: &str) -> String {
-        if on {
-            format!("{color}{text}{RESET}")
-        } else {
-            text.to_string()
-        }
+        if on { format!("{color}{text}{RESET}") } else { text.to_string() }
     }
 
     fn symbol(&self, on: bool, mark: Mark) -> String {
@@ -124,18 +120,11 @@ impl Printer {
     }
 
     pub fn hint(&self, text: &str) -> io::Result<()> {
-        self.out(&format!(
-            "    {}\n",
-            self.paint(self.color_out, DIM, &format!("hint: {text}"))
-        ))
+        self.out(&format!("    {}\n", self.paint(self.color_out, DIM, &format!("hint: {text}"))))
     }
 
     pub fn heading(&self, text: &str) -> io::Result<()> {
-        self.out(&format!(
-            "{}\n{}\n",
-            self.paint(self.color_out, BOLD, text),
-            "-".repeat(text.chars().count())
-        ))
+        self.out(&format!("{}\n{}\n", self.paint(self.color_out, BOLD, text), "-".repeat(text.chars().count())))
     }
 
     pub fn text(&self, text: &str) -> io::Result<()> {
@@ -145,9 +134,7 @@ impl Printer {
     /// A document in the chosen machine format (`text` is handled by the caller).
     pub fn document<T: Serialize>(&self, format: OutputFormat, value: &T) -> io::Result<()> {
         let text = match format {
-            OutputFormat::Json => {
-                serde_json::to_string_pretty(value).map_err(io::Error::other)? + "\n"
-            }
+            OutputFormat::Json => serde_json::to_string_pretty(value).map_err(io::Error::other)? + "\n",
             OutputFormat::Yaml => serde_saphyr::to_string(value).map_err(io::Error::other)?,
             OutputFormat::Text => unreachable!("text is printed by the caller"),
         };
@@ -155,10 +142,7 @@ impl Printer {
     }
 
     pub fn warn(&self, text: &str) {
-        self.err(&format!(
-            "{} {text}\n",
-            self.symbol(self.color_err, Mark::Warn)
-        ));
+        self.err(&format!("{} {text}\n", self.symbol(self.color_err, Mark::Warn)));
     }
 
     pub fn note(&self, text: &str) {
@@ -183,9 +167,7 @@ impl Printer {
             return;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
         bar.set_message(message.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         *slot = Some(bar);
@@ -202,10 +184,7 @@ impl Printer {
         self.err(&format!("{question} [y/N] "));
         let mut answer = String::new();
         io::stdin().read_line(&mut answer)?;
-        Ok(matches!(
-            answer.trim().to_ascii_lowercase().as_str(),
-            "y" | "yes"
-        ))
+        Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
     }
 
     /// A status report: categories in order, a line per check, a hint under each failure.
@@ -230,19 +209,13 @@ impl Printer {
         let warned = checks.iter().filter(|c| c.result == Outcome::Warn).count();
         self.text("")?;
         let summary = match (failed, warned) {
-            (0, 0) => format!(
-                "Status check results are {}",
-                self.symbol(self.color_out, Mark::Pass)
-            ),
+            (0, 0) => format!("Status check results are {}", self.symbol(self.color_out, Mark::Pass)),
             (0, w) => format!(
                 "Status check results are {} ({w} warning{})",
                 self.symbol(self.color_out, Mark::Warn),
                 plural(w)
             ),
-            (f, _) => format!(
-                "Status check results are {} ({f} failed)",
-                self.symbol(self.color_out, Mark::Fail)
-            ),
+            (f, _) => format!("Status check results are {} ({f} failed)", self.symbol(self.color_out, Mark::Fail)),
         };
         self.text(&summary)
     }
@@ -251,10 +224,7 @@ impl Printer {
     pub fn plan(&self, plan: &Plan, verb: &str) -> io::Result<()> {
         let total: usize = plan.steps.iter().map(|s| s.actions.len()).sum();
         if total == 0 {
-            return self.line(
-                Mark::Pass,
-                &format!("nothing to {verb}: everything is as it should be"),
-            );
+            return self.line(Mark::Pass, &format!("nothing to {verb}: everything is as it should be"));
         }
         for step in plan.steps.iter().filter(|s| !s.actions.is_empty()) {
             self.text(&self.paint(self.color_out, BOLD, step.component))?;
@@ -278,13 +248,7 @@ fn plural(n: usize) -> &'static str {
 
 /// `+ aws iam:CreateRole my-role (why)`
 pub fn describe(action: &Action) -> String {
-    let mut s = format!(
-        "{} {} {} {}",
-        action.verb.sign(),
-        action.system,
-        action.operation,
-        action.target
-    );
+    let mut s = format!("{} {} {} {}", action.verb.sign(), action.system, action.operation, action.target);
     if let Some(why) = &action.reason {
         s.push_str(&format!("  ({why})"));
     }

@@ -29,9 +29,7 @@ pub fn trust_policy(provider_arn: &str, issuer_host_path: &str, subject: &str) -
 
 /// IAM returns policy documents URL-encoded (RFC 3986).
 pub fn decode_document(text: &str) -> Result<Value, String> {
-    let decoded = percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .map_err(|e| e.to_string())?;
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().map_err(|e| e.to_string())?;
     serde_json::from_str(&decoded).map_err(|e| format!("not a JSON policy document: {e}"))
 }
 
@@ -44,18 +42,10 @@ fn as_list(v: &Value) -> Vec<Value> {
 }
 
 /// What differs from the trust policy above; empty when it is exactly right.
-pub fn trust_problems(
-    doc: &Value,
-    provider_arn: &str,
-    issuer_host_path: &str,
-    subject: &str,
-) -> Vec<String> {
+pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, subject: &str) -> Vec<String> {
     let statements = as_list(&doc["Statement"]);
     if statements.len() != 1 {
-        return vec![format!(
-            "{} statements instead of exactly one",
-            statements.len()
-        )];
+        return vec![format!("{} statements instead of exactly one", statements.len())];
     }
     let s = &statements[0];
     let mut problems = Vec::new();
@@ -64,24 +54,14 @@ pub fn trust_problems(
     }
     let actions = as_list(&s["Action"]);
     if actions != [Value::from(WEB_IDENTITY_ACTION)] {
-        problems.push(format!(
-            "Action is {} instead of {WEB_IDENTITY_ACTION}",
-            s["Action"]
-        ));
+        problems.push(format!("Action is {} instead of {WEB_IDENTITY_ACTION}", s["Action"]));
     }
     let federated = as_list(&s["Principal"]["Federated"]);
     if federated != [Value::from(provider_arn)] {
-        problems.push(format!(
-            "Principal.Federated is {} instead of {provider_arn}",
-            s["Principal"]["Federated"]
-        ));
+        problems.push(format!("Principal.Federated is {} instead of {provider_arn}", s["Principal"]["Federated"]));
     }
     let conditions = s["Condition"].as_object().cloned().unwrap_or_default();
-    let equals = conditions
-        .get("StringEquals")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let equals = conditions.get("StringEquals").and_then(Value::as_object).cloned().unwrap_or_default();
     for (suffix, want) in [("sub", subject), ("aud", AUDIENCE)] {
         let key = format!("{issuer_host_path}:{suffix}");
         match equals.get(&key) {
@@ -90,21 +70,10 @@ pub fn trust_problems(
             None => problems.push(format!("no StringEquals condition on {key}")),
         }
     }
-    let extra: Vec<_> = equals
-        .keys()
-        .filter(|k| !k.ends_with(":sub") && !k.ends_with(":aud"))
-        .cloned()
-        .collect();
-    let other_operators: Vec<_> = conditions
-        .keys()
-        .filter(|k| *k != "StringEquals")
-        .cloned()
-        .collect();
+    let extra: Vec<_> = equals.keys().filter(|k| !k.ends_with(":sub") && !k.ends_with(":aud")).cloned().collect();
+    let other_operators: Vec<_> = conditions.keys().filter(|k| *k != "StringEquals").cloned().collect();
     if !extra.is_empty() || !other_operators.is_empty() {
-        problems.push(format!(
-            "unexpected conditions: {}",
-            [extra, other_operators].concat().join(", ")
-        ));
+        problems.push(format!("unexpected conditions: {}", [extra, other_operators].concat().join(", ")));
     }
     problems
 }
@@ -130,8 +99,7 @@ pub fn allowed_actions(doc: &Value) -> Vec<String> {
 mod tests {
     use super::*;
 
-    const ARN: &str =
-        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC";
+    const ARN: &str = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC";
     const HOST: &str = "oidc.eks.us-east-1.amazonaws.com/id/ABC";
 
     fn subject() -> String {
@@ -141,18 +109,12 @@ mod tests {
     #[test]
     fn the_generated_trust_policy_has_no_problems() {
         let doc = trust_policy(ARN, HOST, &subject());
-        assert_eq!(
-            trust_problems(&doc, ARN, HOST, &subject()),
-            Vec::<String>::new()
-        );
+        assert_eq!(trust_problems(&doc, ARN, HOST, &subject()), Vec::<String>::new());
         assert_eq!(
             doc["Statement"][0]["Condition"]["StringEquals"][format!("{HOST}:sub")],
             "system:serviceaccount:kube-system:aws-load-balancer-controller"
         );
-        assert_eq!(
-            doc["Statement"][0]["Condition"]["StringEquals"][format!("{HOST}:aud")],
-            "sts.amazonaws.com"
-        );
+        assert_eq!(doc["Statement"][0]["Condition"]["StringEquals"][format!("{HOST}:aud")], "sts.amazonaws.com");
     }
 
     #[test]
@@ -160,19 +122,13 @@ mod tests {
         let doc = trust_policy(ARN, HOST, "system:serviceaccount:default:other");
         let p = trust_problems(&doc, ARN, HOST, &subject());
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(
-            p[0].contains(":sub") && p[0].contains("default:other"),
-            "{p:?}"
-        );
+        assert!(p[0].contains(":sub") && p[0].contains("default:other"), "{p:?}");
     }
 
     #[test]
     fn a_missing_audience_and_another_provider_are_named() {
         let mut doc = trust_policy("arn:aws:iam::1:oidc-provider/x", HOST, &subject());
-        doc["Statement"][0]["Condition"]["StringEquals"]
-            .as_object_mut()
-            .unwrap()
-            .remove(&format!("{HOST}:aud"));
+        doc["Statement"][0]["Condition"]["StringEquals"].as_object_mut().unwrap().remove(&format!("{HOST}:aud"));
         let p = trust_problems(&doc, ARN, HOST, &subject());
         assert!(p.iter().any(|m| m.contains("Principal.Federated")), "{p:?}");
         assert!(p.iter().any(|m| m.contains(":aud")), "{p:?}");
@@ -181,8 +137,7 @@ mod tests {
     #[test]
     fn wildcards_are_not_exact() {
         let mut doc = trust_policy(ARN, HOST, &subject());
-        doc["Statement"][0]["Condition"] =
-            json!({"StringLike": {format!("{HOST}:sub"): "system:serviceaccount:*"}});
+        doc["Statement"][0]["Condition"] = json!({"StringLike": {format!("{HOST}:sub"): "system:serviceaccount:*"}});
         assert!(!trust_problems(&doc, ARN, HOST, &subject()).is_empty());
     }
 

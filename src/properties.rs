@@ -37,11 +37,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String, usize)>, String> {
             }
         }
         let (key, value) = split_pair(&logical);
-        out.push((
-            unescape(&key, index + 1)?,
-            unescape(&value, index + 1)?,
-            index + 1,
-        ));
+        out.push((unescape(&key, index + 1)?, unescape(&value, index + 1)?, index + 1));
     }
     Ok(out)
 }
@@ -136,11 +132,10 @@ impl DatabaseProperties {
             match key.as_str() {
                 "scalar.db.contact_points" => p.contact_points = Some(v),
                 "scalar.db.contact_port" => {
-                    p.contact_port = Some(v.parse().map_err(|_| {
-                        format!(
-                            "line {line}: scalar.db.contact_port must be a port number, not {v:?}"
-                        )
-                    })?)
+                    p.contact_port =
+                        Some(v.parse().map_err(|_| {
+                            format!("line {line}: scalar.db.contact_port must be a port number, not {v:?}")
+                        })?)
                 }
                 "scalar.db.storage" => {
                     if !STORAGES.contains(&v.as_str()) {
@@ -153,15 +148,9 @@ impl DatabaseProperties {
                 }
                 "scalar.db.transaction_manager" => p.transaction_manager = Some(v),
                 "scalar.db.consensus_commit.isolation_level" => p.isolation_level = Some(v),
-                "scalar.db.consensus_commit.serializable_strategy" => {
-                    p.serializable_strategy = Some(v)
-                }
+                "scalar.db.consensus_commit.serializable_strategy" => p.serializable_strategy = Some(v),
                 "scalar.db.graphql.namespaces" => {
-                    p.namespaces = v
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
+                    p.namespaces = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
                 }
                 "scalar.db.graphql.path" => p.path = Some(v),
                 "scalar.db.graphql.graphiql" => p.graphiql = Some(v),
@@ -193,31 +182,15 @@ mod tests {
 
     #[test]
     fn java_properties_syntax() {
-        let pairs =
-            parse("# c\n! c\na = 1\nb: two\nc three\nd=x\\\n   y\ne=\\u0041\\tB\n").unwrap();
-        let kv: Vec<_> = pairs
-            .iter()
-            .map(|(k, v, _)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(
-            kv,
-            [
-                ("a", "1"),
-                ("b", "two"),
-                ("c", "three"),
-                ("d", "xy"),
-                ("e", "A\tB")
-            ]
-        );
+        let pairs = parse("# c\n! c\na = 1\nb: two\nc three\nd=x\\\n   y\ne=\\u0041\\tB\n").unwrap();
+        let kv: Vec<_> = pairs.iter().map(|(k, v, _)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(kv, [("a", "1"), ("b", "two"), ("c", "three"), ("d", "xy"), ("e", "A\tB")]);
     }
 
     #[test]
     fn an_unknown_storage_names_the_line_and_the_choices() {
         let e = DatabaseProperties::parse("x=1\nscalar.db.storage=mongo\n").unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("mongo") && e.contains("dynamo"),
-            "{e}"
-        );
+        assert!(e.contains("line 2") && e.contains("mongo") && e.contains("dynamo"), "{e}");
     }
 
     #[test]
@@ -230,9 +203,6 @@ mod tests {
     fn debug_output_never_shows_credentials() {
         let p = DatabaseProperties::parse(GUIDE).unwrap();
         let text = format!("{p:?}");
-        assert!(
-            !text.contains("s3cr=t") && !text.contains("AKIAEXAMPLE"),
-            "{text}"
-        );
+        assert!(!text.contains("s3cr=t") && !text.contains("AKIAEXAMPLE"), "{text}");
     }
 }

@@ -79,12 +79,7 @@ pub struct Record {
 
 impl Record {
     pub fn is_empty(&self) -> bool {
-        *self
-            == Record {
-                version: self.version,
-                spec: self.spec.clone(),
-                ..Default::default()
-            }
+        *self == Record { version: self.version, spec: self.spec.clone(), ..Default::default() }
     }
 }
 
@@ -96,21 +91,11 @@ pub fn configmap_name(release: &str) -> String {
 pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Result<Option<Record>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let name = configmap_name(release);
-    let Some(cm) = api
-        .get_opt(&name)
-        .await
-        .context(format!("reading the install record {namespace}/{name}"))?
-    else {
+    let Some(cm) = api.get_opt(&name).await.context(format!("reading the install record {namespace}/{name}"))? else {
         return Ok(None);
     };
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(DATA_KEY))
-        .cloned()
-        .unwrap_or_default();
-    let record = serde_json::from_str(&text)
-        .context(format!("parsing the install record {namespace}/{name}"))?;
+    let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).cloned().unwrap_or_default();
+    let record = serde_json::from_str(&text).context(format!("parsing the install record {namespace}/{name}"))?;
     Ok(Some(record))
 }
 
@@ -137,10 +122,7 @@ impl Recorder {
             client,
             namespace: namespace.to_string(),
             name: configmap_name(release),
-            record: existing.clone().unwrap_or(Record {
-                version: 1,
-                ..Default::default()
-            }),
+            record: existing.clone().unwrap_or(Record { version: 1, ..Default::default() }),
             saved: existing,
             dry_run,
         }
@@ -161,33 +143,22 @@ impl Recorder {
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
-                labels: Some(BTreeMap::from([(
-                    MANAGED_BY_KEY.to_string(),
-                    MANAGED_BY.to_string(),
-                )])),
+                labels: Some(BTreeMap::from([(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string())])),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
                 DATA_KEY.to_string(),
-                serde_json::to_string_pretty(&self.record)
-                    .context("rendering the install record")?,
+                serde_json::to_string_pretty(&self.record).context("rendering the install record")?,
             )])),
             ..Default::default()
         };
-        let what = format!(
-            "writing the install record {}/{}",
-            self.namespace, self.name
-        );
+        let what = format!("writing the install record {}/{}", self.namespace, self.name);
         match api.get_opt(&self.name).await.context(&what)? {
             Some(_) => {
-                api.replace(&self.name, &PostParams::default(), &cm)
-                    .await
-                    .context(&what)?;
+                api.replace(&self.name, &PostParams::default(), &cm).await.context(&what)?;
             }
             None => {
-                api.create(&PostParams::default(), &cm)
-                    .await
-                    .context(&what)?;
+                api.create(&PostParams::default(), &cm).await.context(&what)?;
             }
         }
         self.saved = Some(self.record.clone());
@@ -200,27 +171,17 @@ impl Recorder {
             return Ok(());
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
-        if api
-            .get_opt(&self.namespace)
-            .await
-            .context(format!("reading namespace {}", self.namespace))?
-            .is_none()
-        {
+        if api.get_opt(&self.namespace).await.context(format!("reading namespace {}", self.namespace))?.is_none() {
             self.record.namespace_created = true;
             let ns = Namespace {
                 metadata: ObjectMeta {
                     name: Some(self.namespace.clone()),
-                    labels: Some(BTreeMap::from([(
-                        MANAGED_BY_KEY.to_string(),
-                        MANAGED_BY.to_string(),
-                    )])),
+                    labels: Some(BTreeMap::from([(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string())])),
                     ..Default::default()
                 },
                 ..Default::default()
             };
-            api.create(&PostParams::default(), &ns)
-                .await
-                .context(format!("creating namespace {}", self.namespace))?;
+            api.create(&PostParams::default(), &ns).await.context(format!("creating namespace {}", self.namespace))?;
         }
         Ok(())
     }
@@ -231,24 +192,12 @@ impl Recorder {
             return Ok(());
         }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        if api
-            .get_opt(&self.name)
-            .await
-            .context("reading the install record")?
-            .is_some()
-        {
-            api.delete(&self.name, &Default::default())
-                .await
-                .context("deleting the install record")?;
+        if api.get_opt(&self.name).await.context("reading the install record")?.is_some() {
+            api.delete(&self.name, &Default::default()).await.context("deleting the install record")?;
         }
         if self.record.namespace_created {
             let ns: Api<Namespace> = Api::all(self.client.clone());
-            if ns
-                .get_opt(&self.namespace)
-                .await
-                .context("reading the namespace")?
-                .is_some()
-            {
+            if ns.get_opt(&self.namespace).await.context("reading the namespace")?.is_some() {
                 ns.delete(&self.namespace, &Default::default())
                     .await
                     .context(format!("deleting namespace {}", self.namespace))?;

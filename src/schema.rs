@@ -11,19 +11,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Column types the ScalarDB Schema Loader accepts (case-insensitive).
-pub const COLUMN_TYPES: &[&str] = &[
-    "BOOLEAN",
-    "INT",
-    "BIGINT",
-    "FLOAT",
-    "DOUBLE",
-    "TEXT",
-    "BLOB",
-    "DATE",
-    "TIME",
-    "TIMESTAMP",
-    "TIMESTAMPTZ",
-];
+pub const COLUMN_TYPES: &[&str] =
+    &["BOOLEAN", "INT", "BIGINT", "FLOAT", "DOUBLE", "TEXT", "BLOB", "DATE", "TIME", "TIMESTAMP", "TIMESTAMPTZ"];
 
 /// A JSON value with where it starts in the text.
 #[derive(Debug, Clone)]
@@ -141,11 +130,7 @@ impl Reader<'_> {
             }
             _ => {
                 let mut word = String::new();
-                while self
-                    .chars
-                    .peek()
-                    .is_some_and(|c| !matches!(c, ',' | '}' | ']') && !c.is_whitespace())
-                {
+                while self.chars.peek().is_some_and(|c| !matches!(c, ',' | '}' | ']') && !c.is_whitespace()) {
                     word.push(self.bump()?);
                 }
                 match word.as_str() {
@@ -156,11 +141,7 @@ impl Reader<'_> {
                 }
             }
         };
-        Some(Spanned {
-            line,
-            column,
-            value,
-        })
+        Some(Spanned { line, column, value })
     }
 }
 
@@ -176,11 +157,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{} {}: {} (fix: {})",
-            self.line, self.column, self.path, self.message, self.fix
-        )
+        write!(f, "{}:{} {}: {} (fix: {})", self.line, self.column, self.path, self.message, self.fix)
     }
 }
 
@@ -194,25 +171,18 @@ pub struct Schema {
 impl Schema {
     /// The ScalarDB namespaces its tables live in.
     pub fn namespaces(&self) -> Vec<String> {
-        let set: BTreeSet<_> = self
-            .tables
-            .iter()
-            .filter_map(|t| t.split_once('.').map(|(ns, _)| ns.to_string()))
-            .collect();
+        let set: BTreeSet<_> =
+            self.tables.iter().filter_map(|t| t.split_once('.').map(|(ns, _)| ns.to_string())).collect();
         set.into_iter().collect()
     }
 
     /// Reads and validates a schema file; every problem is in the error (exit 2).
     pub fn read(path: &Path) -> Result<Schema> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!("cannot read schema file {}: {e}", path.display()))
-                .hint("check the path")
+            Error::usage(format!("cannot read schema file {}: {e}", path.display())).hint("check the path")
         })?;
         Schema::parse(&text).map_err(|problems| {
-            let lines: Vec<String> = problems
-                .iter()
-                .map(|p| format!("{}:{p}", path.display()))
-                .collect();
+            let lines: Vec<String> = problems.iter().map(|p| format!("{}:{p}", path.display())).collect();
             Error::usage(format!(
                 "schema file {} has {} problem(s):\n  {}",
                 path.display(),
@@ -233,34 +203,19 @@ impl Schema {
                 fix: "correct the JSON syntax at that position".into(),
             }]);
         }
-        let root = Reader {
-            chars: text.chars().peekable(),
-            line: 1,
-            column: 1,
-        }
-        .value()
-        .expect("serde_json accepted it");
+        let root =
+            Reader { chars: text.chars().peekable(), line: 1, column: 1 }.value().expect("serde_json accepted it");
         let mut problems = vec![];
         let mut tables = vec![];
-        let problem =
-            |problems: &mut Vec<Problem>, at: &Spanned, path: &str, message: String, fix: &str| {
-                problems.push(Problem {
-                    path: path.into(),
-                    line: at.line,
-                    column: at.column,
-                    message,
-                    fix: fix.into(),
-                });
-            };
+        let problem = |problems: &mut Vec<Problem>, at: &Spanned, path: &str, message: String, fix: &str| {
+            problems.push(Problem { path: path.into(), line: at.line, column: at.column, message, fix: fix.into() });
+        };
         let Json::Object(members) = &root.value else {
             problem(
                 &mut problems,
                 &root,
                 "$",
-                format!(
-                    "the schema is {}, not an object of tables",
-                    root.value.kind()
-                ),
+                format!("the schema is {}, not an object of tables", root.value.kind()),
                 "write {\"namespace.table\": {...}, ...}",
             );
             return Err(problems);
@@ -271,9 +226,7 @@ impl Schema {
             };
             let path = format!("$[{name:?}]");
             match name.split_once('.') {
-                Some((ns, t)) if !ns.is_empty() && !t.is_empty() && !t.contains('.') => {
-                    tables.push(name.clone())
-                }
+                Some((ns, t)) if !ns.is_empty() && !t.is_empty() && !t.contains('.') => tables.push(name.clone()),
                 _ => problem(
                     &mut problems,
                     key,
@@ -293,10 +246,7 @@ impl Schema {
                 continue;
             };
             let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| matches!(&k.value, Json::String(s) if s == name))
-                    .map(|(_, v)| v)
+                fields.iter().find(|(k, _)| matches!(&k.value, Json::String(s) if s == name)).map(|(_, v)| v)
             };
             let columns: Vec<(String, &Spanned)> = match field("columns") {
                 None => {
@@ -309,10 +259,7 @@ impl Schema {
                     );
                     vec![]
                 }
-                Some(Spanned {
-                    value: Json::Object(cols),
-                    ..
-                }) => cols
+                Some(Spanned { value: Json::Object(cols), .. }) => cols
                     .iter()
                     .filter_map(|(k, v)| match &k.value {
                         Json::String(s) => Some((s.clone(), v)),
@@ -351,11 +298,8 @@ impl Schema {
                 }
             }
             let declared = |c: &str| columns.iter().any(|(n, _)| n == c);
-            for (key_name, required) in [
-                ("partition-key", true),
-                ("clustering-key", false),
-                ("secondary-index", false),
-            ] {
+            for (key_name, required) in [("partition-key", true), ("clustering-key", false), ("secondary-index", false)]
+            {
                 let kpath = format!("{path}[{key_name:?}]");
                 match field(key_name) {
                     None if required => problem(
@@ -366,11 +310,7 @@ impl Schema {
                         "list the partition key column(s), e.g. \"partition-key\": [\"id\"]",
                     ),
                     None => {}
-                    Some(Spanned {
-                        value: Json::Array(items),
-                        line,
-                        column,
-                    }) => {
+                    Some(Spanned { value: Json::Array(items), line, column }) => {
                         if required && items.is_empty() {
                             problems.push(Problem {
                                 path: kpath.clone(),
@@ -390,9 +330,7 @@ impl Schema {
                                             &mut problems,
                                             item,
                                             &kpath,
-                                            format!(
-                                                "key column {col:?} is not declared in \"columns\""
-                                            ),
+                                            format!("key column {col:?} is not declared in \"columns\""),
                                             &format!("add {col:?} with its type to \"columns\""),
                                         );
                                     }
@@ -428,14 +366,7 @@ impl Schema {
                 );
             }
         }
-        if problems.is_empty() {
-            Ok(Schema {
-                text: text.to_string(),
-                tables,
-            })
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(Schema { text: text.to_string(), tables }) } else { Err(problems) }
     }
 }
 
@@ -469,10 +400,7 @@ mod tests {
     fn broken_json_names_line_and_column() {
         let p = only("{\n  \"a.b\": {\n    \"columns\": {,}\n  }\n}");
         assert_eq!((p.line, p.column), (3, 17));
-        assert!(
-            p.message.contains("not valid JSON") && p.fix.contains("syntax"),
-            "{p}"
-        );
+        assert!(p.message.contains("not valid JSON") && p.fix.contains("syntax"), "{p}");
     }
 
     #[test]
@@ -480,10 +408,7 @@ mod tests {
         let p = only(r#"{"customers": {"partition-key": ["id"], "columns": {"id": "INT"}}}"#);
         assert_eq!(p.path, "$[\"customers\"]");
         assert_eq!((p.line, p.column), (1, 2));
-        assert!(
-            p.message.contains("namespace.table") && p.fix.contains("sample.customers"),
-            "{p}"
-        );
+        assert!(p.message.contains("namespace.table") && p.fix.contains("sample.customers"), "{p}");
     }
 
     #[test]
@@ -496,9 +421,7 @@ mod tests {
 
     #[test]
     fn a_key_column_not_in_columns() {
-        let p = only(
-            r#"{"a.b": {"partition-key": ["id"], "clustering-key": ["ts DESC"], "columns": {"id": "INT"}}}"#,
-        );
+        let p = only(r#"{"a.b": {"partition-key": ["id"], "clustering-key": ["ts DESC"], "columns": {"id": "INT"}}}"#);
         assert!(p.message.contains("\"ts\" is not declared"), "{p}");
         assert!(p.path.ends_with("[\"clustering-key\"]"), "{p}");
         assert!(p.fix.contains("add \"ts\""), "{p}");
@@ -506,26 +429,17 @@ mod tests {
 
     #[test]
     fn an_unknown_type() {
-        let p =
-            only("{\"a.b\": {\"partition-key\": [\"id\"],\n  \"columns\": {\"id\": \"VARCHAR\"}}}");
+        let p = only("{\"a.b\": {\"partition-key\": [\"id\"],\n  \"columns\": {\"id\": \"VARCHAR\"}}}");
         assert_eq!(p.path, "$[\"a.b\"].columns[\"id\"]");
         assert_eq!((p.line, p.column), (2, 21));
-        assert!(
-            p.message.contains("VARCHAR") && p.fix.contains("TEXT"),
-            "{p}"
-        );
+        assert!(p.message.contains("VARCHAR") && p.fix.contains("TEXT"), "{p}");
     }
 
     #[test]
     fn transaction_must_be_a_boolean() {
-        let p = only(
-            r#"{"a.b": {"transaction": "yes", "partition-key": ["id"], "columns": {"id": "INT"}}}"#,
-        );
+        let p = only(r#"{"a.b": {"transaction": "yes", "partition-key": ["id"], "columns": {"id": "INT"}}}"#);
         assert_eq!(p.path, "$[\"a.b\"].transaction");
-        assert!(
-            p.message.contains("a string, not a boolean") && p.fix.contains("without quotes"),
-            "{p}"
-        );
+        assert!(p.message.contains("a string, not a boolean") && p.fix.contains("without quotes"), "{p}");
     }
 
     #[test]

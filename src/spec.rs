@@ -166,10 +166,8 @@ pub fn default_role_name(cluster: &str) -> String {
 pub fn parse_label(text: &str) -> Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() && !k.contains(',') => Ok((k.to_string(), v.to_string())),
-        _ => Err(
-            Error::usage(format!("--node-selector {text:?} is not KEY=VALUE"))
-                .hint("give one label, e.g. --node-selector agentpool=scalardbgraphqlpool"),
-        ),
+        _ => Err(Error::usage(format!("--node-selector {text:?} is not KEY=VALUE"))
+            .hint("give one label, e.g. --node-selector agentpool=scalardbgraphqlpool")),
     }
 }
 
@@ -183,11 +181,7 @@ pub fn parse_taint(text: &str) -> Result<Taint> {
     if key.is_empty() || !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
         return Err(bad());
     }
-    Ok(Taint {
-        key: key.into(),
-        value: value.into(),
-        effect: effect.into(),
-    })
+    Ok(Taint { key: key.into(), value: value.into(), effect: effect.into() })
 }
 
 /// Reads a secret from exactly one of stdin, a file or an environment variable.
@@ -200,11 +194,8 @@ fn read_secret(
 ) -> Result<Option<Secret>> {
     let given = usize::from(stdin) + usize::from(file.is_some()) + usize::from(env.is_some());
     if given > 1 {
-        return Err(
-            Error::usage(format!("the {what} is given more than one way")).hint(format!(
-                "use one of --{what}-stdin, --{what}-file, --{what}-env"
-            )),
-        );
+        return Err(Error::usage(format!("the {what} is given more than one way"))
+            .hint(format!("use one of --{what}-stdin, --{what}-file, --{what}-env")));
     }
     let value = if stdin {
         if *stdin_used {
@@ -219,18 +210,13 @@ fn read_secret(
         s
     } else if let Some(path) = file {
         std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!(
-                "cannot read the {what} from {}: {e}",
-                path.display()
-            ))
-            .hint("check the file's path and permissions")
+            Error::usage(format!("cannot read the {what} from {}: {e}", path.display()))
+                .hint("check the file's path and permissions")
         })?
     } else if let Some(var) = env {
         std::env::var(var).map_err(|_| {
-            Error::usage(format!(
-                "environment variable {var} (named by --{what}-env) is not set"
-            ))
-            .hint(format!("export {var}, or use --{what}-file"))
+            Error::usage(format!("environment variable {var} (named by --{what}-env) is not set"))
+                .hint(format!("export {var}, or use --{what}-file"))
         })?
     } else {
         return Ok(None);
@@ -251,21 +237,14 @@ pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
                 .hint("check the path given to -f/--values")
         })?;
         let v: Value = serde_saphyr::from_str(&text).map_err(|e| {
-            Error::usage(format!(
-                "values file {} is not valid YAML: {}",
-                path.display(),
-                one_line(&e.to_string())
-            ))
-            .hint("fix the YAML at the position shown")
+            Error::usage(format!("values file {} is not valid YAML: {}", path.display(), one_line(&e.to_string())))
+                .hint("fix the YAML at the position shown")
         })?;
         match v {
             Value::Object(_) => crate::values::merge(&mut merged, v),
             Value::Null => {}
             _ => {
-                return Err(Error::usage(format!(
-                    "values file {} must hold a map of values",
-                    path.display()
-                )));
+                return Err(Error::usage(format!("values file {} must hold a map of values", path.display())));
             }
         }
     }
@@ -273,46 +252,32 @@ pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
 }
 
 fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Builds the spec, options and secrets of `install` from its flags; reads
 /// the files it names. Bad input fails here, before anything is contacted.
-pub fn for_install(
-    a: &InstallArgs,
-    cluster: &str,
-    namespace: &str,
-) -> Result<(Spec, Options, Secrets)> {
+/// `Spec::resolve` then adds what depends on the cluster.
+pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     let timeout = crate::context::parse_duration(&a.wait_args.timeout)
         .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.wait_args.timeout)))?
         .unwrap_or(Duration::from_secs(600));
     let props = match &a.scalardb.db_properties {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::usage(format!(
-                    "cannot read --db-properties {}: {e}",
-                    path.display()
-                ))
-                .hint("check the file's path")
+                Error::usage(format!("cannot read --db-properties {}: {e}", path.display()))
+                    .hint("check the file's path")
             })?;
-            DatabaseProperties::parse(&text).map_err(|e| {
-                Error::usage(format!("--db-properties {}: {e}", path.display()))
-                    .hint("fix the file")
-            })?
+            DatabaseProperties::parse(&text)
+                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", path.display())).hint("fix the file"))?
         }
         None => DatabaseProperties::default(),
     };
     if let Some(storage) = &a.scalardb.storage
         && !STORAGES.contains(&storage.as_str())
     {
-        return Err(Error::usage(format!(
-            "--storage {storage:?} is not a storage the chart accepts"
-        ))
-        .hint(format!("use one of: {}", STORAGES.join(", "))));
+        return Err(Error::usage(format!("--storage {storage:?} is not a storage the chart accepts"))
+            .hint(format!("use one of: {}", STORAGES.join(", "))));
     }
     let mut namespaces = a.scalardb.namespaces.clone();
     if namespaces.is_empty() {
@@ -338,41 +303,30 @@ pub fn for_install(
         (None, None) => None,
         (Some(_), None) => {
             return Err(Error::usage("--registry-username needs a token")
-                .hint("give it with --registry-password-stdin, --registry-password-file or --registry-password-env"))
+                .hint("give it with --registry-password-stdin, --registry-password-file or --registry-password-env"));
         }
         (None, Some(_)) => return Err(Error::usage("a registry token was given without --registry-username")),
     };
     let d = &a.database;
-    let db_password = read_secret(
-        "db-password",
-        d.db_password_stdin,
-        &d.db_password_file,
-        &d.db_password_env,
-        &mut stdin_used,
-    )?
-    .or(props.password.clone().map(Secret::new));
+    let db_password =
+        read_secret("db-password", d.db_password_stdin, &d.db_password_file, &d.db_password_env, &mut stdin_used)?
+            .or(props.password.clone().map(Secret::new));
     let db_username = d.db_username.clone().or(props.username.clone());
     let database = match (db_username, db_password) {
         (Some(u), Some(p)) => Some((u, p)),
         (None, None) => None,
-        (Some(_), None) => return Err(Error::usage(
-            "a database user was given without a password",
-        )
-        .hint(
-            "give it with --db-password-stdin/-file/-env, or scalar.db.password in --db-properties",
-        )),
+        (Some(_), None) => {
+            return Err(Error::usage("a database user was given without a password")
+                .hint("give it with --db-password-stdin/-file/-env, or scalar.db.password in --db-properties"));
+        }
         (None, Some(_)) => {
             return Err(Error::usage("a database password was given without a user")
                 .hint("pass --db-username, or scalar.db.username in --db-properties"));
         }
     };
     if database.is_some() && d.existing_db_secret.is_some() {
-        return Err(Error::usage(
-            "database credentials were given together with --existing-db-secret",
-        )
-        .hint(
-            "either let install create the Secret from the credentials, or name an existing one",
-        ));
+        return Err(Error::usage("database credentials were given together with --existing-db-secret")
+            .hint("either let install create the Secret from the credentials, or name an existing one"));
     }
     let user_values = read_values_files(&a.chart.values)?;
     if let Some(path) = &a.iam.iam_policy_file {
@@ -382,41 +336,21 @@ pub fn for_install(
         None
     } else {
         let (label_key, label_value) = parse_label(&a.nodes.node_selector)?;
-        Some(NodeSpec {
-            label_key,
-            label_value,
-            taint: parse_taint(&a.nodes.taint)?,
-            names: a.nodes.nodes.clone(),
-        })
+        Some(NodeSpec { label_key, label_value, taint: parse_taint(&a.nodes.taint)?, names: a.nodes.nodes.clone() })
     };
     let chart = match &a.chart.chart_repo {
-        Some(repo) if std::path::Path::new(repo).exists() => ChartRef {
-            name: repo.clone(),
-            repo: None,
-            version: None,
-        },
+        Some(repo) if std::path::Path::new(repo).exists() => ChartRef { name: repo.clone(), repo: None, version: None },
         repo => ChartRef {
             name: pins::GRAPHQL_CHART.into(),
-            repo: Some(
-                repo.clone()
-                    .unwrap_or_else(|| pins::GRAPHQL_CHART_REPO.into()),
-            ),
-            version: Some(
-                a.chart
-                    .chart_version
-                    .clone()
-                    .unwrap_or_else(|| pins::GRAPHQL_CHART_VERSION.into()),
-            ),
+            repo: Some(repo.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_REPO.into())),
+            version: Some(a.chart.chart_version.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_VERSION.into())),
         },
     };
-    let db_secret_name = d
-        .existing_db_secret
-        .clone()
-        .or(d.db_secret.clone())
-        .unwrap_or_else(|| format!("{}-db", a.release.release));
+    let db_secret_name =
+        d.existing_db_secret.clone().or(d.db_secret.clone()).unwrap_or_else(|| format!("{}-db", a.release.release));
     let spec = Spec {
         release: a.release.release.clone(),
-        namespace: namespace.to_string(),
+        namespace: String::new(),
         chart,
         replicas: a.chart.replicas,
         scalardb: ScalarDbConfig {
@@ -432,11 +366,7 @@ pub fn for_install(
         },
         iam: IamSpec {
             policy_name: a.iam.iam_policy_name.clone(),
-            role_name: a
-                .iam
-                .iam_role_name
-                .clone()
-                .unwrap_or_else(|| default_role_name(cluster)),
+            role_name: a.iam.iam_role_name.clone().unwrap_or_default(),
         },
         lb_controller: LbcSpec {
             external: a.lbc.skip_lb_controller,
@@ -444,36 +374,19 @@ pub fn for_install(
             namespace: pins::LBC_NAMESPACE.into(),
             chart: ChartRef {
                 name: pins::LBC_CHART.into(),
-                repo: Some(
-                    a.lbc
-                        .lbc_chart_repo
-                        .clone()
-                        .unwrap_or_else(|| pins::LBC_CHART_REPO.into()),
-                ),
-                version: Some(
-                    a.lbc
-                        .lbc_chart_version
-                        .clone()
-                        .unwrap_or_else(|| pins::LBC_CHART_VERSION.into()),
-                ),
+                repo: Some(a.lbc.lbc_chart_repo.clone().unwrap_or_else(|| pins::LBC_CHART_REPO.into())),
+                version: Some(a.lbc.lbc_chart_version.clone().unwrap_or_else(|| pins::LBC_CHART_VERSION.into())),
             },
             service_account: pins::LBC_SERVICE_ACCOUNT.into(),
         },
         subnets: a.network.subnets.clone(),
         nodes,
         registry_secret: SecretRef {
-            name: r
-                .image_pull_secret
-                .clone()
-                .unwrap_or_else(|| r.registry_secret.clone()),
+            name: r.image_pull_secret.clone().unwrap_or_else(|| r.registry_secret.clone()),
             managed: r.image_pull_secret.is_none(),
             server: Some(r.registry_server.clone()),
         },
-        database_secret: SecretRef {
-            name: db_secret_name,
-            managed: d.existing_db_secret.is_none(),
-            server: None,
-        },
+        database_secret: SecretRef { name: db_secret_name, managed: d.existing_db_secret.is_none(), server: None },
     };
     let options = Options {
         dry_run: a.dry_run,
@@ -495,15 +408,21 @@ pub fn for_install(
 
 /// The spec status and uninstall act on when there is no install record: the defaults.
 pub fn defaults(release: &str, cluster: &str, namespace: &str) -> Spec {
-    let args =
-        <crate::cli::Cli as clap::Parser>::try_parse_from(["x", "install", "--release", release])
-            .expect("the defaults parse");
-    let crate::cli::Command::Install(a) = args.command else {
-        unreachable!()
-    };
-    for_install(&a, cluster, namespace)
-        .expect("the defaults are valid")
-        .0
+    let args = <crate::cli::Cli as clap::Parser>::try_parse_from(["x", "install", "--release", release])
+        .expect("the defaults parse");
+    let crate::cli::Command::Install(a) = args.command else { unreachable!() };
+    for_install(&a).expect("the defaults are valid").0.resolve(cluster, namespace)
+}
+
+impl Spec {
+    /// Fills in what depends on the cluster: the release namespace and the default role name.
+    pub fn resolve(mut self, cluster: &str, namespace: &str) -> Spec {
+        self.namespace = namespace.to_string();
+        if self.iam.role_name.is_empty() {
+            self.iam.role_name = default_role_name(cluster);
+        }
+        self
+    }
 }
 
 pub fn for_status(a: &StatusArgs) -> Result<Options> {
@@ -550,10 +469,7 @@ mod tests {
             (t.key.as_str(), t.value.as_str(), t.effect.as_str()),
             ("kubernetes.io/app", "scalardbgraphqlpool", "NoSchedule")
         );
-        assert_eq!(
-            t.to_string(),
-            "kubernetes.io/app=scalardbgraphqlpool:NoSchedule"
-        );
+        assert_eq!(t.to_string(), "kubernetes.io/app=scalardbgraphqlpool:NoSchedule");
     }
 
     #[test]
@@ -566,10 +482,7 @@ mod tests {
     #[test]
     fn role_names_fit_iam() {
         assert!(default_role_name(&"c".repeat(80)).len() <= 64);
-        assert_eq!(
-            default_role_name("prod"),
-            "prod-aws-load-balancer-controller"
-        );
+        assert_eq!(default_role_name("prod"), "prod-aws-load-balancer-controller");
     }
 
     #[test]
@@ -581,19 +494,10 @@ mod tests {
     fn defaults_follow_the_guide() {
         let s = defaults("scalardb-graphql", "prod", "default");
         let n = s.nodes.unwrap();
-        assert_eq!(
-            (n.label_key.as_str(), n.label_value.as_str()),
-            ("agentpool", "scalardbgraphqlpool")
-        );
-        assert_eq!(
-            n.taint.to_string(),
-            "kubernetes.io/app=scalardbgraphqlpool:NoSchedule"
-        );
+        assert_eq!((n.label_key.as_str(), n.label_value.as_str()), ("agentpool", "scalardbgraphqlpool"));
+        assert_eq!(n.taint.to_string(), "kubernetes.io/app=scalardbgraphqlpool:NoSchedule");
         assert_eq!(s.registry_secret.name, "reg-docker-secrets");
         assert_eq!(s.iam.policy_name, "AWSLoadBalancerControllerIAMPolicy");
-        assert_eq!(
-            s.chart.version.as_deref(),
-            Some(pins::GRAPHQL_CHART_VERSION)
-        );
+        assert_eq!(s.chart.version.as_deref(), Some(pins::GRAPHQL_CHART_VERSION));
     }
 }

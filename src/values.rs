@@ -23,14 +23,9 @@ pub fn alb_annotations(path: &str) -> Vec<(String, String)> {
         (format!("{ANNOTATION_PREFIX}target-type"), "ip".into()),
         (
             format!("{ANNOTATION_PREFIX}target-group-attributes"),
-            format!(
-                "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds={STICKINESS_DURATION_SECONDS}"
-            ),
+            format!("stickiness.enabled=true,stickiness.lb_cookie.duration_seconds={STICKINESS_DURATION_SECONDS}"),
         ),
-        (
-            format!("{ANNOTATION_PREFIX}healthcheck-path"),
-            format!("{path}?query=%7B__typename%7D"),
-        ),
+        (format!("{ANNOTATION_PREFIX}healthcheck-path"), format!("{path}?query=%7B__typename%7D")),
     ]
 }
 
@@ -46,26 +41,15 @@ pub fn graphql(spec: &Spec) -> Value {
     put("contactPoints", c.contact_points.clone().map(Value::from));
     put("contactPort", c.contact_port.map(Value::from));
     put("storage", c.storage.clone().map(Value::from));
-    put(
-        "transactionManager",
-        c.transaction_manager.clone().map(Value::from),
-    );
-    put(
-        "consensuscommitIsolationLevel",
-        c.isolation_level.clone().map(Value::from),
-    );
-    put(
-        "consensuscommitSerializableStrategy",
-        c.serializable_strategy.clone().map(Value::from),
-    );
+    put("transactionManager", c.transaction_manager.clone().map(Value::from));
+    put("consensuscommitIsolationLevel", c.isolation_level.clone().map(Value::from));
+    put("consensuscommitSerializableStrategy", c.serializable_strategy.clone().map(Value::from));
     put("path", Some(Value::from(c.path.clone())));
     put("namespaces", Some(Value::from(c.namespaces.join(","))));
     put("graphiql", c.graphiql.clone().map(Value::from));
 
-    let mut annotations: Map<String, Value> = alb_annotations(&c.path)
-        .into_iter()
-        .map(|(k, v)| (k, Value::from(v)))
-        .collect();
+    let mut annotations: Map<String, Value> =
+        alb_annotations(&c.path).into_iter().map(|(k, v)| (k, Value::from(v))).collect();
     for key in NGINX_DEFAULT_ANNOTATIONS {
         annotations.insert(key.to_string(), Value::Null);
     }
@@ -143,16 +127,10 @@ pub fn redacted(v: &Value) -> Value {
             m.iter()
                 .map(|(k, v)| {
                     let lower = k.to_ascii_lowercase();
-                    let secret = ["password", "token", "secret_key", "secretkey"]
-                        .iter()
-                        .any(|s| lower.contains(s));
+                    let secret = ["password", "token", "secret_key", "secretkey"].iter().any(|s| lower.contains(s));
                     (
                         k.clone(),
-                        if secret && !v.is_null() && !v.is_object() {
-                            Value::from("<redacted>")
-                        } else {
-                            redacted(v)
-                        },
+                        if secret && !v.is_null() && !v.is_object() { Value::from("<redacted>") } else { redacted(v) },
                     )
                 })
                 .collect(),
@@ -185,14 +163,8 @@ mod tests {
             a["alb.ingress.kubernetes.io/target-group-attributes"],
             "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
         );
-        assert_eq!(
-            a["alb.ingress.kubernetes.io/healthcheck-path"],
-            "/graphql?query=%7B__typename%7D"
-        );
-        assert_eq!(
-            v["ingress"]["hosts"][0]["paths"][0],
-            json!({"path": "/graphql", "pathType": "Exact"})
-        );
+        assert_eq!(a["alb.ingress.kubernetes.io/healthcheck-path"], "/graphql?query=%7B__typename%7D");
+        assert_eq!(v["ingress"]["hosts"][0]["paths"][0], json!({"path": "/graphql", "pathType": "Exact"}));
     }
 
     #[test]
@@ -200,31 +172,22 @@ mod tests {
         let v = graphql(&spec());
         for k in NGINX_DEFAULT_ANNOTATIONS {
             assert_eq!(v["ingress"]["annotations"][*k], Value::Null, "{k}");
-            assert!(
-                v["ingress"]["annotations"]
-                    .as_object()
-                    .unwrap()
-                    .contains_key(*k)
-            );
+            assert!(v["ingress"]["annotations"].as_object().unwrap().contains_key(*k));
         }
     }
 
     #[test]
     fn pods_go_to_the_dedicated_nodes_and_spread() {
         let v = graphql(&spec());
-        let term = &v["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            ["nodeSelectorTerms"][0]["matchExpressions"][0];
-        assert_eq!(
-            term,
-            &json!({"key": "agentpool", "operator": "In", "values": ["scalardbgraphqlpool"]})
-        );
+        let term = &v["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0];
+        assert_eq!(term, &json!({"key": "agentpool", "operator": "In", "values": ["scalardbgraphqlpool"]}));
         assert_eq!(
             v["tolerations"][0],
             json!({"key": "kubernetes.io/app", "operator": "Equal", "value": "scalardbgraphqlpool", "effect": "NoSchedule"})
         );
         assert_eq!(
-            v["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
-                ["podAffinityTerm"]["topologyKey"],
+            v["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"],
             "kubernetes.io/hostname"
         );
     }
@@ -243,35 +206,20 @@ mod tests {
         assert_eq!(v["existingSecret"], "scalardb-graphql-db");
         assert!(v["scalarDbGraphQlConfiguration"].get("password").is_none());
         assert!(v["scalarDbGraphQlConfiguration"].get("username").is_none());
-        assert_eq!(
-            v["scalarDbGraphQlConfiguration"]["namespaces"],
-            "emoney,sample"
-        );
-        assert_eq!(
-            v["imagePullSecrets"],
-            json!([{"name": "reg-docker-secrets"}])
-        );
+        assert_eq!(v["scalarDbGraphQlConfiguration"]["namespaces"], "emoney,sample");
+        assert_eq!(v["imagePullSecrets"], json!([{"name": "reg-docker-secrets"}]));
     }
 
     #[test]
     fn merge_is_helms() {
         let mut base = json!({"a": {"b": 1, "c": 2}, "l": [1, 2], "s": "x"});
-        merge(
-            &mut base,
-            json!({"a": {"c": 3, "d": null}, "l": [3], "n": {"m": 1}}),
-        );
-        assert_eq!(
-            base,
-            json!({"a": {"b": 1, "c": 3, "d": null}, "l": [3], "s": "x", "n": {"m": 1}})
-        );
+        merge(&mut base, json!({"a": {"c": 3, "d": null}, "l": [3], "n": {"m": 1}}));
+        assert_eq!(base, json!({"a": {"b": 1, "c": 3, "d": null}, "l": [3], "s": "x", "n": {"m": 1}}));
     }
 
     #[test]
     fn user_values_win() {
-        let v = with_user_values(
-            graphql(&spec()),
-            &json!({"replicaCount": 5, "ingress": {"annotations": {"x": "y"}}}),
-        );
+        let v = with_user_values(graphql(&spec()), &json!({"replicaCount": 5, "ingress": {"annotations": {"x": "y"}}}));
         assert_eq!(v["replicaCount"], 5);
         assert_eq!(v["ingress"]["annotations"]["x"], "y");
         assert_eq!(v["ingress"]["className"], "alb");
@@ -279,9 +227,7 @@ mod tests {
 
     #[test]
     fn display_redacts_credentials() {
-        let r = redacted(
-            &json!({"scalarDbGraphQlConfiguration": {"password": "p", "username": "u"}, "token": "t"}),
-        );
+        let r = redacted(&json!({"scalarDbGraphQlConfiguration": {"password": "p", "username": "u"}, "token": "t"}));
         assert_eq!(r["scalarDbGraphQlConfiguration"]["password"], "<redacted>");
         assert_eq!(r["scalarDbGraphQlConfiguration"]["username"], "u");
         assert_eq!(r["token"], "<redacted>");

@@ -17,24 +17,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
-    let deadline = env
-        .options
-        .deadline
-        .unwrap_or_else(|| Instant::now() + env.options.timeout);
+    let deadline = env.options.deadline.unwrap_or_else(|| Instant::now() + env.options.timeout);
     loop {
         let state = match check().await? {
             Ok(v) => return Ok(v),
             Err(state) => state,
         };
-        env.progress
-            .waiting(&format!("waiting for {what}: {state}"));
+        env.progress.waiting(&format!("waiting for {what}: {state}"));
         if Instant::now() + INTERVAL > deadline {
-            return Err(Error::timeout(format!(
-                "timed out waiting for {what}; last seen: {state}"
-            ))
-            .hint(
-                "run `kubectl scalardb-graphql status` to see what is missing, or raise --timeout",
-            ));
+            return Err(Error::timeout(format!("timed out waiting for {what}; last seen: {state}"))
+                .hint("run `kubectl scalardb-graphql status` to see what is missing, or raise --timeout"));
         }
         tokio::time::sleep(INTERVAL).await;
     }

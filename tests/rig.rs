@@ -76,7 +76,12 @@ async fn a_deployment_with_the_guides_affinity_lands_on_the_pool_and_becomes_rea
         let ready_pods: Vec<&Pod> = list
             .items
             .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
             .collect();
         if ready_pods.len() == 3 {
             for p in ready_pods {
@@ -115,7 +120,8 @@ async fn the_aws_sdk_for_rust_reads_the_caller_and_the_eks_issuer_from_moto() {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
     let who = aws_sdk_sts::Client::new(&sdk).get_caller_identity().send().await.unwrap();
     assert_eq!(who.account(), Some("123456789012"));
-    let cluster = aws_sdk_eks::Client::new(&sdk).describe_cluster().name(rig.get("RIG_CLUSTER_NAME")).send().await.unwrap();
+    let cluster =
+        aws_sdk_eks::Client::new(&sdk).describe_cluster().name(rig.get("RIG_CLUSTER_NAME")).send().await.unwrap();
     let cluster = cluster.cluster().unwrap();
     let issuer = cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap();
     assert!(issuer.starts_with("https://oidc.eks.us-east-1.amazonaws.com/id/"), "{issuer}");
@@ -132,7 +138,20 @@ fn helm_3_and_helm_4_each_install_the_test_chart_from_the_local_repository() {
         let ns = format!("smoke-{helm}");
         let out = rig
             .cmd(helm)
-            .args(["install", "g", "scalardb-graphql", "--repo", rig.get("RIG_CHART_REPO_URL"), "--version", "1.8.5", "-n", &ns, "--create-namespace", "--set", "ingress.className=alb"])
+            .args([
+                "install",
+                "g",
+                "scalardb-graphql",
+                "--repo",
+                rig.get("RIG_CHART_REPO_URL"),
+                "--version",
+                "1.8.5",
+                "-n",
+                &ns,
+                "--create-namespace",
+                "--set",
+                "ingress.className=alb",
+            ])
             .output()
             .unwrap();
         expect_code(&out, 0, &format!("{helm} install"));
@@ -164,7 +183,11 @@ fn through_haproxy_a_transaction_with_the_cookie_stays_and_without_it_is_lost() 
     let head = text(&head.stdout);
     let cookie = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie: awsalb=").then(|| l[12..].split(';').next().unwrap().trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: awsalb=")
+                .then(|| l[12..].split(';').next().unwrap().trim().to_string())
+        })
         .unwrap_or_else(|| panic!("no AWSALB cookie in {head}"));
     let start = post(&url, "query @transaction { __typename }", Some(&cookie));
     let id = start["extensions"]["transaction"]["id"].as_str().unwrap().to_string();
@@ -185,7 +208,10 @@ fn through_haproxy_a_transaction_with_the_cookie_stays_and_without_it_is_lost() 
 
     rig.dataplane(&["sticky", "off"]);
     let r = Command::new("curl").args(["-si", &format!("{url}?query=%7B__typename%7D")]).output().unwrap();
-    assert!(!text(&r.stdout).to_ascii_lowercase().contains("set-cookie: awsalb"), "stickiness off still sets the cookie");
+    assert!(
+        !text(&r.stdout).to_ascii_lowercase().contains("set-cookie: awsalb"),
+        "stickiness off still sets the cookie"
+    );
     rig.dataplane(&["sticky", "on"]);
 }
 
@@ -193,24 +219,46 @@ fn through_haproxy_a_transaction_with_the_cookie_stays_and_without_it_is_lost() 
 fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_removes_both() {
     let rig = rig();
     rig.reset();
-    let private: Vec<String> = rig.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private*"])["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-        .collect();
+    let private: Vec<String> =
+        rig.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private*"])["Subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["SubnetId"].as_str().unwrap().to_string())
+            .collect();
     let mut tag = vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/role/internal-elb,Value=1", "--resources"];
     tag.extend(private.iter().map(String::as_str));
     rig.aws(&tag);
     let out = rig
         .cmd("helm")
-        .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "--repo", rig.get("RIG_CHART_REPO_URL"), "-n", "kube-system", "--set", &format!("clusterName={}", rig.get("RIG_CLUSTER_NAME")), "--wait"])
+        .args([
+            "install",
+            "aws-load-balancer-controller",
+            "aws-load-balancer-controller",
+            "--repo",
+            rig.get("RIG_CHART_REPO_URL"),
+            "-n",
+            "kube-system",
+            "--set",
+            &format!("clusterName={}", rig.get("RIG_CLUSTER_NAME")),
+            "--wait",
+        ])
         .output()
         .unwrap();
     expect_code(&out, 0, "helm install controller");
     let out = rig
         .cmd("helm")
-        .args(["install", "g", "scalardb-graphql", "--repo", rig.get("RIG_CHART_REPO_URL"), "--set", "ingress.className=alb", "--set", "replicaCount=2"])
+        .args([
+            "install",
+            "g",
+            "scalardb-graphql",
+            "--repo",
+            rig.get("RIG_CHART_REPO_URL"),
+            "--set",
+            "ingress.className=alb",
+            "--set",
+            "replicaCount=2",
+        ])
         .output()
         .unwrap();
     expect_code(&out, 0, "helm install graphql");
@@ -223,11 +271,24 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
     let lbs = rig.aws(&["elbv2", "describe-load-balancers"]);
     assert_eq!(lbs["LoadBalancers"][0]["DNSName"], hostname.as_str());
     assert_eq!(lbs["LoadBalancers"][0]["Scheme"], "internal");
-    let tg = rig.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap().to_string();
+    let tg = rig.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let attrs = rig.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", &tg]);
-    let sticky = attrs["Attributes"].as_array().unwrap().iter().any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true");
+    let sticky = attrs["Attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true");
     assert!(sticky, "{attrs}");
-    rig.eventually("two ip targets", 30, || rig.aws(&["elbv2", "describe-target-health", "--target-group-arn", &tg])["TargetHealthDescriptions"].as_array().unwrap().len() == 2);
+    rig.eventually("two ip targets", 30, || {
+        rig.aws(&["elbv2", "describe-target-health", "--target-group-arn", &tg])["TargetHealthDescriptions"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
     let ing = rig.kubectl_json(&["get", "ingress", "g-scalardb-graphql"]);
     assert_eq!(ing["metadata"]["finalizers"], json!(["ingress.k8s.aws/resources"]));
     assert_eq!(rig.kubectl_json(&["get", "targetgroupbindings"])["items"].as_array().unwrap().len(), 1);
@@ -237,6 +298,8 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
         rig.aws(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty()
             && rig.aws(&["elbv2", "describe-target-groups"])["TargetGroups"].as_array().unwrap().is_empty()
     });
-    rig.eventually("the Ingress to be gone", 30, || !rig.kubectl(&["get", "ingress", "g-scalardb-graphql"]).status.success());
+    rig.eventually("the Ingress to be gone", 30, || {
+        !rig.kubectl(&["get", "ingress", "g-scalardb-graphql"]).status.success()
+    });
     rig.reset();
 }

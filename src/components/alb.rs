@@ -48,11 +48,7 @@ impl AlbState {
         self.load_balancers.iter().map(|l| l.arn.clone()).collect()
     }
     pub fn summary(&self) -> String {
-        format!(
-            "{} load balancer(s), {} target group(s) left",
-            self.load_balancers.len(),
-            self.target_groups.len()
-        )
+        format!("{} load balancer(s), {} target group(s) left", self.load_balancers.len(), self.target_groups.len())
     }
     fn sticky(tg: &TargetGroup) -> bool {
         tg.attributes.get("stickiness.enabled").map(String::as_str) == Some("true")
@@ -72,13 +68,9 @@ async fn tagged(elb: &Elb, arns: Vec<String>, cluster: &str, stack: &str) -> Res
             .map_err(error::aws)
             .context("reading ELBv2 tags")?;
         for d in out.tag_descriptions() {
-            let tags: BTreeMap<_, _> = d
-                .tags()
-                .iter()
-                .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
-                .collect();
-            if tags.get("elbv2.k8s.aws/cluster") == Some(&cluster)
-                && tags.get("ingress.k8s.aws/stack") == Some(&stack)
+            let tags: BTreeMap<_, _> =
+                d.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+            if tags.get("elbv2.k8s.aws/cluster") == Some(&cluster) && tags.get("ingress.k8s.aws/stack") == Some(&stack)
             {
                 found.push(d.resource_arn().unwrap_or_default().to_string());
             }
@@ -94,68 +86,39 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
     let mut all_lbs = vec![];
     let mut pages = elb.describe_load_balancers().into_paginator().send();
     while let Some(page) = pages.next().await {
-        all_lbs.extend(
-            page.map_err(error::aws)
-                .context("listing load balancers")?
-                .load_balancers()
-                .to_vec(),
-        );
+        all_lbs.extend(page.map_err(error::aws).context("listing load balancers")?.load_balancers().to_vec());
     }
     let ours = tagged(
         elb,
-        all_lbs
-            .iter()
-            .filter_map(|l| l.load_balancer_arn().map(str::to_string))
-            .collect(),
+        all_lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect(),
         &env.facts.name,
         &stack,
     )
     .await?;
     let load_balancers = all_lbs
         .iter()
-        .filter(|l| {
-            l.load_balancer_arn()
-                .is_some_and(|a| ours.iter().any(|o| o == a))
-        })
+        .filter(|l| l.load_balancer_arn().is_some_and(|a| ours.iter().any(|o| o == a)))
         .map(|l| LoadBalancer {
             arn: l.load_balancer_arn().unwrap_or_default().into(),
             name: l.load_balancer_name().unwrap_or_default().into(),
-            state: l
-                .state()
-                .and_then(|s| s.code())
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default(),
-            scheme: l
-                .scheme()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+            state: l.state().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
+            scheme: l.scheme().map(|s| s.as_str().to_string()).unwrap_or_default(),
         })
         .collect();
     let mut all_tgs = vec![];
     let mut pages = elb.describe_target_groups().into_paginator().send();
     while let Some(page) = pages.next().await {
-        all_tgs.extend(
-            page.map_err(error::aws)
-                .context("listing target groups")?
-                .target_groups()
-                .to_vec(),
-        );
+        all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
     }
     let ours = tagged(
         elb,
-        all_tgs
-            .iter()
-            .filter_map(|t| t.target_group_arn().map(str::to_string))
-            .collect(),
+        all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(),
         &env.facts.name,
         &stack,
     )
     .await?;
     let mut target_groups = vec![];
-    for tg in all_tgs.iter().filter(|t| {
-        t.target_group_arn()
-            .is_some_and(|a| ours.iter().any(|o| o == a))
-    }) {
+    for tg in all_tgs.iter().filter(|t| t.target_group_arn().is_some_and(|a| ours.iter().any(|o| o == a))) {
         let arn = tg.target_group_arn().unwrap_or_default().to_string();
         let attributes = elb
             .describe_target_group_attributes()
@@ -166,12 +129,7 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
             .context("reading target group attributes")?
             .attributes()
             .iter()
-            .map(|a| {
-                (
-                    a.key().unwrap_or_default().to_string(),
-                    a.value().unwrap_or_default().to_string(),
-                )
-            })
+            .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
             .collect();
         let targets = elb
             .describe_target_health()
@@ -184,14 +142,8 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
             .iter()
             .map(|h| {
                 (
-                    h.target()
-                        .and_then(|t| t.id())
-                        .unwrap_or_default()
-                        .to_string(),
-                    h.target_health()
-                        .and_then(|t| t.state())
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
+                    h.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                    h.target_health().and_then(|t| t.state()).map(|s| s.as_str().to_string()).unwrap_or_default(),
                 )
             })
             .collect();
@@ -202,10 +154,7 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
             targets,
         });
     }
-    Ok(AlbState {
-        load_balancers,
-        target_groups,
-    })
+    Ok(AlbState { load_balancers, target_groups })
 }
 
 #[derive(Default)]
@@ -219,10 +168,7 @@ impl Alb {
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
             kube::Api::namespaced(env.kube().clone(), &env.spec.namespace);
         let ready = pods
-            .list(
-                &kube::api::ListParams::default()
-                    .labels(&format!("app.kubernetes.io/instance={}", env.spec.release)),
-            )
+            .list(&kube::api::ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
             .await
             .context("listing the GraphQL pods")?
             .into_iter()
@@ -242,21 +188,13 @@ impl Alb {
             ];
         };
         let lb_check = if lb.state != "active" {
-            Check::fail(
-                c,
-                "alb.load-balancer",
-                format!("ALB {} is {}", lb.name, lb.state),
-            )
-            .hint("wait for it to become active")
+            Check::fail(c, "alb.load-balancer", format!("ALB {} is {}", lb.name, lb.state))
+                .hint("wait for it to become active")
         } else if lb.scheme != "internal" {
             Check::fail(c, "alb.load-balancer", format!("ALB {} is {}, not internal", lb.name, lb.scheme))
                 .hint("annotate alb.ingress.kubernetes.io/scheme: internal (re-run install); the controller recreates the ALB")
         } else {
-            Check::pass(
-                c,
-                "alb.load-balancer",
-                format!("ALB {} is active and internal", lb.name),
-            )
+            Check::pass(c, "alb.load-balancer", format!("ALB {} is active and internal", lb.name))
         };
         let not_sticky: Vec<_> = state
             .target_groups
@@ -266,14 +204,8 @@ impl Alb {
                 format!(
                     "{} (stickiness.enabled={}, type={})",
                     t.name,
-                    t.attributes
-                        .get("stickiness.enabled")
-                        .map(String::as_str)
-                        .unwrap_or("?"),
-                    t.attributes
-                        .get("stickiness.type")
-                        .map(String::as_str)
-                        .unwrap_or("?")
+                    t.attributes.get("stickiness.enabled").map(String::as_str).unwrap_or("?"),
+                    t.attributes.get("stickiness.type").map(String::as_str).unwrap_or("?")
                 )
             })
             .collect();
@@ -286,37 +218,18 @@ impl Alb {
                 format!("target groups not sticky: {}", not_sticky.join(", ")))
                 .hint("the controller applies target-group-attributes when the Ingress changes: fix the annotation, or set the attribute with aws elbv2 modify-target-group-attributes")
         };
-        let targets: Vec<_> = state
-            .target_groups
-            .iter()
-            .flat_map(|t| &t.targets)
-            .collect();
-        let unhealthy: Vec<_> = targets
-            .iter()
-            .filter(|(_, h)| h != "healthy")
-            .map(|(id, h)| format!("{id} {h}"))
-            .collect();
+        let targets: Vec<_> = state.target_groups.iter().flat_map(|t| &t.targets).collect();
+        let unhealthy: Vec<_> =
+            targets.iter().filter(|(_, h)| h != "healthy").map(|(id, h)| format!("{id} {h}")).collect();
         let healthy = targets.len() - unhealthy.len();
         let targets_check = if !unhealthy.is_empty() {
-            Check::fail(
-                c,
-                "alb.targets",
-                format!("unhealthy targets: {}", unhealthy.join(", ")),
-            )
-            .hint("check the pods' readiness and the health check path")
+            Check::fail(c, "alb.targets", format!("unhealthy targets: {}", unhealthy.join(", ")))
+                .hint("check the pods' readiness and the health check path")
         } else if healthy != ready {
-            Check::fail(
-                c,
-                "alb.targets",
-                format!("{healthy} healthy target(s) for {ready} Ready pod(s)"),
-            )
-            .hint("the controller registers Ready pods; check its logs and the TargetGroupBinding")
+            Check::fail(c, "alb.targets", format!("{healthy} healthy target(s) for {ready} Ready pod(s)"))
+                .hint("the controller registers Ready pods; check its logs and the TargetGroupBinding")
         } else {
-            Check::pass(
-                c,
-                "alb.targets",
-                format!("{healthy} healthy target(s), one per Ready pod"),
-            )
+            Check::pass(c, "alb.targets", format!("{healthy} healthy target(s), one per Ready pod"))
         };
         vec![lb_check, sticky, targets_check]
     }
@@ -341,9 +254,7 @@ impl Component for Alb {
         let (state, ready) = self.seen.as_ref().expect("observed");
         let all_pass = Self::evaluate(state, *ready).iter().all(Check::passed);
         Ok(if env.options.wait && !all_pass {
-            vec![Action::wait(
-                "the ALB is active, its target groups sticky and its targets healthy",
-            )]
+            vec![Action::wait("the ALB is active, its target groups sticky and its targets healthy")]
         } else {
             vec![]
         })

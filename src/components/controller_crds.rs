@@ -38,12 +38,10 @@ struct ChartCrd {
 /// server adds defaults, so equality would be too strict).
 pub fn is_subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv)) || v.is_null()),
-        (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
+        (Value::Object(w), Value::Object(h)) => {
+            w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv)) || v.is_null())
         }
+        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b)),
         (w, h) => w == h,
     }
 }
@@ -59,10 +57,8 @@ fn split_documents(text: &str) -> Vec<String> {
             keys.clear();
             continue;
         }
-        let top_level_key = line
-            .split_once(':')
-            .map(|(k, _)| k)
-            .filter(|k| !k.is_empty() && !k.starts_with([' ', '#', '-']));
+        let top_level_key =
+            line.split_once(':').map(|(k, _)| k).filter(|k| !k.is_empty() && !k.starts_with([' ', '#', '-']));
         if let Some(key) = top_level_key
             && !keys.insert(key.to_string())
         {
@@ -74,10 +70,7 @@ fn split_documents(text: &str) -> Vec<String> {
         doc.push_str(line);
         doc.push('\n');
     }
-    docs.retain(|d| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
+    docs.retain(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
     docs
 }
 
@@ -93,17 +86,9 @@ fn crds_of(yaml: &str) -> Result<Vec<Value>> {
 }
 
 /// How many custom resources of a CRD exist, across namespaces (0 when it is gone).
-pub async fn custom_resource_count(
-    client: &kube::Client,
-    crd: &CustomResourceDefinition,
-) -> Result<usize> {
+pub async fn custom_resource_count(client: &kube::Client, crd: &CustomResourceDefinition) -> Result<usize> {
     let spec = &crd.spec;
-    let Some(version) = spec
-        .versions
-        .iter()
-        .find(|v| v.storage)
-        .or(spec.versions.first())
-    else {
+    let Some(version) = spec.versions.iter().find(|v| v.storage).or(spec.versions.first()) else {
         return Ok(0);
     };
     let ar = ApiResource {
@@ -114,21 +99,13 @@ pub async fn custom_resource_count(
         plural: spec.names.plural.clone(),
     };
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .context(format!("listing {}", spec.names.plural))?;
+    let list = api.list(&ListParams::default()).await.context(format!("listing {}", spec.names.plural))?;
     Ok(list.items.len())
 }
 
 impl ControllerCrds {
     fn recorded<'a>(env: &'a Env) -> &'a [String] {
-        env.record
-            .lb_controller
-            .as_ref()
-            .filter(|c| c.installed)
-            .map(|c| c.crds.as_slice())
-            .unwrap_or_default()
+        env.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.as_slice()).unwrap_or_default()
     }
 }
 
@@ -159,35 +136,18 @@ impl Component for ControllerCrds {
         if !coming {
             return Ok(());
         }
-        if env
-            .record
-            .lb_controller
-            .as_ref()
-            .is_some_and(|c| !c.installed)
-            && release.is_some()
-        {
+        if env.record.lb_controller.as_ref().is_some_and(|c| !c.installed) && release.is_some() {
             return Ok(()); // a controller this tool does not manage
         }
         self.upgrade = release.is_some();
         let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         for doc in crds_of(&helm.show_crds(&lbc.chart).await?)? {
-            let name = doc["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let existing = crds
-                .get_opt(&name)
-                .await
-                .context(format!("reading CRD {name}"))?;
-            let current = existing.as_ref().is_some_and(|e| {
-                serde_json::to_value(&e.spec).is_ok_and(|have| is_subset(&doc["spec"], &have))
-            });
-            self.chart.push(ChartCrd {
-                name,
-                exists: existing.is_some(),
-                current,
-                doc,
-            });
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let existing = crds.get_opt(&name).await.context(format!("reading CRD {name}"))?;
+            let current = existing
+                .as_ref()
+                .is_some_and(|e| serde_json::to_value(&e.spec).is_ok_and(|have| is_subset(&doc["spec"], &have)));
+            self.chart.push(ChartCrd { name, exists: existing.is_some(), current, doc });
         }
         Ok(())
     }
@@ -201,25 +161,14 @@ impl Component for ControllerCrds {
             .iter()
             .filter(|c| !c.current)
             .map(|c| {
-                Action::kube(
-                    if c.exists { Verb::Update } else { Verb::Create },
-                    "CustomResourceDefinition",
-                    &c.name,
-                )
-                .because(
-                    "server-side apply before the controller's upgrade (helm upgrade skips CRDs)",
-                )
+                Action::kube(if c.exists { Verb::Update } else { Verb::Create }, "CustomResourceDefinition", &c.name)
+                    .because("server-side apply before the controller's upgrade (helm upgrade skips CRDs)")
             })
             .collect())
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let new: Vec<String> = self
-            .chart
-            .iter()
-            .filter(|c| !c.exists)
-            .map(|c| c.name.clone())
-            .collect();
+        let new: Vec<String> = self.chart.iter().filter(|c| !c.exists).map(|c| c.name.clone()).collect();
         if !new.is_empty() {
             let lbc = &env.spec.lb_controller;
             record
@@ -243,13 +192,9 @@ impl Component for ControllerCrds {
         }
         let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         for crd in self.chart.iter().filter(|c| !c.current) {
-            api.patch(
-                &crd.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&crd.doc),
-            )
-            .await
-            .context(format!("applying CRD {}", crd.name))?;
+            api.patch(&crd.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd.doc))
+                .await
+                .context(format!("applying CRD {}", crd.name))?;
             env.progress.done(&format!("applied CRD {}", crd.name));
         }
         Ok(())
@@ -266,12 +211,7 @@ impl Component for ControllerCrds {
             .iter()
             .map(|name| {
                 if env.options.keep_lb_controller {
-                    Action::keep(
-                        "kubernetes",
-                        "CustomResourceDefinition",
-                        name,
-                        "--keep-lb-controller",
-                    )
+                    Action::keep("kubernetes", "CustomResourceDefinition", name, "--keep-lb-controller")
                 } else {
                     Action::kube(Verb::Delete, "CustomResourceDefinition", name)
                         .because("if no custom resource of it remains")
@@ -286,31 +226,18 @@ impl Component for ControllerCrds {
         }
         let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         // The live record: the controller's removal may have kept it (and with it, its CRDs).
-        let recorded: Vec<String> = record
-            .record
-            .lb_controller
-            .as_ref()
-            .filter(|c| c.installed)
-            .map(|c| c.crds.clone())
-            .unwrap_or_default();
+        let recorded: Vec<String> =
+            record.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.clone()).unwrap_or_default();
         for name in &recorded {
-            let Some(crd) = api
-                .get_opt(name)
-                .await
-                .context(format!("reading CRD {name}"))?
-            else {
+            let Some(crd) = api.get_opt(name).await.context(format!("reading CRD {name}"))? else {
                 continue;
             };
             let count = custom_resource_count(env.kube(), &crd).await?;
             if count > 0 {
-                env.progress.warn(&format!(
-                    "kept CRD {name}: {count} custom resource(s) of it remain"
-                ));
+                env.progress.warn(&format!("kept CRD {name}: {count} custom resource(s) of it remain"));
                 continue;
             }
-            api.delete(name, &DeleteParams::default())
-                .await
-                .context(format!("deleting CRD {name}"))?;
+            api.delete(name, &DeleteParams::default()).await.context(format!("deleting CRD {name}"))?;
             env.progress.done(&format!("deleted CRD {name}"));
         }
         record.update(|r| r.lb_controller = None).await
@@ -334,11 +261,8 @@ mod tests {
     #[test]
     fn concatenated_files_without_separators_are_split() {
         let yaml = "apiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: a\n# next file\napiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: b\n";
-        let names: Vec<_> = crds_of(yaml)
-            .unwrap()
-            .iter()
-            .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
-            .collect();
+        let names: Vec<_> =
+            crds_of(yaml).unwrap().iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect();
         assert_eq!(names, ["a", "b"]);
     }
 

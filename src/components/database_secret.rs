@@ -32,10 +32,7 @@ impl DatabaseSecret {
         let (user, password) = env.secrets.database.as_ref()?;
         Some(BTreeMap::from([
             ("db-username".to_string(), user.as_bytes().to_vec()),
-            (
-                "db-password".to_string(),
-                password.expose().as_bytes().to_vec(),
-            ),
+            ("db-password".to_string(), password.expose().as_bytes().to_vec()),
         ]))
     }
     fn owned(&self, env: &Env) -> bool {
@@ -59,14 +56,7 @@ impl Component for DatabaseSecret {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
-        secret::plan(
-            env,
-            &KIND,
-            &env.spec.database_secret,
-            &self.seen,
-            Self::desired(env).as_ref(),
-            self.owned(env),
-        )
+        secret::plan(env, &KIND, &env.spec.database_secret, &self.seen, Self::desired(env).as_ref(), self.owned(env))
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
@@ -85,21 +75,11 @@ impl Component for DatabaseSecret {
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
-        vec![secret::check(
-            env,
-            &KIND,
-            &env.spec.database_secret,
-            &self.seen,
-        )]
+        vec![secret::check(env, &KIND, &env.spec.database_secret, &self.seen)]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(secret::removal(
-            env,
-            &env.spec.database_secret,
-            &self.seen,
-            self.owned(env),
-        ))
+        Ok(secret::removal(env, &env.spec.database_secret, &self.seen, self.owned(env)))
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {

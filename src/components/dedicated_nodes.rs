@@ -41,30 +41,20 @@ impl NodeState {
         self.labels.get(&spec.label_key) == Some(&spec.label_value)
     }
     fn has_taint(&self, t: &Taint) -> bool {
-        self.taints.iter().any(|k| {
-            k.key == t.key && k.value.as_deref().unwrap_or("") == t.value && k.effect == t.effect
-        })
+        self.taints
+            .iter()
+            .any(|k| k.key == t.key && k.value.as_deref().unwrap_or("") == t.value && k.effect == t.effect)
     }
 }
 
 fn kube_taint(t: &Taint) -> KubeTaint {
-    KubeTaint {
-        key: t.key.clone(),
-        value: Some(t.value.clone()),
-        effect: t.effect.clone(),
-        time_added: None,
-    }
+    KubeTaint { key: t.key.clone(), value: Some(t.value.clone()), effect: t.effect.clone(), time_added: None }
 }
 
 /// The patch that adds (or removes) a label and a taint, guarded by the
 /// node's resourceVersion so that a concurrent change is not overwritten.
-fn patch_for(
-    node: &NodeState,
-    label: Option<(&str, Option<&str>)>,
-    taints: Vec<KubeTaint>,
-) -> serde_json::Value {
-    let mut patch =
-        json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
+fn patch_for(node: &NodeState, label: Option<(&str, Option<&str>)>, taints: Vec<KubeTaint>) -> serde_json::Value {
+    let mut patch = json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
     if let Some((k, v)) = label {
         patch["metadata"]["labels"] = json!({ k: v });
     }
@@ -80,13 +70,7 @@ impl DedicatedNodes {
     fn targets<'a>(&'a self, spec: &NodeSpec) -> Vec<&'a NodeState> {
         self.nodes
             .iter()
-            .filter(|n| {
-                if spec.names.is_empty() {
-                    n.has_label(spec)
-                } else {
-                    spec.names.contains(&n.name)
-                }
-            })
+            .filter(|n| if spec.names.is_empty() { n.has_label(spec) } else { spec.names.contains(&n.name) })
             .collect()
     }
 
@@ -131,12 +115,8 @@ impl Component for DedicatedNodes {
             .into_iter()
             .filter(|n| {
                 let name = n.metadata.name.as_deref().unwrap_or_default();
-                let labelled = n
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(&spec.label_key))
-                    == Some(&spec.label_value);
+                let labelled =
+                    n.metadata.labels.as_ref().and_then(|l| l.get(&spec.label_key)) == Some(&spec.label_value);
                 labelled || spec.names.iter().any(|x| x == name) || recorded.contains(&name)
             })
             .map(|n| NodeState {
@@ -157,11 +137,7 @@ impl Component for DedicatedNodes {
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .map(|p| {
                     let ready = super::graphql_release::pod_ready(&p);
-                    (
-                        p.metadata.name.unwrap_or_default(),
-                        p.spec.and_then(|s| s.node_name).unwrap_or_default(),
-                        ready,
-                    )
+                    (p.metadata.name.unwrap_or_default(), p.spec.and_then(|s| s.node_name).unwrap_or_default(), ready)
                 })
                 .collect();
         }
@@ -173,20 +149,18 @@ impl Component for DedicatedNodes {
             return Ok(vec![]);
         };
         let selector = format!("{}={}", spec.label_key, spec.label_value);
-        if let Some(missing) = spec
-            .names
-            .iter()
-            .find(|n| !self.nodes.iter().any(|x| &x.name == *n))
-        {
-            return Err(Error::prerequisite(format!(
-                "--nodes names {missing}, which is not a node of this cluster"
-            ))
-            .hint("list them with `kubectl get nodes`"));
+        if let Some(missing) = spec.names.iter().find(|n| !self.nodes.iter().any(|x| &x.name == *n)) {
+            return Err(Error::prerequisite(format!("--nodes names {missing}, which is not a node of this cluster"))
+                .hint("list them with `kubectl get nodes`"));
         }
         let targets = self.targets(spec);
         if targets.is_empty() {
-            return Err(Error::prerequisite(format!("no node carries {selector}: there is nothing to dedicate to GraphQL"))
-                .hint(format!("label the GraphQL node group {selector}, name nodes with --nodes, or pass --no-dedicated-nodes")));
+            return Err(Error::prerequisite(format!(
+                "no node carries {selector}: there is nothing to dedicate to GraphQL"
+            ))
+            .hint(format!(
+                "label the GraphQL node group {selector}, name nodes with --nodes, or pass --no-dedicated-nodes"
+            )));
         }
         Ok(targets
             .iter()
@@ -198,8 +172,7 @@ impl Component for DedicatedNodes {
                 if !n.has_taint(&spec.taint) {
                     what.push(format!("taint {}", spec.taint));
                 }
-                (!what.is_empty())
-                    .then(|| Action::kube(Verb::Update, "Node", &n.name).because(what.join(", ")))
+                (!what.is_empty()).then(|| Action::kube(Verb::Update, "Node", &n.name).because(what.join(", ")))
             })
             .collect())
     }
@@ -220,11 +193,7 @@ impl Component for DedicatedNodes {
             let entry = match changes.iter_mut().find(|c| c.node == n.name) {
                 Some(e) => e,
                 None => {
-                    changes.push(NodeChange {
-                        node: n.name.clone(),
-                        taint: None,
-                        label: None,
-                    });
+                    changes.push(NodeChange { node: n.name.clone(), taint: None, label: None });
                     changes.last_mut().expect("just pushed")
                 }
             };
@@ -238,8 +207,7 @@ impl Component for DedicatedNodes {
             if add_taint {
                 taints.push(kube_taint(&spec.taint));
             }
-            let label =
-                add_label.then_some((spec.label_key.as_str(), Some(spec.label_value.as_str())));
+            let label = add_label.then_some((spec.label_key.as_str(), Some(spec.label_value.as_str())));
             patches.push((n.name.clone(), patch_for(n, label, taints)));
         }
         if patches.is_empty() {
@@ -249,53 +217,26 @@ impl Component for DedicatedNodes {
         record.update(|r| r.nodes = changes).await?;
         let count = patches.len();
         Self::patch_all(env, patches).await?;
-        env.progress.done(&format!(
-            "dedicated {count} node(s) to GraphQL ({})",
-            spec.taint
-        ));
+        env.progress.done(&format!("dedicated {count} node(s) to GraphQL ({})", spec.taint));
         Ok(())
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let c = Category::Nodes;
         let Some(spec) = Self::spec(env) else {
-            return vec![Check::pass(
-                c,
-                "nodes.dedicated",
-                "no dedicated nodes (installed with --no-dedicated-nodes)",
-            )];
+            return vec![Check::pass(c, "nodes.dedicated", "no dedicated nodes (installed with --no-dedicated-nodes)")];
         };
         let targets = self.targets(spec);
-        let untainted: Vec<_> = targets
-            .iter()
-            .filter(|n| !n.has_taint(&spec.taint))
-            .map(|n| n.name.as_str())
-            .collect();
+        let untainted: Vec<_> = targets.iter().filter(|n| !n.has_taint(&spec.taint)).map(|n| n.name.as_str()).collect();
         let selector = format!("{}={}", spec.label_key, spec.label_value);
         let dedicated = if targets.is_empty() {
             Check::fail(c, "nodes.dedicated", format!("no node carries {selector}"))
                 .hint("label the GraphQL node group, then re-run install")
         } else if !untainted.is_empty() {
-            Check::fail(
-                c,
-                "nodes.dedicated",
-                format!(
-                    "node(s) {} lack the taint {}",
-                    untainted.join(", "),
-                    spec.taint
-                ),
-            )
-            .hint("re-run install to taint them; other workloads may be scheduled there meanwhile")
+            Check::fail(c, "nodes.dedicated", format!("node(s) {} lack the taint {}", untainted.join(", "), spec.taint))
+                .hint("re-run install to taint them; other workloads may be scheduled there meanwhile")
         } else {
-            Check::pass(
-                c,
-                "nodes.dedicated",
-                format!(
-                    "{} node(s) carry {selector} and {}",
-                    targets.len(),
-                    spec.taint
-                ),
-            )
+            Check::pass(c, "nodes.dedicated", format!("{} node(s) carry {selector} and {}", targets.len(), spec.taint))
         };
         let names: Vec<&str> = targets.iter().map(|n| n.name.as_str()).collect();
         let elsewhere: Vec<_> = self
@@ -311,32 +252,18 @@ impl Component for DedicatedNodes {
                 c,
                 "nodes.placement",
                 elsewhere.is_empty(),
-                format!(
-                    "all {} GraphQL pod(s) run on dedicated nodes",
-                    self.pods.len()
-                ),
-                format!(
-                    "GraphQL pods outside the dedicated nodes: {}",
-                    elsewhere.join(", ")
-                ),
+                format!("all {} GraphQL pod(s) run on dedicated nodes", self.pods.len()),
+                format!("GraphQL pods outside the dedicated nodes: {}", elsewhere.join(", ")),
             )
             .hint("the release's affinity must require the pool label; re-run install")
         };
-        let hosts: std::collections::BTreeSet<_> = self
-            .pods
-            .iter()
-            .filter(|(_, n, _)| !n.is_empty())
-            .map(|(_, n, _)| n.as_str())
-            .collect();
+        let hosts: std::collections::BTreeSet<_> =
+            self.pods.iter().filter(|(_, n, _)| !n.is_empty()).map(|(_, n, _)| n.as_str()).collect();
         let want = self.pods.len().min(targets.len().max(1));
         let spread = if self.pods.is_empty() {
             Check::skip(c, "nodes.spread", "no GraphQL pods to check")
         } else if hosts.len() >= want {
-            Check::pass(
-                c,
-                "nodes.spread",
-                format!("GraphQL pods spread over {} host(s)", hosts.len()),
-            )
+            Check::pass(c, "nodes.spread", format!("GraphQL pods spread over {} host(s)", hosts.len()))
         } else {
             Check::warn(
                 c,
@@ -359,15 +286,12 @@ impl Component for DedicatedNodes {
             .iter()
             .filter(|c| self.nodes.iter().any(|n| n.name == c.node))
             .map(|c| {
-                let what: Vec<_> = [
-                    c.taint.as_ref().map(|t| format!("taint {t}")),
-                    c.label.as_ref().map(|l| format!("label {l}")),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                Action::kube(Verb::Update, "Node", &c.node)
-                    .because(format!("remove {}", what.join(", ")))
+                let what: Vec<_> =
+                    [c.taint.as_ref().map(|t| format!("taint {t}")), c.label.as_ref().map(|l| format!("label {l}"))]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                Action::kube(Verb::Update, "Node", &c.node).because(format!("remove {}", what.join(", ")))
             })
             .collect())
     }
@@ -380,34 +304,21 @@ impl Component for DedicatedNodes {
             };
             let taints: Vec<KubeTaint> = match &change.taint {
                 Some(t) => {
-                    let t = crate::spec::parse_taint(t).map_err(|_| {
-                        Error::failed(format!("the install record has a bad taint {t:?}"))
-                    })?;
-                    node.taints
-                        .iter()
-                        .filter(|k| !(k.key == t.key && k.effect == t.effect))
-                        .cloned()
-                        .collect()
+                    let t = crate::spec::parse_taint(t)
+                        .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
+                    node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
                 }
                 None => node.taints.clone(),
             };
-            let label = change
-                .label
-                .as_ref()
-                .and_then(|l| l.split_once('='))
-                .map(|(k, _)| (k, None));
-            if taints.len() != node.taints.len()
-                || label.is_some_and(|(k, _)| node.labels.contains_key(k))
-            {
+            let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
+            if taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k)) {
                 patches.push((node.name.clone(), patch_for(node, label, taints)));
             }
         }
         let count = patches.len();
         Self::patch_all(env, patches).await?;
         if count > 0 {
-            env.progress.done(&format!(
-                "removed this tool's taints and labels from {count} node(s)"
-            ));
+            env.progress.done(&format!("removed this tool's taints and labels from {count} node(s)"));
         }
         record.update(|r| r.nodes.clear()).await
     }
@@ -419,25 +330,14 @@ mod tests {
 
     #[test]
     fn a_node_patch_is_guarded_by_its_resource_version() {
-        let node = NodeState {
-            name: "n".into(),
-            resource_version: "42".into(),
-            labels: BTreeMap::new(),
-            taints: vec![],
-        };
-        let t = Taint {
-            key: "k".into(),
-            value: "v".into(),
-            effect: "NoSchedule".into(),
-        };
+        let node =
+            NodeState { name: "n".into(), resource_version: "42".into(), labels: BTreeMap::new(), taints: vec![] };
+        let t = Taint { key: "k".into(), value: "v".into(), effect: "NoSchedule".into() };
         let p = patch_for(&node, Some(("agentpool", Some("x"))), vec![kube_taint(&t)]);
         assert_eq!(p["metadata"]["resourceVersion"], "42");
         assert_eq!(p["metadata"]["labels"]["agentpool"], "x");
         assert_eq!(p["spec"]["taints"][0]["effect"], "NoSchedule");
         let removal = patch_for(&node, Some(("agentpool", None)), vec![]);
-        assert_eq!(
-            removal["metadata"]["labels"]["agentpool"],
-            serde_json::Value::Null
-        );
+        assert_eq!(removal["metadata"]["labels"]["agentpool"], serde_json::Value::Null);
     }
 }

@@ -25,16 +25,9 @@ use super::lbc_service_account::CONTROLLER_SELECTOR;
 
 /// The chart's name for its Deployment, Service and Ingress.
 pub fn fullname(release: &str) -> String {
-    let name = if release.contains("scalardb-graphql") {
-        release.to_string()
-    } else {
-        format!("{release}-scalardb-graphql")
-    };
-    name.chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+    let name =
+        if release.contains("scalardb-graphql") { release.to_string() } else { format!("{release}-scalardb-graphql") };
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
 }
 
 pub fn pod_ready(p: &Pod) -> bool {
@@ -63,18 +56,13 @@ impl GraphqlRelease {
     }
 
     fn replicas(env: &Env) -> usize {
-        Self::desired_values(env)["replicaCount"]
-            .as_u64()
-            .unwrap_or(env.spec.replicas as u64) as usize
+        Self::desired_values(env)["replicaCount"].as_u64().unwrap_or(env.spec.replicas as u64) as usize
     }
 
     async fn pods(env: &Env) -> Result<(usize, usize)> {
         let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
         let pods: Vec<Pod> = api
-            .list(
-                &ListParams::default()
-                    .labels(&format!("app.kubernetes.io/instance={}", env.spec.release)),
-            )
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
             .await
             .context("listing the GraphQL pods")?
             .into_iter()
@@ -87,19 +75,8 @@ impl GraphqlRelease {
         let seen = self.seen.as_ref().expect("observed");
         match &seen.release {
             None => Some("not installed".into()),
-            Some(r)
-                if env
-                    .spec
-                    .chart
-                    .version
-                    .as_ref()
-                    .is_some_and(|v| *v != r.version) =>
-            {
-                Some(format!(
-                    "chart {} → {}",
-                    r.version,
-                    env.spec.chart.version.as_deref().unwrap_or_default()
-                ))
+            Some(r) if env.spec.chart.version.as_ref().is_some_and(|v| *v != r.version) => {
+                Some(format!("chart {} → {}", r.version, env.spec.chart.version.as_deref().unwrap_or_default()))
             }
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
@@ -108,10 +85,7 @@ impl GraphqlRelease {
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record
-            .graphql_release
-            .as_ref()
-            .is_some_and(|o| o.created)
+        env.record.graphql_release.as_ref().is_some_and(|o| o.created)
     }
 
     /// Waits until the release's Ingress is gone, explaining a stuck finalizer.
@@ -119,8 +93,7 @@ impl GraphqlRelease {
         let name = fullname(&env.spec.release);
         let ns = &env.spec.namespace;
         let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
-        let deployments: Api<Deployment> =
-            Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+        let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
             let Some(ing) = ingresses.get_opt(&name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
             let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
@@ -168,23 +141,13 @@ impl Component for GraphqlRelease {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let helm = env.ctx.helm()?;
-        let release = helm
-            .metadata(&env.spec.release, &env.spec.namespace)
-            .await?;
+        let release = helm.metadata(&env.spec.release, &env.spec.namespace).await?;
         let values = match &release {
-            Some(_) => {
-                helm.user_values(&env.spec.release, &env.spec.namespace)
-                    .await?
-            }
+            Some(_) => helm.user_values(&env.spec.release, &env.spec.namespace).await?,
             None => Value::Null,
         };
         let (pods, ready) = Self::pods(env).await?;
-        self.seen = Some(Seen {
-            release,
-            values,
-            pods,
-            ready,
-        });
+        self.seen = Some(Seen { release, values, pods, ready });
         Ok(())
     }
 
@@ -199,32 +162,21 @@ impl Component for GraphqlRelease {
         }
         let mut actions = vec![];
         if let Some(why) = self.change(env) {
-            let (verb, op) = if seen.release.is_some() {
-                (Verb::Update, "upgrade")
-            } else {
-                (Verb::Create, "install")
-            };
+            let (verb, op) = if seen.release.is_some() { (Verb::Update, "upgrade") } else { (Verb::Create, "install") };
             let chart = &env.spec.chart;
             actions.push(
-                Action::helm(
-                    verb,
-                    op,
-                    format!("{}/{}", env.spec.namespace, env.spec.release),
-                )
-                .because(format!(
-                    "chart {} {} from {}: {why}",
-                    chart.name,
-                    chart.version.as_deref().unwrap_or("(local)"),
-                    chart.repo.as_deref().unwrap_or("a local path")
-                ))
-                .with_detail(values::redacted(&Self::desired_values(env))),
+                Action::helm(verb, op, format!("{}/{}", env.spec.namespace, env.spec.release))
+                    .because(format!(
+                        "chart {} {} from {}: {why}",
+                        chart.name,
+                        chart.version.as_deref().unwrap_or("(local)"),
+                        chart.repo.as_deref().unwrap_or("a local path")
+                    ))
+                    .with_detail(values::redacted(&Self::desired_values(env))),
             );
         }
         if !actions.is_empty() || seen.ready < Self::replicas(env) {
-            actions.push(Action::wait(format!(
-                "{} GraphQL pod(s) are Ready",
-                Self::replicas(env)
-            )));
+            actions.push(Action::wait(format!("{} GraphQL pod(s) are Ready", Self::replicas(env))));
         }
         Ok(actions)
     }
@@ -233,58 +185,30 @@ impl Component for GraphqlRelease {
         let seen = self.seen.clone().expect("observed");
         if let Some(why) = self.change(env) {
             let created = seen.release.is_none() || self.created_by_us(env);
-            record
-                .update(|r| {
-                    r.graphql_release = Some(Owned {
-                        id: env.spec.release.clone(),
-                        created,
-                    })
-                })
-                .await?;
+            record.update(|r| r.graphql_release = Some(Owned { id: env.spec.release.clone(), created })).await?;
             // Everything helm gets goes through a private file, never the command line.
             let file = helm::values_file(&Self::desired_values(env))?;
             env.progress.waiting(&format!(
                 "helm: {} {} ({why})",
-                if seen.release.is_some() {
-                    "upgrading"
-                } else {
-                    "installing"
-                },
+                if seen.release.is_some() { "upgrading" } else { "installing" },
                 env.spec.release
             ));
             env.ctx
                 .helm()?
-                .upgrade_install(
-                    &env.spec.release,
-                    &env.spec.namespace,
-                    &env.spec.chart,
-                    &[file.path()],
-                )
+                .upgrade_install(&env.spec.release, &env.spec.namespace, &env.spec.chart, &[file.path()])
                 .await?;
             env.progress.done(&format!(
                 "{} release {}/{}",
-                if seen.release.is_some() {
-                    "upgraded"
-                } else {
-                    "installed"
-                },
+                if seen.release.is_some() { "upgraded" } else { "installed" },
                 env.spec.namespace,
                 env.spec.release
             ));
         }
         let want = Self::replicas(env);
-        wait::until(
-            env,
-            &format!("{want} GraphQL pod(s) to be Ready"),
-            || async {
-                let (pods, ready) = Self::pods(env).await?;
-                Ok(if ready >= want {
-                    Ok(())
-                } else {
-                    Err(format!("{ready}/{want} Ready ({pods} pods)"))
-                })
-            },
-        )
+        wait::until(env, &format!("{want} GraphQL pod(s) to be Ready"), || async {
+            let (pods, ready) = Self::pods(env).await?;
+            Ok(if ready >= want { Ok(()) } else { Err(format!("{ready}/{want} Ready ({pods} pods)")) })
+        })
         .await
     }
 
@@ -293,38 +217,33 @@ impl Component for GraphqlRelease {
         let c = Category::Graphql;
         let target = format!("{}/{}", env.spec.namespace, env.spec.release);
         let release = match &seen.release {
-            None => Check::fail(
-                c,
-                "graphql.release",
-                format!("release {target} is not installed"),
-            )
-            .hint("run `kubectl scalardb-graphql install`"),
-            Some(r) if r.status != "deployed" => Check::fail(
-                c,
-                "graphql.release",
-                format!("release {target} is {}", r.status),
-            )
-            .hint("re-run install; `helm history` shows what failed"),
+            None => Check::fail(c, "graphql.release", format!("release {target} is not installed"))
+                .hint("run `kubectl scalardb-graphql install`"),
+            Some(r) if r.status != "deployed" => {
+                Check::fail(c, "graphql.release", format!("release {target} is {}", r.status))
+                    .hint("re-run install; `helm history` shows what failed")
+            }
             Some(r) => Check::pass(
                 c,
                 "graphql.release",
-                format!(
-                    "release {target} deployed, chart {} {} (app {})",
-                    r.chart, r.version, r.app_version
-                ),
+                format!("release {target} deployed, chart {} {} (app {})", r.chart, r.version, r.app_version),
             ),
         };
-        let want = seen.values["replicaCount"]
-            .as_u64()
-            .map(|n| n as usize)
-            .unwrap_or(env.spec.replicas as usize);
+        let want = seen.values["replicaCount"].as_u64().map(|n| n as usize).unwrap_or(env.spec.replicas as usize);
         let pods = if seen.release.is_none() {
             Check::skip(c, "graphql.pods", "no release")
         } else {
-            Check::expect(c, "graphql.pods", seen.ready >= want && seen.ready == seen.pods,
+            Check::expect(
+                c,
+                "graphql.pods",
+                seen.ready >= want && seen.ready == seen.pods,
                 format!("{}/{want} GraphQL pods Ready", seen.ready),
-                format!("{}/{want} GraphQL pods Ready ({} pods)", seen.ready, seen.pods))
-                .hint(format!("kubectl -n {} get pods -l app.kubernetes.io/instance={} and describe the ones not Ready", env.spec.namespace, env.spec.release))
+                format!("{}/{want} GraphQL pods Ready ({} pods)", seen.ready, seen.pods),
+            )
+            .hint(format!(
+                "kubectl -n {} get pods -l app.kubernetes.io/instance={} and describe the ones not Ready",
+                env.spec.namespace, env.spec.release
+            ))
         };
         vec![release, pods]
     }
@@ -339,12 +258,7 @@ impl Component for GraphqlRelease {
                 fullname(&env.spec.release)
             ))]
         } else if !self.created_by_us(env) {
-            vec![Action::keep(
-                "helm",
-                "release",
-                target,
-                "not installed by this tool",
-            )]
+            vec![Action::keep("helm", "release", target, "not installed by this tool")]
         } else {
             vec![
                 Action::helm(Verb::Delete, "uninstall", target),
@@ -363,29 +277,15 @@ impl Component for GraphqlRelease {
             return Ok(());
         }
         if seen.release.is_some() {
-            env.ctx
-                .helm()?
-                .uninstall(&env.spec.release, &env.spec.namespace)
-                .await?;
-            env.progress.done(&format!(
-                "uninstalled release {}/{}",
-                env.spec.namespace, env.spec.release
-            ));
+            env.ctx.helm()?.uninstall(&env.spec.release, &env.spec.namespace).await?;
+            env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }
         Self::wait_ingress_gone(env).await?;
         let name = fullname(&env.spec.release);
-        wait::until(
-            env,
-            "the ALB and its target groups to be deleted",
-            || async {
-                let now = alb::find(env, &name).await?;
-                Ok(if now.is_empty() {
-                    Ok(())
-                } else {
-                    Err(now.summary())
-                })
-            },
-        )
+        wait::until(env, "the ALB and its target groups to be deleted", || async {
+            let now = alb::find(env, &name).await?;
+            Ok(if now.is_empty() { Ok(()) } else { Err(now.summary()) })
+        })
         .await?;
         record.update(|r| r.graphql_release = None).await
     }
@@ -398,10 +298,7 @@ mod tests {
     #[test]
     fn fullname_follows_the_charts_helper() {
         assert_eq!(fullname("scalardb-graphql"), "scalardb-graphql");
-        assert_eq!(
-            fullname("my-release-scalardb-graphql"),
-            "my-release-scalardb-graphql"
-        );
+        assert_eq!(fullname("my-release-scalardb-graphql"), "my-release-scalardb-graphql");
         assert_eq!(fullname("prod"), "prod-scalardb-graphql");
     }
 }

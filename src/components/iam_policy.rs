@@ -26,10 +26,7 @@ pub struct PolicyDocument {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn label_of(bytes: &[u8]) -> String {
@@ -44,18 +41,11 @@ fn label_of(bytes: &[u8]) -> String {
 /// Reads and validates --iam-policy-file (bad input: exit 2, before any change).
 pub fn read_policy_file(path: &Path) -> Result<PolicyDocument> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::usage(format!(
-            "cannot read --iam-policy-file {}: {e}",
-            path.display()
-        ))
-        .hint("check the path")
+        Error::usage(format!("cannot read --iam-policy-file {}: {e}", path.display())).hint("check the path")
     })?;
     let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::usage(format!(
-            "--iam-policy-file {} is not JSON: {e}",
-            path.display()
-        ))
-        .hint("give the controller's iam_policy.json")
+        Error::usage(format!("--iam-policy-file {} is not JSON: {e}", path.display()))
+            .hint("give the controller's iam_policy.json")
     })?;
     if doc.get("Statement").is_none() {
         return Err(Error::usage(format!(
@@ -63,21 +53,15 @@ pub fn read_policy_file(path: &Path) -> Result<PolicyDocument> {
             path.display()
         )));
     }
-    Ok(PolicyDocument {
-        label: label_of(text.as_bytes()),
-        text,
-    })
+    Ok(PolicyDocument { label: label_of(text.as_bytes()), text })
 }
 
 /// The pinned upstream document, verified byte for byte by its digest.
 async fn fetch_pinned() -> Result<PolicyDocument> {
     let client = crate::http::HttpClient::new(Duration::from_secs(30))?;
     let res = client.get(IAM_POLICY.url).await.map_err(|e| {
-        Error::prerequisite(format!(
-            "cannot fetch the controller's IAM policy from {}: {e}",
-            IAM_POLICY.url
-        ))
-        .hint("without internet access, download it elsewhere and pass --iam-policy-file")
+        Error::prerequisite(format!("cannot fetch the controller's IAM policy from {}: {e}", IAM_POLICY.url))
+            .hint("without internet access, download it elsewhere and pass --iam-policy-file")
     })?;
     let digest = sha256_hex(&res.body);
     if res.status != 200 || digest != IAM_POLICY.sha256 {
@@ -87,10 +71,7 @@ async fn fetch_pinned() -> Result<PolicyDocument> {
         ))
         .hint("check for a proxy rewriting the download, or pass --iam-policy-file"));
     }
-    Ok(PolicyDocument {
-        text: String::from_utf8_lossy(&res.body).into_owned(),
-        label: IAM_POLICY.version.to_string(),
-    })
+    Ok(PolicyDocument { text: String::from_utf8_lossy(&res.body).into_owned(), label: IAM_POLICY.version.to_string() })
 }
 
 #[derive(Default)]
@@ -111,10 +92,7 @@ struct Seen {
 
 impl IamPolicy {
     pub fn arn(env: &Env) -> String {
-        format!(
-            "arn:{}:iam::{}:policy/{}",
-            env.facts.partition, env.facts.account, env.spec.iam.policy_name
-        )
+        format!("arn:{}:iam::{}:policy/{}", env.facts.partition, env.facts.account, env.spec.iam.policy_name)
     }
 
     fn desired_label(env: &Env) -> Result<String> {
@@ -132,8 +110,7 @@ impl IamPolicy {
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.iam_policy.as_ref().is_some_and(|o| o.created)
-            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+        env.record.iam_policy.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
     }
 }
 
@@ -154,10 +131,7 @@ impl Component for IamPolicy {
             Ok(out) => {
                 let p = out.policy();
                 let tags = p.map(|p| p.tags()).unwrap_or_default();
-                let label = tags
-                    .iter()
-                    .find(|t| t.key() == POLICY_VERSION_TAG_KEY)
-                    .map(|t| t.value().to_string());
+                let label = tags.iter().find(|t| t.key() == POLICY_VERSION_TAG_KEY).map(|t| t.value().to_string());
                 let mut allows_add_tags = false;
                 if let Some(version) = p.and_then(|p| p.default_version_id()) {
                     let doc = iam
@@ -168,16 +142,12 @@ impl Component for IamPolicy {
                         .await
                         .map_err(error::aws)
                         .context("reading the IAM policy document")?;
-                    if let Some(doc) = doc
-                        .policy_version()
-                        .and_then(|v| v.document())
-                        .and_then(|d| policy::decode_document(d).ok())
+                    if let Some(doc) =
+                        doc.policy_version().and_then(|v| v.document()).and_then(|d| policy::decode_document(d).ok())
                     {
-                        allows_add_tags = policy::allowed_actions(&doc).iter().any(|a| {
-                            a == "elasticloadbalancing:AddTags"
-                                || a == "elasticloadbalancing:*"
-                                || a == "*"
-                        });
+                        allows_add_tags = policy::allowed_actions(&doc)
+                            .iter()
+                            .any(|a| a == "elasticloadbalancing:AddTags" || a == "elasticloadbalancing:*" || a == "*");
                     }
                 }
                 Seen {
@@ -189,18 +159,8 @@ impl Component for IamPolicy {
                     arn,
                 }
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                Seen {
-                    arn,
-                    exists: false,
-                    tagged_ours: false,
-                    label: None,
-                    attachments: 0,
-                    allows_add_tags: false,
-                }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
+                Seen { arn, exists: false, tagged_ours: false, label: None, attachments: 0, allows_add_tags: false }
             }
             Err(e) => return Err(error::aws(e)).context("reading the IAM policy"),
         };
@@ -213,17 +173,10 @@ impl Component for IamPolicy {
         let desired = Self::desired_label(env)?;
         let source = match &env.options.iam_policy_file {
             Some(p) => format!("document {desired} from {}", p.display()),
-            None => format!(
-                "document {desired} from {} (sha256 {})",
-                IAM_POLICY.url,
-                &IAM_POLICY.sha256[..16]
-            ),
+            None => format!("document {desired} from {} (sha256 {})", IAM_POLICY.url, &IAM_POLICY.sha256[..16]),
         };
         if !seen.exists {
-            return Ok(vec![
-                Action::aws(Verb::Create, "iam:CreatePolicy", &env.spec.iam.policy_name)
-                    .because(source),
-            ]);
+            return Ok(vec![Action::aws(Verb::Create, "iam:CreatePolicy", &env.spec.iam.policy_name).because(source)]);
         }
         if !self.created_by_us(env) {
             if !env.options.adopt {
@@ -237,10 +190,8 @@ impl Component for IamPolicy {
         }
         Ok(if seen.label.as_deref() != Some(desired.as_str()) {
             vec![
-                Action::aws(Verb::Update, "iam:CreatePolicyVersion", &seen.arn).because(format!(
-                    "{} → {source}",
-                    seen.label.as_deref().unwrap_or("unknown version")
-                )),
+                Action::aws(Verb::Update, "iam:CreatePolicyVersion", &seen.arn)
+                    .because(format!("{} → {source}", seen.label.as_deref().unwrap_or("unknown version"))),
             ]
         } else {
             vec![]
@@ -251,14 +202,7 @@ impl Component for IamPolicy {
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         let created = !seen.exists || self.created_by_us(env);
-        record
-            .update(|r| {
-                r.iam_policy = Some(Owned {
-                    id: seen.arn.clone(),
-                    created,
-                })
-            })
-            .await?;
+        record.update(|r| r.iam_policy = Some(Owned { id: seen.arn.clone(), created })).await?;
         if !created {
             return Ok(()); // adopted: used as it is
         }
@@ -268,16 +212,12 @@ impl Component for IamPolicy {
                 .policy_name(&env.spec.iam.policy_name)
                 .policy_document(&doc.text)
                 .description("AWS Load Balancer Controller (kubectl scalardb-graphql)")
-                .set_tags(Some(iam_tags(
-                    &env.facts.name,
-                    &[(POLICY_VERSION_TAG_KEY, &doc.label)],
-                )))
+                .set_tags(Some(iam_tags(&env.facts.name, &[(POLICY_VERSION_TAG_KEY, &doc.label)])))
                 .send()
                 .await
                 .map_err(error::aws)
                 .context("creating the IAM policy")?;
-            env.progress
-                .done(&format!("created IAM policy {} ({})", seen.arn, doc.label));
+            env.progress.done(&format!("created IAM policy {} ({})", seen.arn, doc.label));
         } else if seen.label.as_deref() != Some(doc.label.as_str()) {
             // IAM keeps at most five versions: drop the oldest non-default one first.
             let versions = iam
@@ -287,11 +227,7 @@ impl Component for IamPolicy {
                 .await
                 .map_err(error::aws)
                 .context("listing policy versions")?;
-            let old: Vec<_> = versions
-                .versions()
-                .iter()
-                .filter(|v| !v.is_default_version())
-                .collect();
+            let old: Vec<_> = versions.versions().iter().filter(|v| !v.is_default_version()).collect();
             if versions.versions().len() >= 5
                 && let Some(oldest) = old.iter().min_by_key(|v| v.create_date().map(|d| d.secs()))
             {
@@ -313,16 +249,12 @@ impl Component for IamPolicy {
                 .context("updating the IAM policy")?;
             iam.tag_policy()
                 .policy_arn(&seen.arn)
-                .set_tags(Some(iam_tags(
-                    &env.facts.name,
-                    &[(POLICY_VERSION_TAG_KEY, &doc.label)],
-                )))
+                .set_tags(Some(iam_tags(&env.facts.name, &[(POLICY_VERSION_TAG_KEY, &doc.label)])))
                 .send()
                 .await
                 .map_err(error::aws)
                 .context("tagging the IAM policy")?;
-            env.progress
-                .done(&format!("updated IAM policy {} to {}", seen.arn, doc.label));
+            env.progress.done(&format!("updated IAM policy {} to {}", seen.arn, doc.label));
         }
         Ok(())
     }
@@ -332,26 +264,16 @@ impl Component for IamPolicy {
         let c = Category::Iam;
         if !seen.exists {
             return vec![
-                Check::fail(
-                    c,
-                    "iam.policy",
-                    format!("IAM policy {} does not exist", seen.arn),
-                )
-                .hint("run `kubectl scalardb-graphql install`"),
+                Check::fail(c, "iam.policy", format!("IAM policy {} does not exist", seen.arn))
+                    .hint("run `kubectl scalardb-graphql install`"),
             ];
         }
-        let version = seen
-            .label
-            .clone()
-            .unwrap_or_else(|| "not created by this tool, version unknown".into());
+        let version = seen.label.clone().unwrap_or_else(|| "not created by this tool, version unknown".into());
         let check = if !seen.allows_add_tags {
             Check::warn(
                 c,
                 "iam.policy",
-                format!(
-                    "IAM policy {} ({version}) lacks elasticloadbalancing:AddTags",
-                    env.spec.iam.policy_name
-                ),
+                format!("IAM policy {} ({version}) lacks elasticloadbalancing:AddTags", env.spec.iam.policy_name),
             )
             .hint(format!(
                 "controllers since v2.4.7 tag on create; use the {} document (re-run install)",
@@ -361,17 +283,10 @@ impl Component for IamPolicy {
             Check::pass(
                 c,
                 "iam.policy",
-                format!(
-                    "IAM policy {} is the pinned {} document",
-                    env.spec.iam.policy_name, IAM_POLICY.version
-                ),
+                format!("IAM policy {} is the pinned {} document", env.spec.iam.policy_name, IAM_POLICY.version),
             )
         } else {
-            Check::pass(
-                c,
-                "iam.policy",
-                format!("IAM policy {} ({version})", env.spec.iam.policy_name),
-            )
+            Check::pass(c, "iam.policy", format!("IAM policy {} ({version})", env.spec.iam.policy_name))
         };
         vec![check]
     }
@@ -381,18 +296,12 @@ impl Component for IamPolicy {
         Ok(if !seen.exists {
             vec![]
         } else if !self.created_by_us(env) {
-            vec![Action::keep(
-                "aws",
-                "iam:Policy",
-                &seen.arn,
-                "not created by this tool",
-            )]
+            vec![Action::keep("aws", "iam:Policy", &seen.arn, "not created by this tool")]
         } else if env.options.keep_iam {
             vec![Action::keep("aws", "iam:Policy", &seen.arn, "--keep-iam")]
         } else {
             vec![
-                Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn)
-                    .because("unless something else still uses it"),
+                Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn).because("unless something else still uses it"),
             ]
         })
     }
@@ -427,11 +336,7 @@ impl Component for IamPolicy {
                     .await
                     .map_err(error::aws)
                     .context("listing policy versions")?;
-                for v in versions
-                    .versions()
-                    .iter()
-                    .filter(|v| !v.is_default_version())
-                {
+                for v in versions.versions().iter().filter(|v| !v.is_default_version()) {
                     iam.delete_policy_version()
                         .policy_arn(&seen.arn)
                         .version_id(v.version_id().unwrap_or_default())
@@ -446,8 +351,7 @@ impl Component for IamPolicy {
                     .await
                     .map_err(error::aws)
                     .context("deleting the IAM policy")?;
-                env.progress
-                    .done(&format!("deleted IAM policy {}", seen.arn));
+                env.progress.done(&format!("deleted IAM policy {}", seen.arn));
             }
         }
         record.update(|r| r.iam_policy = None).await

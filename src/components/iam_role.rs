@@ -28,30 +28,19 @@ struct Seen {
 
 impl IamRole {
     pub fn arn(env: &Env) -> String {
-        format!(
-            "arn:{}:iam::{}:role/{}",
-            env.facts.partition, env.facts.account, env.spec.iam.role_name
-        )
+        format!("arn:{}:iam::{}:role/{}", env.facts.partition, env.facts.account, env.spec.iam.role_name)
     }
 
     fn subject(env: &Env) -> String {
-        policy::service_account_subject(
-            &env.spec.lb_controller.namespace,
-            &env.spec.lb_controller.service_account,
-        )
+        policy::service_account_subject(&env.spec.lb_controller.namespace, &env.spec.lb_controller.service_account)
     }
 
     fn trust(env: &Env) -> serde_json::Value {
-        policy::trust_policy(
-            &env.facts.oidc_provider_arn(),
-            env.facts.issuer_host_path(),
-            &Self::subject(env),
-        )
+        policy::trust_policy(&env.facts.oidc_provider_arn(), env.facts.issuer_host_path(), &Self::subject(env))
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.iam_role.as_ref().is_some_and(|o| o.created)
-            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+        env.record.iam_role.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
     }
 }
 
@@ -71,9 +60,7 @@ impl Component for IamRole {
         let seen = match iam.get_role().role_name(name).send().await {
             Ok(out) => {
                 let role = out.role();
-                let doc = role
-                    .and_then(|r| r.assume_role_policy_document())
-                    .map(policy::decode_document);
+                let doc = role.and_then(|r| r.assume_role_policy_document()).map(policy::decode_document);
                 let trust_problems = match doc {
                     Some(Ok(doc)) => policy::trust_problems(
                         &doc,
@@ -97,29 +84,19 @@ impl Component for IamRole {
                     .collect();
                 Seen {
                     exists: true,
-                    arn: role
-                        .map(|r| r.arn().to_string())
-                        .unwrap_or_else(|| Self::arn(env)),
-                    tagged_ours: iam_tags_ours(
-                        role.map(|r| r.tags()).unwrap_or_default(),
-                        &env.facts.name,
-                    ),
+                    arn: role.map(|r| r.arn().to_string()).unwrap_or_else(|| Self::arn(env)),
+                    tagged_ours: iam_tags_ours(role.map(|r| r.tags()).unwrap_or_default(), &env.facts.name),
                     trust_problems,
                     attached,
                 }
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                Seen {
-                    exists: false,
-                    arn: Self::arn(env),
-                    tagged_ours: false,
-                    trust_problems: vec![],
-                    attached: vec![],
-                }
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Seen {
+                exists: false,
+                arn: Self::arn(env),
+                tagged_ours: false,
+                trust_problems: vec![],
+                attached: vec![],
+            },
             Err(e) => return Err(error::aws(e)).context(format!("reading IAM role {name}")),
         };
         self.seen = Some(seen);
@@ -133,18 +110,18 @@ impl Component for IamRole {
         if !seen.exists {
             return Ok(vec![
                 Action::aws(Verb::Create, "iam:CreateRole", name)
-                    .because(format!(
-                        "trusted by {} for {}",
-                        env.facts.issuer_host_path(),
-                        Self::subject(env)
-                    ))
+                    .because(format!("trusted by {} for {}", env.facts.issuer_host_path(), Self::subject(env)))
                     .with_detail(Self::trust(env)),
                 Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn),
             ]);
         }
         if !self.created_by_us(env) && !env.options.adopt {
-            return Err(Error::prerequisite(format!("IAM role {name} already exists and was not created by this tool"))
-                .hint("pass --adopt to take it over (its trust policy will be set), or --iam-role-name to create another"));
+            return Err(Error::prerequisite(format!(
+                "IAM role {name} already exists and was not created by this tool"
+            ))
+            .hint(
+                "pass --adopt to take it over (its trust policy will be set), or --iam-role-name to create another",
+            ));
         }
         let mut actions = vec![];
         if !seen.trust_problems.is_empty() {
@@ -155,8 +132,7 @@ impl Component for IamRole {
             );
         }
         if !seen.attached.contains(&policy_arn) {
-            actions
-                .push(Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn));
+            actions.push(Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn));
         }
         Ok(actions)
     }
@@ -165,17 +141,9 @@ impl Component for IamRole {
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         let name = &env.spec.iam.role_name;
-        let trust =
-            serde_json::to_string(&Self::trust(env)).context("rendering the trust policy")?;
+        let trust = serde_json::to_string(&Self::trust(env)).context("rendering the trust policy")?;
         let created = !seen.exists || self.created_by_us(env);
-        record
-            .update(|r| {
-                r.iam_role = Some(Owned {
-                    id: name.clone(),
-                    created,
-                })
-            })
-            .await?;
+        record.update(|r| r.iam_role = Some(Owned { id: name.clone(), created })).await?;
         if !seen.exists {
             iam.create_role()
                 .role_name(name)
@@ -195,8 +163,7 @@ impl Component for IamRole {
                 .await
                 .map_err(error::aws)
                 .context(format!("setting the trust policy of IAM role {name}"))?;
-            env.progress
-                .done(&format!("set the trust policy of IAM role {name}"));
+            env.progress.done(&format!("set the trust policy of IAM role {name}"));
         }
         let policy_arn = IamPolicy::arn(env);
         if !seen.attached.contains(&policy_arn) {
@@ -207,10 +174,7 @@ impl Component for IamRole {
                 .await
                 .map_err(error::aws)
                 .context(format!("attaching {policy_arn} to IAM role {name}"))?;
-            env.progress.done(&format!(
-                "attached {} to IAM role {name}",
-                env.spec.iam.policy_name
-            ));
+            env.progress.done(&format!("attached {} to IAM role {name}", env.spec.iam.policy_name));
         }
         Ok(())
     }
@@ -234,20 +198,13 @@ impl Component for IamRole {
                 Check::pass(
                     c,
                     "iam.role-trust",
-                    format!(
-                        "trust is limited to {} (aud {})",
-                        Self::subject(env),
-                        policy::AUDIENCE
-                    ),
+                    format!("trust is limited to {} (aud {})", Self::subject(env), policy::AUDIENCE),
                 )
             } else {
                 Check::fail(
                     c,
                     "iam.role-trust",
-                    format!(
-                        "IAM role {name} trust policy is wrong: {}",
-                        seen.trust_problems.join("; ")
-                    ),
+                    format!("IAM role {name} trust policy is wrong: {}", seen.trust_problems.join("; ")),
                 )
                 .hint("re-run install to set the exact trust policy")
             },
@@ -268,12 +225,7 @@ impl Component for IamRole {
         Ok(if !seen.exists {
             vec![]
         } else if !self.created_by_us(env) {
-            vec![Action::keep(
-                "aws",
-                "iam:Role",
-                name,
-                "not created by this tool",
-            )]
+            vec![Action::keep("aws", "iam:Role", name, "not created by this tool")]
         } else if env.options.keep_iam {
             vec![Action::keep("aws", "iam:Role", name, "--keep-iam")]
         } else {

@@ -66,9 +66,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// What is wrong with a `target-group-attributes` value for a sticky ALB; None when right.
 pub fn stickiness_problem(value: Option<&str>) -> Option<String> {
     let Some(value) = value else {
-        return Some(
-            "no target-group-attributes annotation: the target group is not sticky".into(),
-        );
+        return Some("no target-group-attributes annotation: the target group is not sticky".into());
     };
     let mut enabled = None;
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -92,10 +90,7 @@ pub fn stickiness_problem(value: Option<&str>) -> Option<String> {
             enabled = Some(v.trim().to_string());
         }
         if key == "stickiness.type" && v.trim() != "lb_cookie" {
-            return Some(format!(
-                "stickiness.type={} (the AWSALB cookie needs lb_cookie)",
-                v.trim()
-            ));
+            return Some(format!("stickiness.type={} (the AWSALB cookie needs lb_cookie)", v.trim()));
         }
     }
     match enabled.as_deref() {
@@ -109,25 +104,14 @@ impl Ingress {
     pub async fn look(env: &Env) -> Result<Seen> {
         let api: Api<KubeIngress> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
         let name = fullname(&env.spec.release);
-        let Some(ing) = api
-            .get_opt(&name)
-            .await
-            .context(format!("reading Ingress {name}"))?
-        else {
+        let Some(ing) = api.get_opt(&name).await.context(format!("reading Ingress {name}"))? else {
             return Ok(Seen::default());
         };
         Ok(Seen {
             exists: true,
-            class: ing
-                .spec
-                .as_ref()
-                .and_then(|s| s.ingress_class_name.clone())
-                .or_else(|| {
-                    ing.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
-                }),
+            class: ing.spec.as_ref().and_then(|s| s.ingress_class_name.clone()).or_else(|| {
+                ing.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+            }),
             annotations: ing.metadata.annotations.clone().unwrap_or_default(),
             hostname: ing
                 .status
@@ -138,9 +122,7 @@ impl Ingress {
     }
 
     fn annotation<'a>(seen: &'a Seen, key: &str) -> Option<&'a str> {
-        seen.annotations
-            .get(&format!("{ANNOTATION_PREFIX}{key}"))
-            .map(String::as_str)
+        seen.annotations.get(&format!("{ANNOTATION_PREFIX}{key}")).map(String::as_str)
     }
 }
 
@@ -177,25 +159,16 @@ impl Component for Ingress {
             return Ok(());
         }
         let name = fullname(&env.spec.release);
-        let seen = wait::until(
-            env,
-            &format!("Ingress {name} to get its ALB hostname"),
-            || async {
-                let now = Self::look(env).await?;
-                Ok(match (&now.hostname, now.exists) {
-                    (Some(_), _) => Ok(now),
-                    (None, true) => {
-                        Err("no hostname yet (the controller has not made the ALB)".into())
-                    }
-                    (None, false) => Err("no Ingress yet".into()),
-                })
-            },
-        )
+        let seen = wait::until(env, &format!("Ingress {name} to get its ALB hostname"), || async {
+            let now = Self::look(env).await?;
+            Ok(match (&now.hostname, now.exists) {
+                (Some(_), _) => Ok(now),
+                (None, true) => Err("no hostname yet (the controller has not made the ALB)".into()),
+                (None, false) => Err("no Ingress yet".into()),
+            })
+        })
         .await?;
-        env.progress.done(&format!(
-            "Ingress {name} has ALB {}",
-            seen.hostname.as_deref().unwrap_or_default()
-        ));
+        env.progress.done(&format!("Ingress {name} has ALB {}", seen.hostname.as_deref().unwrap_or_default()));
         self.seen = Some(seen);
         Ok(())
     }
@@ -210,16 +183,19 @@ impl Component for Ingress {
                     .hint("the release must have ingress.enabled=true; re-run install"),
             ];
         }
-        let class = Check::expect(c, "ingress.class", seen.class.as_deref() == Some("alb"),
+        let class = Check::expect(
+            c,
+            "ingress.class",
+            seen.class.as_deref() == Some("alb"),
             format!("Ingress {name} has class alb"),
-            format!("Ingress {name} has class {:?}, not alb: the AWS Load Balancer Controller ignores it", seen.class.as_deref().unwrap_or("")))
-            .hint("set ingress.className: alb (re-run install)");
-        let target_type = match Self::annotation(seen, "target-type") {
-            Some("ip") => Check::pass(
-                c,
-                "ingress.target-type",
-                "target-type: ip (pods are targets)",
+            format!(
+                "Ingress {name} has class {:?}, not alb: the AWS Load Balancer Controller ignores it",
+                seen.class.as_deref().unwrap_or("")
             ),
+        )
+        .hint("set ingress.className: alb (re-run install)");
+        let target_type = match Self::annotation(seen, "target-type") {
+            Some("ip") => Check::pass(c, "ingress.target-type", "target-type: ip (pods are targets)"),
             other => Check::fail(
                 c,
                 "ingress.target-type",
@@ -230,9 +206,7 @@ impl Component for Ingress {
                         .unwrap_or_else(|| "unset (the controller's default is instance)".into())
                 ),
             )
-            .hint(format!(
-                "annotate {ANNOTATION_PREFIX}target-type: ip (re-run install)"
-            )),
+            .hint(format!("annotate {ANNOTATION_PREFIX}target-type: ip (re-run install)")),
         };
         let attributes = Self::annotation(seen, "target-group-attributes");
         let stickiness = match stickiness_problem(attributes) {
@@ -242,16 +216,13 @@ impl Component for Ingress {
         };
         let hostname = match &seen.hostname {
             Some(h) => Check::pass(c, "ingress.hostname", format!("hostname {h}")),
-            None => Check::fail(
-                c,
-                "ingress.hostname",
-                "no ALB hostname: the controller has not made the ALB",
-            )
-            .hint(format!(
-                "kubectl -n {} describe ingress {} shows the controller's events",
-                env.spec.namespace,
-                fullname(&env.spec.release)
-            )),
+            None => Check::fail(c, "ingress.hostname", "no ALB hostname: the controller has not made the ALB").hint(
+                format!(
+                    "kubectl -n {} describe ingress {} shows the controller's events",
+                    env.spec.namespace,
+                    fullname(&env.spec.release)
+                ),
+            ),
         };
         vec![class, target_type, stickiness, hostname]
     }
@@ -271,36 +242,19 @@ mod tests {
 
     #[test]
     fn the_guides_attributes_are_sticky() {
-        assert_eq!(
-            stickiness_problem(Some(
-                "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
-            )),
-            None
-        );
+        assert_eq!(stickiness_problem(Some("stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60")), None);
     }
 
     #[test]
     fn a_misspelled_key_is_named_with_a_suggestion() {
         let p = stickiness_problem(Some("stickness.enabled=true")).unwrap();
-        assert!(
-            p.contains("\"stickness.enabled\"")
-                && p.contains("did you mean \"stickiness.enabled\""),
-            "{p}"
-        );
+        assert!(p.contains("\"stickness.enabled\"") && p.contains("did you mean \"stickiness.enabled\""), "{p}");
     }
 
     #[test]
     fn disabled_or_missing_stickiness_is_named() {
-        assert!(
-            stickiness_problem(Some("stickiness.enabled=false"))
-                .unwrap()
-                .contains("false")
-        );
-        assert!(
-            stickiness_problem(Some("deregistration_delay.timeout_seconds=30"))
-                .unwrap()
-                .contains("missing")
-        );
+        assert!(stickiness_problem(Some("stickiness.enabled=false")).unwrap().contains("false"));
+        assert!(stickiness_problem(Some("deregistration_delay.timeout_seconds=30")).unwrap().contains("missing"));
         assert!(stickiness_problem(None).is_some());
         assert!(
             stickiness_problem(Some("stickiness.enabled=true,stickiness.type=app_cookie"))

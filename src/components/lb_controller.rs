@@ -24,10 +24,7 @@ use crate::wait;
 
 use super::lbc_service_account::CONTROLLER_SELECTOR;
 
-pub const CRDS: &[&str] = &[
-    "targetgroupbindings.elbv2.k8s.aws",
-    "ingressclassparams.elbv2.k8s.aws",
-];
+pub const CRDS: &[&str] = &["targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"];
 
 #[derive(Default)]
 pub struct LbController {
@@ -45,28 +42,16 @@ struct Seen {
 
 impl Seen {
     fn available(&self) -> bool {
-        !self.deployments.is_empty()
-            && self
-                .deployments
-                .iter()
-                .all(|(_, available, _)| *available > 0)
+        !self.deployments.is_empty() && self.deployments.iter().all(|(_, available, _)| *available > 0)
     }
     fn ready(&self) -> bool {
         self.available() && self.webhook_ready > 0
     }
     fn state(&self) -> String {
-        let d: Vec<_> = self
-            .deployments
-            .iter()
-            .map(|(n, a, w)| format!("{n} {a}/{w} available"))
-            .collect();
+        let d: Vec<_> = self.deployments.iter().map(|(n, a, w)| format!("{n} {a}/{w} available")).collect();
         format!(
             "{}; webhook endpoints ready: {}",
-            if d.is_empty() {
-                "no Deployment".into()
-            } else {
-                d.join(", ")
-            },
+            if d.is_empty() { "no Deployment".into() } else { d.join(", ") },
             self.webhook_ready
         )
     }
@@ -75,10 +60,7 @@ impl Seen {
 /// Ingresses of class `alb`, other than the one this release owns.
 pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
     let api: Api<Ingress> = Api::all(env.kube().clone());
-    let ours = (
-        env.spec.namespace.as_str(),
-        super::graphql_release::fullname(&env.spec.release),
-    );
+    let ours = (env.spec.namespace.as_str(), super::graphql_release::fullname(&env.spec.release));
     Ok(api
         .list(&ListParams::default())
         .await
@@ -86,19 +68,10 @@ pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
         .into_iter()
         .filter(|i| {
             let class = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
-            let annotated = i
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
+            let annotated = i.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
             class.as_deref() == Some("alb") || annotated.as_deref() == Some("alb")
         })
-        .map(|i| {
-            (
-                i.metadata.namespace.unwrap_or_default(),
-                i.metadata.name.unwrap_or_default(),
-            )
-        })
+        .map(|i| (i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
         .filter(|(ns, name)| (ns.as_str(), name.as_str()) != (ours.0, ours.1.as_str()))
         .map(|(ns, name)| format!("{ns}/{name}"))
         .collect())
@@ -127,19 +100,12 @@ impl LbController {
             .map(|d| {
                 let status = d.status.unwrap_or_default();
                 let wanted = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                (
-                    d.metadata.name.unwrap_or_default(),
-                    status.available_replicas.unwrap_or(0),
-                    wanted,
-                )
+                (d.metadata.name.unwrap_or_default(), status.available_replicas.unwrap_or(0), wanted)
             })
             .collect();
         let slices: Api<EndpointSlice> = Api::namespaced(env.kube().clone(), &lbc.namespace);
         let webhook_ready = slices
-            .list(
-                &ListParams::default()
-                    .labels(&format!("kubernetes.io/service-name={LBC_WEBHOOK_SERVICE}")),
-            )
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={LBC_WEBHOOK_SERVICE}")))
             .await
             .context("listing the webhook's endpoints")?
             .into_iter()
@@ -149,29 +115,15 @@ impl LbController {
         let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         let mut crds_missing = vec![];
         for name in CRDS {
-            if crds
-                .get_opt(name)
-                .await
-                .context(format!("reading CRD {name}"))?
-                .is_none()
-            {
+            if crds.get_opt(name).await.context(format!("reading CRD {name}"))?.is_none() {
                 crds_missing.push(name.to_string());
             }
         }
-        Ok(Seen {
-            release,
-            values,
-            deployments,
-            webhook_ready,
-            crds_missing,
-        })
+        Ok(Seen { release, values, deployments, webhook_ready, crds_missing })
     }
 
     fn installed_by_us(env: &Env) -> bool {
-        env.record
-            .lb_controller
-            .as_ref()
-            .is_some_and(|c| c.installed)
+        env.record.lb_controller.as_ref().is_some_and(|c| c.installed)
     }
 
     fn desired_values(env: &Env) -> Value {
@@ -182,11 +134,9 @@ impl LbController {
         let lbc = &env.spec.lb_controller;
         match &seen.release {
             None => Some("not installed".into()),
-            Some(r) if Some(&r.version) != lbc.chart.version.as_ref() => Some(format!(
-                "chart {} → {}",
-                r.version,
-                lbc.chart.version.as_deref().unwrap_or("latest")
-            )),
+            Some(r) if Some(&r.version) != lbc.chart.version.as_ref() => {
+                Some(format!("chart {} → {}", r.version, lbc.chart.version.as_deref().unwrap_or("latest")))
+            }
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
             Some(_) => None,
@@ -242,16 +192,8 @@ impl Component for LbController {
         }
         let mut actions = vec![];
         if let Some(why) = Self::needs_release_change(seen, env) {
-            let verb = if seen.release.is_some() {
-                Verb::Update
-            } else {
-                Verb::Create
-            };
-            let op = if seen.release.is_some() {
-                "upgrade"
-            } else {
-                "install"
-            };
+            let verb = if seen.release.is_some() { Verb::Update } else { Verb::Create };
+            let op = if seen.release.is_some() { "upgrade" } else { "install" };
             actions.push(
                 Action::helm(verb, op, format!("{}/{}", lbc.namespace, lbc.release))
                     .because(format!(
@@ -291,17 +233,10 @@ impl Component for LbController {
                 lbc.chart.name,
                 lbc.chart.version.as_deref().unwrap_or("")
             ));
-            env.ctx
-                .helm()?
-                .upgrade_install(&lbc.release, &lbc.namespace, &lbc.chart, &[file.path()])
-                .await?;
+            env.ctx.helm()?.upgrade_install(&lbc.release, &lbc.namespace, &lbc.chart, &[file.path()]).await?;
             env.progress.done(&format!(
                 "{} release {}/{} ({} {})",
-                if seen.release.is_some() {
-                    "upgraded"
-                } else {
-                    "installed"
-                },
+                if seen.release.is_some() { "upgraded" } else { "installed" },
                 lbc.namespace,
                 lbc.release,
                 lbc.chart.name,
@@ -321,11 +256,7 @@ impl Component for LbController {
         }
         let ready = wait::until(env, "the AWS Load Balancer Controller", || async {
             let now = Self::look(env).await?;
-            Ok(if now.ready() {
-                Ok(now)
-            } else {
-                Err(now.state())
-            })
+            Ok(if now.ready() { Ok(now) } else { Err(now.state()) })
         })
         .await?;
         self.seen = Some(ready);
@@ -337,11 +268,7 @@ impl Component for LbController {
         let c = Category::LbController;
         let lbc = &env.spec.lb_controller;
         let release = if lbc.external {
-            Check::pass(
-                c,
-                "lb-controller.release",
-                "controller managed outside this tool (--skip-lb-controller)",
-            )
+            Check::pass(c, "lb-controller.release", "controller managed outside this tool (--skip-lb-controller)")
         } else {
             match &seen.release {
                 None => Check::fail(
@@ -370,33 +297,23 @@ impl Component for LbController {
             Check::pass(
                 c,
                 "lb-controller.deployment",
-                format!(
-                    "Deployment available: {}",
-                    seen.state().split(';').next().unwrap_or_default()
-                ),
+                format!("Deployment available: {}", seen.state().split(';').next().unwrap_or_default()),
             )
         } else {
-            Check::fail(
-                c,
-                "lb-controller.deployment",
-                format!("the controller is not available: {}", seen.state()),
-            )
-            .hint(format!(
-                "kubectl -n {} describe deployment aws-load-balancer-controller",
-                lbc.namespace
-            ))
+            Check::fail(c, "lb-controller.deployment", format!("the controller is not available: {}", seen.state()))
+                .hint(format!("kubectl -n {} describe deployment aws-load-balancer-controller", lbc.namespace))
         };
         let webhook = if !seen.available() {
-            Check::skip(
+            Check::skip(c, "lb-controller.webhook", "webhook not checked: the controller is not available")
+        } else {
+            Check::expect(
                 c,
                 "lb-controller.webhook",
-                "webhook not checked: the controller is not available",
-            )
-        } else {
-            Check::expect(c, "lb-controller.webhook", seen.webhook_ready > 0,
+                seen.webhook_ready > 0,
                 format!("webhook Service {LBC_WEBHOOK_SERVICE} has {} ready endpoint(s)", seen.webhook_ready),
-                format!("webhook Service {LBC_WEBHOOK_SERVICE} has no ready endpoints"))
-                .hint("Ingress and Service changes fail while the webhook is down; check the controller's pods")
+                format!("webhook Service {LBC_WEBHOOK_SERVICE} has no ready endpoints"),
+            )
+            .hint("Ingress and Service changes fail while the webhook is down; check the controller's pods")
         };
         let crds = Check::expect(
             c,
@@ -416,24 +333,13 @@ impl Component for LbController {
         Ok(if seen.release.is_none() {
             vec![]
         } else if lbc.external || !Self::installed_by_us(env) {
-            vec![Action::keep(
-                "helm",
-                "release",
-                target,
-                "not installed by this tool",
-            )]
+            vec![Action::keep("helm", "release", target, "not installed by this tool")]
         } else if env.options.keep_lb_controller {
-            vec![Action::keep(
-                "helm",
-                "release",
-                target,
-                "--keep-lb-controller",
-            )]
+            vec![Action::keep("helm", "release", target, "--keep-lb-controller")]
         } else {
             vec![
-                Action::helm(Verb::Delete, "uninstall", target).because(
-                    "unless other Ingresses of class alb remain (--force to remove anyway)",
-                ),
+                Action::helm(Verb::Delete, "uninstall", target)
+                    .because("unless other Ingresses of class alb remain (--force to remove anyway)"),
             ]
         })
     }
@@ -441,11 +347,7 @@ impl Component for LbController {
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
         let lbc = &env.spec.lb_controller;
-        if seen.release.is_none()
-            || lbc.external
-            || !Self::installed_by_us(env)
-            || env.options.keep_lb_controller
-        {
+        if seen.release.is_none() || lbc.external || !Self::installed_by_us(env) || env.options.keep_lb_controller {
             return Ok(());
         }
         let others = other_alb_ingresses(env).await?;
@@ -456,14 +358,8 @@ impl Component for LbController {
             ));
             return record.update(|r| r.lb_controller = None).await;
         }
-        env.ctx
-            .helm()?
-            .uninstall(&lbc.release, &lbc.namespace)
-            .await?;
-        env.progress.done(&format!(
-            "uninstalled release {}/{}",
-            lbc.namespace, lbc.release
-        ));
+        env.ctx.helm()?.uninstall(&lbc.release, &lbc.namespace).await?;
+        env.progress.done(&format!("uninstalled release {}/{}", lbc.namespace, lbc.release));
         Ok(())
     }
 }

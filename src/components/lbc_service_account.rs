@@ -39,16 +39,10 @@ pub fn has_irsa(pod: &Pod, role_arn: &str) -> bool {
     let Some(spec) = &pod.spec else { return false };
     let env_ok = spec.containers.iter().any(|c| {
         let env = c.env.as_deref().unwrap_or_default();
-        env.iter()
-            .any(|e| e.name == "AWS_ROLE_ARN" && e.value.as_deref() == Some(role_arn))
+        env.iter().any(|e| e.name == "AWS_ROLE_ARN" && e.value.as_deref() == Some(role_arn))
             && env.iter().any(|e| e.name == "AWS_WEB_IDENTITY_TOKEN_FILE")
     });
-    let volume_ok = spec
-        .volumes
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|v| v.name == "aws-iam-token");
+    let volume_ok = spec.volumes.as_deref().unwrap_or_default().iter().any(|v| v.name == "aws-iam-token");
     env_ok && volume_ok
 }
 
@@ -58,16 +52,11 @@ impl ControllerServiceAccount {
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record
-            .service_account
-            .as_ref()
-            .is_some_and(|o| o.created)
-            || self.seen.as_ref().is_some_and(|s| s.managed)
+        env.record.service_account.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.managed)
     }
 
     async fn restart_controller(env: &Env) -> Result<()> {
-        let deployments: Api<Deployment> =
-            Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+        let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         let list = deployments
             .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
             .await
@@ -81,22 +70,15 @@ impl ControllerServiceAccount {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .context(format!("restarting Deployment {name} for the new IAM role"))?;
-            env.progress.done(&format!(
-                "restarted Deployment {name} so its pods get the role"
-            ));
+            env.progress.done(&format!("restarted Deployment {name} so its pods get the role"));
         }
         Ok(())
     }
 }
 
 fn jiff_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(secs as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(secs as i64).map(|t| t.to_string()).unwrap_or_default()
 }
 
 #[async_trait]
@@ -111,10 +93,7 @@ impl Component for ControllerServiceAccount {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let name = &env.spec.lb_controller.service_account;
-        let sa = Self::api(env)
-            .get_opt(name)
-            .await
-            .context(format!("reading ServiceAccount {name}"))?;
+        let sa = Self::api(env).get_opt(name).await.context(format!("reading ServiceAccount {name}"))?;
         let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         let role_arn = IamRole::arn(env);
         let pods = pods
@@ -123,19 +102,12 @@ impl Component for ControllerServiceAccount {
             .context("listing the controller's pods")?
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| {
-                (
-                    p.metadata.name.clone().unwrap_or_default(),
-                    has_irsa(&p, &role_arn),
-                )
-            })
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), has_irsa(&p, &role_arn)))
             .collect();
         self.seen = Some(Seen {
             exists: sa.is_some(),
             managed: sa.as_ref().is_some_and(|s| is_managed(&s.metadata)),
-            annotation: sa
-                .and_then(|s| s.metadata.annotations)
-                .and_then(|a| a.get(ROLE_ANNOTATION).cloned()),
+            annotation: sa.and_then(|s| s.metadata.annotations).and_then(|a| a.get(ROLE_ANNOTATION).cloned()),
             pods,
         });
         Ok(())
@@ -143,21 +115,16 @@ impl Component for ControllerServiceAccount {
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        let target = format!(
-            "{}/{}",
-            env.spec.lb_controller.namespace, env.spec.lb_controller.service_account
-        );
+        let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         let arn = IamRole::arn(env);
         let mut actions = vec![];
         if !seen.exists {
             actions.push(
-                Action::kube(Verb::Create, "ServiceAccount", &target)
-                    .because(format!("{ROLE_ANNOTATION}={arn}")),
+                Action::kube(Verb::Create, "ServiceAccount", &target).because(format!("{ROLE_ANNOTATION}={arn}")),
             );
         } else if seen.annotation.as_deref() != Some(arn.as_str()) {
             actions.push(
-                Action::kube(Verb::Update, "ServiceAccount", &target)
-                    .because(format!("{ROLE_ANNOTATION}={arn}")),
+                Action::kube(Verb::Update, "ServiceAccount", &target).because(format!("{ROLE_ANNOTATION}={arn}")),
             );
         }
         if seen.pods.iter().any(|(_, ok)| !ok) {
@@ -165,10 +132,7 @@ impl Component for ControllerServiceAccount {
                 Action::kube(
                     Verb::Update,
                     "Deployment",
-                    format!(
-                        "{}/aws-load-balancer-controller",
-                        env.spec.lb_controller.namespace
-                    ),
+                    format!("{}/aws-load-balancer-controller", env.spec.lb_controller.namespace),
                 )
                 .because("restart, so the controller's pods get the IAM role"),
             );
@@ -182,14 +146,7 @@ impl Component for ControllerServiceAccount {
         let arn = IamRole::arn(env);
         let api = Self::api(env);
         let created = !seen.exists || self.created_by_us(env);
-        record
-            .update(|r| {
-                r.service_account = Some(Owned {
-                    id: name.clone(),
-                    created,
-                })
-            })
-            .await?;
+        record.update(|r| r.service_account = Some(Owned { id: name.clone(), created })).await?;
         if !seen.exists {
             let sa = ServiceAccount {
                 metadata: ObjectMeta {
@@ -200,22 +157,15 @@ impl Component for ControllerServiceAccount {
                 },
                 ..Default::default()
             };
-            api.create(&PostParams::default(), &sa)
-                .await
-                .context(format!("creating ServiceAccount {name}"))?;
-            env.progress.done(&format!(
-                "created ServiceAccount {}/{name}",
-                env.spec.lb_controller.namespace
-            ));
+            api.create(&PostParams::default(), &sa).await.context(format!("creating ServiceAccount {name}"))?;
+            env.progress.done(&format!("created ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
         } else if seen.annotation.as_deref() != Some(arn.as_str()) {
             let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .context(format!("annotating ServiceAccount {name}"))?;
-            env.progress.done(&format!(
-                "annotated ServiceAccount {}/{name} with {arn}",
-                env.spec.lb_controller.namespace
-            ));
+            env.progress
+                .done(&format!("annotated ServiceAccount {}/{name} with {arn}", env.spec.lb_controller.namespace));
         }
         if seen.pods.iter().any(|(_, ok)| !ok) {
             Self::restart_controller(env).await?;
@@ -226,31 +176,20 @@ impl Component for ControllerServiceAccount {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Iam;
-        let name = format!(
-            "{}/{}",
-            env.spec.lb_controller.namespace, env.spec.lb_controller.service_account
-        );
+        let name = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         let arn = IamRole::arn(env);
         let sa = if !seen.exists {
-            Check::fail(
-                c,
-                "iam.service-account",
-                format!("ServiceAccount {name} does not exist"),
-            )
-            .hint("run `kubectl scalardb-graphql install`")
+            Check::fail(c, "iam.service-account", format!("ServiceAccount {name} does not exist"))
+                .hint("run `kubectl scalardb-graphql install`")
         } else {
             match &seen.annotation {
-                Some(a) if *a == arn => Check::pass(
-                    c,
-                    "iam.service-account",
-                    format!("ServiceAccount {name} is annotated with the role"),
-                ),
-                Some(a) => Check::fail(
-                    c,
-                    "iam.service-account",
-                    format!("ServiceAccount {name} names role {a}, not {arn}"),
-                )
-                .hint("re-run install to set the annotation"),
+                Some(a) if *a == arn => {
+                    Check::pass(c, "iam.service-account", format!("ServiceAccount {name} is annotated with the role"))
+                }
+                Some(a) => {
+                    Check::fail(c, "iam.service-account", format!("ServiceAccount {name} names role {a}, not {arn}"))
+                        .hint("re-run install to set the annotation")
+                }
                 None => Check::fail(
                     c,
                     "iam.service-account",
@@ -259,58 +198,40 @@ impl Component for ControllerServiceAccount {
                 .hint("re-run install to set the annotation, which also restarts the controller"),
             }
         };
-        let missing: Vec<_> = seen
-            .pods
-            .iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let missing: Vec<_> = seen.pods.iter().filter(|(_, ok)| !ok).map(|(n, _)| n.as_str()).collect();
         let pods = if seen.pods.is_empty() {
-            Check::skip(
-                c,
-                "iam.pod-identity",
-                "no controller pods to check for the IRSA token",
-            )
+            Check::skip(c, "iam.pod-identity", "no controller pods to check for the IRSA token")
         } else if missing.is_empty() {
             Check::pass(
                 c,
                 "iam.pod-identity",
-                format!(
-                    "{} controller pod(s) carry the IRSA token env and volume",
-                    seen.pods.len()
-                ),
+                format!("{} controller pod(s) carry the IRSA token env and volume", seen.pods.len()),
             )
         } else {
-            Check::fail(c, "iam.pod-identity", format!("controller pods without the role's token: {}", missing.join(", ")))
-                .hint(format!("restart them: kubectl -n {} rollout restart deployment aws-load-balancer-controller", env.spec.lb_controller.namespace))
+            Check::fail(
+                c,
+                "iam.pod-identity",
+                format!("controller pods without the role's token: {}", missing.join(", ")),
+            )
+            .hint(format!(
+                "restart them: kubectl -n {} rollout restart deployment aws-load-balancer-controller",
+                env.spec.lb_controller.namespace
+            ))
         };
         vec![sa, pods]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        let target = format!(
-            "{}/{}",
-            env.spec.lb_controller.namespace, env.spec.lb_controller.service_account
-        );
+        let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         Ok(if !seen.exists {
             vec![]
         } else if self.created_by_us(env) {
             vec![Action::kube(Verb::Delete, "ServiceAccount", target)]
-        } else if seen.annotation.as_deref() == Some(IamRole::arn(env).as_str())
-            && !env.options.keep_iam
-        {
-            vec![
-                Action::kube(Verb::Update, "ServiceAccount", target)
-                    .because(format!("remove {ROLE_ANNOTATION}")),
-            ]
+        } else if seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && !env.options.keep_iam {
+            vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
         } else {
-            vec![Action::keep(
-                "kubernetes",
-                "ServiceAccount",
-                target,
-                "not created by this tool",
-            )]
+            vec![Action::keep("kubernetes", "ServiceAccount", target, "not created by this tool")]
         })
     }
 
@@ -319,16 +240,9 @@ impl Component for ControllerServiceAccount {
         let name = &env.spec.lb_controller.service_account;
         let api = Self::api(env);
         if seen.exists && self.created_by_us(env) {
-            api.delete(name, &DeleteParams::default())
-                .await
-                .context(format!("deleting ServiceAccount {name}"))?;
-            env.progress.done(&format!(
-                "deleted ServiceAccount {}/{name}",
-                env.spec.lb_controller.namespace
-            ));
-        } else if seen.exists
-            && seen.annotation.as_deref() == Some(IamRole::arn(env).as_str())
-            && !env.options.keep_iam
+            api.delete(name, &DeleteParams::default()).await.context(format!("deleting ServiceAccount {name}"))?;
+            env.progress.done(&format!("deleted ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
+        } else if seen.exists && seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && !env.options.keep_iam
         {
             let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: null}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -26,23 +26,14 @@ use crate::pins::{CLUSTER_TAG_KEY, MANAGED_BY, MANAGED_BY_KEY};
 
 /// Tags this tool puts on the AWS resources it creates.
 pub fn ownership_tags(cluster: &str) -> Vec<(String, String)> {
-    vec![
-        (MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string()),
-        (CLUSTER_TAG_KEY.to_string(), cluster.to_string()),
-    ]
+    vec![(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string()), (CLUSTER_TAG_KEY.to_string(), cluster.to_string())]
 }
 
 pub fn iam_tags(cluster: &str, extra: &[(&str, &str)]) -> Vec<aws_sdk_iam::types::Tag> {
     ownership_tags(cluster)
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .map(|(k, v)| {
-            aws_sdk_iam::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .expect("key and value are set")
-        })
+        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("key and value are set"))
         .collect()
 }
 
@@ -62,8 +53,5 @@ pub fn managed_labels() -> BTreeMap<String, String> {
 }
 
 pub fn is_managed(meta: &kube::api::ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_KEY))
-        .is_some_and(|v| v == MANAGED_BY)
+    meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_KEY)).is_some_and(|v| v == MANAGED_BY)
 }

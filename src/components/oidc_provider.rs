@@ -65,30 +65,15 @@ impl Component for OidcProvider {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let arn = env.facts.oidc_provider_arn();
-        let seen = match env
-            .aws()
-            .iam
-            .get_open_id_connect_provider()
-            .open_id_connect_provider_arn(&arn)
-            .send()
-            .await
-        {
+        let seen = match env.aws().iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await {
             Ok(out) => Seen {
                 exists: true,
                 tagged_ours: iam_tags_ours(out.tags(), &env.facts.name),
                 has_audience: out.client_id_list().iter().any(|c| c == AUDIENCE),
                 arn,
             },
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                Seen {
-                    arn,
-                    exists: false,
-                    tagged_ours: false,
-                    has_audience: false,
-                }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
+                Seen { arn, exists: false, tagged_ours: false, has_audience: false }
             }
             Err(e) => return Err(error::aws(e)).context("reading the IAM OIDC provider"),
         };
@@ -98,32 +83,19 @@ impl Component for OidcProvider {
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         if env.facts.issuer.is_empty() {
-            return Err(Error::prerequisite(format!(
-                "EKS cluster {:?} has no OIDC issuer",
-                env.facts.name
-            ))
-            .hint(
-                "the cluster must have an OIDC issuer for IRSA (every EKS cluster since 1.13 does)",
-            ));
+            return Err(Error::prerequisite(format!("EKS cluster {:?} has no OIDC issuer", env.facts.name))
+                .hint("the cluster must have an OIDC issuer for IRSA (every EKS cluster since 1.13 does)"));
         }
         let seen = self.seen.as_ref().expect("observed");
         Ok(if !seen.exists {
             vec![
-                Action::aws(
-                    Verb::Create,
-                    "iam:CreateOpenIDConnectProvider",
-                    &env.facts.issuer,
-                )
-                .because(format!("client id {AUDIENCE}")),
+                Action::aws(Verb::Create, "iam:CreateOpenIDConnectProvider", &env.facts.issuer)
+                    .because(format!("client id {AUDIENCE}")),
             ]
         } else if !seen.has_audience {
             vec![
-                Action::aws(
-                    Verb::Update,
-                    "iam:AddClientIDToOpenIDConnectProvider",
-                    &seen.arn,
-                )
-                .because(format!("add client id {AUDIENCE}")),
+                Action::aws(Verb::Update, "iam:AddClientIDToOpenIDConnectProvider", &seen.arn)
+                    .because(format!("add client id {AUDIENCE}")),
             ]
         } else {
             vec![]
@@ -134,14 +106,7 @@ impl Component for OidcProvider {
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         if !seen.exists {
-            record
-                .update(|r| {
-                    r.oidc_provider = Some(Owned {
-                        id: seen.arn.clone(),
-                        created: true,
-                    })
-                })
-                .await?;
+            record.update(|r| r.oidc_provider = Some(Owned { id: seen.arn.clone(), created: true })).await?;
             iam.create_open_id_connect_provider()
                 .url(&env.facts.issuer)
                 .client_id_list(AUDIENCE)
@@ -150,18 +115,10 @@ impl Component for OidcProvider {
                 .await
                 .map_err(error::aws)
                 .context("creating the IAM OIDC provider")?;
-            env.progress
-                .done(&format!("created IAM OIDC provider {}", seen.arn));
+            env.progress.done(&format!("created IAM OIDC provider {}", seen.arn));
         } else {
             let created = self.created_by_us(env);
-            record
-                .update(|r| {
-                    r.oidc_provider = Some(Owned {
-                        id: seen.arn.clone(),
-                        created,
-                    })
-                })
-                .await?;
+            record.update(|r| r.oidc_provider = Some(Owned { id: seen.arn.clone(), created })).await?;
             if !seen.has_audience {
                 iam.add_client_id_to_open_id_connect_provider()
                     .open_id_connect_provider_arn(&seen.arn)
@@ -170,8 +127,7 @@ impl Component for OidcProvider {
                     .await
                     .map_err(error::aws)
                     .context("adding sts.amazonaws.com to the OIDC provider")?;
-                env.progress
-                    .done(&format!("added client id {AUDIENCE} to {}", seen.arn));
+                env.progress.done(&format!("added client id {AUDIENCE} to {}", seen.arn));
             }
         }
         Ok(())
@@ -179,32 +135,26 @@ impl Component for OidcProvider {
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
-        let owner = if self.created_by_us(env) {
-            "created by this tool"
-        } else {
-            "pre-existing"
-        };
+        let owner = if self.created_by_us(env) { "created by this tool" } else { "pre-existing" };
         vec![if !seen.exists {
-            Check::fail(Category::Iam, "iam.oidc-provider", format!("no IAM OIDC provider for issuer {}", env.facts.issuer))
-                .hint("run `kubectl scalardb-graphql install` (or eksctl utils associate-iam-oidc-provider)")
+            Check::fail(
+                Category::Iam,
+                "iam.oidc-provider",
+                format!("no IAM OIDC provider for issuer {}", env.facts.issuer),
+            )
+            .hint("run `kubectl scalardb-graphql install` (or eksctl utils associate-iam-oidc-provider)")
         } else if !seen.has_audience {
             Check::fail(
                 Category::Iam,
                 "iam.oidc-provider",
-                format!(
-                    "OIDC provider {} does not accept audience {AUDIENCE}",
-                    seen.arn
-                ),
+                format!("OIDC provider {} does not accept audience {AUDIENCE}", seen.arn),
             )
             .hint("re-run install to add the client id")
         } else {
             Check::pass(
                 Category::Iam,
                 "iam.oidc-provider",
-                format!(
-                    "OIDC provider for {} exists ({owner})",
-                    env.facts.issuer_host_path()
-                ),
+                format!("OIDC provider for {} exists ({owner})", env.facts.issuer_host_path()),
             )
         }]
     }
@@ -215,19 +165,9 @@ impl Component for OidcProvider {
             return Ok(vec![]);
         }
         Ok(if !self.created_by_us(env) {
-            vec![Action::keep(
-                "aws",
-                "iam:OpenIDConnectProvider",
-                &seen.arn,
-                "it was there before install",
-            )]
+            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, "it was there before install")]
         } else if env.options.keep_iam {
-            vec![Action::keep(
-                "aws",
-                "iam:OpenIDConnectProvider",
-                &seen.arn,
-                "--keep-iam",
-            )]
+            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, "--keep-iam")]
         } else {
             vec![
                 Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)
@@ -256,8 +196,7 @@ impl Component for OidcProvider {
                 .await
                 .map_err(error::aws)
                 .context("deleting the IAM OIDC provider")?;
-            env.progress
-                .done(&format!("deleted IAM OIDC provider {}", seen.arn));
+            env.progress.done(&format!("deleted IAM OIDC provider {}", seen.arn));
         }
         if !env.options.keep_iam {
             record.update(|r| r.oidc_provider = None).await?;

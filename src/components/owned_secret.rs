@@ -37,23 +37,14 @@ pub struct Seen {
 
 pub async fn observe(env: &Env, r: &SecretRef) -> Result<Seen> {
     let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-    let Some(s) = api
-        .get_opt(&r.name)
-        .await
-        .context(format!("reading Secret {}", r.name))?
-    else {
+    let Some(s) = api.get_opt(&r.name).await.context(format!("reading Secret {}", r.name))? else {
         return Ok(Seen::default());
     };
     Ok(Seen {
         exists: true,
         managed: is_managed(&s.metadata),
         secret_type: s.type_.unwrap_or_default(),
-        data: s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect(),
+        data: s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
     })
 }
 
@@ -74,16 +65,9 @@ pub fn plan(
     if !r.managed || (seen.exists && !owned && desired.is_none()) {
         // The user's own Secret: it must be there and usable.
         if !seen.exists {
-            return Err(
-                Error::prerequisite(format!("{} Secret {t} does not exist", kind.what))
-                    .hint(kind.how_to_give),
-            );
+            return Err(Error::prerequisite(format!("{} Secret {t} does not exist", kind.what)).hint(kind.how_to_give));
         }
-        let missing: Vec<_> = kind
-            .keys
-            .iter()
-            .filter(|k| !seen.data.contains_key(**k))
-            .collect();
+        let missing: Vec<_> = kind.keys.iter().filter(|k| !seen.data.contains_key(**k)).collect();
         if seen.secret_type != kind.secret_type || !missing.is_empty() {
             return Err(Error::prerequisite(format!(
                 "{} Secret {t} is not usable: type {:?}, expected {:?} with keys {}",
@@ -100,18 +84,12 @@ pub fn plan(
         if seen.exists {
             return Ok(vec![]); // ours, and no new credentials: keep it as it is
         }
-        return Err(Error::prerequisite(format!(
-            "no {} credentials given and Secret {t} does not exist",
-            kind.what
-        ))
-        .hint(kind.how_to_give));
+        return Err(Error::prerequisite(format!("no {} credentials given and Secret {t} does not exist", kind.what))
+            .hint(kind.how_to_give));
     };
     if seen.exists && !owned {
-        return Err(Error::prerequisite(format!(
-            "{} Secret {t} exists and was not created by this tool",
-            kind.what
-        ))
-        .hint("use it as it is by giving no credentials, or choose another name"));
+        return Err(Error::prerequisite(format!("{} Secret {t} exists and was not created by this tool", kind.what))
+            .hint("use it as it is by giving no credentials, or choose another name"));
     }
     Ok(if !seen.exists {
         vec![Action::kube(Verb::Create, "Secret", t).because(format!(
@@ -138,54 +116,34 @@ pub async fn apply(
     set: fn(&mut crate::record::Record, Option<Owned>),
 ) -> Result<()> {
     let created = r.managed && (!seen.exists || owned);
-    let entry = Owned {
-        id: r.name.clone(),
-        created,
-    };
+    let entry = Owned { id: r.name.clone(), created };
     record.update(|rec| set(rec, Some(entry))).await?;
-    let Some(desired) = desired.filter(|d| {
-        created && (!seen.exists || seen.data != **d || seen.secret_type != kind.secret_type)
-    }) else {
+    let Some(desired) =
+        desired.filter(|d| created && (!seen.exists || seen.data != **d || seen.secret_type != kind.secret_type))
+    else {
         return Ok(());
     };
     let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
     let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(r.name.clone()),
-            labels: Some(managed_labels()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(r.name.clone()), labels: Some(managed_labels()), ..Default::default() },
         type_: Some(kind.secret_type.to_string()),
-        data: Some(
-            desired
-                .iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.clone())))
-                .collect(),
-        ),
+        data: Some(desired.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
         ..Default::default()
     };
     if seen.exists {
         if seen.secret_type != kind.secret_type {
             // The type of a Secret cannot change in place.
-            api.delete(&r.name, &DeleteParams::default())
-                .await
-                .context(format!("replacing Secret {}", r.name))?;
-            api.create(&PostParams::default(), &secret)
-                .await
-                .context(format!("creating Secret {}", r.name))?;
+            api.delete(&r.name, &DeleteParams::default()).await.context(format!("replacing Secret {}", r.name))?;
+            api.create(&PostParams::default(), &secret).await.context(format!("creating Secret {}", r.name))?;
         } else {
             api.replace(&r.name, &PostParams::default(), &secret)
                 .await
                 .context(format!("updating Secret {}", r.name))?;
         }
-        env.progress
-            .done(&format!("updated {} Secret {}", kind.what, target(env, r)));
+        env.progress.done(&format!("updated {} Secret {}", kind.what, target(env, r)));
     } else {
-        api.create(&PostParams::default(), &secret)
-            .await
-            .context(format!("creating Secret {}", r.name))?;
-        env.progress
-            .done(&format!("created {} Secret {}", kind.what, target(env, r)));
+        api.create(&PostParams::default(), &secret).await.context(format!("creating Secret {}", r.name))?;
+        env.progress.done(&format!("created {} Secret {}", kind.what, target(env, r)));
     }
     Ok(())
 }
@@ -194,43 +152,23 @@ pub fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
     let t = target(env, r);
     let c = Category::Graphql;
     if !seen.exists {
-        return Check::fail(
-            c,
-            kind.check_id,
-            format!("{} Secret {t} does not exist", kind.what),
-        )
-        .hint(kind.how_to_give);
+        return Check::fail(c, kind.check_id, format!("{} Secret {t} does not exist", kind.what))
+            .hint(kind.how_to_give);
     }
-    let missing: Vec<_> = kind
-        .keys
-        .iter()
-        .filter(|k| !seen.data.contains_key(**k))
-        .copied()
-        .collect();
+    let missing: Vec<_> = kind.keys.iter().filter(|k| !seen.data.contains_key(**k)).copied().collect();
     if seen.secret_type != kind.secret_type {
         return Check::fail(
             c,
             kind.check_id,
-            format!(
-                "Secret {t} is of type {:?}, not {:?}",
-                seen.secret_type, kind.secret_type
-            ),
+            format!("Secret {t} is of type {:?}, not {:?}", seen.secret_type, kind.secret_type),
         )
         .hint("recreate it with the right type (re-run install with credentials)");
     }
     if !missing.is_empty() {
-        return Check::fail(
-            c,
-            kind.check_id,
-            format!("Secret {t} lacks key(s) {}", missing.join(", ")),
-        )
-        .hint(kind.how_to_give);
+        return Check::fail(c, kind.check_id, format!("Secret {t} lacks key(s) {}", missing.join(", ")))
+            .hint(kind.how_to_give);
     }
-    Check::pass(
-        c,
-        kind.check_id,
-        format!("{} Secret {t} exists ({})", kind.what, kind.secret_type),
-    )
+    Check::pass(c, kind.check_id, format!("{} Secret {t} exists ({})", kind.what, kind.secret_type))
 }
 
 pub fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action> {
@@ -240,23 +178,15 @@ pub fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action
     } else if owned && r.managed {
         vec![Action::kube(Verb::Delete, "Secret", t)]
     } else {
-        vec![Action::keep(
-            "kubernetes",
-            "Secret",
-            t,
-            "not created by this tool",
-        )]
+        vec![Action::keep("kubernetes", "Secret", t, "not created by this tool")]
     }
 }
 
 pub async fn remove(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Result<()> {
     if seen.exists && owned && r.managed {
         let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-        api.delete(&r.name, &DeleteParams::default())
-            .await
-            .context(format!("deleting Secret {}", r.name))?;
-        env.progress
-            .done(&format!("deleted Secret {}", target(env, r)));
+        api.delete(&r.name, &DeleteParams::default()).await.context(format!("deleting Secret {}", r.name))?;
+        env.progress.done(&format!("deleted Secret {}", target(env, r)));
     }
     Ok(())
 }

@@ -38,11 +38,7 @@ pub fn same_endpoint(a: &str, b: &str) -> bool {
 }
 
 pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
-    let mut p = Preflight {
-        facts: None,
-        checks: Vec::new(),
-        blocker: None,
-    };
+    let mut p = Preflight { facts: None, checks: Vec::new(), blocker: None };
     let block = |p: &mut Preflight, check: Check, error: Error| {
         p.checks.push(check);
         if p.blocker.is_none() {
@@ -52,10 +48,8 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
     let server = ctx.kube.server.clone();
 
     // Kubernetes, and AWS identity, concurrently: they do not depend on each other.
-    let (version, identity) = tokio::join!(
-        ctx.kube.client.apiserver_version(),
-        ctx.aws.sts.get_caller_identity().send()
-    );
+    let (version, identity) =
+        tokio::join!(ctx.kube.client.apiserver_version(), ctx.aws.sts.get_caller_identity().send());
     let version = match version {
         Ok(v) => {
             p.checks.push(Check::pass(
@@ -66,49 +60,33 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
             v
         }
         Err(e) => {
-            let msg = format!(
-                "cannot reach the API server of kube context {:?} at {server}: {e}",
-                ctx.kube.context
-            );
+            let msg = format!("cannot reach the API server of kube context {:?} at {server}: {e}", ctx.kube.context);
             let hint = "check the context (kubectl config current-context), the network path to the cluster, and your credentials";
-            block(
-                &mut p,
-                Check::fail(C, "cluster.reachable", &msg).hint(hint),
-                Error::prerequisite(msg).hint(hint),
-            );
+            block(&mut p, Check::fail(C, "cluster.reachable", &msg).hint(hint), Error::prerequisite(msg).hint(hint));
             return p;
         }
     };
     let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
     let (lo, hi) = KUBERNETES_MINOR_RANGE;
     p.checks.push(if (lo..=hi).contains(&minor) {
-        Check::pass(
-            C,
-            "cluster.version",
-            format!("Kubernetes {} is supported", version.git_version),
-        )
+        Check::pass(C, "cluster.version", format!("Kubernetes {} is supported", version.git_version))
     } else {
         Check::warn(
             C,
             "cluster.version",
-            format!(
-                "Kubernetes {} is outside the tested range 1.{lo}–1.{hi}",
-                version.git_version
-            ),
+            format!("Kubernetes {} is outside the tested range 1.{lo}–1.{hi}", version.git_version),
         )
         .hint("the plugin may still work; report what fails")
     });
 
     if need_helm {
         match ctx.helm().and_then(|h| h.check_version().map(|_| h)) {
-            Ok(h) => p.checks.push(Check::pass(
-                C,
-                "cluster.helm",
-                format!("helm {} at {}", h.version, h.path.display()),
-            )),
+            Ok(h) => {
+                p.checks.push(Check::pass(C, "cluster.helm", format!("helm {} at {}", h.version, h.path.display())))
+            }
             Err(e) => {
-                let check = Check::fail(C, "cluster.helm", e.to_string())
-                    .hint(e.hint_text().unwrap_or_default().to_string());
+                let check =
+                    Check::fail(C, "cluster.helm", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
                 block(&mut p, check, e);
             }
         }
@@ -119,11 +97,7 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
         Err(e) => {
             let msg = format!("AWS credentials do not resolve: {}", error::aws(e));
             let hint = "configure credentials (AWS_PROFILE or --profile, aws sso login, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)";
-            block(
-                &mut p,
-                Check::fail(C, "cluster.aws-identity", &msg).hint(hint),
-                Error::prerequisite(msg).hint(hint),
-            );
+            block(&mut p, Check::fail(C, "cluster.aws-identity", &msg).hint(hint), Error::prerequisite(msg).hint(hint));
             return p;
         }
     };
@@ -133,24 +107,16 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
     let Some(region) = ctx.aws.region.clone() else {
         let msg = "no AWS region: none in --region, the kube context or the AWS configuration";
         let hint = "pass --region, or set AWS_REGION";
-        block(
-            &mut p,
-            Check::fail(C, "cluster.aws-identity", msg).hint(hint),
-            Error::prerequisite(msg).hint(hint),
-        );
+        block(&mut p, Check::fail(C, "cluster.aws-identity", msg).hint(hint), Error::prerequisite(msg).hint(hint));
         return p;
     };
-    p.checks.push(Check::pass(
-        C,
-        "cluster.aws-identity",
-        format!("AWS identity {caller_arn} in {region}"),
-    ));
+    p.checks.push(Check::pass(C, "cluster.aws-identity", format!("AWS identity {caller_arn} in {region}")));
 
     let name = match ctx.cluster_name() {
         Ok(n) => n.to_string(),
         Err(e) => {
-            let check = Check::fail(C, "cluster.eks", e.to_string())
-                .hint(e.hint_text().unwrap_or_default().to_string());
+            let check =
+                Check::fail(C, "cluster.eks", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
             block(&mut p, check, e);
             return p;
         }
@@ -158,9 +124,7 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
     let described = match ctx.aws.eks.describe_cluster().name(&name).send().await {
         Ok(out) => out.cluster,
         Err(e) => {
-            let not_found = e
-                .as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception());
+            let not_found = e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
             let (msg, hint) = if not_found {
                 (
                     format!("EKS cluster {name:?} not found in account {account}, region {region}"),
@@ -172,21 +136,13 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
                     "the identity needs eks:DescribeCluster".to_string(),
                 )
             };
-            block(
-                &mut p,
-                Check::fail(C, "cluster.eks", &msg).hint(&hint),
-                Error::prerequisite(msg).hint(hint),
-            );
+            block(&mut p, Check::fail(C, "cluster.eks", &msg).hint(&hint), Error::prerequisite(msg).hint(hint));
             return p;
         }
     };
     let Some(cluster) = described else {
         let msg = format!("EKS returned no cluster named {name:?}");
-        block(
-            &mut p,
-            Check::fail(C, "cluster.eks", &msg),
-            Error::prerequisite(msg),
-        );
+        block(&mut p, Check::fail(C, "cluster.eks", &msg), Error::prerequisite(msg));
         return p;
     };
     let endpoint = cluster.endpoint().unwrap_or_default().to_string();
@@ -198,18 +154,10 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
         let hint = format!(
             "use the context of cluster {name:?} (aws eks update-kubeconfig --name {name}), or the right --cluster-name"
         );
-        block(
-            &mut p,
-            Check::fail(C, "cluster.eks", &msg).hint(&hint),
-            Error::prerequisite(msg).hint(hint),
-        );
+        block(&mut p, Check::fail(C, "cluster.eks", &msg).hint(&hint), Error::prerequisite(msg).hint(hint));
         return p;
     }
-    p.checks.push(Check::pass(
-        C,
-        "cluster.eks",
-        format!("the context is EKS cluster {name:?} ({endpoint})"),
-    ));
+    p.checks.push(Check::pass(C, "cluster.eks", format!("the context is EKS cluster {name:?} ({endpoint})")));
     let vpc = cluster.resources_vpc_config();
     p.facts = Some(ClusterFacts {
         name,
@@ -218,12 +166,7 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
         partition,
         caller_arn,
         endpoint,
-        issuer: cluster
-            .identity()
-            .and_then(|i| i.oidc())
-            .and_then(|o| o.issuer())
-            .unwrap_or_default()
-            .to_string(),
+        issuer: cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap_or_default().to_string(),
         vpc_id: vpc.and_then(|v| v.vpc_id()).unwrap_or_default().to_string(),
         subnet_ids: vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
         kubernetes_version: version.git_version,
@@ -241,13 +184,7 @@ mod tests {
             "https://ABC.gr7.us-east-1.eks.amazonaws.com",
             "https://abc.gr7.us-east-1.eks.amazonaws.com:443/"
         ));
-        assert!(!same_endpoint(
-            "https://a.eks.amazonaws.com",
-            "https://b.eks.amazonaws.com"
-        ));
-        assert!(!same_endpoint(
-            "https://127.0.0.1:6443",
-            "https://127.0.0.1:6444"
-        ));
+        assert!(!same_endpoint("https://a.eks.amazonaws.com", "https://b.eks.amazonaws.com"));
+        assert!(!same_endpoint("https://127.0.0.1:6443", "https://127.0.0.1:6444"));
     }
 }

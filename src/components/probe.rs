@@ -35,10 +35,7 @@ pub struct Outcome {
 }
 
 fn graphql_error(body: &Value) -> Option<String> {
-    body["errors"]
-        .as_array()
-        .and_then(|e| e.first())
-        .map(|e| e["message"].as_str().unwrap_or("error").to_string())
+    body["errors"].as_array().and_then(|e| e.first()).map(|e| e["message"].as_str().unwrap_or("error").to_string())
 }
 
 /// Runs the probe against `url` (…/graphql).
@@ -70,21 +67,21 @@ pub async fn run(url: &str, continuations: u32) -> Outcome {
     let expected = json!({"data": {"__typename": "Query"}});
     if res.status != 200 || body != expected {
         return Outcome {
-            typename: Check::fail(C, "probe.typename", format!(
-                "GET {url}?query={{__typename}} answered {} {}",
-                res.status,
-                String::from_utf8_lossy(&res.body).chars().take(120).collect::<String>()
-            ))
+            typename: Check::fail(
+                C,
+                "probe.typename",
+                format!(
+                    "GET {url}?query={{__typename}} answered {} {}",
+                    res.status,
+                    String::from_utf8_lossy(&res.body).chars().take(120).collect::<String>()
+                ),
+            )
             .hint("check the GraphQL pods' logs and that the path matches scalarDbGraphQlConfiguration.path"),
             sticky: skip("the endpoint does not answer GraphQL"),
             unreachable: false,
         };
     }
-    let typename = Check::pass(
-        C,
-        "probe.typename",
-        format!("{{__typename}} through {url} answers 200 {expected}"),
-    );
+    let typename = Check::pass(C, "probe.typename", format!("{{__typename}} through {url} answers 200 {expected}"));
     let Some(cookie) = http::cookie(&res.set_cookies, "AWSALB") else {
         return Outcome {
             typename,
@@ -98,9 +95,7 @@ pub async fn run(url: &str, continuations: u32) -> Outcome {
         let cookie = cookie.clone();
         async move {
             let body = serde_json::to_vec(&json!({"query": query})).expect("JSON");
-            let res = client
-                .send("POST", url, Some("application/json"), body, Some(&cookie))
-                .await?;
+            let res = client.send("POST", url, Some("application/json"), body, Some(&cookie)).await?;
             let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
             Ok::<_, Error>((res.status, v))
         }
@@ -120,10 +115,7 @@ pub async fn run(url: &str, continuations: u32) -> Outcome {
             None => {
                 return lost(
                     0,
-                    format!(
-                        "starting it returned no transaction id ({})",
-                        graphql_error(&v).unwrap_or_default()
-                    ),
+                    format!("starting it returned no transaction id ({})", graphql_error(&v).unwrap_or_default()),
                 );
             }
         },
@@ -134,31 +126,15 @@ pub async fn run(url: &str, continuations: u32) -> Outcome {
         match post(format!("query @transaction(id: \"{id}\") {{ __typename }}")).await {
             Ok((200, v)) if graphql_error(&v).is_none() => {}
             Ok((s, v)) => {
-                return lost(
-                    i,
-                    format!(
-                        "continuation {i} got HTTP {s}: {}",
-                        graphql_error(&v).unwrap_or_default()
-                    ),
-                );
+                return lost(i, format!("continuation {i} got HTTP {s}: {}", graphql_error(&v).unwrap_or_default()));
             }
             Err(e) => return lost(i, format!("continuation {i} failed: {e}")),
         }
     }
-    match post(format!(
-        "query @transaction(id: \"{id}\", commit: true) {{ __typename }}"
-    ))
-    .await
-    {
+    match post(format!("query @transaction(id: \"{id}\", commit: true) {{ __typename }}")).await {
         Ok((200, v)) if graphql_error(&v).is_none() => {}
         Ok((s, v)) => {
-            return lost(
-                total - 1,
-                format!(
-                    "the commit got HTTP {s}: {}",
-                    graphql_error(&v).unwrap_or_default()
-                ),
-            );
+            return lost(total - 1, format!("the commit got HTTP {s}: {}", graphql_error(&v).unwrap_or_default()));
         }
         Err(e) => return lost(total - 1, format!("the commit failed: {e}")),
     }
@@ -200,11 +176,7 @@ impl Component for Probe {
         if env.options.no_probe {
             return Ok(());
         }
-        let hostname = if env.options.probe_url.is_some() {
-            None
-        } else {
-            Ingress::look(env).await?.hostname
-        };
+        let hostname = if env.options.probe_url.is_some() { None } else { Ingress::look(env).await?.hostname };
         self.url = Self::url(env, hostname.as_deref());
         Ok(())
     }
@@ -233,18 +205,14 @@ impl Component for Probe {
             return Ok(());
         };
         let requests = env.options.probe_requests.max(1);
-        let result = wait::until(
-            env,
-            &format!("a sticky transaction through {url}"),
-            || async {
-                let outcome = run(&url, requests).await;
-                Ok(if outcome.unreachable || outcome.sticky.passed() {
-                    Ok(outcome)
-                } else {
-                    Err(outcome.sticky.message.clone())
-                })
-            },
-        )
+        let result = wait::until(env, &format!("a sticky transaction through {url}"), || async {
+            let outcome = run(&url, requests).await;
+            Ok(if outcome.unreachable || outcome.sticky.passed() {
+                Ok(outcome)
+            } else {
+                Err(outcome.sticky.message.clone())
+            })
+        })
         .await?;
         if result.unreachable {
             env.progress.warn(&format!(
@@ -267,12 +235,8 @@ impl Component for Probe {
         }
         let Some(url) = &self.url else {
             return vec![
-                Check::fail(
-                    C,
-                    "probe.typename",
-                    "nothing to probe: the Ingress has no hostname",
-                )
-                .hint("fix the ingress checks first, or pass --probe-url"),
+                Check::fail(C, "probe.typename", "nothing to probe: the Ingress has no hostname")
+                    .hint("fix the ingress checks first, or pass --probe-url"),
                 Check::skip(C, "probe.sticky", "nothing to probe"),
             ];
         };

@@ -38,16 +38,8 @@ pub struct RegistrySecret {
 impl RegistrySecret {
     fn desired(env: &Env) -> Option<BTreeMap<String, Vec<u8>>> {
         let (user, token) = env.secrets.registry.as_ref()?;
-        let server = env
-            .spec
-            .registry_secret
-            .server
-            .as_deref()
-            .unwrap_or("ghcr.io");
-        Some(BTreeMap::from([(
-            ".dockerconfigjson".to_string(),
-            docker_config(server, user, token.expose()),
-        )]))
+        let server = env.spec.registry_secret.server.as_deref().unwrap_or("ghcr.io");
+        Some(BTreeMap::from([(".dockerconfigjson".to_string(), docker_config(server, user, token.expose()))]))
     }
     fn owned(&self, env: &Env) -> bool {
         secret::owned(env.record.registry_secret.as_ref(), &self.seen)
@@ -70,14 +62,7 @@ impl Component for RegistrySecret {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
-        secret::plan(
-            env,
-            &KIND,
-            &env.spec.registry_secret,
-            &self.seen,
-            Self::desired(env).as_ref(),
-            self.owned(env),
-        )
+        secret::plan(env, &KIND, &env.spec.registry_secret, &self.seen, Self::desired(env).as_ref(), self.owned(env))
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
@@ -96,21 +81,11 @@ impl Component for RegistrySecret {
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
-        vec![secret::check(
-            env,
-            &KIND,
-            &env.spec.registry_secret,
-            &self.seen,
-        )]
+        vec![secret::check(env, &KIND, &env.spec.registry_secret, &self.seen)]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(secret::removal(
-            env,
-            &env.spec.registry_secret,
-            &self.seen,
-            self.owned(env),
-        ))
+        Ok(secret::removal(env, &env.spec.registry_secret, &self.seen, self.owned(env)))
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
@@ -125,8 +100,7 @@ mod tests {
 
     #[test]
     fn the_docker_config_matches_kubectls() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&docker_config("ghcr.io", "me", "tok")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&docker_config("ghcr.io", "me", "tok")).unwrap();
         assert_eq!(v["auths"]["ghcr.io"]["username"], "me");
         assert_eq!(v["auths"]["ghcr.io"]["auth"], "bWU6dG9r");
     }

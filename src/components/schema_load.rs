@@ -14,9 +14,7 @@ use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{
-    Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy,
-};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -56,15 +54,9 @@ impl LoaderJob {
         delete: bool,
     ) -> LoaderJob {
         LoaderJob {
-            name: format!(
-                "scalardb-schema-loader-{}",
-                &digest(&schema.text, &properties, coordinator, delete)[..10]
-            ),
+            name: format!("scalardb-schema-loader-{}", &digest(&schema.text, &properties, coordinator, delete)[..10]),
             namespace: namespace.to_string(),
-            image: format!(
-                "{SCHEMA_LOADER_IMAGE}:{}",
-                version.unwrap_or(SCHEMA_LOADER_VERSION)
-            ),
+            image: format!("{SCHEMA_LOADER_IMAGE}:{}", version.unwrap_or(SCHEMA_LOADER_VERSION)),
             schema: schema.text.clone(),
             properties,
             coordinator,
@@ -111,10 +103,7 @@ impl LoaderJob {
                 labels: Some(managed_labels()),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(
-                "schema.json".into(),
-                self.schema.clone(),
-            )])),
+            data: Some(BTreeMap::from([("schema.json".into(), self.schema.clone())])),
             ..Default::default()
         }
     }
@@ -170,69 +159,40 @@ impl LoaderJob {
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
         // A leftover of the same run (same digest) is replaced.
-        if jobs
-            .get_opt(&self.name)
-            .await
-            .context("reading the loader Job")?
-            .is_some()
-        {
+        if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
             self.cleanup(env).await?;
         }
-        secrets
-            .create(&pp, &self.secret())
-            .await
-            .context(format!("creating Secret {}", self.name))?;
-        maps.create(&pp, &self.config_map())
-            .await
-            .context(format!("creating ConfigMap {}", self.name))?;
-        jobs.create(&pp, &self.job())
-            .await
-            .context(format!("creating Job {}", self.name))?;
+        secrets.create(&pp, &self.secret()).await.context(format!("creating Secret {}", self.name))?;
+        maps.create(&pp, &self.config_map()).await.context(format!("creating ConfigMap {}", self.name))?;
+        jobs.create(&pp, &self.job()).await.context(format!("creating Job {}", self.name))?;
         let what = if self.delete {
             "the Schema Loader to delete the tables"
         } else {
             "the Schema Loader to create the tables"
         };
         let failed = wait::until(env, what, || async {
-            let job = jobs
-                .get(&self.name)
-                .await
-                .context("reading the loader Job")?;
+            let job = jobs.get(&self.name).await.context("reading the loader Job")?;
             let status = job.status.unwrap_or_default();
-            let failed_condition = status
-                .conditions
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Failed" && c.status == "True");
+            let failed_condition =
+                status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Failed" && c.status == "True");
             Ok(if status.succeeded.unwrap_or(0) > 0 {
                 Ok(false)
             } else if status.failed.unwrap_or(0) > 0 || failed_condition {
                 Ok(true)
             } else {
-                Err(format!(
-                    "Job {} active: {}",
-                    self.name,
-                    status.active.unwrap_or(0)
-                ))
+                Err(format!("Job {} active: {}", self.name, status.active.unwrap_or(0)))
             })
         })
         .await;
         let failed = match failed {
             Ok(f) => f,
             Err(e) => {
-                return Err(Error::timeout(format!(
-                    "{e}; Job {ns}/{} was left in place",
-                    self.name
-                ))
-                .hint(format!(
-                    "read its log: kubectl -n {ns} logs job/{}",
-                    self.name
-                )));
+                return Err(Error::timeout(format!("{e}; Job {ns}/{} was left in place", self.name))
+                    .hint(format!("read its log: kubectl -n {ns} logs job/{}", self.name)));
             }
         };
         if let Some(log) = self.log(env).await {
-            env.progress
-                .done(&format!("Schema Loader log:\n{}", log.trim_end()));
+            env.progress.done(&format!("Schema Loader log:\n{}", log.trim_end()));
         }
         if failed {
             return Err(Error::failed(format!("the Schema Loader failed; Job {ns}/{}, its Secret and ConfigMap were kept", self.name))
@@ -241,14 +201,8 @@ impl LoaderJob {
         self.cleanup(env).await?;
         env.progress.done(&format!(
             "Schema Loader {} ({} table(s)); removed its Job, Secret and ConfigMap",
-            if self.delete {
-                "deleted the tables"
-            } else {
-                "created the tables"
-            },
-            Schema::parse(&self.schema)
-                .map(|s| s.tables.len())
-                .unwrap_or(0)
+            if self.delete { "deleted the tables" } else { "created the tables" },
+            Schema::parse(&self.schema).map(|s| s.tables.len()).unwrap_or(0)
         ));
         Ok(())
     }
@@ -262,14 +216,10 @@ impl LoaderJob {
             .items
             .into_iter()
             .next()?;
-        match pods
-            .logs(pod.metadata.name.as_deref()?, &LogParams::default())
-            .await
-        {
+        match pods.logs(pod.metadata.name.as_deref()?, &LogParams::default()).await {
             Ok(log) => Some(log),
             Err(e) => {
-                env.progress
-                    .warn(&format!("the cluster cannot give the loader's log ({e})"));
+                env.progress.warn(&format!("the cluster cannot give the loader's log ({e})"));
                 None
             }
         }
@@ -278,43 +228,18 @@ impl LoaderJob {
     async fn cleanup(&self, env: &Env) -> Result<()> {
         let client = env.kube().clone();
         let ns = &self.namespace;
-        let background = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
+        let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-        if jobs
-            .get_opt(&self.name)
-            .await
-            .context("reading the loader Job")?
-            .is_some()
-        {
-            jobs.delete(&self.name, &background)
-                .await
-                .context("deleting the loader Job")?;
+        if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
+            jobs.delete(&self.name, &background).await.context("deleting the loader Job")?;
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        if secrets
-            .get_opt(&self.name)
-            .await
-            .context("reading the loader Secret")?
-            .is_some()
-        {
-            secrets
-                .delete(&self.name, &DeleteParams::default())
-                .await
-                .context("deleting the loader Secret")?;
+        if secrets.get_opt(&self.name).await.context("reading the loader Secret")?.is_some() {
+            secrets.delete(&self.name, &DeleteParams::default()).await.context("deleting the loader Secret")?;
         }
         let maps: Api<ConfigMap> = Api::namespaced(client, ns);
-        if maps
-            .get_opt(&self.name)
-            .await
-            .context("reading the loader ConfigMap")?
-            .is_some()
-        {
-            maps.delete(&self.name, &DeleteParams::default())
-                .await
-                .context("deleting the loader ConfigMap")?;
+        if maps.get_opt(&self.name).await.context("reading the loader ConfigMap")?.is_some() {
+            maps.delete(&self.name, &DeleteParams::default()).await.context("deleting the loader ConfigMap")?;
         }
         Ok(())
     }
@@ -322,14 +247,7 @@ impl LoaderJob {
 
 fn digest(schema: &str, properties: &str, coordinator: bool, delete: bool) -> String {
     let mut h = Sha256::new();
-    for part in [
-        schema,
-        "\0",
-        properties,
-        "\0",
-        if coordinator { "c" } else { "" },
-        if delete { "D" } else { "" },
-    ] {
+    for part in [schema, "\0", properties, "\0", if coordinator { "c" } else { "" }, if delete { "D" } else { "" }] {
         h.update(part.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -358,21 +276,12 @@ impl Component for SchemaLoad {
         };
         let schema = Schema::read(path)?;
         let Some(props) = &env.options.db_properties else {
-            return Err(Error::usage(
-                "--schema needs --db-properties: the Schema Loader connects with it",
-            )
-            .hint("pass --db-properties database.properties (the guide's file)"));
+            return Err(Error::usage("--schema needs --db-properties: the Schema Loader connects with it")
+                .hint("pass --db-properties database.properties (the guide's file)"));
         };
         let properties = std::fs::read_to_string(props)
             .map_err(|e| Error::usage(format!("cannot read {}: {e}", props.display())))?;
-        self.job = Some(LoaderJob::new(
-            &env.spec.namespace,
-            &schema,
-            properties,
-            None,
-            true,
-            false,
-        ));
+        self.job = Some(LoaderJob::new(&env.spec.namespace, &schema, properties, None, true, false));
         Ok(())
     }
 
@@ -384,13 +293,9 @@ impl Component for SchemaLoad {
             return Ok(vec![]); // this schema was loaded with these properties already
         }
         Ok(vec![
-            Action::kube(
-                Verb::Create,
-                "Job",
-                format!("{}/{}", job.namespace, job.name),
-            )
-            .because(format!("{} {}", job.image, job.args().join(" ")))
-            .with_detail(job.preview()),
+            Action::kube(Verb::Create, "Job", format!("{}/{}", job.namespace, job.name))
+                .because(format!("{} {}", job.image, job.args().join(" ")))
+                .with_detail(job.preview()),
         ])
     }
 
@@ -400,14 +305,7 @@ impl Component for SchemaLoad {
             return Ok(());
         }
         job.run(env).await?;
-        record
-            .update(|r| {
-                r.schema = Some(Owned {
-                    id: job.name.clone(),
-                    created: true,
-                })
-            })
-            .await
+        record.update(|r| r.schema = Some(Owned { id: job.name.clone(), created: true })).await
     }
 
     async fn checks(&self, _env: &Env) -> Vec<Check> {
@@ -436,17 +334,8 @@ mod tests {
     use super::*;
 
     fn job() -> LoaderJob {
-        let schema =
-            Schema::parse(r#"{"s.t": {"partition-key": ["id"], "columns": {"id": "INT"}}}"#)
-                .unwrap();
-        LoaderJob::new(
-            "ns",
-            &schema,
-            "scalar.db.password=hunter2\n".into(),
-            None,
-            true,
-            false,
-        )
+        let schema = Schema::parse(r#"{"s.t": {"partition-key": ["id"], "columns": {"id": "INT"}}}"#).unwrap();
+        LoaderJob::new("ns", &schema, "scalar.db.password=hunter2\n".into(), None, true, false)
     }
 
     #[test]
@@ -454,10 +343,7 @@ mod tests {
         let j = job();
         let spec = serde_json::to_value(j.job()).unwrap();
         let c = &spec["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(
-            c["image"],
-            format!("ghcr.io/scalar-labs/scalardb-schema-loader:{SCHEMA_LOADER_VERSION}")
-        );
+        assert_eq!(c["image"], format!("ghcr.io/scalar-labs/scalardb-schema-loader:{SCHEMA_LOADER_VERSION}"));
         assert_eq!(
             c["args"],
             json!([
@@ -468,10 +354,7 @@ mod tests {
                 "--coordinator"
             ])
         );
-        assert_eq!(
-            spec["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
-            j.name
-        );
+        assert_eq!(spec["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], j.name);
     }
 
     #[test]

@@ -32,10 +32,7 @@ pub struct Subnet {
 
 impl Subnet {
     fn has_role(&self) -> bool {
-        matches!(
-            self.tags.get(INTERNAL_ELB_TAG).map(String::as_str),
-            Some("1") | Some("")
-        )
+        matches!(self.tags.get(INTERNAL_ELB_TAG).map(String::as_str), Some("1") | Some(""))
     }
     /// `kubernetes.io/cluster/<other>` tags: the controller skips such subnets.
     fn other_clusters(&self, cluster: &str) -> Vec<String> {
@@ -50,16 +47,7 @@ impl Subnet {
 
 /// Which subnets install tags: the chosen ones, or the private ones.
 fn candidates<'a>(subnets: &'a [Subnet], chosen: &[String]) -> Vec<&'a Subnet> {
-    subnets
-        .iter()
-        .filter(|s| {
-            if chosen.is_empty() {
-                s.private
-            } else {
-                chosen.contains(&s.id)
-            }
-        })
-        .collect()
+    subnets.iter().filter(|s| if chosen.is_empty() { s.private } else { chosen.contains(&s.id) }).collect()
 }
 
 /// Why tagging these subnets would not give a working internal ALB, if it would not.
@@ -67,13 +55,7 @@ pub fn refusal(candidates: &[&Subnet], cluster: &str) -> Option<String> {
     let foreign: Vec<_> = candidates
         .iter()
         .filter(|s| !s.other_clusters(cluster).is_empty())
-        .map(|s| {
-            format!(
-                "{} (tagged for cluster {})",
-                s.id,
-                s.other_clusters(cluster).join(", ")
-            )
-        })
+        .map(|s| format!("{} (tagged for cluster {})", s.id, s.other_clusters(cluster).join(", ")))
         .collect();
     if !foreign.is_empty() {
         return Some(format!(
@@ -86,11 +68,7 @@ pub fn refusal(candidates: &[&Subnet], cluster: &str) -> Option<String> {
         return Some(format!(
             "an ALB needs subnets in at least two availability zones; these are in {}: {}",
             zones.len(),
-            candidates
-                .iter()
-                .map(|s| format!("{} ({})", s.id, s.zone))
-                .collect::<Vec<_>>()
-                .join(", ")
+            candidates.iter().map(|s| format!("{} ({})", s.id, s.zone)).collect::<Vec<_>>().join(", ")
         ));
     }
     None
@@ -98,10 +76,7 @@ pub fn refusal(candidates: &[&Subnet], cluster: &str) -> Option<String> {
 
 impl SubnetTags {
     fn chosen(&self, env: &Env) -> Vec<Subnet> {
-        candidates(self.seen.as_deref().unwrap_or_default(), &env.spec.subnets)
-            .into_iter()
-            .cloned()
-            .collect()
+        candidates(self.seen.as_deref().unwrap_or_default(), &env.spec.subnets).into_iter().cloned().collect()
     }
 }
 
@@ -132,12 +107,7 @@ impl Component for SubnetTags {
             .context("describing the cluster's subnets")?;
         let tables = ec2
             .describe_route_tables()
-            .filters(
-                Filter::builder()
-                    .name("vpc-id")
-                    .values(&env.facts.vpc_id)
-                    .build(),
-            )
+            .filters(Filter::builder().name("vpc-id").values(&env.facts.vpc_id).build())
             .send()
             .await
             .map_err(error::aws)
@@ -146,10 +116,7 @@ impl Component for SubnetTags {
         let mut public_subnets = BTreeSet::new();
         let mut main_is_public = false;
         for table in tables.route_tables() {
-            let public = table
-                .routes()
-                .iter()
-                .any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-")));
+            let public = table.routes().iter().any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-")));
             for assoc in table.associations() {
                 if assoc.main() == Some(true) {
                     main_is_public = public;
@@ -172,8 +139,7 @@ impl Component for SubnetTags {
                 .iter()
                 .map(|s| {
                     let id = s.subnet_id().unwrap_or_default().to_string();
-                    let public =
-                        public_subnets.contains(&id) || (!explicit.contains(&id) && main_is_public);
+                    let public = public_subnets.contains(&id) || (!explicit.contains(&id) && main_is_public);
                     Subnet {
                         zone: s.availability_zone().unwrap_or_default().to_string(),
                         vpc: s.vpc_id().unwrap_or_default().to_string(),
@@ -182,10 +148,7 @@ impl Component for SubnetTags {
                             .tags()
                             .iter()
                             .map(|t| {
-                                (
-                                    t.key().unwrap_or_default().to_string(),
-                                    t.value().unwrap_or_default().to_string(),
-                                )
+                                (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())
                             })
                             .collect(),
                         id,
@@ -198,21 +161,11 @@ impl Component for SubnetTags {
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let subnets = self.seen.as_deref().expect("observed");
-        if let Some(s) = env
-            .spec
-            .subnets
-            .iter()
-            .find(|id| !subnets.iter().any(|s| &s.id == *id))
-        {
-            return Err(
-                Error::usage(format!("--subnets names {s}, which does not exist"))
-                    .hint("list them: aws ec2 describe-subnets"),
-            );
+        if let Some(s) = env.spec.subnets.iter().find(|id| !subnets.iter().any(|s| &s.id == *id)) {
+            return Err(Error::usage(format!("--subnets names {s}, which does not exist"))
+                .hint("list them: aws ec2 describe-subnets"));
         }
-        if let Some(s) = subnets
-            .iter()
-            .find(|s| env.spec.subnets.contains(&s.id) && s.vpc != env.facts.vpc_id)
-        {
+        if let Some(s) = subnets.iter().find(|s| env.spec.subnets.contains(&s.id) && s.vpc != env.facts.vpc_id) {
             return Err(Error::usage(format!(
                 "--subnets names {} in {}, not the cluster's VPC {}",
                 s.id, s.vpc, env.facts.vpc_id
@@ -220,10 +173,8 @@ impl Component for SubnetTags {
         }
         let chosen = candidates(subnets, &env.spec.subnets);
         if let Some(why) = refusal(&chosen, &env.facts.name) {
-            return Err(Error::prerequisite(format!(
-                "cannot prepare subnets for an internal ALB: {why}"
-            ))
-            .hint("choose subnets in two or more zones with --subnets"));
+            return Err(Error::prerequisite(format!("cannot prepare subnets for an internal ALB: {why}"))
+                .hint("choose subnets in two or more zones with --subnets"));
         }
         Ok(chosen
             .iter()
@@ -251,11 +202,7 @@ impl Component for SubnetTags {
             })
             .collect();
         record.update(|r| r.subnet_tags = entries).await?;
-        let missing: Vec<_> = chosen
-            .iter()
-            .filter(|s| !s.has_role())
-            .map(|s| s.id.clone())
-            .collect();
+        let missing: Vec<_> = chosen.iter().filter(|s| !s.has_role()).map(|s| s.id.clone()).collect();
         if !missing.is_empty() {
             env.aws()
                 .ec2
@@ -266,10 +213,7 @@ impl Component for SubnetTags {
                 .await
                 .map_err(error::aws)
                 .context("tagging subnets")?;
-            env.progress.done(&format!(
-                "tagged {} with {INTERNAL_ELB_TAG}=1",
-                missing.join(", ")
-            ));
+            env.progress.done(&format!("tagged {} with {INTERNAL_ELB_TAG}=1", missing.join(", ")));
         }
         Ok(())
     }
@@ -278,17 +222,10 @@ impl Component for SubnetTags {
         let subnets = self.seen.as_deref().expect("observed");
         let c = Category::Subnets;
         let chosen = candidates(subnets, &env.spec.subnets);
-        let tagged: Vec<_> = chosen
-            .iter()
-            .filter(|s| s.has_role() && s.other_clusters(&env.facts.name).is_empty())
-            .copied()
-            .collect();
+        let tagged: Vec<_> =
+            chosen.iter().filter(|s| s.has_role() && s.other_clusters(&env.facts.name).is_empty()).copied().collect();
         let zones: BTreeSet<_> = tagged.iter().map(|s| s.zone.as_str()).collect();
-        let untagged: Vec<_> = chosen
-            .iter()
-            .filter(|s| !s.has_role())
-            .map(|s| s.id.as_str())
-            .collect();
+        let untagged: Vec<_> = chosen.iter().filter(|s| !s.has_role()).map(|s| s.id.as_str()).collect();
         let role = if zones.len() < 2 {
             Check::fail(c, "subnets.internal-elb", format!(
                 "{} subnet(s) carry {INTERNAL_ELB_TAG} in {} zone(s); an internal ALB needs two or more{}",
@@ -311,31 +248,19 @@ impl Component for SubnetTags {
             Check::pass(
                 c,
                 "subnets.internal-elb",
-                format!(
-                    "{} private subnet(s) in {} zones carry {INTERNAL_ELB_TAG}",
-                    tagged.len(),
-                    zones.len()
-                ),
+                format!("{} private subnet(s) in {} zones carry {INTERNAL_ELB_TAG}", tagged.len(), zones.len()),
             )
         };
-        let foreign: Vec<_> = chosen
-            .iter()
-            .filter(|s| !s.other_clusters(&env.facts.name).is_empty())
-            .map(|s| s.id.as_str())
-            .collect();
+        let foreign: Vec<_> =
+            chosen.iter().filter(|s| !s.other_clusters(&env.facts.name).is_empty()).map(|s| s.id.as_str()).collect();
         let foreign = Check::expect(
             c,
             "subnets.cluster-tag",
             foreign.is_empty(),
             "no subnet is tagged for another cluster",
-            format!(
-                "subnets tagged for another cluster (the controller skips them): {}",
-                foreign.join(", ")
-            ),
+            format!("subnets tagged for another cluster (the controller skips them): {}", foreign.join(", ")),
         )
-        .hint(
-            "remove the other cluster's kubernetes.io/cluster/<name> tag, or choose other subnets",
-        );
+        .hint("remove the other cluster's kubernetes.io/cluster/<name> tag, or choose other subnets");
         vec![role, foreign]
     }
 
@@ -346,9 +271,7 @@ impl Component for SubnetTags {
             .subnet_tags
             .iter()
             .filter_map(|t| {
-                let present = subnets
-                    .iter()
-                    .any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
+                let present = subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
                 if !t.created {
                     Some(Action::keep(
                         "aws",
@@ -358,8 +281,7 @@ impl Component for SubnetTags {
                     ))
                 } else {
                     present.then(|| {
-                        Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet)
-                            .because(format!("{}={}", t.key, t.value))
+                        Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet).because(format!("{}={}", t.key, t.value))
                     })
                 }
             })
@@ -369,10 +291,7 @@ impl Component for SubnetTags {
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let subnets = self.seen.as_deref().expect("observed");
         for t in env.record.subnet_tags.iter().filter(|t| t.created) {
-            if subnets
-                .iter()
-                .any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value))
-            {
+            if subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value)) {
                 env.aws()
                     .ec2
                     .delete_tags()
@@ -382,8 +301,7 @@ impl Component for SubnetTags {
                     .await
                     .map_err(error::aws)
                     .context(format!("removing {} from {}", t.key, t.subnet))?;
-                env.progress
-                    .done(&format!("removed {} from {}", t.key, t.subnet));
+                env.progress.done(&format!("removed {} from {}", t.key, t.subnet));
             }
         }
         record.update(|r| r.subnet_tags.clear()).await
@@ -400,25 +318,15 @@ mod tests {
             zone: zone.into(),
             vpc: "vpc-1".into(),
             private,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
     #[test]
     fn private_subnets_in_two_zones_are_accepted() {
-        let s = [
-            subnet("a", "z1", true, &[]),
-            subnet("b", "z2", true, &[]),
-            subnet("c", "z1", false, &[]),
-        ];
+        let s = [subnet("a", "z1", true, &[]), subnet("b", "z2", true, &[]), subnet("c", "z1", false, &[])];
         let c = candidates(&s, &[]);
-        assert_eq!(
-            c.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(c.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(refusal(&c, "prod"), None);
     }
 

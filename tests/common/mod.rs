@@ -28,8 +28,9 @@ pub fn root() -> PathBuf {
 
 /// Reads an env file of `export NAME="value"` lines.
 pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("the rig is not up ({}: {e}); start it with `make rig-up` (`make test` starts it too)", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("the rig is not up ({}: {e}); start it with `make rig-up` (`make test` starts it too)", path.display())
+    })?;
     let mut env = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("export ")
@@ -100,14 +101,28 @@ impl Rig {
     /// The install flags for the rig: local charts, a policy file, the data plane as probe URL.
     pub fn install_args(&self) -> Vec<String> {
         [
-            "install", "-y", "--timeout", "120s",
-            "--namespaces", "sample",
-            "--registry-username", "rig-user", "--registry-password-env", "RIG_REGISTRY_TOKEN",
-            "--db-username", "scalar", "--db-password-env", "RIG_DB_PASSWORD",
-            "--iam-policy-file", self.get("RIG_IAM_POLICY_FILE"),
-            "--lbc-chart-repo", self.get("RIG_CHART_REPO_URL"),
-            "--chart-repo", self.get("RIG_CHART_REPO_URL"),
-            "--probe-url", self.get("RIG_ALB_URL"),
+            "install",
+            "-y",
+            "--timeout",
+            "120s",
+            "--namespaces",
+            "sample",
+            "--registry-username",
+            "rig-user",
+            "--registry-password-env",
+            "RIG_REGISTRY_TOKEN",
+            "--db-username",
+            "scalar",
+            "--db-password-env",
+            "RIG_DB_PASSWORD",
+            "--iam-policy-file",
+            self.get("RIG_IAM_POLICY_FILE"),
+            "--lbc-chart-repo",
+            self.get("RIG_CHART_REPO_URL"),
+            "--chart-repo",
+            self.get("RIG_CHART_REPO_URL"),
+            "--probe-url",
+            self.get("RIG_ALB_URL"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -131,7 +146,11 @@ impl Rig {
     }
 
     pub fn status(&self, extra: &[&str]) -> Output {
-        self.plugin().args(["status", "--probe-url", self.get("RIG_ALB_URL")]).args(extra).output().expect("running status")
+        self.plugin()
+            .args(["status", "--probe-url", self.get("RIG_ALB_URL")])
+            .args(extra)
+            .output()
+            .expect("running status")
     }
 
     /// Back to the state right after `rig up`.
@@ -147,7 +166,8 @@ impl Rig {
     }
 
     pub fn dataplane(&self, args: &[&str]) {
-        let out = self.cmd(root().join("rig/rig")).arg("dataplane").args(args).output().expect("running rig/rig dataplane");
+        let out =
+            self.cmd(root().join("rig/rig")).arg("dataplane").args(args).output().expect("running rig/rig dataplane");
         expect_code(&out, 0, "rig dataplane");
     }
 
@@ -168,7 +188,14 @@ impl Rig {
     }
 
     pub fn kubectl_apply(&self, manifest: &Value) {
-        let mut child = self.cmd("kubectl").args(["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cmd("kubectl")
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(manifest.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         expect_code(&out, 0, "kubectl apply");
@@ -196,7 +223,9 @@ impl Rig {
             let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
             let agent = e["userAgent"].as_str().unwrap_or_default();
             let verb = e["verb"].as_str().unwrap_or_default();
-            let ours = agent.starts_with("kubectl-scalardb-graphql") || agent.starts_with("Helm/") || agent.starts_with("helm/");
+            let ours = agent.starts_with("kubectl-scalardb-graphql")
+                || agent.starts_with("Helm/")
+                || agent.starts_with("helm/");
             if ours && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
                 found.push(format!("{verb} {} ({agent})", e["requestURI"].as_str().unwrap_or_default()));
             }
@@ -243,7 +272,12 @@ impl Rig {
             let action = body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string);
             let method = e["method"].as_str().unwrap_or_default();
             let url = e["url"].as_str().unwrap_or_default();
-            all.push(action.unwrap_or_else(|| format!("{method} {}", url.split_once("://").map(|(_, r)| r.split_once('/').map(|x| x.1).unwrap_or("")).unwrap_or(url))));
+            all.push(action.unwrap_or_else(|| {
+                format!(
+                    "{method} {}",
+                    url.split_once("://").map(|(_, r)| r.split_once('/').map(|x| x.1).unwrap_or("")).unwrap_or(url)
+                )
+            }));
         }
         let mutating = all
             .iter()

@@ -1,0 +1,238 @@
+//! The binary as users meet it: through kubectl's plugin mechanism, as a
+//! Helm 3 and Helm 4 plugin, installed by krew from a release archive, with
+//! kubectl's completion shim, and with bad connection settings.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{BIN, expect_code, rig, root, text};
+
+/// A directory holding the plugin under its kubectl name, to put on PATH.
+fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(BIN, dir.path().join("kubectl-scalardb_graphql")).unwrap();
+    dir
+}
+
+fn path_with(dirs: &[&Path], rig: &common::Rig) -> String {
+    let mut parts: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    parts.push(rig.get("PATH").to_string());
+    parts.join(":")
+}
+
+#[test]
+fn kubectl_finds_the_plugin_and_runs_it() {
+    let rig = rig();
+    let dir = plugin_dir();
+    let path = path_with(&[dir.path()], &rig);
+    let list = rig.cmd("kubectl").args(["plugin", "list"]).env("PATH", &path).output().unwrap();
+    assert!(
+        text(&list.stdout).contains(&dir.path().join("kubectl-scalardb_graphql").display().to_string()),
+        "{}",
+        text(&list.stdout)
+    );
+    let out = rig.cmd("kubectl").args(["scalardb-graphql", "version"]).env("PATH", &path).output().unwrap();
+    expect_code(&out, 0, "kubectl scalardb-graphql version");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("kubectl-scalardb-graphql 0.1.0"), "{stdout}");
+    assert!(stdout.contains("kubernetes server: v1.35.4"), "{stdout}");
+    assert!(stdout.contains("helm: v3.22.0 (major 3)"), "{stdout}");
+    let help = rig.cmd("kubectl").args(["scalardb-graphql", "--help"]).env("PATH", &path).output().unwrap();
+    assert!(text(&help.stdout).contains("Usage: kubectl scalardb-graphql"), "{}", text(&help.stdout));
+}
+
+/// The files of a checkout that make it a Helm plugin.
+fn checkout_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["plugin.yaml", "README.md", "LICENSE", "Cargo.toml"] {
+        std::fs::copy(root().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::copy(root().join("scripts/helm-plugin-install.sh"), dir.path().join("scripts/helm-plugin-install.sh"))
+        .unwrap();
+    dir
+}
+
+#[test]
+fn helm_3_and_helm_4_install_the_checkout_as_a_plugin_and_pass_namespace_and_context() {
+    let rig = rig();
+    let bin_dir = plugin_dir();
+    // A second context with its own default namespace, to see that helm's flags win.
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(rig.get("KUBECONFIG"), kubeconfig.path()).unwrap();
+    let k = |args: &[&str]| {
+        let out = rig.cmd("kubectl").args(args).env("KUBECONFIG", kubeconfig.path()).output().unwrap();
+        expect_code(&out, 0, "kubectl config");
+        text(&out.stdout)
+    };
+    let cluster = k(&["config", "view", "-o", "jsonpath={.contexts[0].context.cluster}"]);
+    let user = k(&["config", "view", "-o", "jsonpath={.contexts[0].context.user}"]);
+    k(&[
+        "config",
+        "set-context",
+        "second",
+        &format!("--cluster={cluster}"),
+        &format!("--user={user}"),
+        "--namespace=elsewhere",
+    ]);
+    for helm in ["helm3", "helm4"] {
+        let checkout = checkout_copy();
+        let home = tempfile::tempdir().unwrap();
+        let env = |c: &mut Command| {
+            c.env("PATH", path_with(&[bin_dir.path()], &rig))
+                .env_remove("HELM_PLUGINS")
+                .env("HELM_DATA_HOME", home.path().join("data"))
+                .env("HELM_CONFIG_HOME", home.path().join("config"))
+                .env("HELM_CACHE_HOME", home.path().join("cache"))
+                .env("KUBECONFIG", kubeconfig.path());
+        };
+        let mut install = rig.cmd(helm);
+        env(install.args(["plugin", "install"]).arg(checkout.path()));
+        let out = install.output().unwrap();
+        expect_code(&out, 0, &format!("{helm} plugin install"));
+        let mut run = rig.cmd(helm);
+        env(run.args(["-n", "team-x", "--kube-context", "second", "scalardb-graphql", "version"]));
+        let out = run.output().unwrap();
+        expect_code(&out, 0, &format!("{helm} scalardb-graphql version"));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("kube context: second (namespace team-x), run as a helm plugin"), "{helm}: {stdout}");
+        let major = if helm == "helm3" { "major 3" } else { "major 4" };
+        assert!(stdout.contains(major), "{helm} should call back the helm that runs it (HELM_BIN): {stdout}");
+    }
+}
+
+fn dist(out: &Path) -> PathBuf {
+    let o = Command::new(root().join("scripts/dist.sh")).arg(BIN).arg(out).output().unwrap();
+    expect_code(&o, 0, "scripts/dist.sh");
+    PathBuf::from(text(&o.stdout).trim())
+}
+
+#[test]
+fn krew_installs_the_release_archive_and_validates_the_manifest() {
+    let rig = rig();
+    let work = tempfile::tempdir().unwrap();
+    let archive = dist(&work.path().join("dist"));
+    let manifest = work.path().join("scalardb-graphql.yaml");
+    let o = Command::new(root().join("scripts/krew-manifest.sh"))
+        .arg(work.path().join("dist"))
+        .arg("https://example.invalid/releases/v0.1.0")
+        .output()
+        .unwrap();
+    expect_code(&o, 0, "scripts/krew-manifest.sh");
+    std::fs::write(&manifest, &o.stdout).unwrap();
+    let v = rig.cmd("validate-krew-manifest").arg("-manifest").arg(&manifest).arg("-skip-install").output().unwrap();
+    expect_code(&v, 0, "validate-krew-manifest");
+    let krew_root = work.path().join("krew");
+    let install = rig
+        .cmd("kubectl")
+        .args(["krew", "install"])
+        .arg(format!("--manifest={}", manifest.display()))
+        .arg(format!("--archive={}", archive.display()))
+        .env("KREW_ROOT", &krew_root)
+        .output()
+        .unwrap();
+    expect_code(&install, 0, "kubectl krew install");
+    let path = path_with(&[&krew_root.join("bin")], &rig);
+    let run = rig
+        .cmd("kubectl")
+        .args(["scalardb-graphql", "version", "--client"])
+        .env("PATH", path)
+        .env("KREW_ROOT", &krew_root)
+        .output()
+        .unwrap();
+    expect_code(&run, 0, "the krew-installed plugin");
+    assert!(text(&run.stdout).contains("kubectl-scalardb-graphql 0.1.0"));
+    // The archive carries the license and the readme.
+    let list = Command::new("tar").arg("tzf").arg(&archive).output().unwrap();
+    for f in ["./bin/kubectl-scalardb_graphql", "./LICENSE", "./README.md", "./plugin.yaml"] {
+        assert!(text(&list.stdout).lines().any(|l| l == f), "{f} missing from the archive");
+    }
+}
+
+#[test]
+fn kubectls_completion_shim_lists_the_subcommands() {
+    let rig = rig();
+    let dir = plugin_dir();
+    let shim = Command::new(BIN).args(["completion", "kubectl"]).output().unwrap();
+    expect_code(&shim, 0, "completion kubectl");
+    let shim_path = dir.path().join("kubectl_complete-scalardb_graphql");
+    std::fs::write(&shim_path, &shim.stdout).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&shim_path).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&shim_path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = path_with(&[dir.path()], &rig);
+    let out = rig.cmd("kubectl").args(["__complete", "scalardb-graphql", ""]).env("PATH", &path).output().unwrap();
+    expect_code(&out, 0, "kubectl __complete");
+    let stdout = text(&out.stdout);
+    for sub in ["install", "status", "uninstall", "version", "completion"] {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("{sub}\t")) || l == sub), "{sub} not offered:\n{stdout}");
+    }
+    let out = rig
+        .cmd("kubectl")
+        .args(["__complete", "scalardb-graphql", "status", "--cat"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("--category"), "{}", text(&out.stdout));
+}
+
+/// One line on stderr, exit 3, no panic or backtrace.
+fn prerequisite_error(out: &std::process::Output, names: &str, fix: &str) {
+    expect_code(out, 3, names);
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(names) && lines[0].contains(fix), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_context_an_unreadable_kubeconfig_and_a_missing_helm_are_prerequisite_errors() {
+    let rig = rig();
+    let out = rig.plugin().args(["version", "--context", "nope"]).output().unwrap();
+    prerequisite_error(&out, "kube context \"nope\" not found", "--context");
+
+    let out = rig.plugin().args(["version", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
+    prerequisite_error(&out, "cannot read kubeconfig /nonexistent/kubeconfig", "--kubeconfig");
+
+    let no_helm = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        rig.get("PATH").split(':').next().map(|d| format!("{d}/kubectl")).unwrap(),
+        no_helm.path().join("kubectl"),
+    )
+    .unwrap();
+    let out = rig.plugin().args(["version"]).env("PATH", no_helm.path()).output().unwrap();
+    prerequisite_error(&out, "helm not found on PATH", "HELM_BIN");
+
+    let out = rig.plugin().args(["version"]).env("HELM_BIN", "/nonexistent/helm").output().unwrap();
+    prerequisite_error(&out, "helm not found at HELM_BIN=/nonexistent/helm", "HELM_BIN");
+}
+
+#[test]
+fn usage_errors_exit_2_and_a_closed_pipe_exits_0() {
+    let out = Command::new(BIN).args(["status", "--output", "xml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Bad input is caught before any cluster is contacted: here there is none to contact.
+    let out = Command::new(BIN)
+        .args(["install", "--taint", "a=b:Sometimes", "--namespaces", "x"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--taint \"a=b:Sometimes\" is not KEY=VALUE:EFFECT"), "{}", text(&out.stderr));
+    // The reader goes away before the plugin writes: that is not an error.
+    let mut child =
+        Command::new(BIN).args(["completion", "bash"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn completion_scripts_name_the_binary() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completion", shell]).output().unwrap();
+        expect_code(&out, 0, shell);
+        assert!(text(&out.stdout).contains("kubectl-scalardb_graphql"), "{shell}");
+    }
+}
