@@ -205,6 +205,8 @@ class Simulator:
                     HealthCheckPath=annotations.get(PREFIX + "healthcheck-path", "/"),
                     Tags=base_tags + [{"Key": "ingress.k8s.aws/resource", "Value": resource}],
                 )["TargetGroups"][0]["TargetGroupArn"]
+                # A new target group (identifiers repeat after a rig reset): nothing applied yet.
+                self.applied_attributes.pop(tg_arn, None)
             first_tg = first_tg or tg_arn
             self.apply_attributes(ing, tg_arn, annotations.get(PREFIX + "target-group-attributes", ""))
             self.sync_targets(tg_arn, ips, target_port)

@@ -476,10 +476,6 @@ def reset():
     baseline = json.loads((STATE / "baseline.json").read_text())
     keep = set(baseline["kubernetes"])
     objects = [o for o in kube_objects(env) if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
-    for o in objects:
-        if o["object"]["metadata"].get("finalizers") and o["resource"] != "namespaces":
-            kubectl(bins, "patch", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
-                    "--type=merge", "-p", '{"metadata":{"finalizers":null}}', env=run_env, check=False)
     namespaces = [o["real_name"] for o in objects if o["resource"] == "namespaces"]
     for o in objects:
         if o["namespace"] in namespaces or o["resource"] == "namespaces":
@@ -495,7 +491,6 @@ def reset():
         kubectl(bins, "patch", "node", name, "--type=merge", "-p", json.dumps({
             "metadata": {"labels": labels},
             "spec": {"taints": want["taints"] or None}}), env=run_env)
-    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
     sock = env["RIG_DATAPLANE_SOCKET"]
     haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode sticky")
     (STATE / "dataplane.map").write_text("mode sticky\n")
@@ -504,9 +499,18 @@ def reset():
             haproxy_command(sock, f"set server {backend}/{name} state ready")
 
     def clean():
+        # Finalizers are dropped only once an object is being deleted: a controller
+        # still running (the ALB simulator) could add them back before that.
+        for o in kube_objects(env):
+            meta = o["object"]["metadata"]
+            if meta.get("deletionTimestamp") and meta.get("finalizers") and o["resource"] != "namespaces":
+                kubectl(bins, "patch", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
+                        "--type=merge", "-p", '{"metadata":{"finalizers":null}}', env=run_env, check=False)
         now = snapshot(env)
         return now["kubernetes"] == baseline["kubernetes"] and now["nodes"] == baseline["nodes"]
     wait_for("the cluster to be back at its baseline", clean, timeout=90)
+    # AWS last: until the Ingresses are gone, the simulator may still be making ALBs.
+    urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
 
 
 # --- status and down ------------------------------------------------------------------
