@@ -398,7 +398,9 @@ def dataplane(args):
 
 
 # --- snapshot and reset -------------------------------------------------------------------
-SNAPSHOT_SKIP = {"events", "events.events.k8s.io", "leases.coordination.k8s.io", "componentstatuses"}
+# Ephemeral or randomly named by the cluster itself (ClusterIP allocations).
+SNAPSHOT_SKIP = {"events", "events.events.k8s.io", "leases.coordination.k8s.io", "componentstatuses",
+                 "ipaddresses.networking.k8s.io"}
 
 
 def api_resources(env):

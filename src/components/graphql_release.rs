@@ -37,6 +37,17 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Whether the AWS Load Balancer Controller has an available replica.
+async fn controller_up(env: &Env) -> Result<bool> {
+    let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+    Ok(deployments
+        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+        .await
+        .context("reading the controller's Deployment")?
+        .into_iter()
+        .any(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0))
+}
+
 #[derive(Default)]
 pub struct GraphqlRelease {
     seen: Option<Seen>,
@@ -88,25 +99,44 @@ impl GraphqlRelease {
         env.record.graphql_release.as_ref().is_some_and(|o| o.created)
     }
 
+    /// Waits until the ALB the controller made for the Ingress is gone; with
+    /// no controller left to delete it, says so (and lists it) instead of waiting.
+    async fn wait_alb_gone(env: &Env) -> Result<()> {
+        let name = fullname(&env.spec.release);
+        wait::until(env, "the ALB and its target groups to be deleted", || async {
+            let now = alb::find(env, &name).await?;
+            if now.is_empty() {
+                return Ok(Ok(()));
+            }
+            if controller_up(env).await? {
+                return Ok(Err(now.summary()));
+            }
+            let listed = now.load_balancer_arns().join(", ");
+            if env.options.force_finalizers {
+                env.progress.warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
+                return Ok(Ok(()));
+            }
+            Err(Error::failed(format!(
+                "the ALB of Ingress {}/{name} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
+                env.spec.namespace
+            ))
+            .hint("install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers"))
+        })
+        .await
+    }
+
     /// Waits until the release's Ingress is gone, explaining a stuck finalizer.
     async fn wait_ingress_gone(env: &Env) -> Result<()> {
         let name = fullname(&env.spec.release);
         let ns = &env.spec.namespace;
         let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
-        let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
             let Some(ing) = ingresses.get_opt(&name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
             let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
             if ing.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == INGRESS_FINALIZER) {
                 return Ok(Err("still present".into()));
             }
-            let controller_up = deployments
-                .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-                .await
-                .context("reading the controller's Deployment")?
-                .into_iter()
-                .any(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0);
-            if controller_up {
+            if controller_up(env).await? {
                 return Ok(Err("the controller is removing its ALB".into()));
             }
             let arns = alb::find(env, &name).await?.load_balancer_arns();
@@ -281,12 +311,7 @@ impl Component for GraphqlRelease {
             env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }
         Self::wait_ingress_gone(env).await?;
-        let name = fullname(&env.spec.release);
-        wait::until(env, "the ALB and its target groups to be deleted", || async {
-            let now = alb::find(env, &name).await?;
-            Ok(if now.is_empty() { Ok(()) } else { Err(now.summary()) })
-        })
-        .await?;
+        Self::wait_alb_gone(env).await?;
         record.update(|r| r.graphql_release = None).await
     }
 }

@@ -323,6 +323,42 @@ impl Rig {
     }
 }
 
+/// SIGKILL to a whole process group (the plugin and the helm it runs), as a
+/// closed terminal or an OOM kill would hit them.
+pub fn kill_group(pgid: u32) {
+    // SAFETY: killpg only sends a signal; the group is the child's own (process_group(0)).
+    let rc = unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0, "killpg({pgid})");
+}
+
+/// What differs between two snapshots, as readable lines (empty when equal).
+pub fn snapshot_diff(want: &Value, got: &Value) -> Vec<String> {
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                    walk(&format!("{path}.{k}"), x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(Value::is_string) => {
+                let count = |v: &Vec<Value>, s: &Value| v.iter().filter(|e| *e == s).count();
+                for s in x.iter().chain(y) {
+                    let (cx, cy) = (count(x, s), count(y, s));
+                    let line = format!("{path}: {s} expected {cx}x, found {cy}x");
+                    if cx != cy && !out.contains(&line) {
+                        out.push(line);
+                    }
+                }
+            }
+            (a, b) if a != b => out.push(format!("{path}: expected {a}, found {b}")),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    walk("", want, got, &mut out);
+    out
+}
+
 /// Reads a whole stream (for child processes whose output is collected by hand).
 pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
