@@ -24,6 +24,7 @@ usage: alb_simulator.py CLUSTER_NAME  (KUBECONFIG and the AWS_* variables set)
 """
 
 import hashlib
+import json
 import sys
 import time
 import traceback
@@ -143,16 +144,18 @@ class Simulator:
         target_port = next((p.target_port for p in svc.spec.ports
                             if p.port == port or p.name == port), None)
         ips = []
-        slices = self.discovery.list_namespaced_endpoint_slice(
-            ns, label_selector=f"kubernetes.io/service-name={service}").items
+        # Raw JSON: the client's model refuses a slice with no endpoints (a Service without pods).
+        raw = self.discovery.list_namespaced_endpoint_slice(
+            ns, label_selector=f"kubernetes.io/service-name={service}", _preload_content=False)
+        slices = json.loads(raw.data)["items"]
         numeric_port = None
         for sl in slices:
-            for p in sl.ports or []:
-                if target_port in (p.port, p.name) or numeric_port is None:
-                    numeric_port = p.port
-            for ep in sl.endpoints or []:
-                if ep.conditions is None or ep.conditions.ready:
-                    ips.extend(ep.addresses)
+            for p in sl.get("ports") or []:
+                if target_port in (p.get("port"), p.get("name")) or numeric_port is None:
+                    numeric_port = p.get("port")
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready", True):
+                    ips.extend(ep["addresses"])
         if numeric_port is None:
             numeric_port = target_port if isinstance(target_port, int) else 8080
         return sorted(set(ips)), numeric_port, svc.spec.type
@@ -305,6 +308,8 @@ class Simulator:
             except ApiException as e:
                 if e.status not in (404, 409):
                     traceback.print_exc()
+            except Exception:  # one Ingress's trouble must not stop the others
+                traceback.print_exc()
 
 
 def main():
