@@ -336,6 +336,7 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
         info.context = Some(json!({
             "name": ctx.kube.context,
             "namespace": ctx.kube.namespace,
+            "namespaceFrom": if ctx.kube.namespace_explicit { "flag" } else { "context" },
             "server": ctx.kube.server,
             "helmPlugin": ctx.settings.helm_plugin,
         }));

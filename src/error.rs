@@ -80,13 +80,6 @@ impl Error {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        match self {
-            Error::Expected { kind, .. } => *kind,
-            Error::Other(_) => Kind::Failed,
-        }
-    }
-
     pub fn hint_text(&self) -> Option<&str> {
         match self {
             Error::Expected { hint, .. } => hint.as_deref(),

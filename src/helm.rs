@@ -49,12 +49,10 @@ impl ChartRef {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReleaseMetadata {
-    pub name: String,
     pub chart: String,
     pub version: String,
     #[serde(rename = "appVersion", default)]
     pub app_version: String,
-    pub revision: u64,
     pub status: String,
 }
 

@@ -145,10 +145,6 @@ impl Printer {
         self.err(&format!("{} {text}\n", self.symbol(self.color_err, Mark::Warn)));
     }
 
-    pub fn note(&self, text: &str) {
-        self.err(&format!("{text}\n"));
-    }
-
     /// One line: what went wrong, then what to do about it.
     pub fn error(&self, e: &Error) {
         self.stop_spinner();

@@ -78,9 +78,6 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn is_empty(&self) -> bool {
-        *self == Record { version: self.version, spec: self.spec.clone(), ..Default::default() }
-    }
 }
 
 pub fn configmap_name(release: &str) -> String {

@@ -25,8 +25,8 @@ pub struct Spanned {
 #[derive(Debug, Clone)]
 pub enum Json {
     Null,
-    Bool(bool),
-    Number(String),
+    Bool,
+    Number,
     String(String),
     Array(Vec<Spanned>),
     /// Keys keep their own positions.
@@ -37,8 +37,8 @@ impl Json {
     fn kind(&self) -> &'static str {
         match self {
             Json::Null => "null",
-            Json::Bool(_) => "a boolean",
-            Json::Number(_) => "a number",
+            Json::Bool => "a boolean",
+            Json::Number => "a number",
             Json::String(_) => "a string",
             Json::Array(_) => "an array",
             Json::Object(_) => "an object",
@@ -135,9 +135,8 @@ impl Reader<'_> {
                 }
                 match word.as_str() {
                     "null" => Json::Null,
-                    "true" => Json::Bool(true),
-                    "false" => Json::Bool(false),
-                    _ => Json::Number(word),
+                    "true" | "false" => Json::Bool,
+                    _ => Json::Number,
                 }
             }
         };
@@ -355,7 +354,7 @@ impl Schema {
                 }
             }
             if let Some(t) = field("transaction")
-                && !matches!(t.value, Json::Bool(_))
+                && !matches!(t.value, Json::Bool)
             {
                 problem(
                     &mut problems,

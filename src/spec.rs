@@ -113,7 +113,6 @@ pub enum Mode {
 pub struct Options {
     pub mode: Mode,
     pub dry_run: bool,
-    pub yes: bool,
     pub wait: bool,
     pub timeout: Duration,
     /// When every wait of this command gives up (start + timeout).
@@ -390,7 +389,6 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     };
     let options = Options {
         dry_run: a.dry_run,
-        yes: a.yes,
         wait: a.wait,
         timeout,
         adopt: a.iam.adopt,
@@ -447,7 +445,6 @@ pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
     Ok(Options {
         mode: Mode::Uninstall,
         dry_run: a.dry_run,
-        yes: a.yes,
         wait: true,
         timeout,
         keep_iam: a.keep_iam,

@@ -27,7 +27,6 @@ pub struct LoadBalancer {
 
 #[derive(Debug, Clone, Default)]
 pub struct TargetGroup {
-    pub arn: String,
     pub name: String,
     pub attributes: BTreeMap<String, String>,
     /// Target id → health state.
@@ -148,7 +147,6 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
             })
             .collect();
         target_groups.push(TargetGroup {
-            arn,
             name: tg.target_group_name().unwrap_or_default().to_string(),
             attributes,
             targets,

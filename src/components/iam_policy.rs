@@ -85,7 +85,6 @@ struct Seen {
     tagged_ours: bool,
     /// The version tag, when this tool created it.
     label: Option<String>,
-    attachments: i32,
     /// Whether the default version allows tag-on-create (needed since controller v2.4.7).
     allows_add_tags: bool,
 }
@@ -153,14 +152,13 @@ impl Component for IamPolicy {
                 Seen {
                     tagged_ours: iam_tags_ours(tags, &env.facts.name),
                     label,
-                    attachments: p.and_then(|p| p.attachment_count()).unwrap_or(0),
                     allows_add_tags,
                     exists: true,
                     arn,
                 }
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-                Seen { arn, exists: false, tagged_ours: false, label: None, attachments: 0, allows_add_tags: false }
+                Seen { arn, exists: false, tagged_ours: false, label: None, allows_add_tags: false }
             }
             Err(e) => return Err(error::aws(e)).context("reading the IAM policy"),
         };

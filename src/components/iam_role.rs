@@ -20,7 +20,6 @@ pub struct IamRole {
 
 struct Seen {
     exists: bool,
-    arn: String,
     tagged_ours: bool,
     trust_problems: Vec<String>,
     attached: Vec<String>,
@@ -84,7 +83,6 @@ impl Component for IamRole {
                     .collect();
                 Seen {
                     exists: true,
-                    arn: role.map(|r| r.arn().to_string()).unwrap_or_else(|| Self::arn(env)),
                     tagged_ours: iam_tags_ours(role.map(|r| r.tags()).unwrap_or_default(), &env.facts.name),
                     trust_problems,
                     attached,
@@ -92,7 +90,6 @@ impl Component for IamRole {
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Seen {
                 exists: false,
-                arn: Self::arn(env),
                 tagged_ours: false,
                 trust_problems: vec![],
                 attached: vec![],
