@@ -77,8 +77,7 @@ pub struct Record {
     pub graphql_release: Option<Owned>,
 }
 
-impl Record {
-}
+impl Record {}
 
 pub fn configmap_name(release: &str) -> String {
     format!("{release}-install-record")

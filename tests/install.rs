@@ -4,13 +4,19 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, root, text};
+use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, text};
 use serde_json::Value;
 
 fn record(rig: &Rig) -> Value {
-    let raw = rig.kubectl_ok(&["get", "configmap", "scalardb-graphql-install-record", "-o", "jsonpath={.data.record\\.json}"]);
+    let raw = rig.kubectl_ok(&[
+        "get",
+        "configmap",
+        "scalardb-graphql-install-record",
+        "-o",
+        "jsonpath={.data.record\\.json}",
+    ]);
     serde_json::from_str(&raw).expect("the install record is JSON")
 }
 
@@ -41,14 +47,26 @@ fn a_fresh_install_converges_every_component() {
     assert_eq!(equals.len(), 2);
     assert_eq!(equals[&format!("{host}:sub")], "system:serviceaccount:kube-system:aws-load-balancer-controller");
     assert_eq!(equals[&format!("{host}:aud")], "sts.amazonaws.com");
-    let attached = rig.aws(&["iam", "list-attached-role-policies", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
+    let attached = rig.aws(&[
+        "iam",
+        "list-attached-role-policies",
+        "--role-name",
+        "scalardb-graphql-rig-aws-load-balancer-controller",
+    ]);
     assert_eq!(attached["AttachedPolicies"][0]["PolicyName"], "AWSLoadBalancerControllerIAMPolicy");
 
     let sa = rig.kubectl_json(&["-n", "kube-system", "get", "serviceaccount", "aws-load-balancer-controller"]);
     assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], role["Role"]["Arn"]);
 
-    let releases: Value = serde_json::from_slice(&rig.cmd("helm").args(["list", "-A", "-o", "json"]).output().unwrap().stdout).unwrap();
-    let deployed: Vec<&str> = releases.as_array().unwrap().iter().filter(|r| r["status"] == "deployed").map(|r| r["name"].as_str().unwrap()).collect();
+    let releases: Value =
+        serde_json::from_slice(&rig.cmd("helm").args(["list", "-A", "-o", "json"]).output().unwrap().stdout).unwrap();
+    let deployed: Vec<&str> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "deployed")
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert!(deployed.contains(&"aws-load-balancer-controller") && deployed.contains(&"scalardb-graphql"), "{releases}");
 
     let nodes = rig.kubectl_json(&["get", "nodes"]);
@@ -56,7 +74,15 @@ fn a_fresh_install_converges_every_component() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|n| n["spec"]["taints"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "kubernetes.io/app" && t["value"] == "scalardbgraphqlpool" && t["effect"] == "NoSchedule")))
+        .filter(|n| {
+            n["spec"]["taints"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["key"] == "kubernetes.io/app"
+                        && t["value"] == "scalardbgraphqlpool"
+                        && t["effect"] == "NoSchedule"
+                })
+            })
+        })
         .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(tainted, ["graphql-1", "graphql-2", "graphql-3"]);
@@ -64,8 +90,14 @@ fn a_fresh_install_converges_every_component() {
     let pods = pods["items"].as_array().unwrap();
     assert_eq!(pods.len(), 3);
     for p in pods {
-        assert!(tainted.contains(&p["spec"]["nodeName"].as_str().unwrap().to_string()), "{} on an undedicated node", p["metadata"]["name"]);
-        assert!(p["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        assert!(
+            tainted.contains(&p["spec"]["nodeName"].as_str().unwrap().to_string()),
+            "{} on an undedicated node",
+            p["metadata"]["name"]
+        );
+        assert!(
+            p["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+        );
     }
 
     let ing = rig.kubectl_json(&["get", "ingress", "scalardb-graphql"]);
@@ -73,14 +105,23 @@ fn a_fresh_install_converges_every_component() {
     let a = &ing["metadata"]["annotations"];
     assert_eq!(a["alb.ingress.kubernetes.io/scheme"], "internal");
     assert_eq!(a["alb.ingress.kubernetes.io/target-type"], "ip");
-    assert_eq!(a["alb.ingress.kubernetes.io/target-group-attributes"], "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60");
+    assert_eq!(
+        a["alb.ingress.kubernetes.io/target-group-attributes"],
+        "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
+    );
     assert_eq!(a["alb.ingress.kubernetes.io/healthcheck-path"], "/graphql?query=%7B__typename%7D");
     assert!(a.get("nginx.ingress.kubernetes.io/affinity").is_none(), "the nginx defaults are nulled");
 
     let tg = rig.aws(&["elbv2", "describe-target-groups"]);
     let arn = tg["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap();
     let attrs = rig.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", arn]);
-    assert!(attrs["Attributes"].as_array().unwrap().iter().any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true"));
+    assert!(
+        attrs["Attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true")
+    );
     rig.reset();
 }
 
@@ -104,29 +145,6 @@ fn a_second_install_with_the_same_inputs_makes_no_mutating_call() {
     rig.reset();
 }
 
-/// Installs and SIGKILLs the plugin's whole process group (it and its helm)
-/// right after the n-th component reported done.
-fn install_killed_after(rig: &Rig, n: usize) -> Vec<String> {
-    let mut cmd = rig.plugin();
-    cmd.args(rig.install_args());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let pid = child.id();
-    let mut seen = vec![];
-    use std::io::BufRead;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
-        if line.starts_with('√') {
-            seen.push(line);
-            if seen.len() == n {
-                common::kill_group(pid);
-                break;
-            }
-        }
-    }
-    let _ = child.wait();
-    seen
-}
-
 #[test]
 fn killed_at_each_component_boundary_a_rerun_ends_where_an_uninterrupted_install_does() {
     let rig = rig();
@@ -137,12 +155,16 @@ fn killed_at_each_component_boundary_a_rerun_ends_where_an_uninterrupted_install
     assert!(boundaries >= 12, "{}", text(&reference.stdout));
     for n in 1..=boundaries {
         rig.reset();
-        let seen = install_killed_after(&rig, n);
+        let seen = rig.killed_after(&rig.install_args(), n);
         assert_eq!(seen.len(), n, "the install ended before boundary {n}");
         let rerun = rig.install(&[]);
         expect_code(&rerun, 0, &format!("the re-run after a kill at boundary {n} ({})", seen.last().unwrap()));
         let diff = common::snapshot_diff(&expected, &rig.snapshot());
-        assert!(diff.is_empty(), "after a kill at boundary {n} ({}), the end state differs: {diff:#?}", seen.last().unwrap());
+        assert!(
+            diff.is_empty(),
+            "after a kill at boundary {n} ({}), the end state differs: {diff:#?}",
+            seen.last().unwrap()
+        );
     }
     rig.reset();
 }
@@ -152,18 +174,22 @@ fn a_pre_existing_oidc_provider_and_subnet_tags_are_used_and_recorded_as_not_our
     let rig = rig();
     rig.reset();
     let issuer = format!("https://{}", issuer_host(&rig));
-    rig.aws(&["iam", "create-open-id-connect-provider", "--url", &issuer, "--client-id-list", "sts.amazonaws.com", "--thumbprint-list", "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"]);
-    let private: Vec<String> = rig.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private*"])["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-        .collect();
-    let mut tag = vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/role/internal-elb,Value=1", "--resources"];
-    tag.extend(private.iter().map(String::as_str));
-    rig.aws(&tag);
+    rig.aws(&[
+        "iam",
+        "create-open-id-connect-provider",
+        "--url",
+        &issuer,
+        "--client-id-list",
+        "sts.amazonaws.com",
+        "--thumbprint-list",
+        "9e99a48a9960b14926bb7f3b02e22da2b0ab7280",
+    ]);
+    rig.tag_private_subnets("");
     rig.install_ok();
-    assert_eq!(rig.aws(&["iam", "list-open-id-connect-providers"])["OpenIDConnectProviderList"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        rig.aws(&["iam", "list-open-id-connect-providers"])["OpenIDConnectProviderList"].as_array().unwrap().len(),
+        1
+    );
     let r = record(&rig);
     assert_eq!(r["oidcProvider"]["created"], false, "{r}");
     let tags = r["subnetTags"].as_array().unwrap();
@@ -189,7 +215,15 @@ fn dry_run_on_an_empty_rig_changes_nothing_and_lists_every_action() {
         .unwrap()
         .iter()
         .flat_map(|s| s["actions"].as_array().unwrap().iter())
-        .map(|a| format!("{} {} {} {}", a["system"].as_str().unwrap(), a["verb"].as_str().unwrap(), a["operation"].as_str().unwrap(), a["target"].as_str().unwrap()))
+        .map(|a| {
+            format!(
+                "{} {} {} {}",
+                a["system"].as_str().unwrap(),
+                a["verb"].as_str().unwrap(),
+                a["operation"].as_str().unwrap(),
+                a["target"].as_str().unwrap()
+            )
+        })
         .collect();
     let expect = [
         "aws create ec2:CreateTags",
@@ -214,7 +248,11 @@ fn dry_run_on_an_empty_rig_changes_nothing_and_lists_every_action() {
     // The text plan shows the same, with the rendered values.
     let text_plan = rig.install(&["--dry-run"]);
     assert!(text(&text_plan.stdout).contains("className: alb"), "{}", text(&text_plan.stdout));
-    assert_eq!(rig.kubectl(&["get", "configmap", "scalardb-graphql-install-record"]).status.code(), Some(1), "dry-run wrote a record");
+    assert_eq!(
+        rig.kubectl(&["get", "configmap", "scalardb-graphql-install-record"]).status.code(),
+        Some(1),
+        "dry-run wrote a record"
+    );
 }
 
 #[test]
@@ -230,11 +268,18 @@ fn no_secret_reaches_output_argv_configmaps_or_the_record() {
     std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = rig.plugin().args(rig.install_args()).env("HELM_BIN", &shim).output().unwrap();
     expect_code(&out, 0, "install");
-    let dry = rig.plugin().args(rig.install_args()).args(["--dry-run", "-o", "yaml"]).env("HELM_BIN", &shim).output().unwrap();
+    let dry = rig
+        .plugin()
+        .args(rig.install_args())
+        .args(["--dry-run", "-o", "yaml"])
+        .env("HELM_BIN", &shim)
+        .output()
+        .unwrap();
     let argv = std::fs::read_to_string(&log).unwrap();
     assert!(argv.contains("upgrade --install"), "the shim saw helm's installs: {argv}");
     let configmaps = rig.kubectl_ok(&["get", "configmaps", "-A", "-o", "json"]);
-    let secrets_seen = text(&rig.kubectl(&["get", "secret", "scalardb-graphql-db", "-o", "jsonpath={.data.db-password}"]).stdout);
+    let secrets_seen =
+        text(&rig.kubectl(&["get", "secret", "scalardb-graphql-db", "-o", "jsonpath={.data.db-password}"]).stdout);
     assert!(!secrets_seen.is_empty(), "the database Secret holds the password");
     for (place, content) in [
         ("stdout", text(&out.stdout)),
@@ -275,7 +320,12 @@ fn bad_input_gets_one_line_a_nonzero_exit_and_no_mutating_call() {
     let cases: Vec<(Vec<String>, Option<&std::path::Path>, i32, &str)> = vec![
         (vec!["--cluster-name".into(), "other-cluster".into()], None, 3, "EKS cluster \"other-cluster\" not found"),
         (vec![], Some(&kubeconfig), 3, "but EKS cluster \"scalardb-graphql-rig\" is at"),
-        (vec!["-f".into(), "/nonexistent/values.yaml".into()], None, 2, "cannot read values file /nonexistent/values.yaml"),
+        (
+            vec!["-f".into(), "/nonexistent/values.yaml".into()],
+            None,
+            2,
+            "cannot read values file /nonexistent/values.yaml",
+        ),
         (vec!["-f".into(), bad_yaml.display().to_string()], None, 2, "is not valid YAML"),
         (vec!["--storage".into(), "mongo".into()], None, 2, "--storage \"mongo\""),
         (vec!["--node-selector".into(), "agentpool=nothing".into()], None, 3, "no node carries agentpool=nothing"),
@@ -323,10 +373,10 @@ fn helm_4_drives_the_same_install() {
     let helm4 = format!("{}/helm4", rig.get("PATH").split(':').next().unwrap());
     let out = rig.plugin().args(rig.install_args()).env("HELM_BIN", &helm4).output().unwrap();
     expect_code(&out, 0, "install with helm 4");
-    let list: Value = serde_json::from_slice(&rig.cmd(&helm4).args(["list", "-A", "-o", "json"]).output().unwrap().stdout).unwrap();
+    let list: Value =
+        serde_json::from_slice(&rig.cmd(&helm4).args(["list", "-A", "-o", "json"]).output().unwrap().stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     let version = Command::new(BIN).args(["version"]).envs(&rig.env).env("HELM_BIN", &helm4).output().unwrap();
     assert!(text(&version.stdout).contains("(major 4)"), "{}", text(&version.stdout));
-    let _ = root();
     rig.reset();
 }

@@ -219,16 +219,7 @@ fn through_haproxy_a_transaction_with_the_cookie_stays_and_without_it_is_lost() 
 fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_removes_both() {
     let rig = rig();
     rig.reset();
-    let private: Vec<String> =
-        rig.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private*"])["Subnets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-            .collect();
-    let mut tag = vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/role/internal-elb,Value=1", "--resources"];
-    tag.extend(private.iter().map(String::as_str));
-    rig.aws(&tag);
+    rig.tag_private_subnets("");
     let out = rig
         .cmd("helm")
         .args([

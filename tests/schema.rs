@@ -26,7 +26,13 @@ fn files() -> (tempfile::TempDir, String, String) {
 
 /// `kubectl get KIND --watch -o json`: every version of every object, as it happens.
 fn watch(rig: &Rig, kind: &str) -> Child {
-    let child = rig.cmd("kubectl").args(["get", kind, "--watch", "-o", "json", "--output-watch-events"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let child = rig
+        .cmd("kubectl")
+        .args(["get", kind, "--watch", "-o", "json", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
     child
 }
@@ -43,16 +49,36 @@ fn schema_load_runs_the_loader_as_a_job_with_no_secret_in_its_spec_and_cleans_up
     rig.reset();
     let (_dir, schema, props) = files();
     let (jobs, secrets, maps) = (watch(&rig, "jobs"), watch(&rig, "secrets"), watch(&rig, "configmaps"));
-    let out = rig.plugin().args(["schema", "load", "-f", &schema, "--db-properties", &props, "--coordinator", "--timeout", "60s"]).output().unwrap();
+    let out = rig
+        .plugin()
+        .args(["schema", "load", "-f", &schema, "--db-properties", &props, "--coordinator", "--timeout", "60s"])
+        .output()
+        .unwrap();
     expect_code(&out, 0, "schema load");
     let (jobs, secrets, maps) = (seen(jobs), seen(secrets), seen(maps));
-    let job = jobs.iter().find(|e| e["type"] == "ADDED" && e["object"]["metadata"]["name"].as_str().unwrap_or_default().starts_with("scalardb-schema-loader-")).expect("the Job was created");
+    let job = jobs
+        .iter()
+        .find(|e| {
+            e["type"] == "ADDED"
+                && e["object"]["metadata"]["name"].as_str().unwrap_or_default().starts_with("scalardb-schema-loader-")
+        })
+        .expect("the Job was created");
     let job = &job["object"];
     let name = job["metadata"]["name"].as_str().unwrap();
     let c = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "ghcr.io/scalar-labs/scalardb-schema-loader:3.13.6");
-    assert_eq!(c["args"], serde_json::json!(["-c", "/scalardb/config/database.properties", "-f", "/scalardb/schema/schema.json", "--coordinator"]));
-    let mounts: Vec<&str> = c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "-c",
+            "/scalardb/config/database.properties",
+            "-f",
+            "/scalardb/schema/schema.json",
+            "--coordinator"
+        ])
+    );
+    let mounts: Vec<&str> =
+        c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
     assert_eq!(mounts, ["/scalardb/config", "/scalardb/schema"]);
     assert!(!job.to_string().contains(DB_PASSWORD), "a secret in the Job spec");
     assert!(jobs.iter().any(|e| e["object"]["status"]["succeeded"] == 1), "the Job did not complete");
@@ -91,14 +117,27 @@ fn a_failed_loader_keeps_its_job_secret_and_configmap_and_exits_1_with_the_hint(
         pod = pods["items"][0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
         !pod.is_empty()
     });
-    rig.kubectl_ok(&["patch", "pod", &pod, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Failed","reason":"Forced"}}"#]);
+    rig.kubectl_ok(&[
+        "patch",
+        "pod",
+        &pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Failed","reason":"Forced"}}"#,
+    ]);
     let out = {
         let _ = child.stdin.take();
         child.wait_with_output().unwrap()
     };
     expect_code(&out, 1, "schema load with a failed pod");
     let stderr = text(&out.stderr);
-    let job = stderr.split("Job default/").nth(1).and_then(|s| s.split(',').next()).unwrap_or_else(|| panic!("{stderr}")).to_string();
+    let job = stderr
+        .split("Job default/")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .to_string();
     assert!(stderr.contains(&format!("kubectl -n default logs job/{job}")), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     for kind in ["job", "secret", "configmap"] {
@@ -112,14 +151,27 @@ fn schema_delete_asks_unless_yes_and_dry_run_redacts() {
     let rig = rig();
     rig.reset();
     let (_dir, schema, props) = files();
-    let out = rig.plugin().args(["schema", "delete", "-f", &schema, "--db-properties", &props]).stdin(Stdio::null()).output().unwrap();
+    let out = rig
+        .plugin()
+        .args(["schema", "delete", "-f", &schema, "--db-properties", &props])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     expect_code(&out, 2, "schema delete without -y and without a terminal");
-    let out = rig.plugin().args(["schema", "delete", "-f", &schema, "--db-properties", &props, "--dry-run"]).output().unwrap();
+    let out = rig
+        .plugin()
+        .args(["schema", "delete", "-f", &schema, "--db-properties", &props, "--dry-run"])
+        .output()
+        .unwrap();
     expect_code(&out, 0, "schema delete --dry-run");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("- -D") && stdout.contains("<redacted>") && !stdout.contains(DB_PASSWORD), "{stdout}");
     assert!(rig.kubectl_ok(&["get", "jobs", "-o", "name"]).trim().is_empty());
-    let out = rig.plugin().args(["schema", "delete", "-f", &schema, "--db-properties", &props, "-y", "--timeout", "60s"]).output().unwrap();
+    let out = rig
+        .plugin()
+        .args(["schema", "delete", "-f", &schema, "--db-properties", &props, "-y", "--timeout", "60s"])
+        .output()
+        .unwrap();
     expect_code(&out, 0, "schema delete -y");
     rig.reset();
 }
@@ -129,9 +181,11 @@ fn a_malformed_schema_is_refused_before_the_cluster_is_touched() {
     let rig = rig();
     let (dir, _, props) = files();
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"customers": {"partition-key": [], "columns": {"id": "VARCHAR"}, "transaction": "yes"}}"#).unwrap();
+    std::fs::write(&bad, r#"{"customers": {"partition-key": [], "columns": {"id": "VARCHAR"}, "transaction": "yes"}}"#)
+        .unwrap();
     let mark = rig.audit_mark();
-    let out = rig.plugin().args(["schema", "load", "-f", bad.to_str().unwrap(), "--db-properties", &props]).output().unwrap();
+    let out =
+        rig.plugin().args(["schema", "load", "-f", bad.to_str().unwrap(), "--db-properties", &props]).output().unwrap();
     expect_code(&out, 2, "a malformed schema");
     let stderr = text(&out.stderr);
     for place in ["$[\"customers\"]", "[\"partition-key\"]", "columns[\"id\"]", ".transaction"] {
@@ -152,8 +206,15 @@ fn install_with_a_schema_loads_it_first_and_serves_its_namespaces() {
     let out = rig.plugin().args(&args).output().unwrap();
     expect_code(&out, 0, "install --schema");
     let stdout = text(&out.stdout);
-    assert!(stdout.find("Schema Loader created the tables").unwrap() < stdout.find("installed release default/scalardb-graphql").unwrap(), "{stdout}");
-    let values: Value = serde_json::from_slice(&rig.cmd("helm").args(["get", "values", "scalardb-graphql", "-o", "json"]).output().unwrap().stdout).unwrap();
+    assert!(
+        stdout.find("Schema Loader created the tables").unwrap()
+            < stdout.find("installed release default/scalardb-graphql").unwrap(),
+        "{stdout}"
+    );
+    let values: Value = serde_json::from_slice(
+        &rig.cmd("helm").args(["get", "values", "scalardb-graphql", "-o", "json"]).output().unwrap().stdout,
+    )
+    .unwrap();
     assert_eq!(values["scalarDbGraphQlConfiguration"]["namespaces"], "emoney,shop");
     assert_eq!(values["scalarDbGraphQlConfiguration"]["storage"], "jdbc");
     // Loaded once: the re-run does not run the loader again.

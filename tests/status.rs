@@ -8,12 +8,19 @@ use serde_json::Value;
 
 fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value) {
     let out = rig.status(&[&["-o", "json"], extra].concat());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
     (out.status.code(), v)
 }
 
 fn failing(report: &Value) -> Vec<String> {
-    report["checks"].as_array().unwrap().iter().filter(|c| c["result"] == "fail").map(|c| c["id"].as_str().unwrap().to_string()).collect()
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "fail")
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -24,7 +31,8 @@ fn after_an_install_every_check_passes_in_text_and_json() {
     let out = rig.status(&[]);
     expect_code(&out, 0, "status");
     let stdout = text(&out.stdout);
-    for heading in ["cluster", "iam", "lb-controller", "subnets", "nodes", "graphql release", "ingress", "alb", "probe"] {
+    for heading in ["cluster", "iam", "lb-controller", "subnets", "nodes", "graphql release", "ingress", "alb", "probe"]
+    {
         assert!(stdout.lines().any(|l| l == heading), "no {heading} section:\n{stdout}");
     }
     assert!(!stdout.contains('×') && !stdout.contains('‼'), "{stdout}");
@@ -73,45 +81,142 @@ fn each_fault_is_caught_by_the_check_that_names_it_and_only_that_one() {
     type Fault = Box<dyn Fn(&Rig)>;
     let faults: Vec<(&str, &str, Fault)> = vec![
         ("stickiness off at the data plane", "probe.sticky", Box::new(|r: &Rig| r.dataplane(&["sticky", "off"]))),
-        ("stickiness.enabled=false on the target group", "alb.stickiness", Box::new(|r: &Rig| {
-            let tg = r.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap().to_string();
-            r.aws(&["elbv2", "modify-target-group-attributes", "--target-group-arn", &tg, "--attributes", "Key=stickiness.enabled,Value=false"]);
-        })),
-        ("target-type instance", "ingress.target-type", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["annotate", "--overwrite", "ingress", "scalardb-graphql", "alb.ingress.kubernetes.io/target-type=instance"]);
-        })),
-        ("a misspelled stickiness key", "ingress.stickiness", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["annotate", "--overwrite", "ingress", "scalardb-graphql", "alb.ingress.kubernetes.io/target-group-attributes=stickness.enabled=true"]);
-        })),
-        ("a trust policy with the wrong :sub", "iam.role-trust", Box::new(|r: &Rig| {
-            let role = r.aws(&["iam", "get-role", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
-            let doc = role["Role"]["AssumeRolePolicyDocument"].to_string().replace("kube-system:aws-load-balancer-controller", "default:someone-else");
-            r.aws(&["iam", "update-assume-role-policy", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller", "--policy-document", &doc]);
-        })),
-        ("the ServiceAccount annotation removed", "iam.service-account", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["-n", "kube-system", "annotate", "serviceaccount", "aws-load-balancer-controller", "eks.amazonaws.com/role-arn-"]);
-        })),
-        ("a subnet tag removed, leaving one zone", "subnets.internal-elb", Box::new(|r: &Rig| {
-            let s = r.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private-us-east-1a"]);
-            let id = s["Subnets"][0]["SubnetId"].as_str().unwrap().to_string();
-            r.aws(&["ec2", "delete-tags", "--resources", &id, "--tags", "Key=kubernetes.io/role/internal-elb"]);
-        })),
-        ("a taint removed from a dedicated node", "nodes.dedicated", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["taint", "node", "graphql-2", "kubernetes.io/app-"]);
-        })),
-        ("a GraphQL pod not Ready", "graphql.pods", Box::new(|r: &Rig| {
-            let pods = r.kubectl_json(&["get", "pods", "-l", "app.kubernetes.io/instance=scalardb-graphql"]);
-            let name = pods["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
-            let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"False"},{"type":"ContainersReady","status":"False"}]}}"#;
-            sh(r, "kubectl", &["patch", "pod", &name, "--subresource=status", "--type=strategic", "-p", patch]);
-        })),
-        ("the controller scaled to zero", "lb-controller.deployment", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["-n", "kube-system", "scale", "deployment", "aws-load-balancer-controller", "--replicas=0"]);
-            r.eventually("the controller's pods to go", 30, || r.kubectl_json(&["-n", "kube-system", "get", "pods"])["items"].as_array().unwrap().is_empty());
-        })),
-        ("the registry Secret deleted", "graphql.registry-secret", Box::new(|r: &Rig| {
-            sh(r, "kubectl", &["delete", "secret", "reg-docker-secrets"]);
-        })),
+        (
+            "stickiness.enabled=false on the target group",
+            "alb.stickiness",
+            Box::new(|r: &Rig| {
+                let tg = r.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                r.aws(&[
+                    "elbv2",
+                    "modify-target-group-attributes",
+                    "--target-group-arn",
+                    &tg,
+                    "--attributes",
+                    "Key=stickiness.enabled,Value=false",
+                ]);
+            }),
+        ),
+        (
+            "target-type instance",
+            "ingress.target-type",
+            Box::new(|r: &Rig| {
+                sh(
+                    r,
+                    "kubectl",
+                    &[
+                        "annotate",
+                        "--overwrite",
+                        "ingress",
+                        "scalardb-graphql",
+                        "alb.ingress.kubernetes.io/target-type=instance",
+                    ],
+                );
+            }),
+        ),
+        (
+            "a misspelled stickiness key",
+            "ingress.stickiness",
+            Box::new(|r: &Rig| {
+                sh(
+                    r,
+                    "kubectl",
+                    &[
+                        "annotate",
+                        "--overwrite",
+                        "ingress",
+                        "scalardb-graphql",
+                        "alb.ingress.kubernetes.io/target-group-attributes=stickness.enabled=true",
+                    ],
+                );
+            }),
+        ),
+        (
+            "a trust policy with the wrong :sub",
+            "iam.role-trust",
+            Box::new(|r: &Rig| {
+                let role =
+                    r.aws(&["iam", "get-role", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
+                let doc = role["Role"]["AssumeRolePolicyDocument"]
+                    .to_string()
+                    .replace("kube-system:aws-load-balancer-controller", "default:someone-else");
+                r.aws(&[
+                    "iam",
+                    "update-assume-role-policy",
+                    "--role-name",
+                    "scalardb-graphql-rig-aws-load-balancer-controller",
+                    "--policy-document",
+                    &doc,
+                ]);
+            }),
+        ),
+        (
+            "the ServiceAccount annotation removed",
+            "iam.service-account",
+            Box::new(|r: &Rig| {
+                sh(
+                    r,
+                    "kubectl",
+                    &[
+                        "-n",
+                        "kube-system",
+                        "annotate",
+                        "serviceaccount",
+                        "aws-load-balancer-controller",
+                        "eks.amazonaws.com/role-arn-",
+                    ],
+                );
+            }),
+        ),
+        (
+            "a subnet tag removed, leaving one zone",
+            "subnets.internal-elb",
+            Box::new(|r: &Rig| {
+                let s = r.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private-us-east-1a"]);
+                let id = s["Subnets"][0]["SubnetId"].as_str().unwrap().to_string();
+                r.aws(&["ec2", "delete-tags", "--resources", &id, "--tags", "Key=kubernetes.io/role/internal-elb"]);
+            }),
+        ),
+        (
+            "a taint removed from a dedicated node",
+            "nodes.dedicated",
+            Box::new(|r: &Rig| {
+                sh(r, "kubectl", &["taint", "node", "graphql-2", "kubernetes.io/app-"]);
+            }),
+        ),
+        (
+            "a GraphQL pod not Ready",
+            "graphql.pods",
+            Box::new(|r: &Rig| {
+                let pods = r.kubectl_json(&["get", "pods", "-l", "app.kubernetes.io/instance=scalardb-graphql"]);
+                let name = pods["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
+                let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"False"},{"type":"ContainersReady","status":"False"}]}}"#;
+                sh(r, "kubectl", &["patch", "pod", &name, "--subresource=status", "--type=strategic", "-p", patch]);
+            }),
+        ),
+        (
+            "the controller scaled to zero",
+            "lb-controller.deployment",
+            Box::new(|r: &Rig| {
+                sh(
+                    r,
+                    "kubectl",
+                    &["-n", "kube-system", "scale", "deployment", "aws-load-balancer-controller", "--replicas=0"],
+                );
+                r.eventually("the controller's pods to go", 30, || {
+                    r.kubectl_json(&["-n", "kube-system", "get", "pods"])["items"].as_array().unwrap().is_empty()
+                });
+            }),
+        ),
+        (
+            "the registry Secret deleted",
+            "graphql.registry-secret",
+            Box::new(|r: &Rig| {
+                sh(r, "kubectl", &["delete", "secret", "reg-docker-secrets"]);
+            }),
+        ),
     ];
     for (what, id, fault) in faults {
         rig.reset();
@@ -136,10 +241,15 @@ fn wait_shows_the_last_state_and_exits_4_on_timeout_and_category_selects() {
     rig.dataplane(&["sticky", "off"]);
     let out = rig.status(&["--wait", "--timeout", "3s"]);
     expect_code(&out, 4, "status --wait with a fault");
-    assert!(text(&out.stdout).contains("× the ALB set no AWSALB cookie"), "the last state is shown: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("× the ALB set no AWSALB cookie"),
+        "the last state is shown: {}",
+        text(&out.stdout)
+    );
     let (code, report) = status_json(&rig, &["--category", "alb,ingress"]);
     assert_eq!(code, Some(0), "the fault is outside the chosen categories");
-    let categories: std::collections::BTreeSet<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
+    let categories: std::collections::BTreeSet<&str> =
+        report["checks"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
     assert_eq!(categories.into_iter().collect::<Vec<_>>(), ["alb", "ingress"]);
     let out = rig.plugin().args(["status", "--no-probe"]).output().unwrap();
     assert!(text(&out.stdout).contains("‼ not probed (--no-probe)"), "{}", text(&out.stdout));

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::{Rig, expect_code, rig, snapshot_diff, text};
 use serde_json::json;
 
@@ -28,7 +26,10 @@ fn install_then_uninstall_leaves_the_rig_as_it_was() {
     let stdout = text(&out.stdout);
     // The safe order: the release and its ALB first, the controller after, IAM after that.
     let pos = |needle: &str| stdout.find(needle).unwrap_or_else(|| panic!("{needle} missing:\n{stdout}"));
-    assert!(pos("uninstalled release default/scalardb-graphql") < pos("uninstalled release kube-system/aws-load-balancer-controller"));
+    assert!(
+        pos("uninstalled release default/scalardb-graphql")
+            < pos("uninstalled release kube-system/aws-load-balancer-controller")
+    );
     assert!(pos("uninstalled release kube-system/aws-load-balancer-controller") < pos("deleted IAM role"));
     assert!(pos("deleted IAM role") < pos("deleted IAM policy"));
     assert!(pos("deleted IAM policy") < pos("deleted IAM OIDC provider"));
@@ -45,10 +46,17 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
     rig.reset();
     let c = rig.aws(&["eks", "describe-cluster", "--name", rig.get("RIG_CLUSTER_NAME")]);
     let issuer = c["cluster"]["identity"]["oidc"]["issuer"].as_str().unwrap().to_string();
-    rig.aws(&["iam", "create-open-id-connect-provider", "--url", &issuer, "--client-id-list", "sts.amazonaws.com", "--thumbprint-list", "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"]);
-    let s = rig.aws(&["ec2", "describe-subnets", "--filters", "Name=tag:Name,Values=*private-us-east-1a"]);
-    let tagged = s["Subnets"][0]["SubnetId"].as_str().unwrap().to_string();
-    rig.aws(&["ec2", "create-tags", "--resources", &tagged, "--tags", "Key=kubernetes.io/role/internal-elb,Value=1"]);
+    rig.aws(&[
+        "iam",
+        "create-open-id-connect-provider",
+        "--url",
+        &issuer,
+        "--client-id-list",
+        "sts.amazonaws.com",
+        "--thumbprint-list",
+        "9e99a48a9960b14926bb7f3b02e22da2b0ab7280",
+    ]);
+    let tagged = rig.tag_private_subnets("us-east-1a").remove(0);
     rig.install_ok();
     // Another team's Ingress of class alb, served by the same controller.
     rig.kubectl_ok(&["create", "namespace", "team-b"]);
@@ -60,43 +68,37 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
          "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}},
     ]}));
     rig.eventually("the foreign Ingress's ALB", 60, || {
-        rig.kubectl_json(&["-n", "team-b", "get", "ingress", "web"])["status"]["loadBalancer"]["ingress"][0]["hostname"].is_string()
+        rig.kubectl_json(&["-n", "team-b", "get", "ingress", "web"])["status"]["loadBalancer"]["ingress"][0]["hostname"]
+            .is_string()
     });
     let out = rig.uninstall_ok();
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("kept release kube-system/aws-load-balancer-controller") && stderr.contains("team-b/web"), "{stderr}");
+    assert!(
+        stderr.contains("kept release kube-system/aws-load-balancer-controller") && stderr.contains("team-b/web"),
+        "{stderr}"
+    );
     let releases = text(&rig.cmd("helm").args(["list", "-n", "kube-system", "-q"]).output().unwrap().stdout);
     assert!(releases.contains("aws-load-balancer-controller"), "the controller was removed under a foreign Ingress");
-    assert_eq!(rig.aws(&["iam", "list-open-id-connect-providers"])["OpenIDConnectProviderList"].as_array().unwrap().len(), 1);
-    let tags = rig.aws(&["ec2", "describe-tags", "--filters", &format!("Name=resource-id,Values={tagged}"), "Name=key,Values=kubernetes.io/role/internal-elb"]);
+    assert_eq!(
+        rig.aws(&["iam", "list-open-id-connect-providers"])["OpenIDConnectProviderList"].as_array().unwrap().len(),
+        1
+    );
+    let tags = rig.aws(&[
+        "ec2",
+        "describe-tags",
+        "--filters",
+        &format!("Name=resource-id,Values={tagged}"),
+        "Name=key,Values=kubernetes.io/role/internal-elb",
+    ]);
     assert_eq!(tags["Tags"].as_array().unwrap().len(), 1, "the pre-existing subnet tag was removed");
     let ing = rig.kubectl_json(&["-n", "team-b", "get", "ingress", "web"]);
     assert!(ing["status"]["loadBalancer"]["ingress"][0]["hostname"].is_string());
-    assert!(rig.kubectl_ok(&["get", "crd", "-o", "name"]).contains("targetgroupbindings.elbv2.k8s.aws"), "CRDs in use were removed");
+    assert!(
+        rig.kubectl_ok(&["get", "crd", "-o", "name"]).contains("targetgroupbindings.elbv2.k8s.aws"),
+        "CRDs in use were removed"
+    );
     assert!(!rig.kubectl(&["-n", "default", "get", "ingress", "scalardb-graphql"]).status.success());
     rig.reset();
-}
-
-/// Uninstall, SIGKILLed with its helm right after the n-th step it reported.
-fn uninstall_killed_after(rig: &Rig, n: usize) -> Vec<String> {
-    let mut cmd = rig.plugin();
-    cmd.args(["uninstall", "-y", "--timeout", "120s"]);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let pid = child.id();
-    let mut seen = vec![];
-    use std::io::BufRead;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
-        if line.starts_with('√') {
-            seen.push(line);
-            if seen.len() == n {
-                common::kill_group(pid);
-                break;
-            }
-        }
-    }
-    let _ = child.wait();
-    seen
 }
 
 #[test]
@@ -110,7 +112,7 @@ fn killed_at_each_step_a_rerun_ends_in_the_clean_state() {
     for n in 1..=steps {
         rig.reset();
         rig.install_ok();
-        let seen = uninstall_killed_after(&rig, n);
+        let seen = rig.killed_after(&["uninstall", "-y", "--timeout", "120s"].map(String::from), n);
         assert_eq!(seen.len(), n);
         rig.uninstall_ok();
         eventually_same(&rig, &clean, &format!("the state after a kill at step {n} ({}) and a re-run", seen[n - 1]));
@@ -123,14 +125,27 @@ fn the_wrong_order_by_hand_is_reported_with_the_stuck_ingress_and_the_alb_arn() 
     let rig = rig();
     rig.reset();
     rig.install_ok();
-    let arn = rig.aws(&["elbv2", "describe-load-balancers"])["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap().to_string();
-    expect_code(&rig.cmd("helm").args(["uninstall", "aws-load-balancer-controller", "-n", "kube-system", "--wait"]).output().unwrap(), 0, "removing the controller first");
+    let arn = rig.aws(&["elbv2", "describe-load-balancers"])["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_code(
+        &rig.cmd("helm")
+            .args(["uninstall", "aws-load-balancer-controller", "-n", "kube-system", "--wait"])
+            .output()
+            .unwrap(),
+        0,
+        "removing the controller first",
+    );
     let started = std::time::Instant::now();
     let out = rig.plugin().args(["uninstall", "-y", "--timeout", "120s"]).output().unwrap();
     expect_code(&out, 1, "uninstall after the controller was removed");
     assert!(started.elapsed().as_secs() < 60, "it waited instead of explaining");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("Ingress default/scalardb-graphql is stuck on finalizer ingress.k8s.aws/resources"), "{stderr}");
+    assert!(
+        stderr.contains("Ingress default/scalardb-graphql is stuck on finalizer ingress.k8s.aws/resources"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&arn), "the ALB's ARN is named: {stderr}");
     assert!(stderr.contains("--force-finalizers"), "{stderr}");
     let out = rig.plugin().args(["uninstall", "-y", "--force-finalizers", "--timeout", "120s"]).output().unwrap();

@@ -74,6 +74,29 @@ async fn fetch_pinned() -> Result<PolicyDocument> {
     Ok(PolicyDocument { text: String::from_utf8_lossy(&res.body).into_owned(), label: IAM_POLICY.version.to_string() })
 }
 
+/// The versions of a policy other than its default one.
+async fn old_versions(iam: &aws_sdk_iam::Client, arn: &str) -> Result<Vec<aws_sdk_iam::types::PolicyVersion>> {
+    let out = iam
+        .list_policy_versions()
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(error::aws)
+        .context("listing policy versions")?;
+    Ok(out.versions().iter().filter(|v| !v.is_default_version()).cloned().collect())
+}
+
+async fn delete_version(iam: &aws_sdk_iam::Client, arn: &str, v: &aws_sdk_iam::types::PolicyVersion) -> Result<()> {
+    iam.delete_policy_version()
+        .policy_arn(arn)
+        .version_id(v.version_id().unwrap_or_default())
+        .send()
+        .await
+        .map_err(error::aws)
+        .context("deleting an old policy version")
+        .map(drop)
+}
+
 #[derive(Default)]
 pub struct IamPolicy {
     seen: Option<Seen>,
@@ -149,13 +172,7 @@ impl Component for IamPolicy {
                             .any(|a| a == "elasticloadbalancing:AddTags" || a == "elasticloadbalancing:*" || a == "*");
                     }
                 }
-                Seen {
-                    tagged_ours: iam_tags_ours(tags, &env.facts.name),
-                    label,
-                    allows_add_tags,
-                    exists: true,
-                    arn,
-                }
+                Seen { tagged_ours: iam_tags_ours(tags, &env.facts.name), label, allows_add_tags, exists: true, arn }
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
                 Seen { arn, exists: false, tagged_ours: false, label: None, allows_add_tags: false }
@@ -218,24 +235,11 @@ impl Component for IamPolicy {
             env.progress.done(&format!("created IAM policy {} ({})", seen.arn, doc.label));
         } else if seen.label.as_deref() != Some(doc.label.as_str()) {
             // IAM keeps at most five versions: drop the oldest non-default one first.
-            let versions = iam
-                .list_policy_versions()
-                .policy_arn(&seen.arn)
-                .send()
-                .await
-                .map_err(error::aws)
-                .context("listing policy versions")?;
-            let old: Vec<_> = versions.versions().iter().filter(|v| !v.is_default_version()).collect();
-            if versions.versions().len() >= 5
+            let old = old_versions(iam, &seen.arn).await?;
+            if old.len() >= 4
                 && let Some(oldest) = old.iter().min_by_key(|v| v.create_date().map(|d| d.secs()))
             {
-                iam.delete_policy_version()
-                    .policy_arn(&seen.arn)
-                    .version_id(oldest.version_id().unwrap_or_default())
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context("deleting an old policy version")?;
+                delete_version(iam, &seen.arn, oldest).await?;
             }
             iam.create_policy_version()
                 .policy_arn(&seen.arn)
@@ -327,21 +331,8 @@ impl Component for IamPolicy {
                     if attachments == 1 { "y" } else { "ies" }
                 ));
             } else {
-                let versions = iam
-                    .list_policy_versions()
-                    .policy_arn(&seen.arn)
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context("listing policy versions")?;
-                for v in versions.versions().iter().filter(|v| !v.is_default_version()) {
-                    iam.delete_policy_version()
-                        .policy_arn(&seen.arn)
-                        .version_id(v.version_id().unwrap_or_default())
-                        .send()
-                        .await
-                        .map_err(error::aws)
-                        .context("deleting a policy version")?;
+                for v in old_versions(iam, &seen.arn).await? {
+                    delete_version(iam, &seen.arn, &v).await?;
                 }
                 iam.delete_policy()
                     .policy_arn(&seen.arn)

@@ -88,12 +88,9 @@ impl Component for IamRole {
                     attached,
                 }
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Seen {
-                exists: false,
-                tagged_ours: false,
-                trust_problems: vec![],
-                attached: vec![],
-            },
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
+                Seen { exists: false, tagged_ours: false, trust_problems: vec![], attached: vec![] }
+            }
             Err(e) => return Err(error::aws(e)).context(format!("reading IAM role {name}")),
         };
         self.seen = Some(seen);

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -292,22 +292,43 @@ impl Rig {
 
     // --- processes ------------------------------------------------------------------------
 
-    /// Runs install and SIGKILLs it right after its `n`-th result line (a component boundary).
-    pub fn killed_after_lines(&self, mut cmd: Command, n: usize) -> Vec<String> {
+    /// Runs the plugin in a process group of its own and SIGKILLs the group
+    /// (it and the helm it runs) right after its `n`-th result line: a
+    /// component boundary. Returns the lines seen.
+    pub fn killed_after(&self, args: &[String], n: usize) -> Vec<String> {
+        let mut cmd = self.plugin();
+        cmd.args(args);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawning the plugin");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = vec![];
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let pid = child.id();
+        let mut seen = vec![];
+        for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
             if line.starts_with('√') {
-                lines.push(line);
-                if lines.len() == n {
-                    child.kill().expect("SIGKILL");
+                seen.push(line);
+                if seen.len() == n {
+                    kill_group(pid);
                     break;
                 }
             }
         }
         let _ = child.wait();
-        lines
+        seen
+    }
+
+    /// Tags the VPC's private subnets for internal load balancers, as a user would by hand.
+    pub fn tag_private_subnets(&self, zone_suffix: &str) -> Vec<String> {
+        let filter = format!("Name=tag:Name,Values=*private*{zone_suffix}");
+        let ids: Vec<String> = self.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["SubnetId"].as_str().unwrap().to_string())
+            .collect();
+        let mut tag =
+            vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/role/internal-elb,Value=1", "--resources"];
+        tag.extend(ids.iter().map(String::as_str));
+        self.aws(&tag);
+        ids
     }
 
     /// Polls `f` until it is true, or fails the test after `secs`.
@@ -337,7 +358,12 @@ pub fn snapshot_diff(want: &Value, got: &Value) -> Vec<String> {
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
                 for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                    walk(&format!("{path}.{k}"), x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                    walk(
+                        &format!("{path}.{k}"),
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        out,
+                    );
                 }
             }
             (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(Value::is_string) => {
@@ -358,13 +384,3 @@ pub fn snapshot_diff(want: &Value, got: &Value) -> Vec<String> {
     walk("", want, got, &mut out);
     out
 }
-
-/// Reads a whole stream (for child processes whose output is collected by hand).
-pub fn read_all(mut r: impl Read) -> String {
-    let mut s = String::new();
-    r.read_to_string(&mut s).unwrap();
-    s
-}
-
-#[cfg(test)]
-mod tests {}
