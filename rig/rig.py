@@ -559,10 +559,23 @@ def down():
     for name, pid in our_pids().items():
         stop(name, pid)
     kwokctl = STATE / "bin" / "kwokctl"
+    kwok_pids = [int(f.read_text()) for f in (STATE / "kwok" / "clusters" / CLUSTER / "pids").glob("*.pid")
+                 if f.read_text().strip().isdigit()] if (STATE / "kwok").exists() else []
     if (STATE / "kwok").exists() and kwokctl.exists():
         subprocess.run([str(kwokctl), "delete", "cluster", "--name", CLUSTER,
                         "--kubeconfig", str(STATE / "kubeconfig")],
                        env=dict(os.environ, KWOK_WORKDIR=str(STATE / "kwok")), capture_output=True)
+    # kwokctl signals the control plane and returns; down returns once it is gone.
+    for pid in kwok_pids:
+        for _ in range(100):
+            if not alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew"):
         path = STATE / name
         if path.is_dir():
