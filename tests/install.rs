@@ -21,8 +21,7 @@ fn record(rig: &Rig) -> Value {
 }
 
 fn issuer_host(rig: &Rig) -> String {
-    let c = rig.aws(&["eks", "describe-cluster", "--name", rig.get("RIG_CLUSTER_NAME")]);
-    c["cluster"]["identity"]["oidc"]["issuer"].as_str().unwrap().trim_start_matches("https://").to_string()
+    rig.issuer().trim_start_matches("https://").to_string()
 }
 
 #[test]
@@ -173,17 +172,7 @@ fn killed_at_each_component_boundary_a_rerun_ends_where_an_uninterrupted_install
 fn a_pre_existing_oidc_provider_and_subnet_tags_are_used_and_recorded_as_not_ours() {
     let rig = rig();
     rig.reset();
-    let issuer = format!("https://{}", issuer_host(&rig));
-    rig.aws(&[
-        "iam",
-        "create-open-id-connect-provider",
-        "--url",
-        &issuer,
-        "--client-id-list",
-        "sts.amazonaws.com",
-        "--thumbprint-list",
-        "9e99a48a9960b14926bb7f3b02e22da2b0ab7280",
-    ]);
+    rig.create_oidc_provider();
     rig.tag_private_subnets("");
     rig.install_ok();
     assert_eq!(

@@ -44,18 +44,7 @@ fn install_then_uninstall_leaves_the_rig_as_it_was() {
 fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_ingress() {
     let rig = rig();
     rig.reset();
-    let c = rig.aws(&["eks", "describe-cluster", "--name", rig.get("RIG_CLUSTER_NAME")]);
-    let issuer = c["cluster"]["identity"]["oidc"]["issuer"].as_str().unwrap().to_string();
-    rig.aws(&[
-        "iam",
-        "create-open-id-connect-provider",
-        "--url",
-        &issuer,
-        "--client-id-list",
-        "sts.amazonaws.com",
-        "--thumbprint-list",
-        "9e99a48a9960b14926bb7f3b02e22da2b0ab7280",
-    ]);
+    rig.create_oidc_provider();
     let tagged = rig.tag_private_subnets("us-east-1a").remove(0);
     rig.install_ok();
     // Another team's Ingress of class alb, served by the same controller.

@@ -315,6 +315,25 @@ impl Rig {
         seen
     }
 
+    /// The EKS cluster's OIDC issuer URL.
+    pub fn issuer(&self) -> String {
+        let c = self.aws(&["eks", "describe-cluster", "--name", self.get("RIG_CLUSTER_NAME")]);
+        c["cluster"]["identity"]["oidc"]["issuer"].as_str().unwrap().to_string()
+    }
+
+    /// Creates the cluster's IAM OIDC provider by hand, as eksctl or a colleague would have.
+    pub fn create_oidc_provider(&self) {
+        let issuer = self.issuer();
+        self.aws(&[
+            "iam",
+            "create-open-id-connect-provider",
+            "--url",
+            &issuer,
+            "--client-id-list",
+            "sts.amazonaws.com",
+        ]);
+    }
+
     /// Tags the VPC's private subnets for internal load balancers, as a user would by hand.
     pub fn tag_private_subnets(&self, zone_suffix: &str) -> Vec<String> {
         let filter = format!("Name=tag:Name,Values=*private*{zone_suffix}");
