@@ -449,7 +449,8 @@ def aws_state(env):
         attached = iam.list_attached_role_policies(RoleName=r["RoleName"])["AttachedPolicies"]
         tags = iam.list_role_tags(RoleName=r["RoleName"])["Tags"]
         roles[r["RoleName"]] = {"attached": sorted(p["PolicyArn"] for p in attached),
-                                "tags": {t["Key"]: t["Value"] for t in tags}}
+                                "tags": {t["Key"]: t["Value"] for t in tags},
+                                "trust": r.get("AssumeRolePolicyDocument")}
     policies = sorted(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"])
     oidc = sorted(p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"])
     tags = sorted(f"{t['ResourceId']} {t['Key']}={t['Value']}" for t in ec2.describe_tags()["Tags"])

@@ -355,10 +355,10 @@ pub struct UninstallArgs {
     /// Leave the IAM role, policy and OIDC provider in place
     #[arg(long)]
     pub keep_iam: bool,
-    /// Leave the AWS Load Balancer Controller release in place
+    /// Leave the AWS Load Balancer Controller working: its release, ServiceAccount, CRDs, subnet tags and IAM
     #[arg(long)]
     pub keep_lb_controller: bool,
-    /// Remove the controller even while other Ingresses of class alb remain
+    /// Remove the controller (and what it needs) even while other Ingresses of class alb remain
     #[arg(long)]
     pub force: bool,
     /// Remove the controller's finalizer from an Ingress it can no longer clean up (may leave the ALB in AWS)

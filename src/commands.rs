@@ -222,7 +222,10 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         return Ok(());
     };
     let spec = existing.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let env = env(ctx, facts, spec, existing.clone(), options, Secrets::default(), &printer);
+    let mut env = env(ctx, facts, spec, existing.clone(), options, Secrets::default(), &printer);
+    if existing.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
+        env.options.controller_needed_by = crate::components::lb_controller::other_alb_ingresses(&env).await?;
+    }
     let mut components = deployment::components();
     let plan = deployment::plan_uninstall(&mut components, &env).await?;
     if a.dry_run {
@@ -240,7 +243,29 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     let started = Instant::now();
     let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
-    result?;
+    if result? {
+        if let Some(why) = env.options.controller_kept() {
+            printer.warn(&format!(
+                "kept release {}/{} and what it needs (its ServiceAccount, IAM role, policy and OIDC provider, CRDs, subnet tags): {why}",
+                env.spec.lb_controller.namespace, env.spec.lb_controller.release
+            ));
+        } else if let Some(why) = env.options.iam_kept() {
+            printer.warn(&format!("kept the IAM role, policy and OIDC provider: {why}"));
+        }
+        printer.line(
+            Mark::Warn,
+            &format!(
+                "uninstalled release {}/{}; the install record {}/{} stays, listing what was kept \
+                 (a later `kubectl scalardb-graphql uninstall` removes them) ({:.0?})",
+                env.spec.namespace,
+                env.spec.release,
+                env.spec.namespace,
+                crate::record::configmap_name(&env.spec.release),
+                started.elapsed()
+            ),
+        )?;
+        return Ok(());
+    }
     printer.line(
         Mark::Pass,
         &format!(

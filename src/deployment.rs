@@ -79,11 +79,24 @@ pub async fn plan_uninstall(components: &mut [Box<dyn Component>], env: &Env) ->
     Ok(plan)
 }
 
-pub async fn uninstall(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
+/// Removes, in reverse order. When something this tool created stays (a
+/// --keep flag, or the controller still needed by another Ingress), the record
+/// stays too, so that a later uninstall can still remove it; returns whether it did.
+pub async fn uninstall(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<bool> {
     for c in components.iter_mut().rev() {
         c.remove(env, recorder).await?;
     }
-    recorder.delete().await
+    let r = &recorder.record;
+    let created = |o: &Option<crate::record::Owned>| o.as_ref().is_some_and(|o| o.created);
+    let keeps_ours = (env.options.controller_kept().is_some() && r.lb_controller.as_ref().is_some_and(|c| c.installed))
+        || (env.options.iam_kept().is_some()
+            && (created(&r.oidc_provider) || created(&r.iam_policy) || created(&r.iam_role)));
+    if keeps_ours {
+        recorder.save().await?;
+    } else {
+        recorder.delete().await?;
+    }
+    Ok(keeps_ours)
 }
 
 /// One round of status: observe everything, then every component's checks.

@@ -29,8 +29,12 @@ pub fn trust_policy(provider_arn: &str, issuer_host_path: &str, subject: &str) -
 
 /// IAM returns policy documents URL-encoded (RFC 3986).
 pub fn decode_document(text: &str) -> Result<Value, String> {
-    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().map_err(|e| e.to_string())?;
-    serde_json::from_str(&decoded).map_err(|e| format!("not a JSON policy document: {e}"))
+    serde_json::from_str(&decode_text(text)?).map_err(|e| format!("not a JSON policy document: {e}"))
+}
+
+/// A policy document as IAM returns it (percent-encoded), as text.
+pub fn decode_text(text: &str) -> Result<String, String> {
+    Ok(percent_encoding::percent_decode_str(text).decode_utf8().map_err(|e| e.to_string())?.into_owned())
 }
 
 fn as_list(v: &Value) -> Vec<Value> {

@@ -55,6 +55,17 @@ pub struct ControllerRecord {
     pub crds: Vec<String>,
 }
 
+/// What `--adopt` changed on an IAM role this tool did not create, so that
+/// uninstall can give the role back as install found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptedRole {
+    /// The trust policy before install replaced it; None when install left it alone.
+    pub trust_before: Option<String>,
+    /// Whether install attached the controller's policy (it was not attached before).
+    pub attached_policy: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
@@ -65,6 +76,8 @@ pub struct Record {
     pub oidc_provider: Option<Owned>,
     pub iam_policy: Option<Owned>,
     pub iam_role: Option<Owned>,
+    #[serde(default)]
+    pub adopted_role: Option<AdoptedRole>,
     pub service_account: Option<Owned>,
     #[serde(default)]
     pub subnet_tags: Vec<SubnetTag>,

@@ -6,8 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, text};
-use serde_json::Value;
+use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, snapshot_diff, text};
+use serde_json::{Value, json};
 
 fn record(rig: &Rig) -> Value {
     let raw = rig.kubectl_ok(&[
@@ -367,5 +367,40 @@ fn helm_4_drives_the_same_install() {
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     let version = Command::new(BIN).args(["version"]).envs(&rig.env).env("HELM_BIN", &helm4).output().unwrap();
     assert!(text(&version.stdout).contains("(major 4)"), "{}", text(&version.stdout));
+    rig.reset();
+}
+
+#[test]
+fn an_adopted_role_is_refused_without_adopt_and_given_back_as_found_on_uninstall() {
+    let rig = rig();
+    rig.reset();
+    let role = "scalardb-graphql-rig-aws-load-balancer-controller";
+    let ec2_trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    rig.aws(&["iam", "create-role", "--role-name", role, "--assume-role-policy-document", &ec2_trust.to_string()]);
+    let before = rig.snapshot();
+    let mark = rig.audit_mark();
+    rig.moto_record();
+    refused(&rig, rig.install(&[]), mark, 3, "--adopt");
+    // Taken over: its trust policy set to the controller's, the policy attached; twice, as a re-run would.
+    for _ in 0..2 {
+        expect_code(&rig.install(&["--adopt"]), 0, "install --adopt");
+    }
+    let got = rig.aws(&["iam", "get-role", "--role-name", role]);
+    let trust = got["Role"]["AssumeRolePolicyDocument"].to_string();
+    assert!(trust.contains("system:serviceaccount:kube-system:aws-load-balancer-controller"), "{trust}");
+    let attached = rig.aws(&["iam", "list-attached-role-policies", "--role-name", role]);
+    assert_eq!(attached["AttachedPolicies"].as_array().unwrap().len(), 1, "{attached}");
+    // Uninstall keeps the role (not created here) but undoes what install did to it.
+    let out = rig.uninstall_ok();
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("restored the trust policy IAM role {role} had before --adopt")), "{stdout}");
+    assert!(stdout.contains("deleted IAM policy"), "the policy leaked: {stdout}");
+    let mut diff = vec![];
+    rig.eventually("the snapshot after uninstall", 60, || {
+        diff = snapshot_diff(&before, &rig.snapshot());
+        diff.is_empty()
+    });
+    assert!(diff.is_empty(), "{diff:#?}");
     rig.reset();
 }

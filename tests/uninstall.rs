@@ -46,6 +46,7 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
     rig.reset();
     rig.create_oidc_provider();
     let tagged = rig.tag_private_subnets("us-east-1a").remove(0);
+    let before = rig.snapshot();
     rig.install_ok();
     // Another team's Ingress of class alb, served by the same controller.
     rig.kubectl_ok(&["create", "namespace", "team-b"]);
@@ -66,12 +67,34 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
         stderr.contains("kept release kube-system/aws-load-balancer-controller") && stderr.contains("team-b/web"),
         "{stderr}"
     );
+    assert!(text(&out.stdout).contains("the install record default/scalardb-graphql-install-record stays"));
+    // The controller stays working: the release, and what it needs to delete the foreign ALB later.
     let releases = text(&rig.cmd("helm").args(["list", "-n", "kube-system", "-q"]).output().unwrap().stdout);
     assert!(releases.contains("aws-load-balancer-controller"), "the controller was removed under a foreign Ingress");
+    assert!(
+        rig.kubectl(&["-n", "kube-system", "get", "serviceaccount", "aws-load-balancer-controller"]).status.success()
+    );
+    let roles = rig.aws(&["iam", "list-roles"]);
+    assert_eq!(roles["Roles"].as_array().unwrap().len(), 1, "the controller's IAM role was removed: {roles}");
     assert_eq!(
         rig.aws(&["iam", "list-open-id-connect-providers"])["OpenIDConnectProviderList"].as_array().unwrap().len(),
         1
     );
+    let tags = rig.aws(&["ec2", "describe-tags", "--filters", "Name=key,Values=kubernetes.io/role/internal-elb"]);
+    assert_eq!(tags["Tags"].as_array().unwrap().len(), 2, "the controller's subnet tags were removed: {tags}");
+    assert!(rig.kubectl_ok(&["get", "crd", "-o", "name"]).contains("targetgroupbindings.elbv2.k8s.aws"));
+    let ing = rig.kubectl_json(&["-n", "team-b", "get", "ingress", "web"]);
+    assert!(ing["status"]["loadBalancer"]["ingress"][0]["hostname"].is_string());
+    assert!(!rig.kubectl(&["-n", "default", "get", "ingress", "scalardb-graphql"]).status.success());
+    // Once the other team is gone, uninstall finishes: only what install created goes,
+    // the provider and the subnet tag that were there before stay.
+    rig.kubectl_ok(&["delete", "namespace", "team-b", "--wait"]);
+    rig.eventually("the foreign ALB to be deleted", 60, || {
+        rig.aws(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty()
+    });
+    let out = rig.uninstall_ok();
+    assert!(text(&out.stdout).contains("uninstalled release kube-system/aws-load-balancer-controller"));
+    eventually_same(&rig, &before, "the snapshot after the second uninstall");
     let tags = rig.aws(&[
         "ec2",
         "describe-tags",
@@ -80,13 +103,40 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
         "Name=key,Values=kubernetes.io/role/internal-elb",
     ]);
     assert_eq!(tags["Tags"].as_array().unwrap().len(), 1, "the pre-existing subnet tag was removed");
-    let ing = rig.kubectl_json(&["-n", "team-b", "get", "ingress", "web"]);
-    assert!(ing["status"]["loadBalancer"]["ingress"][0]["hostname"].is_string());
+    rig.reset();
+}
+
+#[test]
+fn keep_flags_leave_a_working_controller_and_a_later_uninstall_finishes() {
+    let rig = rig();
+    rig.reset();
+    let clean = rig.snapshot();
+    rig.install_ok();
+    let out = rig.plugin().args(["uninstall", "-y", "--keep-lb-controller", "--timeout", "120s"]).output().unwrap();
+    expect_code(&out, 0, "uninstall --keep-lb-controller");
+    assert!(text(&out.stderr).contains("--keep-lb-controller"), "{}", text(&out.stderr));
+    assert!(rig.aws(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty());
+    assert!(!rig.kubectl(&["-n", "default", "get", "secret", "reg-docker-secrets"]).status.success());
+    let releases = text(&rig.cmd("helm").args(["list", "-A", "-q"]).output().unwrap().stdout);
+    assert_eq!(releases.trim(), "aws-load-balancer-controller", "{releases}");
     assert!(
-        rig.kubectl_ok(&["get", "crd", "-o", "name"]).contains("targetgroupbindings.elbv2.k8s.aws"),
-        "CRDs in use were removed"
+        rig.kubectl(&["-n", "kube-system", "get", "serviceaccount", "aws-load-balancer-controller"]).status.success()
     );
-    assert!(!rig.kubectl(&["-n", "default", "get", "ingress", "scalardb-graphql"]).status.success());
+    assert_eq!(rig.aws(&["iam", "list-roles"])["Roles"].as_array().unwrap().len(), 1);
+    let tags = rig.aws(&["ec2", "describe-tags", "--filters", "Name=key,Values=kubernetes.io/role/internal-elb"]);
+    assert_eq!(tags["Tags"].as_array().unwrap().len(), 2, "{tags}");
+    // The record still says the controller is this tool's: install takes it up again without --adopt.
+    rig.install_ok();
+    let out = rig.plugin().args(["uninstall", "-y", "--keep-iam", "--timeout", "120s"]).output().unwrap();
+    expect_code(&out, 0, "uninstall --keep-iam");
+    assert!(text(&out.stdout).contains("uninstalled release kube-system/aws-load-balancer-controller"));
+    let snap = rig.snapshot();
+    assert_eq!(snap["aws"]["iam_roles"].as_object().unwrap().len(), 1, "--keep-iam removed the role");
+    assert_eq!(snap["aws"]["iam_policies"].as_array().unwrap().len(), 1);
+    assert_eq!(snap["aws"]["iam_oidc_providers"].as_array().unwrap().len(), 1);
+    let out = rig.uninstall_ok();
+    assert!(text(&out.stdout).contains("deleted IAM role"), "{}", text(&out.stdout));
+    eventually_same(&rig, &clean, "the snapshot after the kept parts are removed");
     rig.reset();
 }
 

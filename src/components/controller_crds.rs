@@ -104,7 +104,7 @@ pub async fn custom_resource_count(client: &kube::Client, crd: &CustomResourceDe
 }
 
 impl ControllerCrds {
-    fn recorded<'a>(env: &'a Env) -> &'a [String] {
+    fn recorded(env: &Env) -> &[String] {
         env.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.as_slice()).unwrap_or_default()
     }
 }
@@ -210,8 +210,8 @@ impl Component for ControllerCrds {
         Ok(recorded
             .iter()
             .map(|name| {
-                if env.options.keep_lb_controller {
-                    Action::keep("kubernetes", "CustomResourceDefinition", name, "--keep-lb-controller")
+                if let Some(why) = env.options.controller_kept() {
+                    Action::keep("kubernetes", "CustomResourceDefinition", name, why)
                 } else {
                     Action::kube(Verb::Delete, "CustomResourceDefinition", name)
                         .because("if no custom resource of it remains")
@@ -221,7 +221,7 @@ impl Component for ControllerCrds {
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        if env.options.keep_lb_controller {
+        if env.options.controller_kept().is_some() {
             return Ok(());
         }
         let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());

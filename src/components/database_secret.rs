@@ -20,6 +20,7 @@ const KIND: Kind = Kind {
     keys: &["db-username", "db-password"],
     check_id: "graphql.db-secret",
     how_to_give: "give --db-properties (with scalar.db.username and scalar.db.password), or --db-username and --db-password-stdin/-file/-env, or --existing-db-secret NAME",
+    record: |r, o| r.database_secret = o,
 };
 
 #[derive(Default)]
@@ -61,17 +62,8 @@ impl Component for DatabaseSecret {
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let owned = self.owned(env);
-        secret::apply(
-            env,
-            &KIND,
-            &env.spec.database_secret,
-            &self.seen,
-            Self::desired(env).as_ref(),
-            owned,
-            record,
-            |r, o| r.database_secret = o,
-        )
-        .await
+        secret::apply(env, &KIND, &env.spec.database_secret, &self.seen, Self::desired(env).as_ref(), owned, record)
+            .await
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
@@ -84,6 +76,6 @@ impl Component for DatabaseSecret {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         secret::remove(env, &env.spec.database_secret, &self.seen, self.owned(env)).await?;
-        record.update(|r| r.database_secret = None).await
+        record.update(|r| (KIND.record)(r, None)).await
     }
 }

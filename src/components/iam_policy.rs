@@ -299,8 +299,8 @@ impl Component for IamPolicy {
             vec![]
         } else if !self.created_by_us(env) {
             vec![Action::keep("aws", "iam:Policy", &seen.arn, "not created by this tool")]
-        } else if env.options.keep_iam {
-            vec![Action::keep("aws", "iam:Policy", &seen.arn, "--keep-iam")]
+        } else if let Some(why) = env.options.iam_kept() {
+            vec![Action::keep("aws", "iam:Policy", &seen.arn, why)]
         } else {
             vec![
                 Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn).because("unless something else still uses it"),
@@ -310,7 +310,7 @@ impl Component for IamPolicy {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if env.options.keep_iam {
+        if env.options.iam_kept().is_some() {
             return Ok(());
         }
         if seen.exists && self.created_by_us(env) {

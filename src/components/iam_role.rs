@@ -1,6 +1,7 @@
 //! The controller's IAM role (IRSA): trusted only by the cluster's OIDC
 //! provider, only for the controller's ServiceAccount and only for STS, with
-//! the controller's policy attached, tagged as this tool's.
+//! the controller's policy attached, tagged as this tool's. A role taken over
+//! with `--adopt` is given back on uninstall as install found it.
 
 use async_trait::async_trait;
 
@@ -8,7 +9,7 @@ use crate::component::{Action, Category, Check, Component, Verb};
 use crate::context::Env;
 use crate::error::{self, Context, Error, Result};
 use crate::policy;
-use crate::record::{Owned, Recorder};
+use crate::record::{AdoptedRole, Owned, Recorder};
 
 use super::iam_policy::IamPolicy;
 use super::{iam_tags, iam_tags_ours};
@@ -22,6 +23,8 @@ struct Seen {
     exists: bool,
     tagged_ours: bool,
     trust_problems: Vec<String>,
+    /// The trust policy as IAM holds it (percent-decoded text).
+    trust_text: Option<String>,
     attached: Vec<String>,
 }
 
@@ -36,6 +39,34 @@ impl IamRole {
 
     fn trust(env: &Env) -> serde_json::Value {
         policy::trust_policy(&env.facts.oidc_provider_arn(), env.facts.issuer_host_path(), &Self::subject(env))
+    }
+
+    /// What an adopting install changes on a role it did not create, kept
+    /// from the first run that changed it (a re-run sees it already changed).
+    fn adoption(seen: &Seen, env: &Env, before: Option<&AdoptedRole>) -> AdoptedRole {
+        let trust_before = match before.and_then(|b| b.trust_before.clone()) {
+            Some(t) => Some(t),
+            None if !seen.trust_problems.is_empty() => seen.trust_text.clone(),
+            None => None,
+        };
+        AdoptedRole {
+            trust_before,
+            attached_policy: before.is_some_and(|b| b.attached_policy) || !seen.attached.contains(&IamPolicy::arn(env)),
+        }
+    }
+
+    /// The adopted role's changes to undo: (trust policy to restore, policy to detach).
+    fn to_give_back(&self, env: &Env) -> (Option<String>, Option<String>) {
+        let seen = self.seen.as_ref().expect("observed");
+        let Some(adopted) =
+            env.record.adopted_role.as_ref().filter(|_| seen.exists && env.options.iam_kept().is_none())
+        else {
+            return (None, None);
+        };
+        let restore = adopted.trust_before.clone().filter(|t| seen.trust_text.as_ref() != Some(t));
+        let policy_arn = IamPolicy::arn(env);
+        let detach = (adopted.attached_policy && seen.attached.contains(&policy_arn)).then_some(policy_arn);
+        (restore, detach)
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
@@ -59,7 +90,8 @@ impl Component for IamRole {
         let seen = match iam.get_role().role_name(name).send().await {
             Ok(out) => {
                 let role = out.role();
-                let doc = role.and_then(|r| r.assume_role_policy_document()).map(policy::decode_document);
+                let raw = role.and_then(|r| r.assume_role_policy_document());
+                let doc = raw.map(policy::decode_document);
                 let trust_problems = match doc {
                     Some(Ok(doc)) => policy::trust_problems(
                         &doc,
@@ -85,11 +117,12 @@ impl Component for IamRole {
                     exists: true,
                     tagged_ours: iam_tags_ours(role.map(|r| r.tags()).unwrap_or_default(), &env.facts.name),
                     trust_problems,
+                    trust_text: raw.and_then(|t| policy::decode_text(t).ok()),
                     attached,
                 }
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-                Seen { exists: false, tagged_ours: false, trust_problems: vec![], attached: vec![] }
+                Seen { exists: false, tagged_ours: false, trust_problems: vec![], trust_text: None, attached: vec![] }
             }
             Err(e) => return Err(error::aws(e)).context(format!("reading IAM role {name}")),
         };
@@ -137,7 +170,13 @@ impl Component for IamRole {
         let name = &env.spec.iam.role_name;
         let trust = serde_json::to_string(&Self::trust(env)).context("rendering the trust policy")?;
         let created = !seen.exists || self.created_by_us(env);
-        record.update(|r| r.iam_role = Some(Owned { id: name.clone(), created })).await?;
+        let adopted = (!created).then(|| Self::adoption(seen, env, record.record.adopted_role.as_ref()));
+        record
+            .update(|r| {
+                r.iam_role = Some(Owned { id: name.clone(), created });
+                r.adopted_role = adopted;
+            })
+            .await?;
         if !seen.exists {
             iam.create_role()
                 .role_name(name)
@@ -219,9 +258,23 @@ impl Component for IamRole {
         Ok(if !seen.exists {
             vec![]
         } else if !self.created_by_us(env) {
-            vec![Action::keep("aws", "iam:Role", name, "not created by this tool")]
-        } else if env.options.keep_iam {
-            vec![Action::keep("aws", "iam:Role", name, "--keep-iam")]
+            let (restore, detach) = self.to_give_back(env);
+            let mut a: Vec<_> = detach
+                .map(|p| {
+                    Action::aws(Verb::Delete, "iam:DetachRolePolicy", name).because(format!("attached by install: {p}"))
+                })
+                .into_iter()
+                .collect();
+            if restore.is_some() {
+                a.push(
+                    Action::aws(Verb::Update, "iam:UpdateAssumeRolePolicy", name)
+                        .because("restore the trust policy it had before --adopt"),
+                );
+            }
+            a.push(Action::keep("aws", "iam:Role", name, "not created by this tool"));
+            a
+        } else if let Some(why) = env.options.iam_kept() {
+            vec![Action::keep("aws", "iam:Role", name, why)]
         } else {
             let mut a: Vec<_> = seen
                 .attached
@@ -235,12 +288,34 @@ impl Component for IamRole {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if env.options.keep_iam {
+        if env.options.iam_kept().is_some() {
             return Ok(());
         }
-        if seen.exists && self.created_by_us(env) {
-            let iam = &env.aws().iam;
-            let name = &env.spec.iam.role_name;
+        let iam = &env.aws().iam;
+        let name = &env.spec.iam.role_name;
+        if seen.exists && !self.created_by_us(env) {
+            let (restore, detach) = self.to_give_back(env);
+            if let Some(p) = &detach {
+                iam.detach_role_policy()
+                    .role_name(name)
+                    .policy_arn(p)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context(format!("detaching {p} from IAM role {name}"))?;
+                env.progress.done(&format!("detached {} from IAM role {name}", env.spec.iam.policy_name));
+            }
+            if let Some(trust) = &restore {
+                iam.update_assume_role_policy()
+                    .role_name(name)
+                    .policy_document(trust)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context(format!("restoring the trust policy of IAM role {name}"))?;
+                env.progress.done(&format!("restored the trust policy IAM role {name} had before --adopt"));
+            }
+        } else if seen.exists {
             for p in &seen.attached {
                 iam.detach_role_policy()
                     .role_name(name)
@@ -258,6 +333,11 @@ impl Component for IamRole {
                 .context(format!("deleting IAM role {name}"))?;
             env.progress.done(&format!("deleted IAM role {name}"));
         }
-        record.update(|r| r.iam_role = None).await
+        record
+            .update(|r| {
+                r.iam_role = None;
+                r.adopted_role = None;
+            })
+            .await
     }
 }

@@ -334,29 +334,22 @@ impl Component for LbController {
             vec![]
         } else if lbc.external || !Self::installed_by_us(env) {
             vec![Action::keep("helm", "release", target, "not installed by this tool")]
-        } else if env.options.keep_lb_controller {
-            vec![Action::keep("helm", "release", target, "--keep-lb-controller")]
+        } else if let Some(why) = env.options.controller_kept() {
+            vec![Action::keep("helm", "release", target, why)]
         } else {
-            vec![
-                Action::helm(Verb::Delete, "uninstall", target)
-                    .because("unless other Ingresses of class alb remain (--force to remove anyway)"),
-            ]
+            vec![Action::helm(Verb::Delete, "uninstall", target)]
         })
     }
 
-    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+    async fn remove(&mut self, env: &Env, _record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
         let lbc = &env.spec.lb_controller;
-        if seen.release.is_none() || lbc.external || !Self::installed_by_us(env) || env.options.keep_lb_controller {
+        if seen.release.is_none()
+            || lbc.external
+            || !Self::installed_by_us(env)
+            || env.options.controller_kept().is_some()
+        {
             return Ok(());
-        }
-        let others = other_alb_ingresses(env).await?;
-        if !others.is_empty() && !env.options.force {
-            env.progress.warn(&format!(
-                "kept release {}/{}: Ingresses of class alb still need it to clean up their ALBs: {} (--force removes it anyway)",
-                lbc.namespace, lbc.release, others.join(", ")
-            ));
-            return record.update(|r| r.lb_controller = None).await;
         }
         env.ctx.helm()?.uninstall(&lbc.release, &lbc.namespace).await?;
         env.progress.done(&format!("uninstalled release {}/{}", lbc.namespace, lbc.release));

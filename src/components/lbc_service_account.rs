@@ -226,9 +226,11 @@ impl Component for ControllerServiceAccount {
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         Ok(if !seen.exists {
             vec![]
+        } else if let Some(why) = env.options.controller_kept() {
+            vec![Action::keep("kubernetes", "ServiceAccount", target, why)]
         } else if self.created_by_us(env) {
             vec![Action::kube(Verb::Delete, "ServiceAccount", target)]
-        } else if seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && !env.options.keep_iam {
+        } else if seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && env.options.iam_kept().is_none() {
             vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
         } else {
             vec![Action::keep("kubernetes", "ServiceAccount", target, "not created by this tool")]
@@ -239,10 +241,15 @@ impl Component for ControllerServiceAccount {
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.lb_controller.service_account;
         let api = Self::api(env);
+        if env.options.controller_kept().is_some() {
+            return Ok(());
+        }
         if seen.exists && self.created_by_us(env) {
             api.delete(name, &DeleteParams::default()).await.context(format!("deleting ServiceAccount {name}"))?;
             env.progress.done(&format!("deleted ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
-        } else if seen.exists && seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && !env.options.keep_iam
+        } else if seen.exists
+            && seen.annotation.as_deref() == Some(IamRole::arn(env).as_str())
+            && env.options.iam_kept().is_none()
         {
             let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: null}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -166,8 +166,8 @@ impl Component for OidcProvider {
         }
         Ok(if !self.created_by_us(env) {
             vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, "it was there before install")]
-        } else if env.options.keep_iam {
-            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, "--keep-iam")]
+        } else if let Some(why) = env.options.iam_kept() {
+            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, why)]
         } else {
             vec![
                 Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)
@@ -178,7 +178,7 @@ impl Component for OidcProvider {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if seen.exists && self.created_by_us(env) && !env.options.keep_iam {
+        if seen.exists && self.created_by_us(env) && env.options.iam_kept().is_none() {
             let others = self.other_trusting_roles(env, &seen.arn).await?;
             if !others.is_empty() {
                 env.progress.warn(&format!(
@@ -198,7 +198,7 @@ impl Component for OidcProvider {
                 .context("deleting the IAM OIDC provider")?;
             env.progress.done(&format!("deleted IAM OIDC provider {}", seen.arn));
         }
-        if !env.options.keep_iam {
+        if env.options.iam_kept().is_none() {
             record.update(|r| r.oidc_provider = None).await?;
         }
         Ok(())

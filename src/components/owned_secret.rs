@@ -25,6 +25,8 @@ pub struct Kind {
     pub check_id: &'static str,
     /// How to give credentials, for the error when there are none.
     pub how_to_give: &'static str,
+    /// Sets (or clears) its entry in the install record.
+    pub record: fn(&mut crate::record::Record, Option<Owned>),
 }
 
 #[derive(Default)]
@@ -113,11 +115,10 @@ pub async fn apply(
     desired: Option<&BTreeMap<String, Vec<u8>>>,
     owned: bool,
     record: &mut Recorder,
-    set: fn(&mut crate::record::Record, Option<Owned>),
 ) -> Result<()> {
     let created = r.managed && (!seen.exists || owned);
     let entry = Owned { id: r.name.clone(), created };
-    record.update(|rec| set(rec, Some(entry))).await?;
+    record.update(|rec| (kind.record)(rec, Some(entry))).await?;
     let Some(desired) =
         desired.filter(|d| created && (!seen.exists || seen.data != **d || seen.secret_type != kind.secret_type))
     else {

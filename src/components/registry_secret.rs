@@ -21,6 +21,7 @@ const KIND: Kind = Kind {
     keys: &[".dockerconfigjson"],
     check_id: "graphql.registry-secret",
     how_to_give: "give --registry-username and the token (read:packages) with --registry-password-stdin, -file or -env; or --image-pull-secret NAME",
+    record: |r, o| r.registry_secret = o,
 };
 
 /// The `.dockerconfigjson` content `kubectl create secret docker-registry` writes.
@@ -67,17 +68,8 @@ impl Component for RegistrySecret {
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let owned = self.owned(env);
-        secret::apply(
-            env,
-            &KIND,
-            &env.spec.registry_secret,
-            &self.seen,
-            Self::desired(env).as_ref(),
-            owned,
-            record,
-            |r, o| r.registry_secret = o,
-        )
-        .await
+        secret::apply(env, &KIND, &env.spec.registry_secret, &self.seen, Self::desired(env).as_ref(), owned, record)
+            .await
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
@@ -90,7 +82,7 @@ impl Component for RegistrySecret {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         secret::remove(env, &env.spec.registry_secret, &self.seen, self.owned(env)).await?;
-        record.update(|r| r.registry_secret = None).await
+        record.update(|r| (KIND.record)(r, None)).await
     }
 }
 

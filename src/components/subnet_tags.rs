@@ -279,6 +279,9 @@ impl Component for SubnetTags {
                         &t.subnet,
                         format!("{}={} was there before install", t.key, t.value),
                     ))
+                } else if let Some(why) = env.options.controller_kept() {
+                    // The controller finds the subnets for internal ALBs by this tag.
+                    present.then(|| Action::keep("aws", "ec2:Tag", &t.subnet, format!("{}={}: {why}", t.key, t.value)))
                 } else {
                     present.then(|| {
                         Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet).because(format!("{}={}", t.key, t.value))
@@ -290,6 +293,9 @@ impl Component for SubnetTags {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let subnets = self.seen.as_deref().expect("observed");
+        if env.options.controller_kept().is_some() {
+            return Ok(());
+        }
         for t in env.record.subnet_tags.iter().filter(|t| t.created) {
             if subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value)) {
                 env.aws()
