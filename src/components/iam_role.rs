@@ -41,6 +41,34 @@ impl IamRole {
         policy::trust_policy(&env.facts.oidc_provider_arn(), env.facts.issuer_host_path(), &Self::subject(env))
     }
 
+    async fn set_trust(env: &Env, document: &str) -> Result<()> {
+        let name = &env.spec.iam.role_name;
+        env.aws()
+            .iam
+            .update_assume_role_policy()
+            .role_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context(format!("setting the trust policy of IAM role {name}"))?;
+        Ok(())
+    }
+
+    async fn detach(env: &Env, policy_arn: &str) -> Result<()> {
+        let name = &env.spec.iam.role_name;
+        env.aws()
+            .iam
+            .detach_role_policy()
+            .role_name(name)
+            .policy_arn(policy_arn)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context(format!("detaching {policy_arn} from IAM role {name}"))?;
+        Ok(())
+    }
+
     /// What an adopting install changes on a role it did not create, kept
     /// from the first run that changed it (a re-run sees it already changed).
     fn adoption(seen: &Seen, env: &Env, before: Option<&AdoptedRole>) -> AdoptedRole {
@@ -189,13 +217,7 @@ impl Component for IamRole {
                 .context(format!("creating IAM role {name}"))?;
             env.progress.done(&format!("created IAM role {name}"));
         } else if !seen.trust_problems.is_empty() {
-            iam.update_assume_role_policy()
-                .role_name(name)
-                .policy_document(&trust)
-                .send()
-                .await
-                .map_err(error::aws)
-                .context(format!("setting the trust policy of IAM role {name}"))?;
+            Self::set_trust(env, &trust).await?;
             env.progress.done(&format!("set the trust policy of IAM role {name}"));
         }
         let policy_arn = IamPolicy::arn(env);
@@ -296,34 +318,16 @@ impl Component for IamRole {
         if seen.exists && !self.created_by_us(env) {
             let (restore, detach) = self.to_give_back(env);
             if let Some(p) = &detach {
-                iam.detach_role_policy()
-                    .role_name(name)
-                    .policy_arn(p)
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context(format!("detaching {p} from IAM role {name}"))?;
+                Self::detach(env, p).await?;
                 env.progress.done(&format!("detached {} from IAM role {name}", env.spec.iam.policy_name));
             }
             if let Some(trust) = &restore {
-                iam.update_assume_role_policy()
-                    .role_name(name)
-                    .policy_document(trust)
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context(format!("restoring the trust policy of IAM role {name}"))?;
+                Self::set_trust(env, trust).await?;
                 env.progress.done(&format!("restored the trust policy IAM role {name} had before --adopt"));
             }
         } else if seen.exists {
             for p in &seen.attached {
-                iam.detach_role_policy()
-                    .role_name(name)
-                    .policy_arn(p)
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context(format!("detaching {p} from IAM role {name}"))?;
+                Self::detach(env, p).await?;
             }
             iam.delete_role()
                 .role_name(name)
