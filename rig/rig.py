@@ -320,7 +320,7 @@ def up():
                   cluster_dir / "pki" / "ca.crt"], env=aws_env)
     wait_for("the seeded EKS cluster", lambda: subprocess.run(
         [str(bins["aws"]), "eks", "describe-cluster", "--name", CLUSTER], env=run_env,
-        capture_output=True).returncode == 0)
+        capture_output=True, timeout=30).returncode == 0)
 
     log("starting the ALB simulator")
     start("alb-simulator", [bins["python"], RIG / "alb_simulator.py", CLUSTER], env=run_env)
@@ -367,6 +367,7 @@ def up():
 # --- the data plane's switches ------------------------------------------------------------
 def haproxy_command(sock, command):
     with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
         s.connect(str(sock))
         s.sendall(command.encode() + b"\n")
         chunks = []

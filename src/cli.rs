@@ -312,7 +312,7 @@ pub struct StatusArgs {
     pub timeout: String,
     /// Run only these categories, comma-separated
     #[arg(long, value_delimiter = ',', value_enum, value_name = "CATEGORY,...")]
-    pub category: Vec<CategoryArg>,
+    pub category: Vec<crate::component::Category>,
     /// Probe the GraphQL endpoint at this base URL instead of the Ingress hostname
     #[arg(long, value_name = "URL")]
     pub probe_url: Option<String>,
@@ -322,19 +322,6 @@ pub struct StatusArgs {
     /// Continuations the transaction probe sends between start and commit
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub probe_requests: u32,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum CategoryArg {
-    Cluster,
-    Iam,
-    LbController,
-    Subnets,
-    Nodes,
-    Graphql,
-    Ingress,
-    Alb,
-    Probe,
 }
 
 #[derive(Debug, Args)]

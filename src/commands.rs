@@ -8,10 +8,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
-    CategoryArg, Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand,
-    StatusArgs, UninstallArgs, VersionArgs,
+    Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand, StatusArgs,
+    UninstallArgs, VersionArgs,
 };
-use crate::component::{Category, Check, Outcome, Progress};
+use crate::component::{Check, Outcome, Progress};
 use crate::components::preflight;
 use crate::components::schema_load::LoaderJob;
 use crate::context::{Context, Env, Settings};
@@ -74,11 +74,17 @@ fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::
     Ok(())
 }
 
-/// Asks once before the first change, on a terminal and without -y.
-fn confirm(printer: &Printer, yes: bool, question: &str) -> Result<()> {
+/// On a terminal and without -y: shows the plan and asks once, before the first change.
+fn confirm_plan(printer: &Printer, yes: bool, plan: &crate::component::Plan, verb: &str, question: &str) -> Result<()> {
     if yes || !printer.interactive() {
         return Ok(());
     }
+    printer.plan(plan, verb)?;
+    confirm(printer, question)
+}
+
+/// Asks; anything but yes stops the command with nothing changed.
+fn confirm(printer: &Printer, question: &str) -> Result<()> {
     if printer.confirm(question)? {
         Ok(())
     } else {
@@ -95,23 +101,24 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     let ctx = connect(global).await?;
     let spec = spec.resolve(ctx.cluster_name()?, &ctx.kube.namespace);
     options.deadline = Some(Instant::now() + options.timeout);
-    let facts = preflight::run(&ctx, true).await.require()?;
+    let facts = preflight::run(&ctx).await.require()?;
     let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
     let env = env(ctx, facts, spec, existing.clone().unwrap_or_default(), options, secrets, &printer);
     let mut components = deployment::components();
     let plan = deployment::plan_install(&mut components, &env).await?;
-    if env.options.dry_run {
+    if a.dry_run {
         return print_plan(&printer, a.output, &plan, "install");
     }
-    if plan.mutations() > 0 && !a.yes && printer.interactive() {
-        printer.plan(&plan, "install")?;
-        confirm(
+    if plan.mutations() > 0 {
+        confirm_plan(
             &printer,
             a.yes,
+            &plan,
+            "install",
             &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
         )?;
     }
-    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing, false);
+    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing);
     let started = Instant::now();
     let result = deployment::install(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
@@ -124,20 +131,6 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         env.spec.namespace, env.spec.release, started.elapsed()
     ))?;
     Ok(())
-}
-
-fn category_of(a: CategoryArg) -> Category {
-    match a {
-        CategoryArg::Cluster => Category::Cluster,
-        CategoryArg::Iam => Category::Iam,
-        CategoryArg::LbController => Category::LbController,
-        CategoryArg::Subnets => Category::Subnets,
-        CategoryArg::Nodes => Category::Nodes,
-        CategoryArg::Graphql => Category::Graphql,
-        CategoryArg::Ingress => Category::Ingress,
-        CategoryArg::Alb => Category::Alb,
-        CategoryArg::Probe => Category::Probe,
-    }
 }
 
 #[derive(Serialize)]
@@ -177,9 +170,9 @@ fn report(printer: &Printer, format: OutputFormat, checks: &[Check]) -> Result<(
 async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Result<()> {
     let ctx = connect(global).await?;
     let options = spec::for_status(&a)?;
-    let wanted: Vec<Category> = a.category.iter().copied().map(category_of).collect();
+    let wanted = &a.category;
     let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
-    let pre = preflight::run(&ctx, true).await;
+    let pre = preflight::run(&ctx).await;
     let Some(facts) = pre.facts.clone() else {
         let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
         report(&printer, a.output, &checks)?;
@@ -209,7 +202,7 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     let ctx = connect(global).await?;
     let mut options = spec::for_uninstall(&a)?;
     options.deadline = Some(Instant::now() + options.timeout);
-    let facts = preflight::run(&ctx, true).await.require()?;
+    let facts = preflight::run(&ctx).await.require()?;
     let namespace = ctx.kube.namespace.clone();
     let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await? else {
         printer.line(
@@ -231,15 +224,14 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     if a.dry_run {
         return print_plan(&printer, a.output, &plan, "uninstall");
     }
-    if !a.yes && printer.interactive() {
-        printer.plan(&plan, "uninstall")?;
-        confirm(
-            &printer,
-            a.yes,
-            &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
-        )?;
-    }
-    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing), false);
+    confirm_plan(
+        &printer,
+        a.yes,
+        &plan,
+        "uninstall",
+        &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
+    )?;
+    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing));
     let started = Instant::now();
     let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
@@ -291,9 +283,7 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
     })?;
     crate::properties::DatabaseProperties::parse(&properties)
         .map_err(|e| Error::usage(format!("--db-properties {}: {e}", args.db_properties.display())))?;
-    let timeout = crate::context::parse_duration(&args.wait_args.timeout)
-        .map_err(|e| Error::usage(format!("--timeout: {e}")))?
-        .unwrap_or(std::time::Duration::from_secs(600));
+    let timeout = spec::parse_timeout(&args.wait_args.timeout, std::time::Duration::from_secs(600))?;
     let ctx = connect(global).await?;
     let job = LoaderJob::new(
         &ctx.kube.namespace,
@@ -317,7 +307,7 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
                 Error::usage("schema delete drops tables; refusing without confirmation").hint("pass -y to confirm")
             );
         }
-        confirm(&printer, false, &format!("Delete the tables {} (and their data)?", schema.tables.join(", ")))?;
+        confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", ")))?;
     }
     let options = Options { timeout, deadline: Some(Instant::now() + timeout), ..Options::default() };
     let spec = spec::defaults("scalardb-graphql", ctx.cluster_name.as_deref().unwrap_or_default(), &ctx.kube.namespace);

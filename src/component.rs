@@ -148,7 +148,8 @@ impl Plan {
 
 // --- checks -------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Also the values of `status --category` (kebab-case, as in the output).
+#[derive(Debug, Clone, Copy, Serialize, clap::ValueEnum, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     Cluster,

@@ -121,14 +121,19 @@ impl Helm {
         }
     }
 
-    async fn run(&self, args: Vec<OsString>, what: &str) -> Result<String> {
-        let out = Command::new(&self.path)
-            .args(&args)
+    /// Runs helm with the connection flags; its output, whatever the exit status.
+    async fn output(&self, args: &[OsString], what: &str) -> Result<std::process::Output> {
+        Command::new(&self.path)
+            .args(args)
             .args(&self.global)
             .stdin(Stdio::null())
             .output()
             .await
-            .context(format!("running helm to {what}"))?;
+            .context(format!("running helm to {what}"))
+    }
+
+    async fn run(&self, args: Vec<OsString>, what: &str) -> Result<String> {
+        let out = self.output(&args, what).await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Error::failed(format!("helm failed to {what}: {}", stderr.trim())));
@@ -139,13 +144,7 @@ impl Helm {
     /// The release's metadata, or None when there is no such release.
     pub async fn metadata(&self, release: &str, namespace: &str) -> Result<Option<ReleaseMetadata>> {
         let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"].map(Into::into).into();
-        let out = Command::new(&self.path)
-            .args(&args)
-            .args(&self.global)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("running helm get metadata")?;
+        let out = self.output(&args, "read release metadata").await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not found") {

@@ -13,7 +13,6 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Result};
-use crate::pins::{MANAGED_BY, MANAGED_BY_KEY};
 use crate::spec::Spec;
 
 const DATA_KEY: &str = "record.json";
@@ -90,8 +89,6 @@ pub struct Record {
     pub graphql_release: Option<Owned>,
 }
 
-impl Record {}
-
 pub fn configmap_name(release: &str) -> String {
     format!("{release}-install-record")
 }
@@ -114,26 +111,18 @@ pub struct Recorder {
     namespace: String,
     name: String,
     pub record: Record,
+    /// What the ConfigMap holds; None while there is none.
     saved: Option<Record>,
-    /// For --dry-run: keep changes in memory only.
-    dry_run: bool,
 }
 
 impl Recorder {
-    pub fn new(
-        client: kube::Client,
-        namespace: &str,
-        release: &str,
-        existing: Option<Record>,
-        dry_run: bool,
-    ) -> Recorder {
+    pub fn new(client: kube::Client, namespace: &str, release: &str, existing: Option<Record>) -> Recorder {
         Recorder {
             client,
             namespace: namespace.to_string(),
             name: configmap_name(release),
             record: existing.clone().unwrap_or(Record { version: 1, ..Default::default() }),
             saved: existing,
-            dry_run,
         }
     }
 
@@ -144,7 +133,7 @@ impl Recorder {
     }
 
     pub async fn save(&mut self) -> Result<()> {
-        if self.dry_run || self.saved.as_ref() == Some(&self.record) {
+        if self.saved.as_ref() == Some(&self.record) {
             return Ok(());
         }
         self.ensure_namespace().await?;
@@ -152,7 +141,7 @@ impl Recorder {
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
-                labels: Some(BTreeMap::from([(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string())])),
+                labels: Some(crate::components::managed_labels()),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
@@ -162,13 +151,10 @@ impl Recorder {
             ..Default::default()
         };
         let what = format!("writing the install record {}/{}", self.namespace, self.name);
-        match api.get_opt(&self.name).await.context(&what)? {
-            Some(_) => {
-                api.replace(&self.name, &PostParams::default(), &cm).await.context(&what)?;
-            }
-            None => {
-                api.create(&PostParams::default(), &cm).await.context(&what)?;
-            }
+        if self.saved.is_some() {
+            api.replace(&self.name, &PostParams::default(), &cm).await.context(&what)?;
+        } else {
+            api.create(&PostParams::default(), &cm).await.context(&what)?;
         }
         self.saved = Some(self.record.clone());
         Ok(())
@@ -185,7 +171,7 @@ impl Recorder {
             let ns = Namespace {
                 metadata: ObjectMeta {
                     name: Some(self.namespace.clone()),
-                    labels: Some(BTreeMap::from([(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string())])),
+                    labels: Some(crate::components::managed_labels()),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -197,9 +183,6 @@ impl Recorder {
 
     /// Deletes the record itself (the last step of uninstall), and the namespace if install made it.
     pub async fn delete(&mut self) -> Result<()> {
-        if self.dry_run {
-            return Ok(());
-        }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         if api.get_opt(&self.name).await.context("reading the install record")?.is_some() {
             api.delete(&self.name, &Default::default()).await.context("deleting the install record")?;

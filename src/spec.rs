@@ -112,7 +112,6 @@ pub enum Mode {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub mode: Mode,
-    pub dry_run: bool,
     pub wait: bool,
     pub timeout: Duration,
     /// When every wait of this command gives up (start + timeout).
@@ -287,9 +286,7 @@ fn one_line(s: &str) -> String {
 /// the files it names. Bad input fails here, before anything is contacted.
 /// `Spec::resolve` then adds what depends on the cluster.
 pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
-    let timeout = crate::context::parse_duration(&a.wait_args.timeout)
-        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.wait_args.timeout)))?
-        .unwrap_or(Duration::from_secs(600));
+    let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
     let props = match &a.scalardb.db_properties {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -417,7 +414,6 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         database_secret: SecretRef { name: db_secret_name, managed: d.existing_db_secret.is_none(), server: None },
     };
     let options = Options {
-        dry_run: a.dry_run,
         wait: a.wait,
         timeout,
         adopt: a.iam.adopt,
@@ -452,10 +448,15 @@ impl Spec {
     }
 }
 
+/// `--timeout`: a duration such as `90s` or `10m`; `default` when not given.
+pub fn parse_timeout(text: &str, default: Duration) -> Result<Duration> {
+    Ok(crate::context::parse_duration(text)
+        .map_err(|e| Error::usage(format!("--timeout {text:?}: {e}")))?
+        .unwrap_or(default))
+}
+
 pub fn for_status(a: &StatusArgs) -> Result<Options> {
-    let timeout = crate::context::parse_duration(&a.timeout)
-        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.timeout)))?
-        .unwrap_or(Duration::from_secs(300));
+    let timeout = parse_timeout(&a.timeout, Duration::from_secs(300))?;
     Ok(Options {
         mode: Mode::Status,
         wait: a.wait,
@@ -468,12 +469,9 @@ pub fn for_status(a: &StatusArgs) -> Result<Options> {
 }
 
 pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
-    let timeout = crate::context::parse_duration(&a.wait_args.timeout)
-        .map_err(|e| Error::usage(format!("--timeout {:?}: {e}", a.wait_args.timeout)))?
-        .unwrap_or(Duration::from_secs(600));
+    let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
     Ok(Options {
         mode: Mode::Uninstall,
-        dry_run: a.dry_run,
         wait: true,
         timeout,
         keep_iam: a.keep_iam,

@@ -159,7 +159,6 @@ fn kubectls_completion_shim_lists_the_subcommands() {
     expect_code(&shim, 0, "completion kubectl");
     let shim_path = dir.path().join("kubectl_complete-scalardb_graphql");
     std::fs::write(&shim_path, &shim.stdout).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&shim_path).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&shim_path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = path_with(&[dir.path()], &rig);
     let out = rig.cmd("kubectl").args(["__complete", "scalardb-graphql", ""]).env("PATH", &path).output().unwrap();
@@ -212,14 +211,14 @@ fn an_unknown_context_an_unreadable_kubeconfig_and_a_missing_helm_are_prerequisi
 #[test]
 fn usage_errors_exit_2_and_a_closed_pipe_exits_0() {
     let out = Command::new(BIN).args(["status", "--output", "xml"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    expect_code(&out, 2, "status --output xml");
     // Bad input is caught before any cluster is contacted: here there is none to contact.
     let out = Command::new(BIN)
         .args(["install", "--taint", "a=b:Sometimes", "--namespaces", "x"])
         .env("KUBECONFIG", "/nonexistent")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    expect_code(&out, 2, "install --taint a=b:Sometimes");
     assert!(text(&out.stderr).contains("--taint \"a=b:Sometimes\" is not KEY=VALUE:EFFECT"), "{}", text(&out.stderr));
     // The reader goes away before the plugin writes: that is not an error.
     let mut child =

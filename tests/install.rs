@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, snapshot_diff, text};
+use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, text};
 use serde_json::{Value, json};
 
 fn record(rig: &Rig) -> Value {
@@ -131,13 +131,7 @@ fn a_second_install_with_the_same_inputs_makes_no_mutating_call() {
     rig.install_ok();
     let revisions = |r: &Rig| text(&r.cmd("helm").args(["list", "-A", "-o", "json"]).output().unwrap().stdout);
     let before = revisions(&rig);
-    let mark = rig.audit_mark();
-    rig.moto_record();
-    let out = rig.install_ok();
-    let (calls, mutating) = rig.moto_actions();
-    let kube = rig.kube_mutations_since(mark);
-    assert!(kube.is_empty(), "mutating API requests on a re-run: {kube:#?}");
-    assert!(mutating.is_empty(), "mutating AWS calls on a re-run: {mutating:?}");
+    let (out, calls) = rig.without_mutation("a re-run", || rig.install_ok());
     assert!(!calls.is_empty(), "the recorder saw the plugin's reads, so it would have seen writes");
     assert_eq!(revisions(&rig), before, "a new helm revision");
     assert!(text(&out.stdout).contains("nothing to change"), "{}", text(&out.stdout));
@@ -191,13 +185,9 @@ fn a_pre_existing_oidc_provider_and_subnet_tags_are_used_and_recorded_as_not_our
 fn dry_run_on_an_empty_rig_changes_nothing_and_lists_every_action() {
     let rig = rig();
     rig.reset();
-    let mark = rig.audit_mark();
-    rig.moto_record();
-    let out = rig.install(&["--dry-run", "-o", "json"]);
-    let (_, mutating) = rig.moto_actions();
+    let (out, calls) = rig.without_mutation("install --dry-run", || rig.install(&["--dry-run", "-o", "json"]));
     expect_code(&out, 0, "install --dry-run");
-    assert!(rig.kube_mutations_since(mark).is_empty());
-    assert!(mutating.is_empty(), "{mutating:?}");
+    assert!(!calls.is_empty(), "the recorder saw the plugin's reads, so it would have seen writes");
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let actions: Vec<String> = plan["steps"]
         .as_array()
@@ -264,6 +254,7 @@ fn no_secret_reaches_output_argv_configmaps_or_the_record() {
         .env("HELM_BIN", &shim)
         .output()
         .unwrap();
+    expect_code(&dry, 0, "install --dry-run -o yaml");
     let argv = std::fs::read_to_string(&log).unwrap();
     assert!(argv.contains("upgrade --install"), "the shim saw helm's installs: {argv}");
     let configmaps = rig.kubectl_ok(&["get", "configmaps", "-A", "-o", "json"]);
@@ -284,15 +275,13 @@ fn no_secret_reaches_output_argv_configmaps_or_the_record() {
     rig.reset();
 }
 
-/// One line on stderr, a non-zero exit, and no mutating call.
-fn refused(rig: &Rig, out: std::process::Output, mark: u64, code: i32, names: &str) {
-    let (_, mutating) = rig.moto_actions();
+/// What `run` does: one line on stderr, a non-zero exit, and no mutating call.
+fn refused(rig: &Rig, code: i32, names: &str, run: impl FnOnce() -> std::process::Output) {
+    let (out, _) = rig.without_mutation(names, run);
     expect_code(&out, code, names);
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
     assert!(stderr.contains(names), "expected {names:?} in {stderr}");
-    assert!(rig.kube_mutations_since(mark).is_empty(), "{names}: mutating API requests");
-    assert!(mutating.is_empty(), "{names}: mutating AWS calls {mutating:?}");
 }
 
 #[test]
@@ -320,23 +309,19 @@ fn bad_input_gets_one_line_a_nonzero_exit_and_no_mutating_call() {
         (vec!["--node-selector".into(), "agentpool=nothing".into()], None, 3, "no node carries agentpool=nothing"),
     ];
     for (extra, kube, code, names) in cases {
-        let mark = rig.audit_mark();
-        rig.moto_record();
         let mut cmd = rig.plugin();
         cmd.args(rig.install_args()).args(&extra);
         if let Some(k) = kube {
             cmd.env("KUBECONFIG", k);
         }
-        refused(&rig, cmd.output().unwrap(), mark, code, names);
+        refused(&rig, code, names, || cmd.output().unwrap());
     }
-    let mark = rig.audit_mark();
-    rig.moto_record();
     let without_namespaces: Vec<String> = {
         let args = rig.install_args();
         let i = args.iter().position(|a| a == "--namespaces").unwrap();
         [&args[..i], &args[i + 2..]].concat()
     };
-    refused(&rig, rig.plugin().args(without_namespaces).output().unwrap(), mark, 3, "no ScalarDB namespaces given");
+    refused(&rig, 3, "no ScalarDB namespaces given", || rig.plugin().args(without_namespaces).output().unwrap());
 }
 
 #[test]
@@ -379,9 +364,7 @@ fn an_adopted_role_is_refused_without_adopt_and_given_back_as_found_on_uninstall
         "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
     rig.aws(&["iam", "create-role", "--role-name", role, "--assume-role-policy-document", &ec2_trust.to_string()]);
     let before = rig.snapshot();
-    let mark = rig.audit_mark();
-    rig.moto_record();
-    refused(&rig, rig.install(&[]), mark, 3, "--adopt");
+    refused(&rig, 3, "--adopt", || rig.install(&[]));
     // Taken over: its trust policy set to the controller's, the policy attached; twice, as a re-run would.
     for _ in 0..2 {
         expect_code(&rig.install(&["--adopt"]), 0, "install --adopt");
@@ -396,11 +379,6 @@ fn an_adopted_role_is_refused_without_adopt_and_given_back_as_found_on_uninstall
     let stdout = text(&out.stdout);
     assert!(stdout.contains(&format!("restored the trust policy IAM role {role} had before --adopt")), "{stdout}");
     assert!(stdout.contains("deleted IAM policy"), "the policy leaked: {stdout}");
-    let mut diff = vec![];
-    rig.eventually("the snapshot after uninstall", 60, || {
-        diff = snapshot_diff(&before, &rig.snapshot());
-        diff.is_empty()
-    });
-    assert!(diff.is_empty(), "{diff:#?}");
+    rig.eventually_same(&before, "the snapshot after uninstall");
     rig.reset();
 }

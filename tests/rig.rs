@@ -207,7 +207,8 @@ fn through_haproxy_a_transaction_with_the_cookie_stays_and_without_it_is_lost() 
     assert!(lost >= 1, "without the cookie every request reached the same backend");
 
     rig.dataplane(&["sticky", "off"]);
-    let r = Command::new("curl").args(["-si", &format!("{url}?query=%7B__typename%7D")]).output().unwrap();
+    let r = Command::new("curl").args(["-sfi", &format!("{url}?query=%7B__typename%7D")]).output().unwrap();
+    expect_code(&r, 0, "a query through the data plane with stickiness off");
     assert!(
         !text(&r.stdout).to_ascii_lowercase().contains("set-cookie: awsalb"),
         "stickiness off still sets the cookie"

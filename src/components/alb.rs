@@ -27,6 +27,7 @@ pub struct LoadBalancer {
 
 #[derive(Debug, Clone, Default)]
 pub struct TargetGroup {
+    pub arn: String,
     pub name: String,
     pub attributes: BTreeMap<String, String>,
     /// Target id → health state.
@@ -78,8 +79,46 @@ async fn tagged(elb: &Elb, arns: Vec<String>, cluster: &str, stack: &str) -> Res
     Ok(found)
 }
 
-/// The ALB and target groups the controller made for `namespace/ingress`.
+/// The ALB and target groups the controller made for `namespace/ingress`,
+/// with each target group's attributes and target health.
 pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
+    let mut state = locate(env, ingress).await?;
+    let elb = &env.aws().elb;
+    for tg in &mut state.target_groups {
+        tg.attributes = elb
+            .describe_target_group_attributes()
+            .target_group_arn(&tg.arn)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading target group attributes")?
+            .attributes()
+            .iter()
+            .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
+            .collect();
+        tg.targets = elb
+            .describe_target_health()
+            .target_group_arn(&tg.arn)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading target health")?
+            .target_health_descriptions()
+            .iter()
+            .map(|h| {
+                (
+                    h.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                    h.target_health().and_then(|t| t.state()).map(|s| s.as_str().to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+    }
+    Ok(state)
+}
+
+/// Which ALB and target groups exist for `namespace/ingress`, without their
+/// details: enough to wait for them to be gone.
+pub async fn locate(env: &Env, ingress: &str) -> Result<AlbState> {
     let elb = &env.aws().elb;
     let stack = format!("{}/{ingress}", env.spec.namespace);
     let mut all_lbs = vec![];
@@ -116,42 +155,15 @@ pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
         &stack,
     )
     .await?;
-    let mut target_groups = vec![];
-    for tg in all_tgs.iter().filter(|t| t.target_group_arn().is_some_and(|a| ours.iter().any(|o| o == a))) {
-        let arn = tg.target_group_arn().unwrap_or_default().to_string();
-        let attributes = elb
-            .describe_target_group_attributes()
-            .target_group_arn(&arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target group attributes")?
-            .attributes()
-            .iter()
-            .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
-            .collect();
-        let targets = elb
-            .describe_target_health()
-            .target_group_arn(&arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target health")?
-            .target_health_descriptions()
-            .iter()
-            .map(|h| {
-                (
-                    h.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
-                    h.target_health().and_then(|t| t.state()).map(|s| s.as_str().to_string()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        target_groups.push(TargetGroup {
+    let target_groups = all_tgs
+        .iter()
+        .filter(|t| t.target_group_arn().is_some_and(|a| ours.iter().any(|o| o == a)))
+        .map(|tg| TargetGroup {
+            arn: tg.target_group_arn().unwrap_or_default().to_string(),
             name: tg.target_group_name().unwrap_or_default().to_string(),
-            attributes,
-            targets,
-        });
-    }
+            ..Default::default()
+        })
+        .collect();
     Ok(AlbState { load_balancers, target_groups })
 }
 
@@ -163,15 +175,7 @@ pub struct Alb {
 impl Alb {
     async fn look(env: &Env) -> Result<(AlbState, usize)> {
         let state = find(env, &fullname(&env.spec.release)).await?;
-        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-            kube::Api::namespaced(env.kube().clone(), &env.spec.namespace);
-        let ready = pods
-            .list(&kube::api::ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
-            .await
-            .context("listing the GraphQL pods")?
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && graphql_release::pod_ready(p))
-            .count();
+        let ready = graphql_release::graphql_pods(env).await?.iter().filter(|p| graphql_release::pod_ready(p)).count();
         Ok((state, ready))
     }
 

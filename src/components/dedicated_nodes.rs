@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, Pod, Taint as KubeTaint};
+use k8s_openapi::api::core::v1::{Node, Taint as KubeTaint};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -24,8 +24,8 @@ pub const CONCURRENCY: usize = 8;
 #[derive(Default)]
 pub struct DedicatedNodes {
     nodes: Vec<NodeState>,
-    /// GraphQL pods: (pod, node, ready).
-    pods: Vec<(String, String, bool)>,
+    /// GraphQL pods: (pod, node).
+    pods: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -127,18 +127,10 @@ impl Component for DedicatedNodes {
             })
             .collect();
         if env.options.mode == crate::spec::Mode::Status {
-            let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-            let selector = format!("app.kubernetes.io/instance={}", env.spec.release);
-            self.pods = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .context("listing the GraphQL pods")?
+            self.pods = super::graphql_release::graphql_pods(env)
+                .await?
                 .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .map(|p| {
-                    let ready = super::graphql_release::pod_ready(&p);
-                    (p.metadata.name.unwrap_or_default(), p.spec.and_then(|s| s.node_name).unwrap_or_default(), ready)
-                })
+                .map(|p| (p.metadata.name.unwrap_or_default(), p.spec.and_then(|s| s.node_name).unwrap_or_default()))
                 .collect();
         }
         Ok(())
@@ -242,8 +234,8 @@ impl Component for DedicatedNodes {
         let elsewhere: Vec<_> = self
             .pods
             .iter()
-            .filter(|(_, node, _)| !node.is_empty() && !names.contains(&node.as_str()))
-            .map(|(p, n, _)| format!("{p} on {n}"))
+            .filter(|(_, node)| !node.is_empty() && !names.contains(&node.as_str()))
+            .map(|(p, n)| format!("{p} on {n}"))
             .collect();
         let placement = if self.pods.is_empty() {
             Check::skip(c, "nodes.placement", "no GraphQL pods to check")
@@ -258,7 +250,7 @@ impl Component for DedicatedNodes {
             .hint("the release's affinity must require the pool label; re-run install")
         };
         let hosts: std::collections::BTreeSet<_> =
-            self.pods.iter().filter(|(_, n, _)| !n.is_empty()).map(|(_, n, _)| n.as_str()).collect();
+            self.pods.iter().filter(|(_, n)| !n.is_empty()).map(|(_, n)| n.as_str()).collect();
         let want = self.pods.len().min(targets.len().max(1));
         let spread = if self.pods.is_empty() {
             Check::skip(c, "nodes.spread", "no GraphQL pods to check")

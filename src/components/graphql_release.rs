@@ -5,7 +5,6 @@
 //! stuck on the controller's finalizer instead of hanging.
 
 use async_trait::async_trait;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -21,7 +20,6 @@ use crate::values;
 use crate::wait;
 
 use super::alb;
-use super::lbc_service_account::CONTROLLER_SELECTOR;
 
 /// The chart's name for its Deployment, Service and Ingress.
 pub fn fullname(release: &str) -> String {
@@ -37,13 +35,22 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The release's pods, without those being deleted.
+pub async fn graphql_pods(env: &Env) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+    Ok(api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
+        .await
+        .context("listing the GraphQL pods")?
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
 /// Whether the AWS Load Balancer Controller has an available replica.
 async fn controller_up(env: &Env) -> Result<bool> {
-    let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-    Ok(deployments
-        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-        .await
-        .context("reading the controller's Deployment")?
+    Ok(super::lb_controller::controller_deployments(env)
+        .await?
         .into_iter()
         .any(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0))
 }
@@ -71,14 +78,7 @@ impl GraphqlRelease {
     }
 
     async fn pods(env: &Env) -> Result<(usize, usize)> {
-        let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-        let pods: Vec<Pod> = api
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
-            .await
-            .context("listing the GraphQL pods")?
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
+        let pods = graphql_pods(env).await?;
         Ok((pods.len(), pods.iter().filter(|p| pod_ready(p)).count()))
     }
 
@@ -104,7 +104,7 @@ impl GraphqlRelease {
     async fn wait_alb_gone(env: &Env) -> Result<()> {
         let name = fullname(&env.spec.release);
         wait::until(env, "the ALB and its target groups to be deleted", || async {
-            let now = alb::find(env, &name).await?;
+            let now = alb::locate(env, &name).await?;
             if now.is_empty() {
                 return Ok(Ok(()));
             }
@@ -139,7 +139,7 @@ impl GraphqlRelease {
             if controller_up(env).await? {
                 return Ok(Err("the controller is removing its ALB".into()));
             }
-            let arns = alb::find(env, &name).await?.load_balancer_arns();
+            let arns = alb::locate(env, &name).await?.load_balancer_arns();
             let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
             if !env.options.force_finalizers {
                 return Err(Error::failed(format!(

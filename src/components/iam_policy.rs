@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 
 use crate::component::{Action, Category, Check, Component, Verb};
 use crate::context::Env;
@@ -16,17 +15,13 @@ use crate::pins::{IAM_POLICY, KNOWN_POLICIES, POLICY_VERSION_TAG_KEY};
 use crate::policy;
 use crate::record::{Owned, Recorder};
 
-use super::{iam_tags, iam_tags_ours};
+use super::{iam_tags, iam_tags_ours, sha256_hex};
 
 /// A policy document and what it is.
 pub struct PolicyDocument {
     pub text: String,
     /// The controller version it belongs to, or `sha256:<digest>` for a document this plugin does not know.
     pub label: String,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn label_of(bytes: &[u8]) -> String {

@@ -22,7 +22,8 @@ use crate::record::{ControllerRecord, Recorder};
 use crate::values;
 use crate::wait;
 
-use super::lbc_service_account::CONTROLLER_SELECTOR;
+/// The label the chart puts on the controller's Deployment and pods.
+pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
 
 pub const CRDS: &[&str] = &["targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"];
 
@@ -57,6 +58,16 @@ impl Seen {
     }
 }
 
+/// The controller's Deployments (found by the chart's labels).
+pub async fn controller_deployments(env: &Env) -> Result<Vec<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+    Ok(api
+        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+        .await
+        .context("listing the controller's Deployment")?
+        .items)
+}
+
 /// Ingresses of class `alb`, other than the one this release owns.
 pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
     let api: Api<Ingress> = Api::all(env.kube().clone());
@@ -79,8 +90,14 @@ pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
 
 impl LbController {
     async fn look(env: &Env) -> Result<Seen> {
+        let (release, values) = Self::release(env).await?;
+        Self::runtime(env, release, values).await
+    }
+
+    /// The release and its values, from helm.
+    async fn release(env: &Env) -> Result<(Option<ReleaseMetadata>, Value)> {
         let lbc = &env.spec.lb_controller;
-        let (release, values) = match (&lbc.external, env.ctx.helm()) {
+        Ok(match (&lbc.external, env.ctx.helm()) {
             (false, Ok(helm)) => {
                 let release = helm.metadata(&lbc.release, &lbc.namespace).await?;
                 let values = match release {
@@ -90,12 +107,14 @@ impl LbController {
                 (release, values)
             }
             _ => (None, Value::Null),
-        };
-        let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &lbc.namespace);
-        let deployments = deployments
-            .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-            .await
-            .context("listing the controller's Deployment")?
+        })
+    }
+
+    /// The Deployment, the webhook's endpoints and the CRDs, with release facts already read.
+    async fn runtime(env: &Env, release: Option<ReleaseMetadata>, values: Value) -> Result<Seen> {
+        let lbc = &env.spec.lb_controller;
+        let deployments = controller_deployments(env)
+            .await?
             .into_iter()
             .map(|d| {
                 let status = d.status.unwrap_or_default();
@@ -254,9 +273,14 @@ impl Component for LbController {
                 })
                 .await?;
         }
-        let ready = wait::until(env, "the AWS Load Balancer Controller", || async {
-            let now = Self::look(env).await?;
-            Ok(if now.ready() { Ok(now) } else { Err(now.state()) })
+        // helm is asked once; the wait polls only the Kubernetes side.
+        let (release, values) = Self::release(env).await?;
+        let ready = wait::until(env, "the AWS Load Balancer Controller", || {
+            let (release, values) = (release.clone(), values.clone());
+            async move {
+                let now = Self::runtime(env, release, values).await?;
+                Ok(if now.ready() { Ok(now) } else { Err(now.state()) })
+            }
         })
         .await?;
         self.seen = Some(ready);

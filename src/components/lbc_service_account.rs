@@ -17,9 +17,8 @@ use crate::pins::ROLE_ANNOTATION;
 use crate::record::{Owned, Recorder};
 
 use super::iam_role::IamRole;
+use super::lb_controller::CONTROLLER_SELECTOR;
 use super::{is_managed, managed_labels};
-
-pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
 
 #[derive(Default)]
 pub struct ControllerServiceAccount {
@@ -57,11 +56,7 @@ impl ControllerServiceAccount {
 
     async fn restart_controller(env: &Env) -> Result<()> {
         let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-        let list = deployments
-            .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-            .await
-            .context("listing the controller's Deployment")?;
-        for d in list {
+        for d in super::lb_controller::controller_deployments(env).await? {
             let name = d.metadata.name.unwrap_or_default();
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {
                 "kubectl.kubernetes.io/restartedAt": jiff_now(),

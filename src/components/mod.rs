@@ -48,6 +48,12 @@ pub fn iam_tags_ours(tags: &[aws_sdk_iam::types::Tag], cluster: &str) -> bool {
 }
 
 /// Labels this tool puts on the Kubernetes objects it creates.
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn managed_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(MANAGED_BY_KEY.to_string(), MANAGED_BY.to_string())])
 }

@@ -37,7 +37,7 @@ pub fn same_endpoint(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
+pub async fn run(ctx: &Context) -> Preflight {
     let mut p = Preflight { facts: None, checks: Vec::new(), blocker: None };
     let block = |p: &mut Preflight, check: Check, error: Error| {
         p.checks.push(check);
@@ -79,16 +79,12 @@ pub async fn run(ctx: &Context, need_helm: bool) -> Preflight {
         .hint("the plugin may still work; report what fails")
     });
 
-    if need_helm {
-        match ctx.helm().and_then(|h| h.check_version().map(|_| h)) {
-            Ok(h) => {
-                p.checks.push(Check::pass(C, "cluster.helm", format!("helm {} at {}", h.version, h.path.display())))
-            }
-            Err(e) => {
-                let check =
-                    Check::fail(C, "cluster.helm", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
-                block(&mut p, check, e);
-            }
+    match ctx.helm().and_then(|h| h.check_version().map(|_| h)) {
+        Ok(h) => p.checks.push(Check::pass(C, "cluster.helm", format!("helm {} at {}", h.version, h.path.display()))),
+        Err(e) => {
+            let check =
+                Check::fail(C, "cluster.helm", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
+            block(&mut p, check, e);
         }
     }
 

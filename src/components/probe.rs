@@ -204,7 +204,7 @@ impl Component for Probe {
         let Some(url) = self.url.clone() else {
             return Ok(());
         };
-        let requests = env.options.probe_requests.max(1);
+        let requests = env.options.probe_requests;
         let result = wait::until(env, &format!("a sticky transaction through {url}"), || async {
             let outcome = run(&url, requests).await;
             Ok(if outcome.unreachable || outcome.sticky.passed() {
@@ -240,7 +240,7 @@ impl Component for Probe {
                 Check::skip(C, "probe.sticky", "nothing to probe"),
             ];
         };
-        let outcome = run(url, env.options.probe_requests.max(1)).await;
+        let outcome = run(url, env.options.probe_requests).await;
         vec![outcome.typename, outcome.sticky]
     }
 

@@ -16,7 +16,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::component::{Action, Category, Check, Component, Verb};
 use crate::context::Env;
@@ -246,11 +245,8 @@ impl LoaderJob {
 }
 
 fn digest(schema: &str, properties: &str, coordinator: bool, delete: bool) -> String {
-    let mut h = Sha256::new();
-    for part in [schema, "\0", properties, "\0", if coordinator { "c" } else { "" }, if delete { "D" } else { "" }] {
-        h.update(part.as_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let parts = [schema, "\0", properties, "\0", if coordinator { "c" } else { "" }, if delete { "D" } else { "" }];
+    super::sha256_hex(parts.concat().as_bytes())
 }
 
 /// install --schema: load before the GraphQL chart, once per schema and properties.

@@ -352,6 +352,33 @@ impl Rig {
         ids
     }
 
+    /// Runs `f` with every request recorded and fails the test if it made a
+    /// mutating call, to the Kubernetes API or to AWS. Returns what `f`
+    /// returned and every AWS action it made (which shows the recorder saw it).
+    pub fn without_mutation<T>(&self, what: &str, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+        let mark = self.audit_mark();
+        self.moto_record();
+        let value = f();
+        let (calls, mutating) = self.moto_actions();
+        let kube = self.kube_mutations_since(mark);
+        assert!(kube.is_empty(), "{what}: mutating API requests {kube:#?}");
+        assert!(mutating.is_empty(), "{what}: mutating AWS calls {mutating:?}");
+        (value, calls)
+    }
+
+    /// Polls until the rig's snapshot equals `want`, or fails the test with the difference.
+    pub fn eventually_same(&self, want: &Value, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let diff = snapshot_diff(want, &self.snapshot());
+            if diff.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: still differs after 60s: {diff:#?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// Polls `f` until it is true, or fails the test after `secs`.
     pub fn eventually(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
