@@ -217,7 +217,8 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     let spec = existing.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
     let mut env = env(ctx, facts, spec, existing.clone(), options, Secrets::default(), &printer);
     if existing.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
-        env.options.controller_needed_by = crate::components::lb_controller::other_alb_ingresses(&env).await?;
+        let ours = crate::lookups::release_ingress(&env, &env.options.user_values).await?.display();
+        env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
     }
     let mut components = deployment::components();
     let plan = deployment::plan_uninstall(&mut components, &env).await?;

@@ -11,17 +11,21 @@ use crate::components::{
     alb::Alb, controller_crds::ControllerCrds, database_secret::DatabaseSecret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
-    probe::Probe, registry_secret::RegistrySecret, schema_load::SchemaLoad, subnet_tags::SubnetTags,
+    probe::Probe, readiness_gates::ReadinessGates, registry_secret::RegistrySecret, schema_load::SchemaLoad,
+    subnet_tags::SubnetTags,
 };
 use crate::context::Env;
 use crate::error::{Error, Result};
 use crate::record::Recorder;
 
-/// Install order; uninstall walks it backwards. The controller's CRDs come
-/// first and the subnet tags before IAM so that uninstall removes the CRDs
-/// last, after the subnet tags, when nothing can use them any more.
+/// Install order; uninstall walks it backwards. The dedicated nodes are
+/// tainted first, before anything else is scheduled (the controller's pods
+/// must not land there). The controller's CRDs come next and the subnet
+/// tags before IAM so that uninstall removes the CRDs after the subnet
+/// tags, when nothing can use them any more.
 pub fn components() -> Vec<Box<dyn Component>> {
     vec![
+        Box::new(DedicatedNodes::default()),
         Box::new(ControllerCrds::default()),
         Box::new(SubnetTags::default()),
         Box::new(OidcProvider::default()),
@@ -29,12 +33,12 @@ pub fn components() -> Vec<Box<dyn Component>> {
         Box::new(IamRole::default()),
         Box::new(ControllerServiceAccount::default()),
         Box::new(LbController::default()),
-        Box::new(DedicatedNodes::default()),
         Box::new(RegistrySecret::default()),
         Box::new(DatabaseSecret::default()),
         Box::new(SchemaLoad::default()),
         Box::new(GraphqlRelease::default()),
         Box::new(Ingress::default()),
+        Box::new(ReadinessGates::default()),
         Box::new(Alb::default()),
         Box::new(Probe::default()),
     ]

@@ -125,6 +125,28 @@ where
     anyhow::anyhow!(text)
 }
 
+/// A change the API server refused because an admission webhook with
+/// `failurePolicy: Fail` could not be called: the AWS Load Balancer
+/// Controller's webhooks while it has no ready pod. One line with the way
+/// out instead of the raw webhook error; None for any other error.
+pub fn webhook_refusal(message: &str) -> Option<Error> {
+    let webhook = message.split("failed calling webhook \"").nth(1)?.split('"').next()?;
+    let objects = match webhook.split('.').next().unwrap_or_default() {
+        "vingress" => "Ingresses (a finalizer removal included)",
+        "mservice" => "Services",
+        "mtargetgroupbinding" | "vtargetgroupbinding" => "TargetGroupBindings",
+        "vingressclassparams" => "IngressClassParams",
+        "mpod" => "Pods",
+        _ => "the objects it guards",
+    };
+    Some(
+        Error::prerequisite(format!(
+            "the API server refuses changes to {objects}: webhook {webhook} cannot be reached (the AWS Load Balancer Controller has no ready pod)"
+        ))
+        .hint("bring the controller back (kubectl -n kube-system scale deployment aws-load-balancer-controller --replicas=2, or re-run install) and run this again; it then cleans up by itself"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +159,17 @@ mod tests {
         assert_eq!(Error::timeout("x").exit_code(), 4);
         assert_eq!(Error::interrupted().exit_code(), 130);
         assert_eq!(Error::from(anyhow::anyhow!("boom")).exit_code(), 1);
+    }
+
+    #[test]
+    fn an_unreachable_controller_webhook_is_one_line_with_the_way_out() {
+        let raw = r#"Error: UPGRADE FAILED: Internal error occurred: failed calling webhook "vingress.elbv2.k8s.aws": failed to call webhook: Post "https://aws-load-balancer-webhook-service.kube-system.svc:443/validate-networking-v1-ingress?timeout=10s": no endpoints"#;
+        let e = webhook_refusal(raw).unwrap();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().starts_with("the API server refuses changes to Ingresses"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        assert!(e.hint_text().unwrap().contains("scale deployment aws-load-balancer-controller"));
+        assert!(webhook_refusal("forbidden: User cannot patch").is_none());
     }
 
     #[test]

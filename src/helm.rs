@@ -136,6 +136,9 @@ impl Helm {
         let out = self.output(&args, what).await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
+            if let Some(refused) = crate::error::webhook_refusal(&stderr) {
+                return Err(refused);
+            }
             return Err(Error::failed(format!("helm failed to {what}: {}", stderr.trim())));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

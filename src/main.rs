@@ -13,6 +13,7 @@ mod deployment;
 mod error;
 mod helm;
 mod http;
+mod lookups;
 mod output;
 mod pins;
 mod policy;

@@ -87,6 +87,9 @@ pub struct Record {
     pub database_secret: Option<Owned>,
     pub schema: Option<Owned>,
     pub graphql_release: Option<Owned>,
+    /// Whether install added the pod-readiness-gate label to the release namespace.
+    #[serde(default)]
+    pub readiness_gate_label: bool,
 }
 
 pub fn configmap_name(release: &str) -> String {

@@ -23,7 +23,9 @@ pub fn alb_annotations(path: &str) -> Vec<(String, String)> {
         (format!("{ANNOTATION_PREFIX}target-type"), "ip".into()),
         (
             format!("{ANNOTATION_PREFIX}target-group-attributes"),
-            format!("stickiness.enabled=true,stickiness.lb_cookie.duration_seconds={STICKINESS_DURATION_SECONDS}"),
+            format!(
+                "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds={STICKINESS_DURATION_SECONDS}"
+            ),
         ),
         (format!("{ANNOTATION_PREFIX}healthcheck-path"), format!("{path}?query=%7B__typename%7D")),
     ]
@@ -92,6 +94,8 @@ pub fn lb_controller(spec: &Spec, facts: &ClusterFacts) -> Value {
         "region": facts.region,
         "vpcId": facts.vpc_id,
         "serviceAccount": {"create": false, "name": spec.lb_controller.service_account},
+        // 3.x regenerates the webhook certificate on every upgrade unless told to keep it.
+        "keepTLSSecret": true,
     })
 }
 
@@ -161,7 +165,7 @@ mod tests {
         assert_eq!(a["alb.ingress.kubernetes.io/target-type"], "ip");
         assert_eq!(
             a["alb.ingress.kubernetes.io/target-group-attributes"],
-            "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
+            "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=60"
         );
         assert_eq!(a["alb.ingress.kubernetes.io/healthcheck-path"], "/graphql?query=%7B__typename%7D");
         assert_eq!(v["ingress"]["hosts"][0]["paths"][0], json!({"path": "/graphql", "pathType": "Exact"}));

@@ -106,7 +106,7 @@ fn a_fresh_install_converges_every_component() {
     assert_eq!(a["alb.ingress.kubernetes.io/target-type"], "ip");
     assert_eq!(
         a["alb.ingress.kubernetes.io/target-group-attributes"],
-        "stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60"
+        "stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=60"
     );
     assert_eq!(a["alb.ingress.kubernetes.io/healthcheck-path"], "/graphql?query=%7B__typename%7D");
     assert!(a.get("nginx.ingress.kubernetes.io/affinity").is_none(), "the nginx defaults are nulled");

@@ -1,189 +1,110 @@
-//! The ALB the controller made for the release's Ingress, found by the
-//! controller's own tags (`elbv2.k8s.aws/cluster`, `ingress.k8s.aws/stack`),
-//! not by parsing the hostname: `active`, `internal`, every target group
-//! sticky with `lb_cookie`, and as many healthy targets as Ready pods.
-//! Owns nothing; install waits until all of that holds.
+//! The ALB the controller made for the release's Ingress (found through
+//! `lookups::alb` by the controller's tags): `active`, `internal`, every
+//! target group sticky with `lb_cookie`, and a healthy target for every
+//! Ready pod. Targets still `initial` or `draining` are reported as what
+//! they are; `unhealthy` ones fail with ELBv2's reason. Owns nothing;
+//! install waits until all of that holds.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use aws_sdk_elasticloadbalancingv2::Client as Elb;
 
-use crate::component::{Action, Category, Check, Component};
+use crate::component::{Action, Category, Check, Component, Outcome};
 use crate::context::Env;
-use crate::error::{self, Context, Result};
+use crate::error::Result;
+use crate::lookups::alb::{AlbState, TargetGroup};
+use crate::lookups::{self, pod_ip, pod_ready};
 use crate::record::Recorder;
 use crate::wait;
 
-use super::graphql_release::{self, fullname};
-
-#[derive(Debug, Clone, Default)]
-pub struct LoadBalancer {
-    pub arn: String,
-    pub name: String,
-    pub state: String,
-    pub scheme: String,
+fn sticky(tg: &TargetGroup) -> bool {
+    tg.attributes.get("stickiness.enabled").map(String::as_str) == Some("true")
+        && tg.attributes.get("stickiness.type").map(String::as_str) == Some("lb_cookie")
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct TargetGroup {
-    pub arn: String,
-    pub name: String,
-    pub attributes: BTreeMap<String, String>,
-    /// Target id → health state.
-    pub targets: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AlbState {
-    pub load_balancers: Vec<LoadBalancer>,
-    pub target_groups: Vec<TargetGroup>,
-}
-
-impl AlbState {
-    pub fn is_empty(&self) -> bool {
-        self.load_balancers.is_empty() && self.target_groups.is_empty()
-    }
-    pub fn load_balancer_arns(&self) -> Vec<String> {
-        self.load_balancers.iter().map(|l| l.arn.clone()).collect()
-    }
-    pub fn summary(&self) -> String {
-        format!("{} load balancer(s), {} target group(s) left", self.load_balancers.len(), self.target_groups.len())
-    }
-    fn sticky(tg: &TargetGroup) -> bool {
-        tg.attributes.get("stickiness.enabled").map(String::as_str) == Some("true")
-            && tg.attributes.get("stickiness.type").map(String::as_str) == Some("lb_cookie")
-    }
-}
-
-/// ARNs of the resources tagged for this cluster and stack.
-async fn tagged(elb: &Elb, arns: Vec<String>, cluster: &str, stack: &str) -> Result<Vec<String>> {
-    let mut found = vec![];
-    for chunk in arns.chunks(20) {
-        let out = elb
-            .describe_tags()
-            .set_resource_arns(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading ELBv2 tags")?;
-        for d in out.tag_descriptions() {
-            let tags: BTreeMap<_, _> =
-                d.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
-            if tags.get("elbv2.k8s.aws/cluster") == Some(&cluster) && tags.get("ingress.k8s.aws/stack") == Some(&stack)
-            {
-                found.push(d.resource_arn().unwrap_or_default().to_string());
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// The ALB and target groups the controller made for `namespace/ingress`,
-/// with each target group's attributes and target health.
-pub async fn find(env: &Env, ingress: &str) -> Result<AlbState> {
-    let mut state = locate(env, ingress).await?;
-    let elb = &env.aws().elb;
-    for tg in &mut state.target_groups {
-        tg.attributes = elb
-            .describe_target_group_attributes()
-            .target_group_arn(&tg.arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target group attributes")?
-            .attributes()
-            .iter()
-            .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
-            .collect();
-        tg.targets = elb
-            .describe_target_health()
-            .target_group_arn(&tg.arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target health")?
-            .target_health_descriptions()
-            .iter()
-            .map(|h| {
-                (
-                    h.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
-                    h.target_health().and_then(|t| t.state()).map(|s| s.as_str().to_string()).unwrap_or_default(),
-                )
-            })
-            .collect();
-    }
-    Ok(state)
-}
-
-/// Which ALB and target groups exist for `namespace/ingress`, without their
-/// details: enough to wait for them to be gone.
-pub async fn locate(env: &Env, ingress: &str) -> Result<AlbState> {
-    let elb = &env.aws().elb;
-    let stack = format!("{}/{ingress}", env.spec.namespace);
-    let mut all_lbs = vec![];
-    let mut pages = elb.describe_load_balancers().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        all_lbs.extend(page.map_err(error::aws).context("listing load balancers")?.load_balancers().to_vec());
-    }
-    let ours = tagged(
-        elb,
-        all_lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect(),
-        &env.facts.name,
-        &stack,
-    )
-    .await?;
-    let load_balancers = all_lbs
+/// What status checks about targets: the Ready pods' addresses against the targets' health.
+fn targets_check(state: &AlbState, ready_ips: &BTreeSet<String>) -> Check {
+    let c = Category::Alb;
+    let targets: Vec<_> = state.target_groups.iter().flat_map(|t| &t.targets).collect();
+    let unhealthy: Vec<_> = targets
         .iter()
-        .filter(|l| l.load_balancer_arn().is_some_and(|a| ours.iter().any(|o| o == a)))
-        .map(|l| LoadBalancer {
-            arn: l.load_balancer_arn().unwrap_or_default().into(),
-            name: l.load_balancer_name().unwrap_or_default().into(),
-            state: l.state().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
-            scheme: l.scheme().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        })
+        .filter(|t| !matches!(t.state.as_str(), "healthy" | "initial" | "draining"))
+        .map(|t| format!("{} {} ({})", t.id, t.state, if t.reason.is_empty() { "no reason given" } else { &t.reason }))
         .collect();
-    let mut all_tgs = vec![];
-    let mut pages = elb.describe_target_groups().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
+    if !unhealthy.is_empty() {
+        return Check::fail(c, "alb.targets", format!("targets failing: {}", unhealthy.join(", ")))
+            .hint("the ALB's health check does not pass on these pods: check their readiness and the health-check path (alb.ingress.kubernetes.io/healthcheck-path)");
     }
-    let ours = tagged(
-        elb,
-        all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(),
-        &env.facts.name,
-        &stack,
-    )
-    .await?;
-    let target_groups = all_tgs
-        .iter()
-        .filter(|t| t.target_group_arn().is_some_and(|a| ours.iter().any(|o| o == a)))
-        .map(|tg| TargetGroup {
-            arn: tg.target_group_arn().unwrap_or_default().to_string(),
-            name: tg.target_group_name().unwrap_or_default().to_string(),
-            ..Default::default()
-        })
-        .collect();
-    Ok(AlbState { load_balancers, target_groups })
+    let in_state =
+        |s: &str| -> BTreeSet<&str> { targets.iter().filter(|t| t.state == s).map(|t| t.id.as_str()).collect() };
+    let healthy = in_state("healthy");
+    let initial = in_state("initial");
+    let draining = targets.iter().filter(|t| t.state == "draining").count();
+    let missing: Vec<&str> =
+        ready_ips.iter().map(String::as_str).filter(|ip| !healthy.contains(ip) && !initial.contains(ip)).collect();
+    let registering: Vec<&str> = ready_ips.iter().map(String::as_str).filter(|ip| initial.contains(ip)).collect();
+    let draining_note = if draining > 0 {
+        format!("; {draining} draining (pods that went, kept for the deregistration delay)")
+    } else {
+        String::new()
+    };
+    if !missing.is_empty() {
+        Check::fail(c, "alb.targets", format!("Ready pod(s) without a target: {}{draining_note}", missing.join(", ")))
+            .hint("the controller registers the Service's ready endpoints; check its logs and the TargetGroupBinding")
+    } else if !registering.is_empty() {
+        Check::warn(
+            c,
+            "alb.targets",
+            format!(
+                "{} healthy target(s); {} still initial (registering, first health checks pending): {}{draining_note}",
+                healthy.len(),
+                registering.len(),
+                registering.join(", ")
+            ),
+        )
+        .hint("wait a few health-check intervals (status --wait)")
+    } else {
+        Check::pass(
+            c,
+            "alb.targets",
+            format!("{} healthy target(s), one per Ready pod{draining_note}", ready_ips.len()),
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Seen {
+    state: AlbState,
+    ready_ips: BTreeSet<String>,
+    /// Where the controller was looked for, for the message when there is no ALB.
+    stack: String,
 }
 
 #[derive(Default)]
 pub struct Alb {
-    seen: Option<(AlbState, usize)>,
+    seen: Option<Seen>,
 }
 
 impl Alb {
-    async fn look(env: &Env) -> Result<(AlbState, usize)> {
-        let state = find(env, &fullname(&env.spec.release)).await?;
-        let ready = graphql_release::graphql_pods(env).await?.iter().filter(|p| graphql_release::pod_ready(p)).count();
-        Ok((state, ready))
+    async fn look(env: &Env) -> Result<Seen> {
+        let ingress = lookups::release_ingress(env, &env.options.user_values).await?;
+        let cluster = lookups::tagging_cluster_name(env).await?;
+        let state = lookups::alb::find(env, &ingress, &cluster).await?;
+        let ready_ips = lookups::graphql_pods(env)
+            .await?
+            .iter()
+            .filter(|p| pod_ready(p))
+            .filter_map(|p| pod_ip(p).map(str::to_string))
+            .collect();
+        Ok(Seen { state, ready_ips, stack: format!("stack {}, cluster {cluster}", ingress.stack()) })
     }
 
-    fn evaluate(state: &AlbState, ready: usize) -> Vec<Check> {
+    fn evaluate(seen: &Seen) -> Vec<Check> {
         let c = Category::Alb;
+        let state = &seen.state;
         let Some(lb) = state.load_balancers.first() else {
             return vec![
-                Check::fail(c, "alb.load-balancer", "no ALB carries the controller's tags for this Ingress")
+                Check::fail(c, "alb.load-balancer", format!("no ALB carries the controller's tags for this Ingress ({})", seen.stack))
                     .hint("check the Ingress events (kubectl describe ingress); the controller may lack subnets or permissions"),
                 Check::skip(c, "alb.stickiness", "no ALB"),
                 Check::skip(c, "alb.targets", "no ALB"),
@@ -201,7 +122,7 @@ impl Alb {
         let not_sticky: Vec<_> = state
             .target_groups
             .iter()
-            .filter(|t| !AlbState::sticky(t))
+            .filter(|t| !sticky(t))
             .map(|t| {
                 format!(
                     "{} (stickiness.enabled={}, type={})",
@@ -220,20 +141,7 @@ impl Alb {
                 format!("target groups not sticky: {}", not_sticky.join(", ")))
                 .hint("the controller applies target-group-attributes when the Ingress changes: fix the annotation, or set the attribute with aws elbv2 modify-target-group-attributes")
         };
-        let targets: Vec<_> = state.target_groups.iter().flat_map(|t| &t.targets).collect();
-        let unhealthy: Vec<_> =
-            targets.iter().filter(|(_, h)| h != "healthy").map(|(id, h)| format!("{id} {h}")).collect();
-        let healthy = targets.len() - unhealthy.len();
-        let targets_check = if !unhealthy.is_empty() {
-            Check::fail(c, "alb.targets", format!("unhealthy targets: {}", unhealthy.join(", ")))
-                .hint("check the pods' readiness and the health check path")
-        } else if healthy != ready {
-            Check::fail(c, "alb.targets", format!("{healthy} healthy target(s) for {ready} Ready pod(s)"))
-                .hint("the controller registers Ready pods; check its logs and the TargetGroupBinding")
-        } else {
-            Check::pass(c, "alb.targets", format!("{healthy} healthy target(s), one per Ready pod"))
-        };
-        vec![lb_check, sticky, targets_check]
+        vec![lb_check, sticky, targets_check(state, &seen.ready_ips)]
     }
 }
 
@@ -253,10 +161,10 @@ impl Component for Alb {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
-        let (state, ready) = self.seen.as_ref().expect("observed");
-        let all_pass = Self::evaluate(state, *ready).iter().all(Check::passed);
+        let seen = self.seen.as_ref().expect("observed");
+        let all_pass = Self::evaluate(seen).iter().all(|c| c.result == Outcome::Pass);
         Ok(if env.options.wait && !all_pass {
-            vec![Action::wait("the ALB is active, its target groups sticky and its targets healthy")]
+            vec![Action::wait("the ALB is active, its target groups sticky and every Ready pod's target healthy")]
         } else {
             vec![]
         })
@@ -266,26 +174,27 @@ impl Component for Alb {
         if !env.options.wait {
             return Ok(());
         }
+        // Through `initial`: done when every check passes outright.
         let seen = wait::until(env, "the ALB", || async {
-            let (state, ready) = Self::look(env).await?;
-            let checks = Self::evaluate(&state, ready);
-            Ok(match checks.iter().find(|c| !c.passed()) {
-                None => Ok((state, ready)),
+            let seen = Self::look(env).await?;
+            let checks = Self::evaluate(&seen);
+            Ok(match checks.iter().find(|c| c.result != Outcome::Pass) {
+                None => Ok(seen),
                 Some(failing) => Err(failing.message.clone()),
             })
         })
         .await?;
         env.progress.done(&format!(
             "ALB {} is active, sticky, with {} healthy target(s)",
-            seen.0.load_balancers[0].name, seen.1
+            seen.state.load_balancers[0].name,
+            seen.ready_ips.len()
         ));
         self.seen = Some(seen);
         Ok(())
     }
 
     async fn checks(&self, _env: &Env) -> Vec<Check> {
-        let (state, ready) = self.seen.as_ref().expect("observed");
-        Self::evaluate(state, *ready)
+        Self::evaluate(self.seen.as_ref().expect("observed"))
     }
 
     fn removal(&self, _env: &Env) -> Result<Vec<Action>> {
@@ -294,5 +203,60 @@ impl Component for Alb {
 
     async fn remove(&mut self, _env: &Env, _record: &mut Recorder) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookups::alb::Target;
+
+    fn state(targets: &[(&str, &str)]) -> AlbState {
+        AlbState {
+            load_balancers: vec![],
+            target_groups: vec![TargetGroup {
+                targets: targets
+                    .iter()
+                    .map(|(id, s)| Target {
+                        id: id.to_string(),
+                        state: s.to_string(),
+                        reason: "Target.FailedHealthChecks".into(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn ips(ips: &[&str]) -> BTreeSet<String> {
+        ips.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_ready_pod_healthy_passes_and_draining_is_only_mentioned() {
+        let c = targets_check(
+            &state(&[("10.0.0.1", "healthy"), ("10.0.0.2", "healthy"), ("10.0.0.9", "draining")]),
+            &ips(&["10.0.0.1", "10.0.0.2"]),
+        );
+        assert_eq!(c.result, Outcome::Pass, "{}", c.message);
+        assert!(c.message.contains("1 draining"), "{}", c.message);
+    }
+
+    #[test]
+    fn initial_targets_are_a_warning_not_a_failure() {
+        let c =
+            targets_check(&state(&[("10.0.0.1", "healthy"), ("10.0.0.2", "initial")]), &ips(&["10.0.0.1", "10.0.0.2"]));
+        assert_eq!(c.result, Outcome::Warn, "{}", c.message);
+        assert!(c.message.contains("initial") && c.message.contains("10.0.0.2"), "{}", c.message);
+    }
+
+    #[test]
+    fn unhealthy_fails_with_the_reason_and_a_missing_target_fails() {
+        let c = targets_check(&state(&[("10.0.0.1", "unhealthy")]), &ips(&["10.0.0.1"]));
+        assert_eq!(c.result, Outcome::Fail);
+        assert!(c.message.contains("Target.FailedHealthChecks"), "{}", c.message);
+        let c = targets_check(&state(&[("10.0.0.1", "healthy")]), &ips(&["10.0.0.1", "10.0.0.3"]));
+        assert_eq!(c.result, Outcome::Fail);
+        assert!(c.message.contains("10.0.0.3"), "{}", c.message);
     }
 }

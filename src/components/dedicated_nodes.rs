@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, Taint as KubeTaint};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint as KubeTaint};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -26,6 +26,8 @@ pub struct DedicatedNodes {
     nodes: Vec<NodeState>,
     /// GraphQL pods: (pod, node).
     pods: Vec<(String, String)>,
+    /// Other pods on the dedicated nodes, DaemonSet pods aside: `namespace/pod on node`.
+    foreign: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,45 @@ impl DedicatedNodes {
             .iter()
             .filter(|n| if spec.names.is_empty() { n.has_label(spec) } else { spec.names.contains(&n.name) })
             .collect()
+    }
+
+    /// Pods on these nodes that are neither the release's nor a DaemonSet's
+    /// (those run on every node by design), listed node by node by the API server.
+    async fn foreign_pods(env: &Env, nodes: &[String]) -> Result<Vec<String>> {
+        let api: Api<Pod> = Api::all(env.kube().clone());
+        let lists = stream::iter(nodes.iter().cloned())
+            .map(|node| {
+                let api = api.clone();
+                async move {
+                    let params = ListParams::default()
+                        .fields(&format!("spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"));
+                    api.list(&params).await.context(format!("listing the pods on node {node}"))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut found: Vec<String> = lists
+            .into_iter()
+            .flat_map(|l| l.items)
+            .filter(|p| {
+                let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+                let instance = p.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/instance"));
+                let ours = ns == env.spec.namespace && instance == Some(&env.spec.release);
+                let daemon = p.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
+                !ours && !daemon && p.metadata.deletion_timestamp.is_none()
+            })
+            .map(|p| {
+                format!(
+                    "{}/{} on {}",
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default(),
+                    p.spec.and_then(|s| s.node_name).unwrap_or_default()
+                )
+            })
+            .collect();
+        found.sort();
+        Ok(found)
     }
 
     async fn patch_all(env: &Env, patches: Vec<(String, serde_json::Value)>) -> Result<()> {
@@ -127,11 +168,13 @@ impl Component for DedicatedNodes {
             })
             .collect();
         if env.options.mode == crate::spec::Mode::Status {
-            self.pods = super::graphql_release::graphql_pods(env)
+            self.pods = crate::lookups::graphql_pods(env)
                 .await?
                 .into_iter()
                 .map(|p| (p.metadata.name.unwrap_or_default(), p.spec.and_then(|s| s.node_name).unwrap_or_default()))
                 .collect();
+            let targets: Vec<String> = self.targets(spec).iter().map(|n| n.name.clone()).collect();
+            self.foreign = Self::foreign_pods(env, &targets).await?;
         }
         Ok(())
     }
@@ -268,7 +311,17 @@ impl Component for DedicatedNodes {
             )
             .hint("add dedicated nodes, or check the pod anti-affinity")
         };
-        vec![dedicated, placement, spread]
+        let foreign = if self.foreign.is_empty() {
+            Check::pass(c, "nodes.foreign-pods", "no other workload runs on the dedicated nodes (DaemonSets aside)")
+        } else {
+            Check::warn(
+                c,
+                "nodes.foreign-pods",
+                format!("pods of other workloads on the dedicated nodes: {}", self.foreign.join(", ")),
+            )
+            .hint("they were scheduled before the taint, or tolerate it: delete them so they are scheduled elsewhere (or restart their Deployment), and drop any toleration of the taint")
+        };
+        vec![dedicated, placement, spread, foreign]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {

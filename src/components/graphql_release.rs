@@ -5,55 +5,18 @@
 //! stuck on the controller's finalizer instead of hanging.
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::component::{Action, Category, Check, Component, Verb};
 use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
-use crate::pins::INGRESS_FINALIZER;
+use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
 use crate::record::{Owned, Recorder};
 use crate::values;
 use crate::wait;
-
-use super::alb;
-
-/// The chart's name for its Deployment, Service and Ingress.
-pub fn fullname(release: &str) -> String {
-    let name =
-        if release.contains("scalardb-graphql") { release.to_string() } else { format!("{release}-scalardb-graphql") };
-    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
-}
-
-pub fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The release's pods, without those being deleted.
-pub async fn graphql_pods(env: &Env) -> Result<Vec<Pod>> {
-    let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-    Ok(api
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
-        .await
-        .context("listing the GraphQL pods")?
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect())
-}
-
-/// Whether the AWS Load Balancer Controller has an available replica.
-async fn controller_up(env: &Env) -> Result<bool> {
-    Ok(super::lb_controller::controller_deployments(env)
-        .await?
-        .into_iter()
-        .any(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0))
-}
 
 #[derive(Default)]
 pub struct GraphqlRelease {
@@ -66,6 +29,8 @@ struct Seen {
     values: Value,
     pods: usize,
     ready: usize,
+    /// The release's Ingress as the chart rendered it (read before it is deleted).
+    ingress: ReleaseIngress,
 }
 
 impl GraphqlRelease {
@@ -99,60 +64,76 @@ impl GraphqlRelease {
         env.record.graphql_release.as_ref().is_some_and(|o| o.created)
     }
 
-    /// Waits until the ALB the controller made for the Ingress is gone; with
-    /// no controller left to delete it, says so (and lists it) instead of waiting.
-    async fn wait_alb_gone(env: &Env) -> Result<()> {
-        let name = fullname(&env.spec.release);
+    /// Waits until the ALB the controller made for the Ingress is gone (in an
+    /// IngressGroup: this Ingress's target groups, and the ALB once no other
+    /// member is left); with no controller left to delete it, says so (and
+    /// lists it) instead of waiting.
+    async fn wait_alb_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
+        let cluster = lookups::tagging_cluster_name(env).await?;
+        let others = match ingress.group() {
+            Some(g) => lookups::group_members(env, g, ingress).await?,
+            None => vec![],
+        };
         wait::until(env, "the ALB and its target groups to be deleted", || async {
-            let now = alb::locate(env, &name).await?;
+            let mut now = lookups::alb::locate(env, ingress, &cluster).await?;
+            if !others.is_empty() {
+                now.load_balancers.clear(); // shared with the rest of the group: it stays
+            }
             if now.is_empty() {
                 return Ok(Ok(()));
             }
-            if controller_up(env).await? {
+            if lookups::controller_up(env).await? {
                 return Ok(Err(now.summary()));
             }
             let listed = now.load_balancer_arns().join(", ");
             if env.options.force_finalizers {
-                env.progress.warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
+                env.progress
+                    .warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
                 return Ok(Ok(()));
             }
             Err(Error::failed(format!(
-                "the ALB of Ingress {}/{name} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
-                env.spec.namespace
+                "the ALB of Ingress {} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
+                ingress.display()
             ))
-            .hint("install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers"))
+            .hint(
+                "install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers",
+            ))
         })
         .await
     }
 
     /// Waits until the release's Ingress is gone, explaining a stuck finalizer.
-    async fn wait_ingress_gone(env: &Env) -> Result<()> {
-        let name = fullname(&env.spec.release);
-        let ns = &env.spec.namespace;
+    async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
+        let (ns, name) = (&ingress.namespace, &ingress.name);
+        let finalizer = ingress.finalizer();
+        let cluster = lookups::tagging_cluster_name(env).await?;
         let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
         wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
-            let Some(ing) = ingresses.get_opt(&name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
+            let Some(ing) = ingresses.get_opt(name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
             let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
-            if ing.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == INGRESS_FINALIZER) {
+            if ing.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| *f == finalizer) {
                 return Ok(Err("still present".into()));
             }
-            if controller_up(env).await? {
+            if lookups::controller_up(env).await? {
                 return Ok(Err("the controller is removing its ALB".into()));
             }
-            let arns = alb::locate(env, &name).await?.load_balancer_arns();
+            let arns = lookups::alb::locate(env, ingress, &cluster).await?.load_balancer_arns();
             let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
             if !env.options.force_finalizers {
                 return Err(Error::failed(format!(
-                    "Ingress {ns}/{name} is stuck on finalizer {INGRESS_FINALIZER}: the AWS Load Balancer Controller is not running, so nothing deletes its ALB ({listed})"
+                    "Ingress {ns}/{name} is stuck on finalizer {finalizer}: the AWS Load Balancer Controller is not running, so nothing deletes its ALB ({listed})"
                 ))
                 .hint("install the controller again so it cleans up (kubectl scalardb-graphql install …), then re-run uninstall; or pass --force-finalizers to drop the finalizer and delete the ALB yourself"));
             }
-            env.progress.warn(&format!("removing finalizer {INGRESS_FINALIZER} from Ingress {ns}/{name}; its ALB may be left in AWS: {listed}"));
-            let rest: Vec<_> = finalizers.into_iter().filter(|f| f != INGRESS_FINALIZER).collect();
-            ingresses
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": rest}})))
-                .await
-                .context("removing the Ingress finalizer")?;
+            env.progress.warn(&format!("removing finalizer {finalizer} from Ingress {ns}/{name}; its ALB may be left in AWS: {listed}"));
+            let rest: Vec<_> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
+            let patch = json!({"metadata": {"finalizers": rest}});
+            if let Err(e) = ingresses.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                if let Some(refused) = crate::error::webhook_refusal(&e.to_string()) {
+                    return Err(refused);
+                }
+                return Err(e).context("removing the Ingress finalizer");
+            }
             Ok(Err("finalizer removed".into()))
         })
         .await
@@ -177,7 +158,8 @@ impl Component for GraphqlRelease {
             None => Value::Null,
         };
         let (pods, ready) = Self::pods(env).await?;
-        self.seen = Some(Seen { release, values, pods, ready });
+        let ingress = lookups::release_ingress(env, &Self::desired_values(env)).await?;
+        self.seen = Some(Seen { release, values, pods, ready, ingress });
         Ok(())
     }
 
@@ -281,21 +263,17 @@ impl Component for GraphqlRelease {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.namespace, env.spec.release);
+        let ingress = &seen.ingress;
         Ok(if seen.release.is_none() {
-            vec![Action::wait(format!(
-                "Ingress {}/{} and its ALB are gone",
-                env.spec.namespace,
-                fullname(&env.spec.release)
-            ))]
+            vec![Action::wait(format!("Ingress {} and its ALB are gone", ingress.display()))]
         } else if !self.created_by_us(env) {
             vec![Action::keep("helm", "release", target, "not installed by this tool")]
         } else {
             vec![
                 Action::helm(Verb::Delete, "uninstall", target),
                 Action::wait(format!(
-                    "Ingress {}/{} and its ALB are gone (while the controller still runs)",
-                    env.spec.namespace,
-                    fullname(&env.spec.release)
+                    "Ingress {} and its ALB are gone (while the controller still runs)",
+                    ingress.display()
                 )),
             ]
         })
@@ -310,20 +288,9 @@ impl Component for GraphqlRelease {
             env.ctx.helm()?.uninstall(&env.spec.release, &env.spec.namespace).await?;
             env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }
-        Self::wait_ingress_gone(env).await?;
-        Self::wait_alb_gone(env).await?;
+        let ingress = seen.ingress.clone();
+        Self::wait_ingress_gone(env, &ingress).await?;
+        Self::wait_alb_gone(env, &ingress).await?;
         record.update(|r| r.graphql_release = None).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fullname;
-
-    #[test]
-    fn fullname_follows_the_charts_helper() {
-        assert_eq!(fullname("scalardb-graphql"), "scalardb-graphql");
-        assert_eq!(fullname("my-release-scalardb-graphql"), "my-release-scalardb-graphql");
-        assert_eq!(fullname("prod"), "prod-scalardb-graphql");
     }
 }

@@ -4,18 +4,14 @@
 //! once the controller made the ALB. Owns nothing; install waits for the
 //! hostname.
 
-use async_trait::async_trait;
-use k8s_openapi::api::networking::v1::Ingress as KubeIngress;
-use kube::api::Api;
-
 use crate::component::{Action, Category, Check, Component};
 use crate::context::Env;
-use crate::error::{Context, Result};
+use crate::error::Result;
+use crate::lookups;
 use crate::pins::ANNOTATION_PREFIX;
 use crate::record::Recorder;
 use crate::wait;
-
-use super::graphql_release::fullname;
+use async_trait::async_trait;
 
 /// Target-group attribute keys ELBv2 accepts for an ALB's target groups.
 pub const TARGET_GROUP_ATTRIBUTES: &[&str] = &[
@@ -42,10 +38,14 @@ pub struct Ingress {
 
 #[derive(Clone, Default)]
 pub struct Seen {
+    /// `namespace/name` as the chart rendered it.
+    pub name: String,
     pub exists: bool,
     pub class: Option<String>,
     pub annotations: std::collections::BTreeMap<String, String>,
     pub hostname: Option<String>,
+    /// The controller's last Warning event on it, while it has no hostname.
+    pub last_warning: Option<String>,
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -102,12 +102,25 @@ pub fn stickiness_problem(value: Option<&str>) -> Option<String> {
 
 impl Ingress {
     pub async fn look(env: &Env) -> Result<Seen> {
-        let api: Api<KubeIngress> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-        let name = fullname(&env.spec.release);
-        let Some(ing) = api.get_opt(&name).await.context(format!("reading Ingress {name}"))? else {
-            return Ok(Seen::default());
+        let found = lookups::release_ingress(env, &env.options.user_values).await?;
+        let name = found.display();
+        let Some(ing) = found.ingress else {
+            return Ok(Seen { name, ..Default::default() });
+        };
+        let last_warning = if ing
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .is_some_and(|i| !i.is_empty())
+        {
+            None
+        } else {
+            lookups::last_warning(env, &found.namespace, "Ingress", &found.name).await?
         };
         Ok(Seen {
+            name,
+            last_warning,
             exists: true,
             class: ing.spec.as_ref().and_then(|s| s.ingress_class_name.clone()).or_else(|| {
                 ing.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
@@ -144,11 +157,7 @@ impl Component for Ingress {
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         Ok(if env.options.wait && seen.hostname.is_none() {
-            vec![Action::wait(format!(
-                "Ingress {}/{} has its ALB hostname",
-                env.spec.namespace,
-                fullname(&env.spec.release)
-            ))]
+            vec![Action::wait(format!("Ingress {} has its ALB hostname", seen.name))]
         } else {
             vec![]
         })
@@ -158,12 +167,15 @@ impl Component for Ingress {
         if !env.options.wait {
             return Ok(());
         }
-        let name = fullname(&env.spec.release);
+        let name = self.seen.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let seen = wait::until(env, &format!("Ingress {name} to get its ALB hostname"), || async {
             let now = Self::look(env).await?;
             Ok(match (&now.hostname, now.exists) {
                 (Some(_), _) => Ok(now),
-                (None, true) => Err("no hostname yet (the controller has not made the ALB)".into()),
+                (None, true) => Err(match &now.last_warning {
+                    Some(w) => format!("no hostname yet; the controller says: {w}"),
+                    None => "no hostname yet (the controller has not made the ALB)".into(),
+                }),
                 (None, false) => Err("no Ingress yet".into()),
             })
         })
@@ -173,10 +185,10 @@ impl Component for Ingress {
         Ok(())
     }
 
-    async fn checks(&self, env: &Env) -> Vec<Check> {
+    async fn checks(&self, _env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Ingress;
-        let name = format!("{}/{}", env.spec.namespace, fullname(&env.spec.release));
+        let name = &seen.name;
         if !seen.exists {
             return vec![
                 Check::fail(c, "ingress.class", format!("Ingress {name} does not exist"))
@@ -212,17 +224,19 @@ impl Component for Ingress {
         let stickiness = match stickiness_problem(attributes) {
             None => Check::pass(c, "ingress.stickiness", "target-group-attributes enable stickiness"),
             Some(problem) => Check::fail(c, "ingress.stickiness", format!("target-group-attributes: {problem}"))
-                .hint("use stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60 (re-run install)"),
+                .hint("use stickiness.enabled=true,stickiness.type=lb_cookie,stickiness.lb_cookie.duration_seconds=60 (re-run install)"),
         };
         let hostname = match &seen.hostname {
             Some(h) => Check::pass(c, "ingress.hostname", format!("hostname {h}")),
-            None => Check::fail(c, "ingress.hostname", "no ALB hostname: the controller has not made the ALB").hint(
-                format!(
-                    "kubectl -n {} describe ingress {} shows the controller's events",
-                    env.spec.namespace,
-                    fullname(&env.spec.release)
-                ),
-            ),
+            None => Check::fail(
+                c,
+                "ingress.hostname",
+                match &seen.last_warning {
+                    Some(w) => format!("no ALB hostname; the controller's last warning: {w}"),
+                    None => "no ALB hostname: the controller has not made the ALB".into(),
+                },
+            )
+            .hint(format!("kubectl describe ingress -n {} shows the controller's events", name.replace('/', " "))),
         };
         vec![class, target_type, stickiness, hostname]
     }

@@ -6,24 +6,21 @@
 //! `alb` remain (they need it to clean up their ALBs).
 
 use async_trait::async_trait;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams};
-use serde_json::Value;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
 
 use crate::component::{Action, Category, Check, Component, Verb};
 use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
+use crate::lookups::{self, CONTROLLER_SELECTOR};
 use crate::pins::LBC_WEBHOOK_SERVICE;
 use crate::record::{ControllerRecord, Recorder};
 use crate::values;
 use crate::wait;
-
-/// The label the chart puts on the controller's Deployment and pods.
-pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
 
 pub const CRDS: &[&str] = &["targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"];
 
@@ -39,6 +36,8 @@ struct Seen {
     deployments: Vec<(String, i32, i32)>,
     webhook_ready: usize,
     crds_missing: Vec<String>,
+    /// The `--cluster-name` the running controller tags its resources with.
+    cluster_name: Option<String>,
 }
 
 impl Seen {
@@ -58,37 +57,44 @@ impl Seen {
     }
 }
 
-/// The controller's Deployments (found by the chart's labels).
-pub async fn controller_deployments(env: &Env) -> Result<Vec<Deployment>> {
-    let api: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-    Ok(api
-        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-        .await
-        .context("listing the controller's Deployment")?
-        .items)
-}
-
-/// Ingresses of class `alb`, other than the one this release owns.
-pub async fn other_alb_ingresses(env: &Env) -> Result<Vec<String>> {
-    let api: Api<Ingress> = Api::all(env.kube().clone());
-    let ours = (env.spec.namespace.as_str(), super::graphql_release::fullname(&env.spec.release));
-    Ok(api
-        .list(&ListParams::default())
-        .await
-        .context("listing Ingresses")?
-        .into_iter()
-        .filter(|i| {
-            let class = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
-            let annotated = i.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
-            class.as_deref() == Some("alb") || annotated.as_deref() == Some("alb")
-        })
-        .map(|i| (i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
-        .filter(|(ns, name)| (ns.as_str(), name.as_str()) != (ours.0, ours.1.as_str()))
-        .map(|(ns, name)| format!("{ns}/{name}"))
-        .collect())
-}
-
 impl LbController {
+    /// Endpoints are not yet admission: waits until the controller's Ingress
+    /// webhook answers a server-side dry run (which persists nothing), so
+    /// that the GraphQL release is not refused half-way. A dry run refused
+    /// by RBAC cannot prove anything and is not waited on.
+    async fn wait_admission(env: &Env) -> Result<()> {
+        let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+        let probe: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "kubectl-scalardb-graphql-admission-check", "labels": crate::components::managed_labels()},
+            "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {"name": "admission-check", "port": {"number": 80}}}},
+        }))
+        .context("building the admission check")?;
+        let params = PostParams { dry_run: true, ..Default::default() };
+        wait::until(env, "the controller's webhooks to admit requests", || async {
+            Ok(match api.create(&params, &probe).await {
+                Ok(_) => Ok(()),
+                Err(e) => match crate::error::webhook_refusal(&e.to_string()) {
+                    Some(refused) => Err(refused.to_string()),
+                    None => {
+                        env.progress.warn(&format!("could not prove the controller's webhooks admit requests: {e}"));
+                        Ok(())
+                    }
+                },
+            })
+        })
+        .await
+    }
+
+    fn cluster_name_mismatch(seen: &Seen, env: &Env) -> Option<String> {
+        let name = seen.cluster_name.as_deref()?;
+        (name != env.facts.name).then(|| {
+            format!(
+                "the running controller has --cluster-name={name}, not the EKS cluster's name {}: it tags ALBs with {name} (they are found by it) and looks for subnets tagged kubernetes.io/cluster/{name}",
+                env.facts.name
+            )
+        })
+    }
+
     async fn look(env: &Env) -> Result<Seen> {
         let (release, values) = Self::release(env).await?;
         Self::runtime(env, release, values).await
@@ -113,8 +119,9 @@ impl LbController {
     /// The Deployment, the webhook's endpoints and the CRDs, with release facts already read.
     async fn runtime(env: &Env, release: Option<ReleaseMetadata>, values: Value) -> Result<Seen> {
         let lbc = &env.spec.lb_controller;
-        let deployments = controller_deployments(env)
-            .await?
+        let found = lookups::controller_deployments(env).await?;
+        let cluster_name = lookups::controller_cluster_name(&found);
+        let deployments = found
             .into_iter()
             .map(|d| {
                 let status = d.status.unwrap_or_default();
@@ -138,7 +145,7 @@ impl LbController {
                 crds_missing.push(name.to_string());
             }
         }
-        Ok(Seen { release, values, deployments, webhook_ready, crds_missing })
+        Ok(Seen { release, values, deployments, webhook_ready, crds_missing, cluster_name })
     }
 
     fn installed_by_us(env: &Env) -> bool {
@@ -283,6 +290,10 @@ impl Component for LbController {
             }
         })
         .await?;
+        Self::wait_admission(env).await?;
+        if let Some(warning) = Self::cluster_name_mismatch(&ready, env) {
+            env.progress.warn(&warning);
+        }
         self.seen = Some(ready);
         Ok(())
     }
@@ -347,7 +358,17 @@ impl Component for LbController {
             format!("CRDs missing: {}", seen.crds_missing.join(", ")),
         )
         .hint("re-run install (it applies the chart's CRDs)");
-        vec![release, deployment, webhook, crds]
+        let cluster_name = match (&seen.cluster_name, Self::cluster_name_mismatch(seen, env)) {
+            (None, _) => Check::skip(c, "lb-controller.cluster-name", "no controller Deployment to read --cluster-name from"),
+            (Some(_), Some(warning)) => Check::warn(c, "lb-controller.cluster-name", warning).hint(format!(
+                "set the controller's clusterName to {} (helm upgrade … --set clusterName={}) unless the name is meant to differ",
+                env.facts.name, env.facts.name
+            )),
+            (Some(name), None) => {
+                Check::pass(c, "lb-controller.cluster-name", format!("the controller runs with --cluster-name={name}"))
+            }
+        };
+        vec![release, deployment, webhook, crds, cluster_name]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {

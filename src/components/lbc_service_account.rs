@@ -17,8 +17,8 @@ use crate::pins::ROLE_ANNOTATION;
 use crate::record::{Owned, Recorder};
 
 use super::iam_role::IamRole;
-use super::lb_controller::CONTROLLER_SELECTOR;
 use super::{is_managed, managed_labels};
+use crate::lookups::{self, CONTROLLER_SELECTOR};
 
 #[derive(Default)]
 pub struct ControllerServiceAccount {
@@ -56,7 +56,7 @@ impl ControllerServiceAccount {
 
     async fn restart_controller(env: &Env) -> Result<()> {
         let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-        for d in super::lb_controller::controller_deployments(env).await? {
+        for d in lookups::controller_deployments(env).await? {
             let name = d.metadata.name.unwrap_or_default();
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {
                 "kubectl.kubernetes.io/restartedAt": jiff_now(),

@@ -16,6 +16,7 @@ pub mod oidc_provider;
 pub mod owned_secret;
 pub mod preflight;
 pub mod probe;
+pub mod readiness_gates;
 pub mod registry_secret;
 pub mod schema_load;
 pub mod subnet_tags;

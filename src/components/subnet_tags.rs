@@ -1,9 +1,10 @@
 //! Subnet tags for internal load balancers: the controller discovers the
 //! subnets of an internal ALB by `kubernetes.io/role/internal-elb`. Install
-//! tags the cluster VPC's private subnets (those without a route to an
-//! internet gateway), or those given with --subnets, and records only the
-//! tags it added; it refuses when fewer than two availability zones would
-//! remain, or a subnet is tagged for another cluster.
+//! tags the cluster's private subnets (those without a route to an internet
+//! gateway), or those given with --subnets, and records only the tags it
+//! added. It refuses when the controller's own subnet resolver would then
+//! not find two availability zones, or a subnet is tagged only for other
+//! clusters. Status reports what that resolver would pick.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,9 @@ use crate::error::{self, Context, Error, Result};
 use crate::pins::INTERNAL_ELB_TAG;
 use crate::record::{Recorder, SubnetTag};
 
+/// The controller skips subnets with fewer free addresses than this.
+pub const MIN_FREE_ADDRESSES: i32 = 8;
+
 #[derive(Default)]
 pub struct SubnetTags {
     seen: Option<Vec<Subnet>>,
@@ -27,6 +31,9 @@ pub struct Subnet {
     pub zone: String,
     pub vpc: String,
     pub private: bool,
+    /// Listed in the EKS cluster's VPC configuration.
+    pub in_cluster: bool,
+    pub free: i32,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -34,7 +41,7 @@ impl Subnet {
     fn has_role(&self) -> bool {
         matches!(self.tags.get(INTERNAL_ELB_TAG).map(String::as_str), Some("1") | Some(""))
     }
-    /// `kubernetes.io/cluster/<other>` tags: the controller skips such subnets.
+    /// `kubernetes.io/cluster/<other>` tags.
     fn other_clusters(&self, cluster: &str) -> Vec<String> {
         self.tags
             .keys()
@@ -43,32 +50,88 @@ impl Subnet {
             .map(str::to_string)
             .collect()
     }
+    fn tagged_for(&self, cluster: &str) -> bool {
+        self.tags.contains_key(&format!("kubernetes.io/cluster/{cluster}"))
+    }
+    /// Tagged for other clusters and not for this one: the controller skips it.
+    /// A subnet shared by several clusters' tags, this one's among them, is eligible.
+    fn foreign_only(&self, cluster: &str) -> bool {
+        !self.tagged_for(cluster) && !self.other_clusters(cluster).is_empty()
+    }
 }
 
-/// Which subnets install tags: the chosen ones, or the private ones.
+/// Which subnets install tags: the chosen ones, or the cluster's private ones.
 fn candidates<'a>(subnets: &'a [Subnet], chosen: &[String]) -> Vec<&'a Subnet> {
-    subnets.iter().filter(|s| if chosen.is_empty() { s.private } else { chosen.contains(&s.id) }).collect()
+    subnets
+        .iter()
+        .filter(|s| if chosen.is_empty() { s.in_cluster && s.private } else { chosen.contains(&s.id) })
+        .collect()
+}
+
+/// What the controller's subnet resolver makes of the VPC's subnets for an
+/// internal ALB: of those with the role tag (or about to get it), skip the
+/// ones tagged only for other clusters and those short of free addresses;
+/// then one per zone, this cluster's tag first, then the lowest id.
+#[derive(Debug, Default)]
+pub struct Resolution<'a> {
+    pub picked: Vec<&'a Subnet>,
+    pub skipped: Vec<String>,
+}
+
+impl Resolution<'_> {
+    pub fn zones(&self) -> usize {
+        self.picked.iter().map(|s| s.zone.as_str()).collect::<BTreeSet<_>>().len()
+    }
+    pub fn describe(&self) -> String {
+        self.picked.iter().map(|s| format!("{} ({}, {} free)", s.id, s.zone, s.free)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+pub fn resolve<'a>(subnets: &'a [Subnet], cluster: &str, to_be_tagged: &[&str]) -> Resolution<'a> {
+    let mut r = Resolution::default();
+    let mut by_zone: BTreeMap<&str, &Subnet> = BTreeMap::new();
+    for s in subnets.iter().filter(|s| s.has_role() || to_be_tagged.contains(&s.id.as_str())) {
+        if s.foreign_only(cluster) {
+            r.skipped.push(format!("{} (tagged only for cluster {})", s.id, s.other_clusters(cluster).join(", ")));
+            continue;
+        }
+        if s.free < MIN_FREE_ADDRESSES {
+            r.skipped.push(format!("{} ({} free addresses, fewer than {MIN_FREE_ADDRESSES})", s.id, s.free));
+            continue;
+        }
+        let better = |old: &Subnet| (!s.tagged_for(cluster), &s.id) < (!old.tagged_for(cluster), &old.id);
+        match by_zone.get(s.zone.as_str()) {
+            Some(old) if !better(old) => {}
+            _ => {
+                by_zone.insert(&s.zone, s);
+            }
+        }
+    }
+    r.picked = by_zone.into_values().collect();
+    r
 }
 
 /// Why tagging these subnets would not give a working internal ALB, if it would not.
-pub fn refusal(candidates: &[&Subnet], cluster: &str) -> Option<String> {
+pub fn refusal(all: &[Subnet], candidates: &[&Subnet], cluster: &str) -> Option<String> {
     let foreign: Vec<_> = candidates
         .iter()
-        .filter(|s| !s.other_clusters(cluster).is_empty())
-        .map(|s| format!("{} (tagged for cluster {})", s.id, s.other_clusters(cluster).join(", ")))
+        .filter(|s| s.foreign_only(cluster))
+        .map(|s| format!("{} (tagged only for cluster {})", s.id, s.other_clusters(cluster).join(", ")))
         .collect();
     if !foreign.is_empty() {
         return Some(format!(
-            "subnets tagged for another cluster, which the controller would skip: {}",
+            "subnets tagged only for other clusters, which the controller would skip: {}",
             foreign.join(", ")
         ));
     }
-    let zones: BTreeSet<_> = candidates.iter().map(|s| s.zone.as_str()).collect();
-    if zones.len() < 2 {
+    let ids: Vec<&str> = candidates.iter().map(|s| s.id.as_str()).collect();
+    let r = resolve(all, cluster, &ids);
+    if r.zones() < 2 {
         return Some(format!(
-            "an ALB needs subnets in at least two availability zones; these are in {}: {}",
-            zones.len(),
-            candidates.iter().map(|s| format!("{} ({})", s.id, s.zone)).collect::<Vec<_>>().join(", ")
+            "an ALB needs subnets in at least two availability zones; the controller would find {} ({}){}",
+            r.zones(),
+            if r.picked.is_empty() { "none".to_string() } else { r.describe() },
+            if r.skipped.is_empty() { String::new() } else { format!("; skipped: {}", r.skipped.join(", ")) }
         ));
     }
     None
@@ -92,22 +155,30 @@ impl Component for SubnetTags {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let ec2 = &env.aws().ec2;
-        let mut ids = env.facts.subnet_ids.clone();
-        for s in &env.spec.subnets {
-            if !ids.contains(s) {
-                ids.push(s.clone());
+        let vpc_filter = Filter::builder().name("vpc-id").values(&env.facts.vpc_id).build();
+        let mut described = vec![];
+        let mut pages = ec2.describe_subnets().filters(vpc_filter.clone()).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            described.extend(page.map_err(error::aws).context("describing the VPC's subnets")?.subnets().to_vec());
+        }
+        // --subnets outside the VPC are described too, to be refused by name.
+        let outside: Vec<String> = env
+            .spec
+            .subnets
+            .iter()
+            .filter(|id| !described.iter().any(|s| s.subnet_id() == Some(id)))
+            .cloned()
+            .collect();
+        if !outside.is_empty() {
+            let out = ec2.describe_subnets().set_subnet_ids(Some(outside)).send().await;
+            // A subnet that does not exist is reported by plan; nothing more to read here.
+            if let Ok(out) = out {
+                described.extend(out.subnets().to_vec());
             }
         }
-        let described = ec2
-            .describe_subnets()
-            .set_subnet_ids(Some(ids))
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("describing the cluster's subnets")?;
         let tables = ec2
             .describe_route_tables()
-            .filters(Filter::builder().name("vpc-id").values(&env.facts.vpc_id).build())
+            .filters(vpc_filter)
             .send()
             .await
             .map_err(error::aws)
@@ -135,7 +206,6 @@ impl Component for SubnetTags {
             .collect();
         self.seen = Some(
             described
-                .subnets()
                 .iter()
                 .map(|s| {
                     let id = s.subnet_id().unwrap_or_default().to_string();
@@ -144,6 +214,8 @@ impl Component for SubnetTags {
                         zone: s.availability_zone().unwrap_or_default().to_string(),
                         vpc: s.vpc_id().unwrap_or_default().to_string(),
                         private: !public,
+                        in_cluster: env.facts.subnet_ids.contains(&id),
+                        free: s.available_ip_address_count().unwrap_or(0),
                         tags: s
                             .tags()
                             .iter()
@@ -172,7 +244,7 @@ impl Component for SubnetTags {
             )));
         }
         let chosen = candidates(subnets, &env.spec.subnets);
-        if let Some(why) = refusal(&chosen, &env.facts.name) {
+        if let Some(why) = refusal(subnets, &chosen, &env.facts.name) {
             return Err(Error::prerequisite(format!("cannot prepare subnets for an internal ALB: {why}"))
                 .hint("choose subnets in two or more zones with --subnets"));
         }
@@ -221,15 +293,20 @@ impl Component for SubnetTags {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let subnets = self.seen.as_deref().expect("observed");
         let c = Category::Subnets;
+        let cluster = &env.facts.name;
         let chosen = candidates(subnets, &env.spec.subnets);
-        let tagged: Vec<_> =
-            chosen.iter().filter(|s| s.has_role() && s.other_clusters(&env.facts.name).is_empty()).copied().collect();
-        let zones: BTreeSet<_> = tagged.iter().map(|s| s.zone.as_str()).collect();
+        let resolved = resolve(subnets, cluster, &[]);
         let untagged: Vec<_> = chosen.iter().filter(|s| !s.has_role()).map(|s| s.id.as_str()).collect();
-        let role = if zones.len() < 2 {
+        let skipped = if resolved.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped: {}", resolved.skipped.join(", "))
+        };
+        let role = if resolved.zones() < 2 {
             Check::fail(c, "subnets.internal-elb", format!(
-                "{} subnet(s) carry {INTERNAL_ELB_TAG} in {} zone(s); an internal ALB needs two or more{}",
-                tagged.len(), zones.len(),
+                "the controller would find subnets in {} zone(s) for an internal ALB ({}){skipped}; it needs two or more{}",
+                resolved.zones(),
+                if resolved.picked.is_empty() { "none".to_string() } else { resolved.describe() },
                 if untagged.is_empty() { String::new() } else { format!(" (untagged: {})", untagged.join(", ")) }
             ))
             .hint("re-run install to tag the private subnets, or tag them: aws ec2 create-tags --tags Key=kubernetes.io/role/internal-elb,Value=1")
@@ -238,9 +315,8 @@ impl Component for SubnetTags {
                 c,
                 "subnets.internal-elb",
                 format!(
-                    "{} subnet(s) tagged in {} zones; not tagged: {}",
-                    tagged.len(),
-                    zones.len(),
+                    "the controller would pick {}{skipped}; not tagged: {}",
+                    resolved.describe(),
                     untagged.join(", ")
                 ),
             )
@@ -248,19 +324,29 @@ impl Component for SubnetTags {
             Check::pass(
                 c,
                 "subnets.internal-elb",
-                format!("{} private subnet(s) in {} zones carry {INTERNAL_ELB_TAG}", tagged.len(), zones.len()),
+                format!("the controller would pick {} in {} zones{skipped}", resolved.describe(), resolved.zones()),
             )
         };
-        let foreign: Vec<_> =
-            chosen.iter().filter(|s| !s.other_clusters(&env.facts.name).is_empty()).map(|s| s.id.as_str()).collect();
+        let foreign: Vec<_> = chosen.iter().filter(|s| s.foreign_only(cluster)).map(|s| s.id.as_str()).collect();
+        let shared: Vec<_> = chosen
+            .iter()
+            .filter(|s| s.tagged_for(cluster) && !s.other_clusters(cluster).is_empty())
+            .map(|s| format!("{} (also {})", s.id, s.other_clusters(cluster).join(", ")))
+            .collect();
         let foreign = Check::expect(
             c,
             "subnets.cluster-tag",
             foreign.is_empty(),
-            "no subnet is tagged for another cluster",
-            format!("subnets tagged for another cluster (the controller skips them): {}", foreign.join(", ")),
+            if shared.is_empty() {
+                "no subnet is tagged only for another cluster".to_string()
+            } else {
+                format!("shared subnets carry this cluster's tag too: {}", shared.join(", "))
+            },
+            format!("subnets tagged only for other clusters (the controller skips them): {}", foreign.join(", ")),
         )
-        .hint("remove the other cluster's kubernetes.io/cluster/<name> tag, or choose other subnets");
+        .hint(format!(
+            "tag them for this cluster too (kubernetes.io/cluster/{cluster}=shared), or choose other subnets"
+        ));
         vec![role, foreign]
     }
 
@@ -324,6 +410,8 @@ mod tests {
             zone: zone.into(),
             vpc: "vpc-1".into(),
             private,
+            in_cluster: true,
+            free: 250,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
@@ -333,24 +421,53 @@ mod tests {
         let s = [subnet("a", "z1", true, &[]), subnet("b", "z2", true, &[]), subnet("c", "z1", false, &[])];
         let c = candidates(&s, &[]);
         assert_eq!(c.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(refusal(&c, "prod"), None);
+        assert_eq!(refusal(&s, &c, "prod"), None);
     }
 
     #[test]
     fn one_zone_is_refused_with_the_reason() {
         let s = [subnet("a", "z1", true, &[]), subnet("b", "z1", true, &[])];
-        let why = refusal(&candidates(&s, &[]), "prod").unwrap();
+        let why = refusal(&s, &candidates(&s, &[]), "prod").unwrap();
         assert!(why.contains("two availability zones"), "{why}");
     }
 
     #[test]
-    fn a_subnet_of_another_cluster_is_refused() {
+    fn a_subnet_only_of_another_cluster_is_refused_a_shared_one_is_not() {
         let s = [
             subnet("a", "z1", true, &[("kubernetes.io/cluster/other", "owned")]),
             subnet("b", "z2", true, &[("kubernetes.io/cluster/prod", "shared")]),
         ];
-        let why = refusal(&candidates(&s, &[]), "prod").unwrap();
-        assert!(why.contains("a (tagged for cluster other)"), "{why}");
+        let why = refusal(&s, &candidates(&s, &[]), "prod").unwrap();
+        assert!(why.contains("a (tagged only for cluster other)"), "{why}");
+        let s = [
+            subnet(
+                "a",
+                "z1",
+                true,
+                &[("kubernetes.io/cluster/other", "shared"), ("kubernetes.io/cluster/prod", "shared")],
+            ),
+            subnet("b", "z2", true, &[]),
+        ];
+        assert_eq!(refusal(&s, &candidates(&s, &[]), "prod"), None);
+    }
+
+    #[test]
+    fn the_resolver_picks_one_per_zone_this_clusters_tag_first_then_the_lowest_id() {
+        let role = (INTERNAL_ELB_TAG, "1");
+        let mut short = subnet("subnet-0", "z2", true, &[role]);
+        short.free = 7;
+        let s = [
+            subnet("subnet-3", "z1", true, &[role]),
+            subnet("subnet-2", "z1", true, &[role]),
+            subnet("subnet-9", "z2", true, &[role, ("kubernetes.io/cluster/prod", "owned")]),
+            subnet("subnet-5", "z2", true, &[role]),
+            short,
+            subnet("subnet-1", "z3", true, &[role, ("kubernetes.io/cluster/other", "owned")]),
+        ];
+        let r = resolve(&s, "prod", &[]);
+        assert_eq!(r.picked.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["subnet-2", "subnet-9"]);
+        assert!(r.skipped.iter().any(|x| x.starts_with("subnet-0 (7 free")), "{:?}", r.skipped);
+        assert!(r.skipped.iter().any(|x| x.starts_with("subnet-1 (tagged only")), "{:?}", r.skipped);
     }
 
     #[test]

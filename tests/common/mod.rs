@@ -228,7 +228,9 @@ impl Rig {
             let ours = agent.starts_with("kubectl-scalardb-graphql")
                 || agent.starts_with("Helm/")
                 || agent.starts_with("helm/");
-            if ours && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
+            // A server-side dry run persists nothing (the plugin uses one to prove admission).
+            let dry_run = e["requestURI"].as_str().is_some_and(|u| u.contains("dryRun=All"));
+            if ours && !dry_run && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
                 found.push(format!("{verb} {} ({agent})", e["requestURI"].as_str().unwrap_or_default()));
             }
         }
@@ -431,4 +433,13 @@ pub fn snapshot_diff(want: &Value, got: &Value) -> Vec<String> {
     let mut out = vec![];
     walk("", want, got, &mut out);
     out
+}
+
+/// Makes a pod stop answering the ALB's health checks, as a hung server
+/// would: its containers no longer ready (the rig's health checks follow
+/// the pod's ContainersReady condition), while the pod itself stays Ready.
+pub fn fail_health_checks(rig: &Rig, namespace: &str, pod: &str) {
+    let patch = serde_json::json!({"status": {"conditions": [
+        {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}});
+    rig.kubectl_ok(&["-n", namespace, "patch", "pod", pod, "--subresource=status", "-p", &patch.to_string()]);
 }

@@ -1,0 +1,189 @@
+//! The ALB the controller made for an Ingress, found by the controller's own
+//! tags (`elbv2.k8s.aws/cluster` with the controller's cluster name,
+//! `ingress.k8s.aws/stack` with the Ingress or its group), not by parsing
+//! the hostname. In an IngressGroup the ALB is shared: the target groups of
+//! this Ingress are told apart by their `ingress.k8s.aws/resource` tag.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_elasticloadbalancingv2::Client as Elb;
+
+use crate::context::Env;
+use crate::error::{self, Context, Result};
+
+use super::ReleaseIngress;
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadBalancer {
+    pub arn: String,
+    pub name: String,
+    pub state: String,
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Target {
+    pub id: String,
+    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`.
+    pub state: String,
+    /// ELBv2's reason code and description, when not healthy.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlbState {
+    pub load_balancers: Vec<LoadBalancer>,
+    pub target_groups: Vec<TargetGroup>,
+}
+
+impl AlbState {
+    pub fn is_empty(&self) -> bool {
+        self.load_balancers.is_empty() && self.target_groups.is_empty()
+    }
+    pub fn load_balancer_arns(&self) -> Vec<String> {
+        self.load_balancers.iter().map(|l| l.arn.clone()).collect()
+    }
+    pub fn summary(&self) -> String {
+        format!("{} load balancer(s), {} target group(s) left", self.load_balancers.len(), self.target_groups.len())
+    }
+}
+
+/// Tags of each resource (by ARN) that carries this cluster's and stack's tags.
+async fn tagged(
+    elb: &Elb,
+    arns: Vec<String>,
+    cluster: &str,
+    stack: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let mut found = BTreeMap::new();
+    for chunk in arns.chunks(20) {
+        let out = elb
+            .describe_tags()
+            .set_resource_arns(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading ELBv2 tags")?;
+        for d in out.tag_descriptions() {
+            let tags: BTreeMap<String, String> = d
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .collect();
+            if tags.get("elbv2.k8s.aws/cluster").map(String::as_str) == Some(cluster)
+                && tags.get("ingress.k8s.aws/stack").map(String::as_str) == Some(stack)
+            {
+                found.insert(d.resource_arn().unwrap_or_default().to_string(), tags);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Which ALB and target groups exist for the Ingress, without their
+/// details: enough to wait for them to be gone. `cluster` is the name the
+/// controller tags with.
+pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+    let elb = &env.aws().elb;
+    let stack = ingress.stack();
+    let mut all_lbs = vec![];
+    let mut pages = elb.describe_load_balancers().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        all_lbs.extend(page.map_err(error::aws).context("listing load balancers")?.load_balancers().to_vec());
+    }
+    let ours = tagged(
+        elb,
+        all_lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect(),
+        cluster,
+        &stack,
+    )
+    .await?;
+    let load_balancers = all_lbs
+        .iter()
+        .filter(|l| l.load_balancer_arn().is_some_and(|a| ours.contains_key(a)))
+        .map(|l| LoadBalancer {
+            arn: l.load_balancer_arn().unwrap_or_default().into(),
+            name: l.load_balancer_name().unwrap_or_default().into(),
+            state: l.state().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
+            scheme: l.scheme().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        })
+        .collect();
+    let mut all_tgs = vec![];
+    let mut pages = elb.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
+    }
+    let ours =
+        tagged(elb, all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(), cluster, &stack)
+            .await?;
+    // `<namespace>/<ingress>-<service>:<port>`: this Ingress's own, also inside a group.
+    let own_prefix = format!("{}-", ingress.display());
+    let target_groups = all_tgs
+        .iter()
+        .filter(|t| {
+            t.target_group_arn()
+                .and_then(|a| ours.get(a))
+                .is_some_and(|tags| tags.get("ingress.k8s.aws/resource").is_none_or(|r| r.starts_with(&own_prefix)))
+        })
+        .map(|tg| TargetGroup {
+            arn: tg.target_group_arn().unwrap_or_default().to_string(),
+            name: tg.target_group_name().unwrap_or_default().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    Ok(AlbState { load_balancers, target_groups })
+}
+
+/// The ALB and target groups with each target group's attributes and target health.
+pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+    let mut state = locate(env, ingress, cluster).await?;
+    let elb = &env.aws().elb;
+    for tg in &mut state.target_groups {
+        tg.attributes = elb
+            .describe_target_group_attributes()
+            .target_group_arn(&tg.arn)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading target group attributes")?
+            .attributes()
+            .iter()
+            .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
+            .collect();
+        tg.targets = elb
+            .describe_target_health()
+            .target_group_arn(&tg.arn)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading target health")?
+            .target_health_descriptions()
+            .iter()
+            .map(|h| {
+                let health = h.target_health();
+                let reason = [
+                    health.and_then(|t| t.reason()).map(|r| r.as_str().to_string()),
+                    health.and_then(|t| t.description()).map(str::to_string),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+                Target {
+                    id: h.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                    state: health.and_then(|t| t.state()).map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    reason,
+                }
+            })
+            .collect();
+    }
+    Ok(state)
+}

@@ -1,0 +1,246 @@
+//! Reads that several components share, below the components: the GraphQL
+//! pods, the controller's Deployment and the cluster name it really runs
+//! with, the release's Ingress under the name the chart rendered, and (in
+//! `alb`) the ALB the controller made for it, found by the controller's tags.
+
+pub mod alb;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, ObjectMeta};
+use serde_json::Value;
+
+use crate::context::Env;
+use crate::error::{Context, Result};
+use crate::pins::{ANNOTATION_PREFIX, GRAPHQL_CHART, INGRESS_FINALIZER};
+
+/// The label the controller's chart puts on its Deployment and pods.
+pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
+
+/// The readiness gates the controller's webhook injects are named with this prefix.
+pub const READINESS_GATE_PREFIX: &str = "target-health.elbv2.k8s.aws/";
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn pod_ip(p: &Pod) -> Option<&str> {
+    p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+}
+
+/// The release's pods, without those being deleted.
+pub async fn graphql_pods(env: &Env) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+    Ok(api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
+        .await
+        .context("listing the GraphQL pods")?
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// The controller's Deployments (found by the chart's labels).
+pub async fn controller_deployments(env: &Env) -> Result<Vec<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
+    Ok(api
+        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+        .await
+        .context("listing the controller's Deployment")?
+        .items)
+}
+
+/// Whether the controller has an available replica.
+pub fn controller_available(deployments: &[Deployment]) -> bool {
+    deployments.iter().any(|d| d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) > 0)
+}
+
+pub async fn controller_up(env: &Env) -> Result<bool> {
+    Ok(controller_available(&controller_deployments(env).await?))
+}
+
+/// The `--cluster-name` the controller runs with: it tags what it creates
+/// with that name, whatever the EKS cluster is called.
+pub fn controller_cluster_name(deployments: &[Deployment]) -> Option<String> {
+    deployments.iter().find_map(|d| {
+        let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
+        containers.iter().find_map(|c| {
+            let args = c.args.as_deref().unwrap_or_default();
+            args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--cluster-name") {
+                Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
+                Some("") => args.get(i + 1).cloned(),
+                _ => None,
+            })
+        })
+    })
+}
+
+/// The name the controller tags this cluster's load balancers with: the
+/// running controller's own, else the EKS cluster's.
+pub async fn tagging_cluster_name(env: &Env) -> Result<String> {
+    Ok(controller_cluster_name(&controller_deployments(env).await?).unwrap_or_else(|| env.facts.name.clone()))
+}
+
+/// The chart's full name, as its helper computes it from the release name
+/// and the values: only for messages before the release exists.
+pub fn chart_fullname(release: &str, values: &Value) -> String {
+    let trim = |s: &str| s.chars().take(63).collect::<String>().trim_end_matches('-').to_string();
+    if let Some(full) = values["fullnameOverride"].as_str().filter(|s| !s.is_empty()) {
+        return trim(full);
+    }
+    let name = values["nameOverride"].as_str().filter(|s| !s.is_empty()).unwrap_or(GRAPHQL_CHART);
+    if release.contains(name) { trim(release) } else { trim(&format!("{release}-{name}")) }
+}
+
+/// The release's Ingress: found by the release annotations helm puts on
+/// every object it creates, so `nameOverride`/`fullnameOverride` are honoured.
+#[derive(Debug, Clone)]
+pub struct ReleaseIngress {
+    pub namespace: String,
+    /// The rendered name, or the chart's computed one while there is no Ingress.
+    pub name: String,
+    pub ingress: Option<Ingress>,
+}
+
+impl ReleaseIngress {
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.ingress.as_ref()?.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    }
+    /// The IngressGroup it belongs to, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.annotation(&format!("{ANNOTATION_PREFIX}group.name")).filter(|g| !g.is_empty())
+    }
+    /// The controller's stack: the group, else `namespace/name`.
+    pub fn stack(&self) -> String {
+        self.group().map(str::to_string).unwrap_or_else(|| format!("{}/{}", self.namespace, self.name))
+    }
+    /// The finalizer the controller puts on it.
+    pub fn finalizer(&self) -> String {
+        match self.group() {
+            Some(g) => format!("group.ingress.k8s.aws/{g}"),
+            None => INGRESS_FINALIZER.to_string(),
+        }
+    }
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Whether helm's release annotations name this release.
+pub fn released_by(meta: &ObjectMeta, release: &str, namespace: &str) -> bool {
+    let a = meta.annotations.as_ref();
+    a.and_then(|a| a.get("meta.helm.sh/release-name")).map(String::as_str) == Some(release)
+        && a.and_then(|a| a.get("meta.helm.sh/release-namespace")).map(String::as_str) == Some(namespace)
+}
+
+/// The release's Ingress in the release namespace; `values` names it while it does not exist.
+pub async fn release_ingress(env: &Env, values: &Value) -> Result<ReleaseIngress> {
+    let ns = &env.spec.namespace;
+    let api: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
+    let found = api
+        .list(&ListParams::default())
+        .await
+        .context(format!("listing Ingresses in {ns}"))?
+        .into_iter()
+        .find(|i| released_by(&i.metadata, &env.spec.release, ns));
+    Ok(ReleaseIngress {
+        namespace: ns.clone(),
+        name: found
+            .as_ref()
+            .and_then(|i| i.metadata.name.clone())
+            .unwrap_or_else(|| chart_fullname(&env.spec.release, values)),
+        ingress: found,
+    })
+}
+
+/// The newest Warning event on an object, as `Reason: message`.
+pub async fn last_warning(env: &Env, namespace: &str, kind: &str, name: &str) -> Result<Option<String>> {
+    let api: Api<Event> = Api::namespaced(env.kube().clone(), namespace);
+    let fields = format!("involvedObject.kind={kind},involvedObject.name={name},type=Warning");
+    let events =
+        api.list(&ListParams::default().fields(&fields)).await.context(format!("reading events of {kind} {name}"))?;
+    Ok(events
+        .items
+        .into_iter()
+        .max_by_key(|e| {
+            e.last_timestamp.clone().or(e.first_timestamp.clone()).map(|t| t.0).or(e.event_time.clone().map(|t| t.0))
+        })
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())))
+}
+
+/// Other members of an IngressGroup than `ours`, in any namespace.
+pub async fn group_members(env: &Env, group: &str, ours: &ReleaseIngress) -> Result<Vec<String>> {
+    let api: Api<Ingress> = Api::all(env.kube().clone());
+    let key = format!("{ANNOTATION_PREFIX}group.name");
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .context("listing Ingresses")?
+        .into_iter()
+        .filter(|i| i.metadata.annotations.as_ref().and_then(|a| a.get(&key)).map(String::as_str) == Some(group))
+        .map(|i| format!("{}/{}", i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
+        .filter(|n| *n != ours.display())
+        .collect())
+}
+
+/// Ingresses of class `alb`, other than `ours`.
+pub async fn other_alb_ingresses(env: &Env, ours: &str) -> Result<Vec<String>> {
+    let api: Api<Ingress> = Api::all(env.kube().clone());
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .context("listing Ingresses")?
+        .into_iter()
+        .filter(|i| {
+            let class = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
+            let annotated = i.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
+            class.as_deref() == Some("alb") || annotated.as_deref() == Some("alb")
+        })
+        .map(|i| format!("{}/{}", i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
+        .filter(|n| n != ours)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fullname_follows_the_charts_helper() {
+        assert_eq!(chart_fullname("scalardb-graphql", &json!({})), "scalardb-graphql");
+        assert_eq!(chart_fullname("my-release-scalardb-graphql", &json!({})), "my-release-scalardb-graphql");
+        assert_eq!(chart_fullname("prod", &json!(null)), "prod-scalardb-graphql");
+        assert_eq!(chart_fullname("prod", &json!({"nameOverride": "gql"})), "prod-gql");
+        assert_eq!(chart_fullname("prod", &json!({"fullnameOverride": "api"})), "api");
+    }
+
+    #[test]
+    fn the_controllers_cluster_name_comes_from_its_arguments() {
+        let d = |args: &[&str]| -> Deployment {
+            serde_json::from_value(json!({"spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "c", "args": args}]}}}}))
+            .unwrap()
+        };
+        assert_eq!(controller_cluster_name(&[d(&["--cluster-name=blue", "--x"])]).as_deref(), Some("blue"));
+        assert_eq!(controller_cluster_name(&[d(&["--cluster-name", "green"])]).as_deref(), Some("green"));
+        assert_eq!(controller_cluster_name(&[d(&["--ingress-class=alb"])]), None);
+    }
+
+    #[test]
+    fn a_group_is_the_stack_and_names_the_finalizer() {
+        let ing: Ingress = serde_json::from_value(json!({"metadata": {"name": "api", "namespace": "prod",
+            "annotations": {"alb.ingress.kubernetes.io/group.name": "shared"}}}))
+        .unwrap();
+        let mut r = ReleaseIngress { namespace: "prod".into(), name: "api".into(), ingress: Some(ing) };
+        assert_eq!(r.stack(), "shared");
+        assert_eq!(r.finalizer(), "group.ingress.k8s.aws/shared");
+        r.ingress = None;
+        assert_eq!(r.stack(), "prod/api");
+        assert_eq!(r.finalizer(), "ingress.k8s.aws/resources");
+    }
+}
