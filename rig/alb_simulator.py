@@ -1,63 +1,143 @@
-"""Plays the AWS Load Balancer Controller toward Ingresses of class `alb`.
+"""Plays the AWS Load Balancer Controller (v3.5.0) toward Ingresses of class `alb`.
 
-Nothing fills `status.loadBalancer` in the rig, so this process does, the way
-the real controller does on EKS, against the rig's kube-apiserver and moto:
+Nothing fills `status.loadBalancer` in the rig, so this process does, the
+way the real controller does on EKS, against the rig's kube-apiserver and
+the rig's AWS account:
 
-- only while the controller's Deployment in kube-system has available
-  replicas (without it, a deleted Ingress stays stuck on its finalizer, as
-  on EKS);
-- subnets discovered by `kubernetes.io/role/internal-elb` (or `/elb` for
-  internet-facing) in the cluster's VPC, skipping those tagged for another
-  cluster, at least two availability zones or no load balancer;
-- an ALB and one target group per backend, tagged `elbv2.k8s.aws/cluster`,
-  `ingress.k8s.aws/stack` and `ingress.k8s.aws/resource`; the
-  `target-group-attributes` annotation applied when it changes (an unknown
-  key is refused, as ELBv2 refuses it); the Service's ready endpoints
-  registered as `ip` targets; a TargetGroupBinding per target group; the
-  Ingress hostname set to the ALB's DNS name; the finalizer
-  `ingress.k8s.aws/resources`;
-- on deletion, all of that removed, then the finalizer.
+- only while the controller's Deployment in kube-system has an available
+  replica (without it, a deleted Ingress stays stuck on its finalizer, as
+  on EKS). Its container arguments are the controller's configuration:
+  `--cluster-name` names the cluster in tags, subnet discovery and resource
+  names, `--ingress-class` the class it serves, `--aws-vpc-id` its VPC;
+- an Ingress is served when its IngressClass has the controller
+  `ingress.k8s.aws/alb` or its `kubernetes.io/ingress.class` annotation
+  names the controller's class;
+- Ingresses are reconciled by IngressGroup: `alb.ingress.kubernetes.io/
+  group.name: G` puts an Ingress in group G (stack tag `G`, finalizer
+  `group.ingress.k8s.aws/G`, ALB `k8s-<G, 17>-<hash>`), any other Ingress
+  is a group of its own (stack `<ns>/<name>`, finalizer
+  `ingress.k8s.aws/resources`, ALB `k8s-<ns, 8>-<name, 8>-<hash>`); one ALB
+  per group, one target group per member Ingress and backend
+  (`k8s-<ns, 8>-<svc, 8>-<hash>`), names and hashes computed from the same
+  inputs as the controller's model builder;
+- subnets discovered as the controller's resolver does: the role tag
+  (`kubernetes.io/role/internal-elb`, or `/elb` for internet-facing) with
+  value `1` or empty in the VPC, or when no subnet has it the subnets whose
+  routing matches the scheme; a subnet tagged `kubernetes.io/cluster/<x>`
+  only for other clusters is skipped, one tagged for this cluster is
+  eligible; fewer than 8 free addresses, skipped; one per zone (this
+  cluster's tag first, then the lowest id); an ALB needs two zones; an
+  existing ALB of the same scheme keeps its subnets;
+- deployed in the controller's order: target groups with their attributes
+  (only the annotation's, and only those that differ), the ALB, its
+  listener, TargetGroupBindings (named as their target group, in the
+  Service's namespace); then the Ingress hostname (the ALB's DNS name,
+  lower-cased) and the finalizer removed from Ingresses that left the
+  group. Any error stops the deploy there, leaves the status alone and
+  becomes a Warning event (FailedBuildModel, FailedDeployModel) with the
+  controller's wording; the next pass tries again. Resources no longer in
+  the model are deleted, the whole stack when the group has no member left;
+- TargetGroupBindings are reconciled on their own, as the controller's
+  TargetGroupBinding controller does: the Service's endpoints registered as
+  `ip` targets (ready endpoints, and not-ready ones whose pod has
+  ContainersReady on a Ready node and is not terminating), the others
+  deregistered; a pod with the readiness gate
+  `target-health.elbv2.k8s.aws/<binding>` gets that condition True once
+  its target is healthy, False with the target's reason before.
 
-Problems are reported as Events on the Ingress, as the real controller does.
+The rig has no network for the ALB's health checks: each pass this process
+tells the AWS server which pod addresses answer them, those of pods whose
+ContainersReady condition is True (see aws_server.py).
 
-usage: alb_simulator.py CLUSTER_NAME  (KUBECONFIG and the AWS_* variables set)
+Problems are reported as Events on the Ingress, as the real controller does;
+one group's trouble does not stop the others.
+
+usage: alb_simulator.py EKS_CLUSTER_NAME  (KUBECONFIG and the AWS_* variables set)
+The EKS cluster named here gives the VPC the controller runs in when its
+Deployment has no `--aws-vpc-id`: the real controller reads it from the
+instance metadata of its node, which the rig does not have.
 """
 
 import hashlib
 import json
+import os
+import re
 import sys
 import time
 import traceback
+import urllib.request
 
 import boto3
+from botocore.exceptions import ClientError
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-FINALIZER = "ingress.k8s.aws/resources"
 PREFIX = "alb.ingress.kubernetes.io/"
+IMPLICIT_FINALIZER = "ingress.k8s.aws/resources"
+GROUP_FINALIZER_PREFIX = "group.ingress.k8s.aws/"
+CONTROLLER = "ingress.k8s.aws/alb"
 TGB_GROUP, TGB_VERSION, TGB_PLURAL = "elbv2.k8s.aws", "v1beta1", "targetgroupbindings"
-KNOWN_TG_ATTRIBUTES = {
-    "deregistration_delay.timeout_seconds", "slow_start.duration_seconds",
-    "load_balancing.algorithm.type", "load_balancing.algorithm.anomaly_mitigation",
-    "load_balancing.cross_zone.enabled", "stickiness.enabled", "stickiness.type",
-    "stickiness.lb_cookie.duration_seconds", "stickiness.app_cookie.cookie_name",
-    "stickiness.app_cookie.duration_seconds", "target_group_health.dns_failover.minimum_healthy_targets.count",
-}
+READINESS_GATE_PREFIX = "target-health.elbv2.k8s.aws/"
+MIN_FREE_ADDRESSES = 8
+# The controller's target group defaults: HTTP/HTTP1, checks every 15 s, 2 to pass, 2 to fail.
+HEALTH_CHECK = {"HealthCheckProtocol": "HTTP", "HealthCheckPort": "traffic-port", "HealthCheckIntervalSeconds": 15,
+                "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 2,
+                "Matcher": {"HttpCode": "200"}}
 
 
-def short_hash(text):
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+class BuildError(Exception):
+    """The model cannot be built (FailedBuildModel)."""
 
 
-def aws_name(*parts):
-    """k8s-<ns>-<name>-<hash>, within ELBv2's 32 characters."""
-    return "k8s-" + "-".join(p[:8].strip("-") for p in parts[:-1]) + "-" + short_hash(parts[-1])
+def sanitized(text):
+    return re.sub(r"[^A-Za-z0-9]", "", text)
+
+
+def sha256_hex(*parts):
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def deploy_error(e):
+    """A ClientError worded as the controller (AWS SDK for Go v2) reports it."""
+    err, meta = e.response.get("Error", {}), e.response.get("ResponseMetadata", {})
+    return (f"operation error Elastic Load Balancing v2: {e.operation_name}, https response error StatusCode: "
+            f"{meta.get('HTTPStatusCode', 400)}, RequestID: {meta.get('RequestId', '')}, "
+            f"api error {err.get('Code')}: {err.get('Message')}")
+
+
+def condition(obj, kind):
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+class Group:
+    """An IngressGroup: its id (namespace "" for an explicit group), members and inactive members."""
+
+    def __init__(self, namespace, name):
+        self.namespace, self.name = namespace, name
+        self.members, self.inactive = [], []
+
+    @property
+    def explicit(self):
+        return self.namespace == ""
+
+    @property
+    def stack(self):
+        return self.name if self.explicit else f"{self.namespace}/{self.name}"
+
+    @property
+    def finalizer(self):
+        return GROUP_FINALIZER_PREFIX + self.name if self.explicit else IMPLICIT_FINALIZER
+
+    def holds_finalizer(self, ing):
+        if self.finalizer not in (ing.metadata.finalizers or []):
+            return False
+        return self.explicit or (ing.metadata.namespace, ing.metadata.name) == (self.namespace, self.name)
 
 
 class Simulator:
-    def __init__(self, cluster_name):
+    def __init__(self, eks_cluster):
         config.load_kube_config()
-        self.cluster = cluster_name
+        self.eks_cluster = eks_cluster
         self.core = client.CoreV1Api()
         self.apps = client.AppsV1Api()
         self.net = client.NetworkingV1Api()
@@ -66,21 +146,34 @@ class Simulator:
         self.elb = boto3.client("elbv2")
         self.ec2 = boto3.client("ec2")
         self.eks = boto3.client("eks")
-        self.applied_attributes = {}
+        self.aws_url = os.environ["AWS_ENDPOINT_URL"]
         self.last_event = {}
 
-    # --- the controller's own health -------------------------------------------------
-    def controller_available(self):
+    # --- the controller's own configuration ------------------------------------------------
+    def controller_flags(self):
+        """The flags of an available controller Deployment, or None when none is available."""
         deployments = self.apps.list_namespaced_deployment(
             "kube-system", label_selector="app.kubernetes.io/name=aws-load-balancer-controller").items
-        return any((d.status.available_replicas or 0) > 0 for d in deployments)
+        for d in deployments:
+            if (d.status.available_replicas or 0) == 0:
+                continue
+            flags = {}
+            for container in d.spec.template.spec.containers:
+                for arg in container.args or []:
+                    key, _, value = arg.partition("=")
+                    flags[key.lstrip("-")] = value
+            if flags.get("cluster-name"):
+                return flags
+        return None
 
-    # --- events ----------------------------------------------------------------------
+    # --- events ----------------------------------------------------------------------------
     def event(self, ing, reason, message, kind="Warning"):
         key = (ing.metadata.namespace, ing.metadata.name)
-        if self.last_event.get(key) == (reason, message):
+        # A retried AWS call fails with a new request id: the same problem, one event.
+        seen = (reason, re.sub(r"RequestID: [^,]*", "", message))
+        if self.last_event.get(key) == seen:
             return
-        self.last_event[key] = (reason, message)
+        self.last_event[key] = seen
         self.core.create_namespaced_event(ing.metadata.namespace, client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{ing.metadata.name}."),
             involved_object=client.V1ObjectReference(
@@ -90,43 +183,118 @@ class Simulator:
             source=client.V1EventSource(component="ingress"),
             first_timestamp=None, event_time=None))
 
-    # --- AWS lookups by the controller's tags ---------------------------------------------
-    def tagged(self, arns, key, value):
+    # --- which Ingresses, in which groups ----------------------------------------------------
+    def served(self, ing, alb_classes, flags):
+        annotations = ing.metadata.annotations or {}
+        results = []
+        if "kubernetes.io/ingress.class" in annotations:
+            results.append(annotations["kubernetes.io/ingress.class"] == (flags.get("ingress-class") or "alb"))
+        if ing.spec.ingress_class_name:
+            results.append(ing.spec.ingress_class_name in alb_classes)
+        return results[0] if results else flags.get("ingress-class", "alb") == ""
+
+    @staticmethod
+    def group_id(ing):
+        name = (ing.metadata.annotations or {}).get(PREFIX + "group.name")
+        return ("", name) if name else (ing.metadata.namespace, ing.metadata.name)
+
+    def load_groups(self, flags):
+        ingresses = self.net.list_ingress_for_all_namespaces().items
+        alb_classes = {c.metadata.name for c in self.net.list_ingress_class().items if c.spec.controller == CONTROLLER}
+        groups = {}
+        for ing in ingresses:
+            if self.served(ing, alb_classes, flags):
+                groups.setdefault(self.group_id(ing), Group(*self.group_id(ing)))
+            for f in ing.metadata.finalizers or []:
+                if f == IMPLICIT_FINALIZER:
+                    groups.setdefault((ing.metadata.namespace, ing.metadata.name),
+                                      Group(ing.metadata.namespace, ing.metadata.name))
+                elif f.startswith(GROUP_FINALIZER_PREFIX):
+                    name = f[len(GROUP_FINALIZER_PREFIX):]
+                    groups.setdefault(("", name), Group("", name))
+        for (namespace, name), group in groups.items():
+            for ing in ingresses:
+                member = (self.served(ing, alb_classes, flags) and self.group_id(ing) == (namespace, name)
+                          and not ing.metadata.deletion_timestamp)
+                if member:
+                    group.members.append(ing)
+                elif group.holds_finalizer(ing):
+                    group.inactive.append(ing)
+            group.members.sort(key=lambda i: f"{i.metadata.namespace}/{i.metadata.name}")
+        return groups.values()
+
+    # --- AWS lookups by the controller's tags ---------------------------------------------------
+    def tagged(self, arns, cluster, stack):
         found = []
         for i in range(0, len(arns), 20):
             for desc in self.elb.describe_tags(ResourceArns=arns[i:i + 20])["TagDescriptions"]:
                 tags = {t["Key"]: t["Value"] for t in desc["Tags"]}
-                if tags.get(key) == value and tags.get("elbv2.k8s.aws/cluster") == self.cluster:
+                if tags.get("elbv2.k8s.aws/cluster") == cluster and tags.get("ingress.k8s.aws/stack") == stack:
                     found.append((desc["ResourceArn"], tags))
         return found
 
-    def stack_load_balancers(self, stack):
-        arns = [lb["LoadBalancerArn"] for lb in self.elb.describe_load_balancers()["LoadBalancers"]]
-        return [arn for arn, _ in self.tagged(arns, "ingress.k8s.aws/stack", stack)]
+    def stack_load_balancers(self, cluster, stack):
+        lbs = {lb["LoadBalancerArn"]: lb for lb in self.elb.describe_load_balancers()["LoadBalancers"]}
+        return [lbs[arn] for arn, _ in self.tagged(list(lbs), cluster, stack)]
 
-    def stack_target_groups(self, stack):
-        arns = [tg["TargetGroupArn"] for tg in self.elb.describe_target_groups()["TargetGroups"]]
-        return self.tagged(arns, "ingress.k8s.aws/stack", stack)
+    def stack_target_groups(self, cluster, stack):
+        """resource id -> target group of the stack."""
+        tgs = {tg["TargetGroupArn"]: tg for tg in self.elb.describe_target_groups()["TargetGroups"]}
+        return {tags.get("ingress.k8s.aws/resource"): tgs[arn] for arn, tags in self.tagged(list(tgs), cluster, stack)}
 
-    def cluster_vpc(self):
-        return self.eks.describe_cluster(name=self.cluster)["cluster"]["resourcesVpcConfig"]["vpcId"]
+    def vpc(self, flags):
+        return flags.get("aws-vpc-id") or \
+            self.eks.describe_cluster(name=self.eks_cluster)["cluster"]["resourcesVpcConfig"]["vpcId"]
 
-    def discover_subnets(self, vpc, scheme):
+    # --- subnets ------------------------------------------------------------------------------
+    def public(self, subnet_id, route_tables):
+        main = subnet_table = None
+        for rt in route_tables:
+            for assoc in rt.get("Associations", []):
+                if assoc.get("Main"):
+                    main = rt
+                if assoc.get("SubnetId") == subnet_id:
+                    subnet_table = rt
+        table = subnet_table or main or {}
+        return any((r.get("GatewayId") or "").startswith("igw") for r in table.get("Routes", []))
+
+    def discover_subnets(self, vpc, scheme, cluster):
         role = "kubernetes.io/role/internal-elb" if scheme == "internal" else "kubernetes.io/role/elb"
+        in_vpc = self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        tags = {s["SubnetId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])} for s in in_vpc}
+        candidates = [s for s in in_vpc if tags[s["SubnetId"]].get(role) in ("", "1")]
+        if not candidates:
+            route_tables = self.ec2.describe_route_tables(
+                Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]
+            candidates = [s for s in in_vpc
+                          if self.public(s["SubnetId"], route_tables) == (scheme == "internet-facing")]
+        ours = f"kubernetes.io/cluster/{cluster}"
+        eligible, other_cluster, few_addresses = [], 0, 0
+        for s in candidates:
+            cluster_tags = [k for k in tags[s["SubnetId"]] if k.startswith("kubernetes.io/cluster")]
+            if cluster_tags and ours not in cluster_tags:
+                other_cluster += 1
+            elif s["AvailableIpAddressCount"] < MIN_FREE_ADDRESSES:
+                few_addresses += 1
+            else:
+                eligible.append(s)
         by_zone = {}
-        for s in self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]:
-            tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
-            if tags.get(role) not in ("1", ""):
-                continue
-            others = [k for k in tags if k.startswith("kubernetes.io/cluster/")
-                      and k != f"kubernetes.io/cluster/{self.cluster}"]
-            if others:
-                continue
+        for s in sorted(eligible, key=lambda s: (ours not in tags[s["SubnetId"]], s["SubnetId"])):
             by_zone.setdefault(s["AvailabilityZone"], s["SubnetId"])
-        return sorted(by_zone.values())
+        chosen = sorted(by_zone.values())
+        if not chosen:
+            raise BuildError(
+                "couldn't auto-discover subnets: unable to resolve at least one subnet. Evaluated "
+                f"{len(candidates)} subnets: {other_cluster} are tagged for other clusters, and "
+                f"{few_addresses} have insufficient available IP addresses")
+        if len(chosen) < 2:
+            raise BuildError("couldn't auto-discover subnets: subnets count less than minimal required count: "
+                             f"{len(chosen)} < 2")
+        return chosen
 
-    # --- reconcile ---------------------------------------------------------------------
-    def backends(self, ing):
+    # --- the model ------------------------------------------------------------------------------
+    @staticmethod
+    def backends(ing):
         found = []
         if ing.spec.default_backend and ing.spec.default_backend.service:
             found.append(ing.spec.default_backend.service)
@@ -139,177 +307,316 @@ class Simulator:
             unique[(svc.name, svc.port.number or svc.port.name)] = svc
         return list(unique.values())
 
-    def ready_endpoints(self, ns, service, port):
-        svc = self.core.read_namespaced_service(service, ns)
-        target_port = next((p.target_port for p in svc.spec.ports
-                            if p.port == port or p.name == port), None)
-        ips = []
-        # Raw JSON: the client's model refuses a slice with no endpoints (a Service without pods).
-        raw = self.discovery.list_namespaced_endpoint_slice(
-            ns, label_selector=f"kubernetes.io/service-name={service}", _preload_content=False)
-        slices = json.loads(raw.data)["items"]
-        numeric_port = None
-        for sl in slices:
-            for p in sl.get("ports") or []:
-                if target_port in (p.get("port"), p.get("name")) or numeric_port is None:
-                    numeric_port = p.get("port")
-            for ep in sl.get("endpoints") or []:
-                if (ep.get("conditions") or {}).get("ready", True):
-                    ips.extend(ep["addresses"])
-        if numeric_port is None:
-            numeric_port = target_port if isinstance(target_port, int) else 8080
-        return sorted(set(ips)), numeric_port, svc.spec.type
-
-    def ensure_finalizer(self, ing):
-        finalizers = ing.metadata.finalizers or []
-        if FINALIZER not in finalizers:
-            self.net.patch_namespaced_ingress(ing.metadata.name, ing.metadata.namespace,
-                                              {"metadata": {"finalizers": finalizers + [FINALIZER]}})
-
-    def reconcile(self, ing):
-        ns, name = ing.metadata.namespace, ing.metadata.name
-        stack = f"{ns}/{name}"
-        annotations = ing.metadata.annotations or {}
-        self.ensure_finalizer(ing)
-        scheme = annotations.get(PREFIX + "scheme", "internal")
-        target_type = annotations.get(PREFIX + "target-type", "instance")
-        vpc = self.cluster_vpc()
-        subnets = self.discover_subnets(vpc, scheme)
-        if len(subnets) < 2:
-            return self.event(ing, "FailedBuildModel",
-                              "Failed build model due to couldn't auto-discover subnets: "
-                              f"unable to resolve at least two subnets in distinct AZs ({len(subnets)} match)")
-        base_tags = [{"Key": "elbv2.k8s.aws/cluster", "Value": self.cluster},
-                     {"Key": "ingress.k8s.aws/stack", "Value": stack}]
-        lbs = self.stack_load_balancers(stack)
-        if lbs:
-            lb = self.elb.describe_load_balancers(LoadBalancerArns=lbs[:1])["LoadBalancers"][0]
-        else:
-            lb = self.elb.create_load_balancer(
-                Name=aws_name(ns, name, stack), Subnets=subnets, Scheme=scheme, Type="application",
-                Tags=base_tags + [{"Key": "ingress.k8s.aws/resource", "Value": "LoadBalancer"}],
-            )["LoadBalancers"][0]
-        existing = {tags["ingress.k8s.aws/resource"]: arn for arn, tags in self.stack_target_groups(stack)}
-        first_tg = None
-        for backend in self.backends(ing):
-            port = backend.port.number or backend.port.name
-            resource = f"{stack}-{backend.name}:{port}"
-            ips, target_port, svc_type = self.ready_endpoints(ns, backend.name, port)
-            if target_type == "instance" and svc_type == "ClusterIP":
-                self.event(ing, "FailedBuildModel",
-                           f"Failed build model due to ingress: {stack}: service \"{backend.name}\" "
-                           "must be of type NodePort or LoadBalancer for target-type instance")
+    @staticmethod
+    def string_map(annotations, suffix):
+        raw = annotations.get(PREFIX + suffix)
+        if raw is None:
+            return {}
+        parsed = {}
+        for pair in (p.strip() for p in raw.split(",")):
+            if not pair:
                 continue
-            tg_arn = existing.get(resource)
-            if tg_arn is None:
-                tg_arn = self.elb.create_target_group(
-                    Name=aws_name(ns, backend.name, resource), Protocol="HTTP", Port=target_port,
-                    VpcId=vpc, TargetType=target_type,
-                    HealthCheckPath=annotations.get(PREFIX + "healthcheck-path", "/"),
-                    Tags=base_tags + [{"Key": "ingress.k8s.aws/resource", "Value": resource}],
-                )["TargetGroups"][0]["TargetGroupArn"]
-                # A new target group (identifiers repeat after a rig reset): nothing applied yet.
-                self.applied_attributes.pop(tg_arn, None)
-            first_tg = first_tg or tg_arn
-            self.apply_attributes(ing, tg_arn, annotations.get(PREFIX + "target-group-attributes", ""))
-            self.sync_targets(tg_arn, ips, target_port)
-            self.ensure_binding(ns, aws_name(ns, backend.name, resource), tg_arn, backend.name, port, stack)
-        if first_tg and not self.elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
-            self.elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
-                                     DefaultActions=[{"Type": "forward", "TargetGroupArn": first_tg}])
-        current = (ing.status.load_balancer.ingress or []) if ing.status and ing.status.load_balancer else []
-        if [i.hostname for i in current] != [lb["DNSName"]]:
-            self.net.patch_namespaced_ingress_status(
-                name, ns, {"status": {"loadBalancer": {"ingress": [{"hostname": lb["DNSName"]}]}}})
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise BuildError(f"failed to parse stringMap annotation, {PREFIX}{suffix}: {raw}")
+            parsed[key.strip()] = value.strip()
+        return parsed
+
+    def build_target_group(self, group, ing, backend, cluster):
+        ns = ing.metadata.namespace
+        port = backend.port.number or backend.port.name
+        try:
+            svc = self.core.read_namespaced_service(backend.name, ns)
+        except ApiException as e:
+            if e.status == 404:
+                raise BuildError(f"ingress: {ns}/{ing.metadata.name}: services \"{backend.name}\" not found")
+            raise
+        svc_port = next((p for p in svc.spec.ports if p.port == port or p.name == port), None)
+        if svc_port is None:
+            raise BuildError(f"unable to find port {port} on service {ns}/{backend.name}")
+        # The Service's annotations win over the Ingress's.
+        annotations = {**(ing.metadata.annotations or {}), **(svc.metadata.annotations or {})}
+        target_type = annotations.get(PREFIX + "target-type", "instance")
+        if target_type not in ("instance", "ip"):
+            raise BuildError(f"unknown targetType: {target_type}")
+        if target_type == "instance" and svc.spec.type not in ("NodePort", "LoadBalancer"):
+            raise BuildError(f"ingress: {ns}/{ing.metadata.name}: service \"{backend.name}\" must be of type "
+                             "NodePort or LoadBalancer for target-type instance")
+        if target_type == "instance":
+            tg_port = svc_port.node_port
+        else:
+            tg_port = svc_port.target_port if isinstance(svc_port.target_port, int) else 1
+        resource = f"{ns}/{ing.metadata.name}-{backend.name}:{port}"
+        uuid = sha256_hex(cluster, group.stack, ns, ing.metadata.name, svc.metadata.uid, str(port), str(tg_port),
+                          target_type, "HTTP", "HTTP1")
+        return {
+            "resource": resource,
+            "name": f"k8s-{sanitized(ns)[:8]}-{sanitized(backend.name)[:8]}-{uuid[:10]}",
+            "port": tg_port, "target_type": target_type, "service": backend.name, "service_port": port,
+            "namespace": ns, "health_check_path": annotations.get(PREFIX + "healthcheck-path", "/"),
+            "attributes": self.string_map(annotations, "target-group-attributes"),
+        }
+
+    def build_model(self, group, flags):
+        cluster = flags["cluster-name"]
+        model = {"target_groups": [], "load_balancer": None}
+        if not group.members:
+            return model
+        schemes = {(m.metadata.annotations or {}).get(PREFIX + "scheme") for m in group.members} - {None}
+        if len(schemes) > 1:
+            raise BuildError(f"conflicting scheme: {sorted(schemes)}")
+        scheme = schemes.pop() if schemes else "internal"
+        if scheme not in ("internal", "internet-facing"):
+            raise BuildError(f"unknown scheme: {scheme}")
+        for ing in group.members:
+            for backend in self.backends(ing):
+                model["target_groups"].append(self.build_target_group(group, ing, backend, cluster))
+        existing = self.stack_load_balancers(cluster, group.stack)
+        if existing and existing[0]["Scheme"] == scheme:
+            subnets = sorted(z["SubnetId"] for z in existing[0]["AvailabilityZones"])
+        else:
+            subnets = self.discover_subnets(self.vpc(flags), scheme, cluster)
+        uuid = sha256_hex(cluster, group.stack, scheme)
+        if group.explicit:
+            name = f"k8s-{sanitized(group.name)[:17]}-{uuid[:10]}"
+        else:
+            name = f"k8s-{sanitized(group.namespace)[:8]}-{sanitized(group.name)[:8]}-{uuid[:10]}"
+        model["load_balancer"] = {"name": name, "scheme": scheme, "subnets": subnets}
+        return model
+
+    # --- deploy ---------------------------------------------------------------------------------
+    def deploy(self, group, model, flags):
+        """Target groups, the ALB, its listener, the bindings; then whatever the model no longer has."""
+        cluster = flags["cluster-name"]
+        stack_tags = [{"Key": "elbv2.k8s.aws/cluster", "Value": cluster},
+                      {"Key": "ingress.k8s.aws/stack", "Value": group.stack}]
+        existing_tgs = self.stack_target_groups(cluster, group.stack)
+        arns = {}
+        for tg in model["target_groups"]:
+            found = existing_tgs.get(tg["resource"])
+            if found is None:
+                found = self.elb.create_target_group(
+                    Name=tg["name"], Protocol="HTTP", ProtocolVersion="HTTP1", Port=tg["port"],
+                    VpcId=self.vpc(flags), TargetType=tg["target_type"], HealthCheckEnabled=True,
+                    HealthCheckPath=tg["health_check_path"], **HEALTH_CHECK,
+                    Tags=stack_tags + [{"Key": "ingress.k8s.aws/resource", "Value": tg["resource"]}],
+                )["TargetGroups"][0]
+            arns[tg["resource"]] = found["TargetGroupArn"]
+            self.reconcile_attributes(found["TargetGroupArn"], tg["attributes"])
+        load_balancers = self.stack_load_balancers(cluster, group.stack)
+        lb = None
+        for existing in load_balancers:
+            if model["load_balancer"] and existing["Scheme"] == model["load_balancer"]["scheme"] and lb is None:
+                lb = existing
+            else:
+                self.delete_load_balancer(existing["LoadBalancerArn"])
+        if model["load_balancer"] and lb is None:
+            spec = model["load_balancer"]
+            lb = self.elb.create_load_balancer(
+                Name=spec["name"], Subnets=spec["subnets"], Scheme=spec["scheme"], Type="application",
+                Tags=stack_tags + [{"Key": "ingress.k8s.aws/resource", "Value": "LoadBalancer"}],
+            )["LoadBalancers"][0]
+        if lb and model["target_groups"]:
+            self.reconcile_listener(lb["LoadBalancerArn"], arns[model["target_groups"][0]["resource"]])
+        wanted_bindings = set()
+        for tg in model["target_groups"]:
+            self.ensure_binding(group, tg, arns[tg["resource"]])
+            wanted_bindings.add((tg["namespace"], tg["name"]))
+        for b in self.stack_bindings(group):
+            if (b["metadata"]["namespace"], b["metadata"]["name"]) not in wanted_bindings:
+                self.custom.delete_namespaced_custom_object(TGB_GROUP, TGB_VERSION, b["metadata"]["namespace"],
+                                                            TGB_PLURAL, b["metadata"]["name"])
+        for resource, tg in existing_tgs.items():
+            if resource not in arns:
+                self.elb.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
+        return lb
+
+    def reconcile_attributes(self, tg_arn, desired):
+        current = {a["Key"]: a["Value"] for a in
+                   self.elb.describe_target_group_attributes(TargetGroupArn=tg_arn)["Attributes"]}
+        changed = [{"Key": k, "Value": v} for k, v in desired.items() if current.get(k) != v]
+        if changed:
+            self.elb.modify_target_group_attributes(TargetGroupArn=tg_arn, Attributes=changed)
+
+    def reconcile_listener(self, lb_arn, tg_arn):
+        action = [{"Type": "forward", "TargetGroupArn": tg_arn}]
+        listeners = self.elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
+        if not listeners:
+            self.elb.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=80, DefaultActions=action)
+        elif listeners[0]["DefaultActions"][0].get("TargetGroupArn") != tg_arn:
+            self.elb.modify_listener(ListenerArn=listeners[0]["ListenerArn"], DefaultActions=action)
+
+    def delete_load_balancer(self, lb_arn):
+        for listener in self.elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]:
+            self.elb.delete_listener(ListenerArn=listener["ListenerArn"])
+        self.elb.delete_load_balancer(LoadBalancerArn=lb_arn)
+
+    @staticmethod
+    def stack_labels(group):
+        if group.explicit:
+            return {"ingress.k8s.aws/stack": group.name}
+        return {"ingress.k8s.aws/stack-namespace": group.namespace, "ingress.k8s.aws/stack-name": group.name}
+
+    def stack_bindings(self, group):
+        selector = ",".join(f"{k}={v}" for k, v in self.stack_labels(group).items())
+        return self.custom.list_cluster_custom_object(TGB_GROUP, TGB_VERSION, TGB_PLURAL,
+                                                      label_selector=selector)["items"]
+
+    def ensure_binding(self, group, tg, tg_arn):
+        spec = {"targetGroupARN": tg_arn, "targetType": tg["target_type"], "ipAddressType": "ipv4",
+                "serviceRef": {"name": tg["service"], "port": tg["service_port"]}}
+        try:
+            found = self.custom.get_namespaced_custom_object(TGB_GROUP, TGB_VERSION, tg["namespace"], TGB_PLURAL,
+                                                             tg["name"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            self.custom.create_namespaced_custom_object(TGB_GROUP, TGB_VERSION, tg["namespace"], TGB_PLURAL, {
+                "apiVersion": f"{TGB_GROUP}/{TGB_VERSION}", "kind": "TargetGroupBinding",
+                "metadata": {"name": tg["name"], "labels": self.stack_labels(group)}, "spec": spec})
+            return
+        if {k: found["spec"].get(k) for k in spec} != spec:
+            self.custom.patch_namespaced_custom_object(TGB_GROUP, TGB_VERSION, tg["namespace"], TGB_PLURAL,
+                                                       tg["name"], {"spec": spec})
+
+    # --- a group, end to end ------------------------------------------------------------------
+    def set_finalizers(self, ing, finalizers):
+        self.net.patch_namespaced_ingress(ing.metadata.name, ing.metadata.namespace,
+                                          {"metadata": {"finalizers": finalizers or None}})
+
+    def reconcile_group(self, group, flags):
+        for ing in group.members:
+            if group.finalizer not in (ing.metadata.finalizers or []):
+                self.set_finalizers(ing, (ing.metadata.finalizers or []) + [group.finalizer])
+        try:
+            model = self.build_model(group, flags)
+        except BuildError as e:
+            for ing in group.members:
+                self.event(ing, "FailedBuildModel", f"Failed build model due to {e}")
+            return
+        try:
+            lb = self.deploy(group, model, flags)
+        except ClientError as e:
+            for ing in group.members:
+                self.event(ing, "FailedDeployModel", f"Failed deploy model due to {deploy_error(e)}")
+            return
+        if lb:
+            hostname = lb["DNSName"].lower()
+            for ing in group.members:
+                current = (ing.status.load_balancer.ingress or []) if ing.status and ing.status.load_balancer else []
+                if [(i.hostname, i.ip) for i in current] != [(hostname, None)]:
+                    self.net.patch_namespaced_ingress_status(
+                        ing.metadata.name, ing.metadata.namespace,
+                        {"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})
+        for ing in group.inactive:
+            self.set_finalizers(ing, [f for f in ing.metadata.finalizers if f != group.finalizer])
+            self.last_event.pop((ing.metadata.namespace, ing.metadata.name), None)
+        for ing in group.members:
             self.event(ing, "SuccessfullyReconciled", "Successfully reconciled", kind="Normal")
 
-    def apply_attributes(self, ing, tg_arn, annotation):
-        if self.applied_attributes.get(tg_arn) == annotation:
-            return
-        pairs = [kv.split("=", 1) for kv in annotation.split(",") if kv.strip()]
-        unknown = [k.strip() for k, *_ in pairs if k.strip() not in KNOWN_TG_ATTRIBUTES]
-        if unknown or any(len(p) != 2 for p in pairs):
-            self.applied_attributes[tg_arn] = annotation
-            return self.event(ing, "FailedDeployModel",
-                              "Failed deploy model due to ValidationError: Target group attribute key "
-                              f"'{(unknown or [annotation])[0]}' is not recognized")
-        if pairs:
-            self.elb.modify_target_group_attributes(
-                TargetGroupArn=tg_arn, Attributes=[{"Key": k.strip(), "Value": v.strip()} for k, v in pairs])
-        self.applied_attributes[tg_arn] = annotation
+    # --- TargetGroupBindings -------------------------------------------------------------------
+    def pod_endpoints(self, namespace, service, port, pods, nodes):
+        """(ip, port, pod) of the endpoints the controller registers, as its endpoint resolver chooses them."""
+        svc = self.core.read_namespaced_service(service, namespace)
+        svc_port = next((p for p in svc.spec.ports if p.port == port or p.name == port), None)
+        if svc_port is None:
+            return []
+        # Raw JSON: the client's model refuses a slice with no endpoints (a Service without pods).
+        raw = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}", _preload_content=False)
+        found = []
+        for sl in json.loads(raw.data)["items"]:
+            for p in sl.get("ports") or []:
+                if svc_port.name and p.get("name") and p["name"] != svc_port.name:
+                    continue
+                for ep in sl.get("endpoints") or []:
+                    ref = ep.get("targetRef") or {}
+                    pod = pods.get((ref.get("namespace") or namespace, ref.get("name")))
+                    if not ep.get("addresses") or ref.get("kind") != "Pod" or pod is None:
+                        continue
+                    conditions = ep.get("conditions") or {}
+                    if conditions.get("ready", True):
+                        found.append((ep["addresses"][0], p["port"], pod))
+                        continue
+                    containers_ready = (condition(pod, "ContainersReady") or {}).get("status") == "True"
+                    node_ready = (condition(nodes.get(pod["spec"].get("nodeName"), {}), "Ready") or {}).get("status")
+                    if containers_ready and node_ready == "True" and not conditions.get("terminating"):
+                        found.append((ep["addresses"][0], p["port"], pod))
+        return found
 
-    def sync_targets(self, tg_arn, ips, port):
+    def reconcile_binding(self, tgb, pods, nodes):
+        ns, name, spec = tgb["metadata"]["namespace"], tgb["metadata"]["name"], tgb["spec"]
+        tg_arn = spec["targetGroupARN"]
+        endpoints = self.pod_endpoints(ns, spec["serviceRef"]["name"], spec["serviceRef"]["port"], pods, nodes)
         health = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
-        registered = {h["Target"]["Id"] for h in health}
-        add = [{"Id": ip, "Port": port} for ip in ips if ip not in registered]
+        registered = {h["Target"]["Id"] for h in health if h["TargetHealth"]["State"] != "draining"}
+        wanted = {ip for ip, _, _ in endpoints}
+        add = [{"Id": ip, "Port": port} for ip, port, _ in endpoints if ip not in registered]
         gone = [{"Id": h["Target"]["Id"], "Port": h["Target"]["Port"]} for h in health
-                if h["Target"]["Id"] not in ips]
+                if h["Target"]["Id"] in registered - wanted]
         if add:
             self.elb.register_targets(TargetGroupArn=tg_arn, Targets=add)
         if gone:
             self.elb.deregister_targets(TargetGroupArn=tg_arn, Targets=gone)
+        if add:
+            health = self.elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
+        by_ip = {h["Target"]["Id"]: h["TargetHealth"] for h in health}
+        gate = READINESS_GATE_PREFIX + name
+        for ip, _, pod in endpoints:
+            if any(g.get("conditionType") == gate for g in pod["spec"].get("readinessGates") or []):
+                self.set_gate(pod, gate, by_ip.get(ip) or {"State": "initial", "Reason": "Elb.RegistrationInProgress",
+                                                           "Description": "Target registration is in progress"})
 
-    def ensure_binding(self, ns, name, tg_arn, service, port, stack):
-        try:
-            self.custom.get_namespaced_custom_object(TGB_GROUP, TGB_VERSION, ns, TGB_PLURAL, name)
+    def set_gate(self, pod, gate, target_health):
+        status = "True" if target_health["State"] == "healthy" else "False"
+        reason, message = target_health.get("Reason") or "", target_health.get("Description") or ""
+        current = condition(pod, gate) or {}
+        if (current.get("status"), current.get("reason") or "", current.get("message") or "") == (status, reason,
+                                                                                                  message):
             return
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        self.custom.create_namespaced_custom_object(TGB_GROUP, TGB_VERSION, ns, TGB_PLURAL, {
-            "apiVersion": f"{TGB_GROUP}/{TGB_VERSION}", "kind": "TargetGroupBinding",
-            "metadata": {"name": name, "labels": {"ingress.k8s.aws/stack-namespace": ns,
-                                                  "ingress.k8s.aws/stack-name": stack.split("/", 1)[1]}},
-            "spec": {"targetGroupARN": tg_arn, "targetType": "ip",
-                     "serviceRef": {"name": service, "port": port}},
-        })
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], {
+            "status": {"conditions": [{"type": gate, "status": status, "reason": reason, "message": message,
+                                       "lastProbeTime": None, "lastTransitionTime": now}]}})
 
-    # --- teardown ----------------------------------------------------------------------
-    def teardown(self, ing):
-        ns, name = ing.metadata.namespace, ing.metadata.name
-        stack = f"{ns}/{name}"
-        try:
-            bindings = self.custom.list_namespaced_custom_object(
-                TGB_GROUP, TGB_VERSION, ns, TGB_PLURAL,
-                label_selector=f"ingress.k8s.aws/stack-name={name}")["items"]
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            bindings = []
-        for b in bindings:
-            self.custom.delete_namespaced_custom_object(TGB_GROUP, TGB_VERSION, ns, TGB_PLURAL,
-                                                        b["metadata"]["name"])
-        for lb_arn in self.stack_load_balancers(stack):
-            for listener in self.elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]:
-                self.elb.delete_listener(ListenerArn=listener["ListenerArn"])
-            self.elb.delete_load_balancer(LoadBalancerArn=lb_arn)
-        for tg_arn, _ in self.stack_target_groups(stack):
-            self.elb.delete_target_group(TargetGroupArn=tg_arn)
-            self.applied_attributes.pop(tg_arn, None)
-        finalizers = [f for f in (ing.metadata.finalizers or []) if f != FINALIZER]
-        self.net.patch_namespaced_ingress(name, ns, {"metadata": {"finalizers": finalizers or None}})
-        self.last_event.pop((ns, name), None)
-
-    # --- loop --------------------------------------------------------------------------
-    def tick(self):
-        if not self.controller_available():
-            return
-        for ing in self.net.list_ingress_for_all_namespaces().items:
-            annotations = ing.metadata.annotations or {}
-            is_alb = (ing.spec.ingress_class_name == "alb"
-                      or annotations.get("kubernetes.io/ingress.class") == "alb")
-            ours = FINALIZER in (ing.metadata.finalizers or [])
+    def reconcile_bindings(self, pods, nodes):
+        for tgb in self.custom.list_cluster_custom_object(TGB_GROUP, TGB_VERSION, TGB_PLURAL)["items"]:
             try:
-                if ing.metadata.deletion_timestamp or (ours and not is_alb):
-                    if ours:
-                        self.teardown(ing)
-                elif is_alb:
-                    self.reconcile(ing)
+                self.reconcile_binding(tgb, pods, nodes)
             except ApiException as e:
                 if e.status not in (404, 409):
                     traceback.print_exc()
-            except Exception:  # one Ingress's trouble must not stop the others
+            except ClientError as e:
+                if e.response["Error"]["Code"] != "TargetGroupNotFound":
+                    traceback.print_exc()
+
+    # --- the ALB's health checks ---------------------------------------------------------------
+    def report_health_checks(self, pods):
+        answering = [p["status"]["podIP"] for p in pods.values()
+                     if (p.get("status") or {}).get("podIP")
+                     and (condition(p, "ContainersReady") or {}).get("status") == "True"]
+        urllib.request.urlopen(urllib.request.Request(
+            f"{self.aws_url}/rig/health-checks", data=json.dumps({"answering": answering}).encode(),
+            headers={"Content-Type": "application/json"}), timeout=10).read()
+
+    # --- loop ---------------------------------------------------------------------------------
+    def tick(self):
+        raw_pods = json.loads(self.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+        pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in raw_pods}
+        self.report_health_checks(pods)
+        flags = self.controller_flags()
+        if flags is None:
+            return
+        for group in self.load_groups(flags):
+            try:
+                self.reconcile_group(group, flags)
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    traceback.print_exc()
+            except Exception:  # one group's trouble must not stop the others
                 traceback.print_exc()
+        raw_nodes = json.loads(self.core.list_node(_preload_content=False).data)["items"]
+        self.reconcile_bindings(pods, {n["metadata"]["name"]: n for n in raw_nodes})
 
 
 def main():

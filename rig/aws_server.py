@@ -13,17 +13,46 @@ balancers, the cluster's `resourcesVpcConfig` listing all four. The
 cluster's endpoint and certificate authority are set to the rig's own
 kube-apiserver, so "this kube context is that EKS cluster" holds.
 
+ELBv2 is made to behave as ELBv2 does where moto is lenient:
+
+- target health over time: a registered target is `initial`
+  (Elb.RegistrationInProgress, then Elb.InitialHealthChecking) until it has
+  passed the target group's healthy threshold of health checks, then
+  `healthy`; it becomes `unhealthy` (Target.FailedHealthChecks) after the
+  unhealthy threshold of failed checks. Checks run every
+  HEALTH_CHECK_INTERVAL seconds whatever the target group says (the rig's
+  time scale). A deregistered target is `draining`
+  (Target.DeregistrationInProgress) for the target group's
+  `deregistration_delay.timeout_seconds`, at most MAX_DRAIN_SECONDS on the
+  rig, and then disappears from DescribeTargetHealth.
+- which targets pass a health check: those whose address answers it. There
+  is no network to probe on the rig, so the ALB simulator, which sees the
+  pods, reports the addresses that answer with `POST /rig/health-checks`
+  (`{"answering": [ip, ...]}`); any other address fails its checks.
+- ModifyTargetGroupAttributes refuses, atomically, an attribute key an
+  HTTP target group does not have (ValidationError "... is not recognized"),
+  one it has only on other load balancer types (InvalidConfigurationRequest)
+  and a value outside the attribute's documented range or set.
+- an internal load balancer's DNS name starts with `internal-`.
+
+`POST /rig/reset` clears the health state too.
+
 usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE
 """
 
 import base64
+import hashlib
+import json
 import os
 import sys
 import threading
+import time
 
 import boto3
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.elbv2.exceptions import InvalidConfigurationRequest, ValidationError
+from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
 from moto.moto_api._internal import mock_random, moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -31,6 +60,207 @@ from werkzeug.wrappers import Response
 
 REGION = "us-east-1"
 ZONES = ["us-east-1a", "us-east-1b"]
+HEALTH_CHECK_INTERVAL = 1.5
+MAX_DRAIN_SECONDS = 20
+
+
+# --- target health over time ---------------------------------------------------------------
+class TargetHealth:
+    """The health of every registered or draining target, advanced by a checker thread."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.targets = {}  # (target group ARN, target id) -> state
+        self.answering = set()
+
+    def reset(self):
+        with self.lock:
+            self.targets.clear()
+            self.answering.clear()
+
+    def report(self, answering):
+        with self.lock:
+            self.answering = set(answering)
+
+    def registered(self, tg_arn, target):
+        with self.lock:
+            current = self.targets.get((tg_arn, target["Id"]))
+            if current is None or current["state"] == "draining":
+                self.targets[(tg_arn, target["Id"])] = {
+                    "state": "initial", "passes": 0, "fails": 0, "checks": 0,
+                    "next_check": time.monotonic() + HEALTH_CHECK_INTERVAL}
+
+    def deregistered(self, tg_arn, target, delay_seconds):
+        with self.lock:
+            self.targets[(tg_arn, target["Id"])] = {
+                "state": "draining", "target": target,
+                "until": time.monotonic() + min(delay_seconds, MAX_DRAIN_SECONDS)}
+
+    def draining(self, tg_arn):
+        with self.lock:
+            return [t["target"] for (arn, _), t in self.targets.items()
+                    if arn == tg_arn and t["state"] == "draining"]
+
+    def describe(self, tg_arn, target_id):
+        """(state, reason, description) of a target this tracks, else None."""
+        with self.lock:
+            t = self.targets.get((tg_arn, target_id))
+            if t is None:
+                return None
+            if t["state"] == "initial" and t["checks"] == 0:
+                return "initial", "Elb.RegistrationInProgress", "Target registration is in progress"
+            return {
+                "initial": ("initial", "Elb.InitialHealthChecking", "Initial health checks in progress"),
+                "healthy": ("healthy", None, None),
+                "unhealthy": ("unhealthy", "Target.FailedHealthChecks", "Health checks failed"),
+                "draining": ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress"),
+            }[t["state"]]
+
+    def check(self, target_groups):
+        """One pass: health checks that are due, drains that are over, targets of deleted groups."""
+        now = time.monotonic()
+        with self.lock:
+            for key, t in list(self.targets.items()):
+                tg = target_groups.get(key[0])
+                if tg is None or (t["state"] == "draining" and now >= t["until"]):
+                    del self.targets[key]
+                    continue
+                if t["state"] == "draining" or now < t["next_check"]:
+                    continue
+                t["next_check"] = now + HEALTH_CHECK_INTERVAL
+                t["checks"] += 1
+                if key[1] in self.answering:
+                    t["passes"], t["fails"] = t["passes"] + 1, 0
+                else:
+                    t["passes"], t["fails"] = 0, t["fails"] + 1
+                if t["state"] != "healthy" and t["passes"] >= int(tg.healthy_threshold_count):
+                    t["state"] = "healthy"
+                elif t["state"] != "unhealthy" and t["fails"] >= int(tg.unhealthy_threshold_count):
+                    t["state"] = "unhealthy"
+
+    def run(self):
+        while True:
+            self.check(get_backend("elbv2")[DEFAULT_ACCOUNT_ID][REGION].target_groups)
+            time.sleep(0.25)
+
+
+HEALTH = TargetHealth()
+
+
+def patch_target_health():
+    register, deregister, health_for = FakeTargetGroup.register, FakeTargetGroup.deregister, FakeTargetGroup.health_for
+    describe_target_health = ELBv2Backend.describe_target_health
+
+    def registering(self, targets):
+        register(self, targets)
+        for target in targets:
+            HEALTH.registered(self.arn, target)
+
+    def deregistering(self, targets):
+        found = [dict(self.targets[t["Id"]]) for t in targets if t["Id"] in self.targets]
+        deregister(self, targets)
+        for target in found:
+            HEALTH.deregistered(self.arn, target, int(self.attributes["deregistration_delay.timeout_seconds"]))
+
+    def tracked_health(self, target, ec2_backend):
+        found = HEALTH.describe(self.arn, target["Id"])
+        if found is None:
+            return health_for(self, target, ec2_backend)
+        port = self.targets.get(target["Id"], target).get("Port", self.port)
+        return FakeHealthStatus(target["Id"], port, self.health_check_port, *found)
+
+    def with_draining(self, target_group_arn, targets):
+        if not targets and target_group_arn in self.target_groups:
+            registered = list(self.target_groups[target_group_arn].targets.values())
+            targets = registered + HEALTH.draining(target_group_arn)
+        return describe_target_health(self, target_group_arn, targets)
+
+    FakeTargetGroup.register = registering
+    FakeTargetGroup.deregister = deregistering
+    FakeTargetGroup.health_for = tracked_health
+    ELBv2Backend.describe_target_health = with_draining
+
+
+# --- target group attributes ----------------------------------------------------------------
+def integer_in(low, high, *also):
+    def check(value):
+        if value in also or (value.lstrip("-").isdigit() and low <= int(value) <= high):
+            return None
+        return f"must be between '{low}-{high}' inclusive" + (f" or one of {list(also)}" if also else "")
+    return check
+
+
+def one_of(*allowed):
+    return lambda value: None if value in allowed else f"must be one of [{', '.join(allowed)}]"
+
+
+def cookie_name(value):
+    if not value or value.startswith(("AWSALB", "AWSALBAPP", "AWSALBTG")):
+        return "must not be empty or start with AWSALB, AWSALBAPP or AWSALBTG"
+    return None
+
+
+# The attributes of a target group of an Application Load Balancer (HTTP/HTTPS), with their values.
+HTTP_TG_ATTRIBUTES = {
+    "deregistration_delay.timeout_seconds": integer_in(0, 3600),
+    "slow_start.duration_seconds": integer_in(30, 900, "0"),
+    "load_balancing.algorithm.type": one_of("round_robin", "least_outstanding_requests", "weighted_random"),
+    "load_balancing.algorithm.anomaly_mitigation": one_of("on", "off"),
+    "load_balancing.cross_zone.enabled": one_of("true", "false", "use_load_balancer_configuration"),
+    "stickiness.enabled": one_of("true", "false"),
+    "stickiness.type": one_of("lb_cookie", "app_cookie"),
+    "stickiness.lb_cookie.duration_seconds": integer_in(1, 604800),
+    "stickiness.app_cookie.cookie_name": cookie_name,
+    "stickiness.app_cookie.duration_seconds": integer_in(1, 604800),
+    "target_group_health.dns_failover.minimum_healthy_targets.count": integer_in(1, 2 ** 31 - 1, "off"),
+    "target_group_health.dns_failover.minimum_healthy_targets.percentage": integer_in(1, 100, "off"),
+    "target_group_health.unhealthy_state_routing.minimum_healthy_targets.count": integer_in(1, 2 ** 31 - 1),
+    "target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage": integer_in(1, 100, "off"),
+    "waf.fail_open.enabled": one_of("true", "false"),
+}
+# Attributes of Network and Gateway Load Balancer or Lambda target groups.
+OTHER_TG_ATTRIBUTES = {
+    "deregistration_delay.connection_termination.enabled", "preserve_client_ip.enabled",
+    "proxy_protocol_v2.enabled", "target_health_state.unhealthy.connection_termination.enabled",
+    "target_health_state.unhealthy.draining_interval_seconds", "lambda.multi_value_headers.enabled",
+    "target_failover.on_deregistration", "target_failover.on_unhealthy",
+}
+
+
+def patch_target_group_attributes():
+    modify = ELBv2Backend.modify_target_group_attributes
+
+    def validated(self, target_group_arn, attributes):
+        tg = self.target_groups.get(target_group_arn)
+        if tg is not None and tg.protocol in ("HTTP", "HTTPS"):
+            for key, value in attributes.items():
+                if key in OTHER_TG_ATTRIBUTES:
+                    raise InvalidConfigurationRequest("The provided target group attribute is not supported")
+                if key not in HTTP_TG_ATTRIBUTES:
+                    raise ValidationError(f"Target group attribute key '{key}' is not recognized")
+                if key == "stickiness.type" and value.startswith("source_ip"):
+                    raise InvalidConfigurationRequest(
+                        f"Stickiness type '{value}' is not supported for target groups with the {tg.protocol} protocol")
+                problem = HTTP_TG_ATTRIBUTES[key](value)
+                if problem:
+                    raise ValidationError(f"'{key}' value '{value}' {problem}")
+        modify(self, target_group_arn, attributes)
+
+    ELBv2Backend.modify_target_group_attributes = validated
+
+
+# --- load balancer DNS names ---------------------------------------------------------------
+def patch_dns_names():
+    create = ELBv2Backend.create_load_balancer
+
+    def named(self, *args, **kwargs):
+        lb = create(self, *args, **kwargs)
+        number = int(hashlib.sha256(lb.arn.encode()).hexdigest(), 16) % 10 ** 10
+        prefix = "internal-" if lb.scheme == "internal" else ""
+        lb.dns_name = f"{prefix}{lb.name}-{number}.{self.region_name}.elb.amazonaws.com"
+        return lb
+
+    ELBv2Backend.create_load_balancer = named
 
 
 def seed(port, cluster_name, kube_server, ca_pem):
@@ -79,18 +309,28 @@ def main():
     def reset():
         with lock:
             moto_api_backend.reset()
+            HEALTH.reset()
             # The same identifiers after every reset: subnets, VPC, the OIDC issuer.
             mock_random.seed(42)
             seed(port, cluster_name, kube_server, ca_pem)
 
     def app(environ, start_response):
-        if environ.get("PATH_INFO") == "/rig/reset" and environ.get("REQUEST_METHOD") == "POST":
+        route = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        if route == ("POST", "/rig/reset"):
             reset()
             return Response("reset\n")(environ, start_response)
+        if route == ("POST", "/rig/health-checks"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            HEALTH.report(json.loads(environ["wsgi.input"].read(length))["answering"])
+            return Response("ok\n")(environ, start_response)
         return moto_app(environ, start_response)
 
+    patch_target_health()
+    patch_target_group_attributes()
+    patch_dns_names()
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=reset, daemon=True).start()
+    threading.Thread(target=HEALTH.run, daemon=True).start()
     print(f"aws: serving on 127.0.0.1:{port} (pid {os.getpid()})", flush=True)
     server.serve_forever()
 

@@ -8,7 +8,11 @@
     rig/rig dataplane sticky on|off          cookie stickiness at the ALB stand-in
     rig/rig dataplane backend NAME up|down   take one GraphQL backend out of (or back into) rotation
 
-Every server binds 127.0.0.1 on a free port. State, logs and pids live in
+Every server binds 127.0.0.1 on a free port, and nothing dials anything else:
+the API server reaches into the cluster network (webhook Services, kubelets)
+only through its `cluster` egress selector, a CONNECT proxy of the rig's
+(rig/cluster_egress.py) that serves the load balancer controller's webhooks
+and refuses the rest. State, logs and pids live in
 .rig/ at the repository root; `.rig/env` holds `export NAME=value` lines
 for tests, the demo and anyone debugging.
 """
@@ -171,6 +175,20 @@ def make_cert(directory):
     return cert, key
 
 
+def write_egress_selector(socket_path):
+    """kube-apiserver's egress configuration: its cluster traffic goes to the egress proxy,
+    HTTP CONNECT over a Unix socket. (Over TCP, kube-apiserver 1.35 speaks to the proxy
+    only with mutual TLS: it dereferences the TLS settings that validation forbids for
+    an http:// URL.)"""
+    path = STATE / "egress-selector.yaml"
+    path.write_text(json.dumps({
+        "apiVersion": "apiserver.k8s.io/v1beta1", "kind": "EgressSelectorConfiguration",
+        "egressSelections": [{"name": "cluster", "connection": {
+            "proxyProtocol": "HTTPConnect", "transport": {"uds": {"udsName": str(socket_path)}}}}],
+    }, indent=1) + "\n")
+    return path
+
+
 def build_chart_repo(bins, env):
     repo = STATE / "charts"
     shutil.rmtree(repo, ignore_errors=True)
@@ -244,7 +262,8 @@ def up():
     bindir = STATE / "bin"
     shutil.rmtree(bindir, ignore_errors=True)
     bindir.mkdir()
-    for name in ["kubectl", "helm3", "helm4", "kubectl-krew", "validate-krew-manifest", "aws", "kwokctl"]:
+    for name in ["kubectl", "helm3", "helm4", "kubectl-krew", "validate-krew-manifest", "aws", "kwokctl",
+                 "strace"]:
         (bindir / name).symlink_to(bins[name])
     (bindir / "helm").symlink_to(bins["helm3"])
 
@@ -265,12 +284,24 @@ def up():
         "RIG_CLUSTER_NAME": CLUSTER,
         "RIG_CONTEXT": CONTEXT,
     }
+    aws_port = free_port()
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{aws_port}"
+    env["RIG_MOTO_URL"] = env["AWS_ENDPOINT_URL"]
     run_env = child_env(env)
     kwok_env = dict(run_env, KWOK_KUBE_VERSION=tools.KUBERNETES, KWOK_KUBECTL_BINARY=str(bins["kubectl"]))
+
+    # First, so that the API server never finds its egress without a proxy.
+    log("starting the cluster egress proxy (the webhooks' way in)")
+    egress_socket = STATE / "cluster-egress.sock"
+    start("cluster-egress", [bins["python"], RIG / "cluster_egress.py", egress_socket], env=run_env)
+    env["RIG_CLUSTER_EGRESS_SOCKET"] = str(egress_socket)
+    env["RIG_CLUSTER_EGRESS_LOG"] = str(STATE / "logs" / "cluster-egress.log")
+    wait_for("the cluster egress proxy", lambda: egress_refuses(egress_socket))
 
     log("starting the control plane (kwokctl, binary runtime)")
     subprocess.run([
         str(bins["kwokctl"]), "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
+        "--extra-args", f"kube-apiserver=egress-selector-config-file={write_egress_selector(egress_socket)}",
         "--kubeconfig", str(kubeconfig),
         "--etcd-binary", str(bins["etcd"]),
         "--kube-apiserver-binary", str(bins["kube-apiserver"]),
@@ -311,10 +342,6 @@ def up():
         }]}))
 
     log("starting the AWS account (moto)")
-    aws_port = free_port()
-    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{aws_port}"
-    env["RIG_MOTO_URL"] = env["AWS_ENDPOINT_URL"]
-    run_env = child_env(env)
     aws_env = dict(run_env, MOTO_RECORDER_FILEPATH=str(STATE / "moto-recording.jsonl"))
     start("aws", [bins["python"], RIG / "aws_server.py", aws_port, CLUSTER, server,
                   cluster_dir / "pki" / "ca.crt"], env=aws_env)
@@ -480,6 +507,13 @@ def reset():
     baseline = json.loads((STATE / "baseline.json").read_text())
     keep = set(baseline["kubernetes"])
     objects = [o for o in kube_objects(env) if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
+    # Webhooks first: with the controller's (failurePolicy Fail) registered and the
+    # controller down, no Ingress could lose its finalizer and no Service be made.
+    webhooks = ("mutatingwebhookconfigurations.admissionregistration.k8s.io",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io")
+    for o in [o for o in objects if o["resource"] in webhooks]:
+        kubectl(bins, "delete", o["resource"], o["real_name"], "--ignore-not-found", env=run_env)
+    objects = [o for o in objects if o["resource"] not in webhooks]
     namespaces = [o["real_name"] for o in objects if o["resource"] == "namespaces"]
     for o in objects:
         if o["namespace"] in namespaces or o["resource"] == "namespaces":
@@ -518,6 +552,19 @@ def reset():
 
 
 # --- status and down ------------------------------------------------------------------
+def egress_refuses(socket_path):
+    """True when the egress proxy answers a CONNECT outside the cluster, refusing it."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(socket_path))
+        s.sendall(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):  # to the end, which the proxy closes
+            answer += chunk
+    status = answer.split(b" ")
+    return status[0] == b"HTTP/1.1" and status[1] in (b"403", b"503")
+
+
 def problems(env):
     found = [f"{name} (pid {pid}) is not running" for name, pid in our_pids().items() if not alive(pid)]
     if not our_pids():
@@ -529,6 +576,7 @@ def problems(env):
         "moto": lambda: http_ok(f"{env['AWS_ENDPOINT_URL']}/moto-api/"),
         "chart repository": lambda: http_ok(f"{env['RIG_CHART_REPO_URL']}/index.yaml"),
         "ALB data plane": lambda: http_ok(f"{env['RIG_ALB_URL']}/graphql?query=%7B__typename%7D"),
+        "cluster egress proxy": lambda: egress_refuses(env["RIG_CLUSTER_EGRESS_SOCKET"]),
     }
     for name, check in checks.items():
         try:
@@ -578,7 +626,8 @@ def down():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew"):
+    for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew", "egress-selector.yaml",
+                 "cluster-egress.sock"):
         path = STATE / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -2,8 +2,8 @@
 
 Everything comes from the package registries this machine reaches: the Go
 module proxy (control plane, kwok, helm, krew), PyPI (moto, the AWS CLI) and
-Debian (HAProxy). A tool whose versioned directory already holds its binaries
-is not built again, so a warm machine starts in seconds.
+Debian (HAProxy, strace). A tool whose versioned directory already holds its
+binaries is not built again, so a warm machine starts in seconds.
 """
 
 import os
@@ -130,16 +130,19 @@ def python_venv(out):
         env=dict(os.environ))
 
 
-def haproxy(out):
-    """HAProxy from Debian; installed system-wide, then linked into the cache."""
-    if not shutil.which("haproxy"):
-        log("installing haproxy from Debian")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=sys.stderr)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "haproxy", "openssl"], check=True, stdout=sys.stderr,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-        # The package starts a system service; the rig runs its own instance only.
-        subprocess.run(["service", "haproxy", "stop"], capture_output=True)
-    (out / "haproxy").symlink_to(shutil.which("haproxy"))
+def debian(package, also=()):
+    """A tool from Debian, installed system-wide once, then linked into the cache."""
+    def install(out):
+        if not shutil.which(package):
+            log(f"installing {package} from Debian")
+            subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=sys.stderr)
+            subprocess.run(["apt-get", "install", "-y", "-qq", package, *also], check=True, stdout=sys.stderr,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            if package == "haproxy":
+                # The package starts a system service; the rig runs its own instance only.
+                subprocess.run(["service", "haproxy", "stop"], capture_output=True)
+        (out / package).symlink_to(shutil.which(package))
+    return install
 
 
 def ensure_all():
@@ -161,13 +164,16 @@ def ensure_all():
                             rename={"krew": "kubectl-krew"}))
     py = timed(f"python tools (moto {MOTO})", CACHE / f"python-moto-{MOTO}-awscli-{AWSCLI}",
                ["venv/bin/python", "venv/bin/aws"], python_venv)
-    ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], haproxy)
+    ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], debian("haproxy", also=["openssl"]))
+    # The rig's tests trace the control plane's connect() calls with it.
+    st = timed("strace", CACHE / "strace", ["strace"], debian("strace"))
     return {
         **{c: k8s / c for c in KUBE_COMMANDS},
         "etcd": etcd / "etcd", "kwok": kwok / "kwok", "kwokctl": kwok / "kwokctl",
         "helm3": helm3 / "helm3", "helm4": helm4 / "helm4",
         "kubectl-krew": krew / "kubectl-krew", "validate-krew-manifest": krew / "validate-krew-manifest",
         "python": py / "venv" / "bin" / "python", "aws": py / "venv" / "bin" / "aws", "haproxy": ha / "haproxy",
+        "strace": st / "strace",
     }
 
 

@@ -1,11 +1,12 @@
 //! The rig proves each of its pieces is real: the control plane schedules and
 //! runs pods, moto answers the AWS SDK, both helms install from the local
-//! chart repository, the data plane is cookie-sticky, and the ALB simulator
-//! plays the controller.
+//! chart repository, the data plane is cookie-sticky, the ALB simulator
+//! plays the controller, the controller's admission webhooks answer only while
+//! its pods are ready, and no control-plane process dials beyond loopback.
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::{expect_code, read_env_file, rig, text};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -221,23 +222,7 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
     let rig = rig();
     rig.reset();
     rig.tag_private_subnets("");
-    let out = rig
-        .cmd("helm")
-        .args([
-            "install",
-            "aws-load-balancer-controller",
-            "aws-load-balancer-controller",
-            "--repo",
-            rig.get("RIG_CHART_REPO_URL"),
-            "-n",
-            "kube-system",
-            "--set",
-            &format!("clusterName={}", rig.get("RIG_CLUSTER_NAME")),
-            "--wait",
-        ])
-        .output()
-        .unwrap();
-    expect_code(&out, 0, "helm install controller");
+    install_controller(&rig);
     let out = rig
         .cmd("helm")
         .args([
@@ -293,5 +278,298 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
     rig.eventually("the Ingress to be gone", 30, || {
         !rig.kubectl(&["get", "ingress", "g-scalardb-graphql"]).status.success()
     });
+    rig.reset();
+}
+
+// --- the controller's admission webhooks ------------------------------------------------
+
+/// The stand-in controller chart, installed as the plugin installs it (and waited for).
+fn install_controller(rig: &common::Rig) {
+    let cluster = format!("clusterName={}", rig.get("RIG_CLUSTER_NAME"));
+    let out = rig
+        .cmd("helm")
+        .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "--repo"])
+        .args([rig.get("RIG_CHART_REPO_URL"), "-n", "kube-system", "--set", &cluster, "--wait"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0, "helm install controller");
+}
+
+fn scale_controller(rig: &common::Rig, replicas: u32) {
+    let replicas = format!("--replicas={replicas}");
+    rig.kubectl_ok(&["-n", "kube-system", "scale", "deployment", "aws-load-balancer-controller", &replicas]);
+}
+
+fn ingress(name: &str, class: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name},
+        "spec": {"ingressClassName": class, "rules": [{"http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}},
+        }]}}]},
+    })
+}
+
+fn service(name: &str, kind: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"type": kind, "selector": {"app": "web"}, "ports": [{"port": 80}]},
+    })
+}
+
+/// `kubectl create` of `manifest` in `ns`; with `dry`, a server-side dry run (the webhooks still answer).
+fn create(rig: &common::Rig, ns: &str, manifest: &Value, dry: bool) -> std::process::Output {
+    let mut args = vec!["-n", ns, "create", "-f", "-"];
+    if dry {
+        args.push("--dry-run=server");
+    }
+    rig.kubectl_input(&args, &manifest.to_string())
+}
+
+/// Scales the controller to zero and back, checking what the API server lets through meanwhile.
+fn webhooks_follow_the_controller(rig: &common::Rig, ns: &str) {
+    expect_code(&create(rig, ns, &ingress("before", "alb"), false), 0, "an Ingress while the controller runs");
+    expect_code(&create(rig, ns, &service("web", "ClusterIP"), false), 0, "a Service while the controller runs");
+    scale_controller(rig, 0);
+    rig.eventually("the Ingress webhook to be unreachable", 60, || {
+        !create(rig, ns, &ingress("probe", "alb"), true).status.success()
+    });
+    let out = create(rig, ns, &ingress("during", "alb"), false);
+    expect_code(&out, 1, "an Ingress while the controller has no pod");
+    assert!(text(&out.stderr).contains(r#"failed calling webhook "vingress.elbv2.k8s.aws""#), "{}", text(&out.stderr));
+    let out = create(rig, ns, &service("other", "ClusterIP"), false);
+    expect_code(&out, 1, "a Service while the controller has no pod");
+    assert!(text(&out.stderr).contains(r#"failed calling webhook "mservice.elbv2.k8s.aws""#), "{}", text(&out.stderr));
+    scale_controller(rig, 2);
+    rig.eventually("the Ingress webhook to answer again", 60, || {
+        create(rig, ns, &ingress("probe", "alb"), true).status.success()
+    });
+    expect_code(&create(rig, ns, &ingress("after", "alb"), false), 0, "an Ingress once the controller is back");
+    expect_code(&create(rig, ns, &service("other", "ClusterIP"), false), 0, "a Service once the controller is back");
+}
+
+#[test]
+fn the_controllers_webhooks_admit_while_it_has_ready_pods_and_cannot_be_reached_while_it_has_none() {
+    let rig = rig();
+    rig.reset();
+    install_controller(&rig);
+    rig.kubectl_ok(&["create", "namespace", "hooks"]);
+    webhooks_follow_the_controller(&rig, "hooks");
+    rig.reset();
+}
+
+#[test]
+fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates() {
+    let rig = rig();
+    rig.reset();
+    install_controller(&rig);
+    rig.kubectl_ok(&["create", "namespace", "gates"]);
+    rig.kubectl_ok(&["label", "namespace", "gates", "elbv2.k8s.aws/pod-readiness-gate-inject=enabled"]);
+
+    let out = create(&rig, "gates", &ingress("lost", "no-such-class"), false);
+    expect_code(&out, 1, "an Ingress of an unknown class");
+    assert!(
+        text(&out.stderr).contains(r#"admission webhook "vingress.elbv2.k8s.aws" denied the request: invalid ingress class"#),
+        "{}",
+        text(&out.stderr)
+    );
+    let params = json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "IngressClassParams",
+                        "metadata": {"name": "rig-bad-cidr"}, "spec": {"inboundCIDRs": ["10.0.0.1/24"]}});
+    let out = create(&rig, "gates", &params, false);
+    expect_code(&out, 1, "IngressClassParams with host bits in a CIDR");
+    assert!(text(&out.stderr).contains("vingressclassparams.elbv2.k8s.aws"), "{}", text(&out.stderr));
+
+    expect_code(&create(&rig, "gates", &service("lb", "LoadBalancer"), false), 0, "a LoadBalancer Service");
+    let lb = rig.kubectl_json(&["-n", "gates", "get", "service", "lb"]);
+    assert_eq!(lb["spec"]["loadBalancerClass"], "service.k8s.aws/nlb");
+    expect_code(&create(&rig, "gates", &service("web", "ClusterIP"), false), 0, "a ClusterIP Service");
+    assert!(rig.kubectl_json(&["-n", "gates", "get", "service", "web"])["spec"]["loadBalancerClass"].is_null());
+
+    let vpc = rig.aws(&["ec2", "describe-vpcs"])["Vpcs"][0]["VpcId"].as_str().unwrap().to_string();
+    let tg = rig.aws(&[
+        "elbv2",
+        "create-target-group",
+        "--name",
+        "rig-gates",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "8080",
+        "--vpc-id",
+        &vpc,
+        "--target-type",
+        "ip",
+    ])["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let binding = |name: &str, target: Value| {
+        let mut spec = json!({"serviceRef": {"name": "web", "port": 80}});
+        spec.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
+        json!({"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    let out = create(&rig, "gates", &binding("web-tgb", json!({"targetGroupName": "rig-gates"})), false);
+    expect_code(&out, 0, "a TargetGroupBinding by target group name");
+    let spec = rig.kubectl_json(&["-n", "gates", "get", "targetgroupbinding", "web-tgb"])["spec"].clone();
+    assert_eq!(spec["targetGroupARN"], tg.as_str(), "{spec}");
+    assert_eq!(spec["targetType"], "ip", "{spec}");
+    assert_eq!(spec["ipAddressType"], "ipv4", "{spec}");
+    assert_eq!(spec["vpcID"], vpc.as_str(), "{spec}");
+    assert_eq!(spec["targetGroupProtocol"], "HTTP", "{spec}");
+    let out = create(&rig, "gates", &binding("again", json!({"targetGroupARN": tg})), false);
+    expect_code(&out, 1, "a second binding of the same target group");
+    assert!(text(&out.stderr).contains("is already bound to TargetGroupBinding gates/web-tgb"), "{}", text(&out.stderr));
+
+    let pod = |name: &str, app: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+               "spec": {"containers": [{"name": "c", "image": "example"}]}})
+    };
+    expect_code(&create(&rig, "gates", &pod("selected", "web"), false), 0, "a pod behind the bound Service");
+    expect_code(&create(&rig, "gates", &pod("elsewhere", "other"), false), 0, "a pod behind no binding");
+    let gates = |name: &str| rig.kubectl_json(&["-n", "gates", "get", "pod", name])["spec"]["readinessGates"].clone();
+    assert_eq!(gates("selected"), json!([{"conditionType": "target-health.elbv2.k8s.aws/web-tgb"}]));
+    assert!(gates("elsewhere").is_null(), "{}", gates("elsewhere"));
+    rig.reset();
+}
+
+#[test]
+fn the_webhook_certificate_is_new_at_each_upgrade_unless_keep_tls_secret_and_the_webhooks_follow_it() {
+    let rig = rig();
+    rig.reset();
+    install_controller(&rig);
+    let tls = || rig.kubectl_json(&["-n", "kube-system", "get", "secret", "aws-load-balancer-tls"])["data"].clone();
+    let ca_bundles = || {
+        ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"].map(|kind| {
+            let config = rig.kubectl_json(&["get", kind, "aws-load-balancer-webhook"]);
+            let bundles: Vec<Value> =
+                config["webhooks"].as_array().unwrap().iter().map(|w| w["clientConfig"]["caBundle"].clone()).collect();
+            assert!(bundles.iter().all(|b| *b == bundles[0]), "{kind}: {bundles:?}");
+            bundles[0].clone()
+        })
+    };
+    let first = tls();
+    assert_eq!(ca_bundles(), [first["ca.crt"].clone(), first["ca.crt"].clone()]);
+    let upgrade = |keep: &str| {
+        let out = rig
+            .cmd("helm")
+            .args(["upgrade", "aws-load-balancer-controller", "aws-load-balancer-controller", "--repo"])
+            .args([rig.get("RIG_CHART_REPO_URL"), "-n", "kube-system", "--reuse-values", "--wait", "--set"])
+            .arg(format!("keepTLSSecret={keep}"))
+            .output()
+            .unwrap();
+        expect_code(&out, 0, &format!("helm upgrade with keepTLSSecret={keep}"));
+    };
+    upgrade("true");
+    assert_eq!(tls(), first, "keepTLSSecret=true made a new certificate");
+    upgrade("false");
+    let second = tls();
+    assert_ne!(second["tls.crt"], first["tls.crt"], "an upgrade without keepTLSSecret kept the certificate");
+    assert_eq!(ca_bundles(), [second["ca.crt"].clone(), second["ca.crt"].clone()]);
+    rig.kubectl_ok(&["create", "namespace", "hooks"]);
+    rig.eventually("an Ingress admitted under the new certificate", 30, || {
+        create(&rig, "hooks", &ingress("renewed", "alb"), true).status.success()
+    });
+    rig.reset();
+}
+
+// --- nothing leaves loopback ---------------------------------------------------------------
+
+/// The addresses of every inet connect() in an strace log (`-e trace=connect`).
+fn connect_targets(trace: &str) -> Vec<(String, String)> {
+    let quoted = |line: &str, after: &str| {
+        line.split_once(after).and_then(|(_, rest)| rest.split('"').next()).map(str::to_string)
+    };
+    trace
+        .lines()
+        .filter(|l| l.contains("connect(") && l.contains("sa_family=AF_INET"))
+        .map(|l| {
+            let addr = quoted(l, "inet_addr(\"")
+                .or_else(|| quoted(l, "inet_pton(AF_INET6, \""))
+                .unwrap_or_else(|| panic!("no address in {l}"));
+            (addr, l.to_string())
+        })
+        .collect()
+}
+
+fn loopback(addr: &str) -> bool {
+    addr.starts_with("127.") || addr == "::1" || addr.starts_with("::ffff:127.")
+}
+
+#[test]
+fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_logs_and_services_run() {
+    let rig = rig();
+    rig.reset();
+    let pids_dir = common::root().join(".rig/kwok/clusters").join(rig.get("RIG_CLUSTER_NAME")).join("pids");
+    let mut pids = vec![];
+    for f in std::fs::read_dir(&pids_dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "pid") {
+            pids.push(std::fs::read_to_string(&f).unwrap().trim().to_string());
+        }
+    }
+    for component in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller"] {
+        assert!(pids_dir.join(format!("{component}.pid")).exists(), "no pid file for {component} in {pids_dir:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (trace, attach_log) = (dir.path().join("connect.trace"), dir.path().join("strace.err"));
+    let mut strace = rig.cmd("strace");
+    strace.args(["-f", "-e", "trace=connect", "-e", "signal=none", "-o"]).arg(&trace);
+    for pid in &pids {
+        strace.args(["-p", pid]);
+    }
+    let mut strace =
+        strace.stderr(std::fs::File::create(&attach_log).unwrap()).stdout(Stdio::null()).spawn().expect("strace");
+    rig.eventually("strace to attach to the control plane", 30, || {
+        let attached = std::fs::read_to_string(&attach_log).unwrap_or_default();
+        pids.iter().all(|p| attached.contains(&format!("Process {p} attached")))
+    });
+    let egress_log = rig.get("RIG_CLUSTER_EGRESS_LOG");
+    let mark = std::fs::metadata(egress_log).unwrap().len() as usize;
+
+    install_controller(&rig);
+    rig.kubectl_ok(&["create", "namespace", "hooks"]);
+    webhooks_follow_the_controller(&rig, "hooks");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+                     "spec": {"containers": [{"name": "c", "image": "example"}]}});
+    expect_code(&create(&rig, "hooks", &pod, false), 0, "a pod");
+    let mut node = String::new();
+    rig.eventually("the pod to run", 60, || {
+        let p = rig.kubectl_json(&["-n", "hooks", "get", "pod", "talker"]);
+        node = p["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+        p["status"]["phase"] == "Running"
+    });
+    let node = rig.kubectl_json(&["get", "node", &node])["status"].clone();
+    let kubelet = format!(
+        "{}:{}",
+        node["addresses"][0]["address"].as_str().unwrap(),
+        node["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    );
+    let logs = rig.kubectl(&["-n", "hooks", "logs", "talker"]);
+    expect_code(&logs, 1, "kubectl logs, which needs the API server to dial the node");
+
+    // SAFETY: kill only signals strace, our child; on SIGINT it detaches from the control plane.
+    assert_eq!(unsafe { libc::kill(strace.id() as libc::pid_t, libc::SIGINT) }, 0);
+    strace.wait().unwrap();
+
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let targets = connect_targets(&trace);
+    let outside: Vec<&String> = targets.iter().filter(|(a, _)| !loopback(a)).map(|(_, l)| l).collect();
+    assert!(outside.is_empty(), "connect() calls to non-loopback addresses:\n{outside:#?}");
+    let socket = format!("sun_path=\"{}\"", rig.get("RIG_CLUSTER_EGRESS_SOCKET"));
+    assert!(trace.contains(&socket), "the API server never connected to the egress proxy; traced:\n{trace}");
+
+    let egress = std::fs::read_to_string(egress_log).unwrap()[mark..].to_string();
+    let connects: Vec<&str> = egress.lines().filter(|l| l.contains(" CONNECT ")).collect();
+    let service = "Service kube-system/aws-load-balancer-webhook-service";
+    assert!(connects.iter().any(|l| l.contains(&format!("answered: {service} has ready endpoints"))), "{egress}");
+    assert!(connects.iter().any(|l| l.contains(&format!("refused: {service} has no ready endpoints"))), "{egress}");
+    assert!(
+        connects.iter().any(|l| l.contains(&format!("CONNECT {kubelet} refused"))),
+        "kubectl logs ({}) did not ask the proxy for the node's kubelet {kubelet}: {egress}",
+        text(&logs.stderr)
+    );
     rig.reset();
 }

@@ -189,6 +189,20 @@ impl Rig {
         serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl JSON")
     }
 
+    /// kubectl with `input` on its stdin (a manifest for `create -f -`), whatever its exit.
+    pub fn kubectl_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd("kubectl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn kubectl_apply(&self, manifest: &Value) {
         let mut child = self
             .cmd("kubectl")
