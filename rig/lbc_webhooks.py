@@ -35,6 +35,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 ALB_CONTROLLER = "ingress.k8s.aws/alb"
+INGRESS_CLASS = "alb"  # the chart's ingressClass, the controller's --ingress-class
 INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 READINESS_GATE_PREFIX = "target-health.elbv2.k8s.aws"
@@ -48,8 +49,7 @@ class Denied(Exception):
 
 
 class Webhooks:
-    def __init__(self, ingress_class="alb"):
-        self.ingress_class = ingress_class
+    def __init__(self):
         self.core = client.CoreV1Api()
         self.net = client.NetworkingV1Api()
         self.custom = client.CustomObjectsApi()
@@ -178,7 +178,7 @@ class Webhooks:
             if (old_ip is None and new_ip not in (None, "ipv4")) or (new_ip is None and old_ip is not None) \
                     or (new_ip and old_ip and new_ip != old_ip):
                 changed.append("spec.ipAddressType")
-            if bool(spec.get("vpcID")) != bool(old.get("vpcID")) or spec.get("vpcID", "") != old.get("vpcID", ""):
+            if spec.get("vpcID", "") != old.get("vpcID", ""):
                 changed.append("spec.vpcID")
             if changed:
                 raise Denied(f"TargetGroupBinding update may not change these fields: {','.join(changed)}")
@@ -223,7 +223,7 @@ class Webhooks:
         annotations = ing["metadata"].get("annotations") or {}
         class_name = ing["spec"].get("ingressClassName")
         if INGRESS_CLASS_ANNOTATION in annotations:
-            if annotations[INGRESS_CLASS_ANNOTATION] != self.ingress_class:
+            if annotations[INGRESS_CLASS_ANNOTATION] != INGRESS_CLASS:
                 return []
             old = (request.get("oldObject") or {}).get("spec", {}).get("ingressClassName")
             if class_name is not None and (request["operation"] == "CREATE" or class_name != old):

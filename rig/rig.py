@@ -8,13 +8,13 @@
     rig/rig dataplane sticky on|off          cookie stickiness at the ALB stand-in
     rig/rig dataplane backend NAME up|down   take one GraphQL backend out of (or back into) rotation
 
-Every server binds 127.0.0.1 on a free port, and nothing dials anything else:
-the API server reaches into the cluster network (webhook Services, kubelets)
-only through its `cluster` egress selector, a CONNECT proxy of the rig's
-(rig/cluster_egress.py) that serves the load balancer controller's webhooks
-and refuses the rest. State, logs and pids live in
-.rig/ at the repository root; `.rig/env` holds `export NAME=value` lines
-for tests, the demo and anyone debugging.
+Every server binds 127.0.0.1 on a free port (the egress proxy, a Unix
+socket), and nothing dials anything else: the API server reaches into the
+cluster network (webhook Services, kubelets) only through its `cluster`
+egress selector, a CONNECT proxy of the rig's (rig/cluster_egress.py) that
+serves the load balancer controller's webhooks and refuses the rest. State,
+logs and pids live in .rig/ at the repository root; `.rig/env` holds
+`export NAME=value` lines for tests, the demo and anyone debugging.
 """
 
 import json
