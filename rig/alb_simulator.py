@@ -37,6 +37,11 @@ the rig's AWS account:
   becomes a Warning event (FailedBuildModel, FailedDeployModel) with the
   controller's wording; the next pass tries again. Resources no longer in
   the model are deleted, the whole stack when the group has no member left;
+- a group is reconciled when something it is built from changes (its
+  Ingresses, their Services, the controller's flags or a restart of the
+  controller), and after a failure until it succeeds, as the controller's
+  event-driven reconciler does: a change made in AWS by hand stays until
+  then;
 - TargetGroupBindings are reconciled on their own, as the controller's
   TargetGroupBinding controller does: the Service's endpoints registered as
   `ip` targets (ready endpoints, and not-ready ones whose pod has
@@ -148,6 +153,7 @@ class Simulator:
         self.eks = boto3.client("eks")
         self.aws_url = os.environ["AWS_ENDPOINT_URL"]
         self.last_event = {}
+        self.reconciled = {}  # group id -> what it was last reconciled from, successfully
 
     # --- the controller's own configuration ------------------------------------------------
     def controller_flags(self):
@@ -493,13 +499,13 @@ class Simulator:
         except BuildError as e:
             for ing in group.members:
                 self.event(ing, "FailedBuildModel", f"Failed build model due to {e}")
-            return
+            return False
         try:
             lb = self.deploy(group, model, flags)
         except ClientError as e:
             for ing in group.members:
                 self.event(ing, "FailedDeployModel", f"Failed deploy model due to {deploy_error(e)}")
-            return
+            return False
         if lb:
             hostname = lb["DNSName"].lower()
             for ing in group.members:
@@ -513,6 +519,13 @@ class Simulator:
             self.last_event.pop((ing.metadata.namespace, ing.metadata.name), None)
         for ing in group.members:
             self.event(ing, "SuccessfullyReconciled", "Successfully reconciled", kind="Normal")
+        return True
+
+    def inputs(self, group, flags, services):
+        """What a group is built from, as the controller's watches see it: resource versions and flags."""
+        ingresses = sorted((i.metadata.uid, i.metadata.resource_version) for i in group.members + group.inactive)
+        backends = sorted({(i.metadata.namespace, b.name) for i in group.members for b in self.backends(i)})
+        return ingresses, [services.get(b) for b in backends], sorted(flags.items())
 
     # --- TargetGroupBindings -------------------------------------------------------------------
     def pod_endpoints(self, namespace, service, port, pods, nodes):
@@ -606,10 +619,18 @@ class Simulator:
         self.report_health_checks(pods)
         flags = self.controller_flags()
         if flags is None:
+            self.reconciled.clear()  # a controller that starts again reconciles everything
             return
+        services = {(s.metadata.namespace, s.metadata.name): s.metadata.resource_version
+                    for s in self.core.list_service_for_all_namespaces().items}
         for group in self.load_groups(flags):
+            key, inputs = (group.namespace, group.name), self.inputs(group, flags, services)
+            if self.reconciled.get(key) == inputs:
+                continue
+            self.reconciled.pop(key, None)
             try:
-                self.reconcile_group(group, flags)
+                if self.reconcile_group(group, flags):
+                    self.reconciled[key] = inputs
             except ApiException as e:
                 if e.status not in (404, 409):
                     traceback.print_exc()

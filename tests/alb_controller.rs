@@ -532,3 +532,36 @@ fn a_pod_with_the_target_health_readiness_gate_gets_the_condition_once_its_targe
     assert!(target_health(&rig, &tg).iter().any(|(id, s, _)| *id == ip && s == "healthy"));
     rig.reset();
 }
+
+#[test]
+fn a_hand_made_attribute_change_stays_until_the_ingress_changes_as_reconciles_are_event_driven() {
+    let rig = rig();
+    rig.reset();
+    rig.tag_private_subnets("");
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
+    let attributes = "alb.ingress.kubernetes.io/target-group-attributes";
+    app(&rig, "web", 1, json!({attributes: "stickiness.enabled=true"}));
+    wait_hostname(&rig, "web");
+    let tg = the_target_group(&rig);
+    let sticky = || {
+        let attrs = rig.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", &tg]);
+        attrs["Attributes"].as_array().unwrap().iter().find(|a| a["Key"] == "stickiness.enabled").unwrap()["Value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    rig.eventually("the annotation's attribute", 30, || sticky() == "true");
+    rig.aws(&[
+        "elbv2",
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        &tg,
+        "--attributes",
+        "Key=stickiness.enabled,Value=false",
+    ]);
+    std::thread::sleep(Duration::from_secs(3)); // several passes of the controller
+    assert_eq!(sticky(), "false", "the controller reconciled without a change to reconcile");
+    rig.kubectl_ok(&["-n", NS, "annotate", "ingress", "web", "touched=1"]);
+    rig.eventually("the annotation's attribute again", 30, || sticky() == "true");
+    rig.reset();
+}
