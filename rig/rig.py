@@ -19,6 +19,7 @@ logs and pids live in .rig/ at the repository root; `.rig/env` holds
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -448,6 +449,13 @@ def api_resources(env):
     return resources
 
 
+def controller_name_stem(name):
+    """The controller names ALBs, target groups and their bindings `k8s-…-<hash>`, and
+    the hash covers the Service's UID: a new install gets new names. The snapshot keeps
+    the stem, so two installs of the same thing compare equal."""
+    return re.sub(r"^(k8s-.*-)[0-9a-f]{10}$", r"\1*", name)
+
+
 def kube_objects(env):
     resources = api_resources(env)
     bins = {"kubectl": STATE / "bin" / "kubectl"}
@@ -462,6 +470,7 @@ def kube_objects(env):
         name = meta["name"]
         if meta.get("generateName") and name.startswith(meta["generateName"]):
             name = meta["generateName"] + "*"
+        name = controller_name_stem(name)
         objects.append({"resource": resource, "namespace": meta.get("namespace", ""),
                         "name": name, "real_name": meta["name"], "object": item})
     return objects
@@ -482,8 +491,8 @@ def aws_state(env):
     policies = sorted(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"])
     oidc = sorted(p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"])
     tags = sorted(f"{t['ResourceId']} {t['Key']}={t['Value']}" for t in ec2.describe_tags()["Tags"])
-    lbs = sorted(lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"])
-    tgs = sorted(tg["TargetGroupName"] for tg in elb.describe_target_groups()["TargetGroups"])
+    lbs = sorted(controller_name_stem(lb["LoadBalancerName"]) for lb in elb.describe_load_balancers()["LoadBalancers"])
+    tgs = sorted(controller_name_stem(tg["TargetGroupName"]) for tg in elb.describe_target_groups()["TargetGroups"])
     return {"iam_roles": roles, "iam_policies": policies, "iam_oidc_providers": oidc,
             "ec2_tags": tags, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
 
