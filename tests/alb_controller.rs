@@ -318,14 +318,7 @@ fn an_invalid_attribute_value_is_no_alb_and_a_validation_error_event_until_it_is
     ]);
     wait_hostname(&rig, "web");
     let tg = the_target_group(&rig);
-    let attrs = rig.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", &tg]);
-    assert!(
-        attrs["Attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true")
-    );
+    assert_eq!(rig.target_group_attribute(&tg, "stickiness.enabled").as_deref(), Some("true"));
     rig.reset();
 }
 

@@ -113,14 +113,7 @@ fn a_fresh_install_converges_every_component() {
 
     let tg = rig.aws(&["elbv2", "describe-target-groups"]);
     let arn = tg["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap();
-    let attrs = rig.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", arn]);
-    assert!(
-        attrs["Attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["Key"] == "stickiness.enabled" && a["Value"] == "true")
-    );
+    assert_eq!(rig.target_group_attribute(arn, "stickiness.enabled").as_deref(), Some("true"));
     rig.reset();
 }
 

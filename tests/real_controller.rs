@@ -196,16 +196,7 @@ fn skip_lb_controller_with_another_cluster_name_warns_and_still_finds_the_alb() 
         .as_str()
         .unwrap()
         .to_string();
-    let subnets: Vec<String> = rig.aws(&["ec2", "describe-subnets"])["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-        .collect();
-    let mut tag =
-        vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/cluster/legacy-name,Value=shared", "--resources"];
-    tag.extend(subnets.iter().map(String::as_str));
-    rig.aws(&tag);
+    rig.tag_subnets("*", "Key=kubernetes.io/cluster/legacy-name,Value=shared");
     let helm = rig
         .cmd("helm")
         .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "-n", "kube-system"])

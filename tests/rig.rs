@@ -371,7 +371,8 @@ fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates
     let out = create(&rig, "gates", &ingress("lost", "no-such-class"), false);
     expect_code(&out, 1, "an Ingress of an unknown class");
     assert!(
-        text(&out.stderr).contains(r#"admission webhook "vingress.elbv2.k8s.aws" denied the request: invalid ingress class"#),
+        text(&out.stderr)
+            .contains(r#"admission webhook "vingress.elbv2.k8s.aws" denied the request: invalid ingress class"#),
         "{}",
         text(&out.stderr)
     );
@@ -421,7 +422,11 @@ fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates
     assert_eq!(spec["targetGroupProtocol"], "HTTP", "{spec}");
     let out = create(&rig, "gates", &binding("again", json!({"targetGroupARN": tg})), false);
     expect_code(&out, 1, "a second binding of the same target group");
-    assert!(text(&out.stderr).contains("is already bound to TargetGroupBinding gates/web-tgb"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is already bound to TargetGroupBinding gates/web-tgb"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let pod = |name: &str, app: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},

@@ -76,6 +76,8 @@ fn candidates<'a>(subnets: &'a [Subnet], chosen: &[String]) -> Vec<&'a Subnet> {
 pub struct Resolution<'a> {
     pub picked: Vec<&'a Subnet>,
     pub skipped: Vec<String>,
+    /// No subnet carries the role tag: found by their routes instead.
+    pub fallback: bool,
 }
 
 impl Resolution<'_> {
@@ -90,7 +92,10 @@ impl Resolution<'_> {
 pub fn resolve<'a>(subnets: &'a [Subnet], cluster: &str, to_be_tagged: &[&str]) -> Resolution<'a> {
     let mut r = Resolution::default();
     let mut by_zone: BTreeMap<&str, &Subnet> = BTreeMap::new();
-    for s in subnets.iter().filter(|s| s.has_role() || to_be_tagged.contains(&s.id.as_str())) {
+    let tagged = |s: &Subnet| s.has_role() || to_be_tagged.contains(&s.id.as_str());
+    // With no role tag anywhere in the VPC, the controller falls back to the private subnets.
+    r.fallback = !subnets.iter().any(tagged);
+    for s in subnets.iter().filter(|s| if r.fallback { s.private } else { tagged(s) }) {
         if s.foreign_only(cluster) {
             r.skipped.push(format!("{} (tagged only for cluster {})", s.id, s.other_clusters(cluster).join(", ")));
             continue;
@@ -310,6 +315,16 @@ impl Component for SubnetTags {
                 if untagged.is_empty() { String::new() } else { format!(" (untagged: {})", untagged.join(", ")) }
             ))
             .hint("re-run install to tag the private subnets, or tag them: aws ec2 create-tags --tags Key=kubernetes.io/role/internal-elb,Value=1")
+        } else if resolved.fallback {
+            Check::warn(
+                c,
+                "subnets.internal-elb",
+                format!(
+                    "no subnet carries {INTERNAL_ELB_TAG}: the controller falls back to the private subnets by their routes and would pick {}{skipped}",
+                    resolved.describe()
+                ),
+            )
+            .hint("re-run install to tag the private subnets, so that the choice does not rest on the fallback")
         } else if !untagged.is_empty() {
             Check::warn(
                 c,
@@ -468,6 +483,18 @@ mod tests {
         assert_eq!(r.picked.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["subnet-2", "subnet-9"]);
         assert!(r.skipped.iter().any(|x| x.starts_with("subnet-0 (7 free")), "{:?}", r.skipped);
         assert!(r.skipped.iter().any(|x| x.starts_with("subnet-1 (tagged only")), "{:?}", r.skipped);
+    }
+
+    #[test]
+    fn without_any_role_tag_the_private_subnets_are_the_fallback() {
+        let s = [subnet("a", "z1", true, &[]), subnet("b", "z2", true, &[]), subnet("c", "z3", false, &[])];
+        let r = resolve(&s, "prod", &[]);
+        assert!(r.fallback);
+        assert_eq!(r.picked.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let tagged = [subnet("a", "z1", true, &[(INTERNAL_ELB_TAG, "1")]), subnet("b", "z2", true, &[])];
+        let r = resolve(&tagged, "prod", &[]);
+        assert!(!r.fallback);
+        assert_eq!(r.zones(), 1);
     }
 
     #[test]

@@ -354,18 +354,33 @@ impl Rig {
 
     /// Tags the VPC's private subnets for internal load balancers, as a user would by hand.
     pub fn tag_private_subnets(&self, zone_suffix: &str) -> Vec<String> {
-        let filter = format!("Name=tag:Name,Values=*private*{zone_suffix}");
+        self.tag_subnets(&format!("*private*{zone_suffix}"), "Key=kubernetes.io/role/internal-elb,Value=1")
+    }
+
+    /// Tags the subnets whose Name matches `name` (a wildcard pattern) with `tag` (`Key=…,Value=…`).
+    pub fn tag_subnets(&self, name: &str, tag: &str) -> Vec<String> {
+        let filter = format!("Name=tag:Name,Values={name}");
         let ids: Vec<String> = self.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s["SubnetId"].as_str().unwrap().to_string())
             .collect();
-        let mut tag =
-            vec!["ec2", "create-tags", "--tags", "Key=kubernetes.io/role/internal-elb,Value=1", "--resources"];
-        tag.extend(ids.iter().map(String::as_str));
-        self.aws(&tag);
+        let mut args = vec!["ec2", "create-tags", "--tags", tag, "--resources"];
+        args.extend(ids.iter().map(String::as_str));
+        self.aws(&args);
         ids
+    }
+
+    /// One attribute of a target group, as ELBv2 reports it.
+    pub fn target_group_attribute(&self, arn: &str, key: &str) -> Option<String> {
+        let attrs = self.aws(&["elbv2", "describe-target-group-attributes", "--target-group-arn", arn]);
+        attrs["Attributes"]
+            .as_array()?
+            .iter()
+            .find(|a| a["Key"] == key)
+            .and_then(|a| a["Value"].as_str())
+            .map(str::to_string)
     }
 
     /// Runs `f` with every request recorded and fails the test if it made a
