@@ -107,16 +107,16 @@ impl Ingress {
         let Some(ing) = found.ingress else {
             return Ok(Seen { name, ..Default::default() });
         };
-        let last_warning = if ing
+        let hostname = ing
             .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .is_some_and(|i| !i.is_empty())
-        {
-            None
-        } else {
-            lookups::last_warning(env, &found.namespace, "Ingress", &found.name).await?
+            .clone()
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .and_then(|i| i.into_iter().find_map(|i| i.hostname));
+        // Only while there is no hostname does the controller's last word matter.
+        let last_warning = match hostname {
+            Some(_) => None,
+            None => lookups::last_warning(env, &found.namespace, "Ingress", &found.name).await?,
         };
         Ok(Seen {
             name,
@@ -126,11 +126,7 @@ impl Ingress {
                 ing.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
             }),
             annotations: ing.metadata.annotations.clone().unwrap_or_default(),
-            hostname: ing
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|lb| lb.ingress)
-                .and_then(|i| i.into_iter().find_map(|i| i.hostname)),
+            hostname,
         })
     }
 

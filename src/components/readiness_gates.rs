@@ -112,7 +112,7 @@ impl Component for ReadinessGates {
             );
         }
         // Before the release exists its pods are made later, with the label already there.
-        if seen.deployment.is_some() && !seen.without_gates.is_empty() && !seen.restarted && env.options.wait {
+        if Self::restart_due(seen, env) {
             actions.push(
                 Action::kube(Verb::Update, "Deployment", seen.deployment.clone().unwrap_or_default())
                     .because("restart the pods that predate the controller's binding, so they get readiness gates"),
