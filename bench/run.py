@@ -54,6 +54,11 @@ def main():
     print(f"  guide verification (kubectl+aws+curl) {guide_t * 1000:4.0f} ms   {guide_facts} facts verified")
     print(f"  ratio status/guide: {status_t / guide_t:.2f}; facts per second: status {status_facts / status_t:.0f}, guide {guide_facts / guide_t:.0f}")
 
+    pod_t, _ = timed([plugin, "status", "--category", "probe", "-o", "json"], env=env)
+    local_t, _ = timed([plugin, "status", "--category", "probe", "--probe-url", alb, "-o", "json"], env=env)
+    print(f"the probe alone (status --category probe): from a Pod {pod_t * 1000:.0f} ms, "
+          f"from this machine {local_t * 1000:.0f} ms (medians; the Pod's create-to-result is the difference)")
+
     start_t, _ = timed([plugin, "version", "--client"], runs=max(RUNS, 50), env=env)
     print(f"start-up: `version --client` median {start_t * 1000:.1f} ms over {max(RUNS, 50)} runs")
     for kind in ("release", "debug"):

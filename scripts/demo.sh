@@ -2,7 +2,7 @@
 # demo.sh BINARY: install ScalarDB GraphQL on the local rig, then check it.
 # The rig stands in for EKS and AWS (see rig/): the charts come from its
 # local repository, the IAM policy from a file (no internet), and the probe
-# goes through its sticky data plane, as it would through a bastion.
+# runs from a Pod the rig's pod runner really runs, inside the rig's VPC.
 set -euo pipefail
 bin="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,8 +21,7 @@ kubectl scalardb-graphql install -y \
   --registry-username demo --registry-password-env DEMO_REGISTRY_TOKEN \
   --db-username scalar --db-password-env DEMO_DB_PASSWORD \
   --iam-policy-file "$RIG_IAM_POLICY_FILE" \
-  --lbc-chart-repo "$RIG_CHART_REPO_URL" --chart-repo "$RIG_CHART_REPO_URL" \
-  --probe-url "$RIG_ALB_URL"
-say "kubectl scalardb-graphql status --probe-url $RIG_ALB_URL"
-kubectl scalardb-graphql status --probe-url "$RIG_ALB_URL"
+  --lbc-chart-repo "$RIG_CHART_REPO_URL" --chart-repo "$RIG_CHART_REPO_URL"
+say "kubectl scalardb-graphql status"
+kubectl scalardb-graphql status
 printf '\nThe rig keeps running: `source .rig/env` to look around, `kubectl scalardb-graphql uninstall` to undo, `make rig-down` to stop it.\n'

@@ -75,6 +75,33 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// Where the end-to-end probe runs.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum ProbeFrom {
+    /// A short-lived Pod in the release namespace, inside the VPC
+    #[default]
+    Cluster,
+    /// This machine (a bastion, or a tunnel given with --probe-url)
+    Local,
+}
+
+/// The end-to-end probe's flags, shared by install and status.
+#[derive(Debug, Args, Clone)]
+pub struct ProbeArgs {
+    /// Where the probe runs: a Pod in the cluster, or this machine
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub probe_from: Option<ProbeFrom>,
+    /// Probe the GraphQL endpoint at this base URL from this machine (a bastion, a tunnel); implies --probe-from local
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
+    /// The probe Pod's image (a mirror of the pinned python image)
+    #[arg(long, value_name = "IMAGE")]
+    pub probe_image: Option<String>,
+    /// Skip the end-to-end probe
+    #[arg(long, conflicts_with_all = ["probe_url", "probe_from", "probe_image"])]
+    pub no_probe: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Converge everything the deployment needs, in order; safe to re-run
@@ -127,12 +154,8 @@ pub struct InstallArgs {
     pub wait: bool,
     #[command(flatten)]
     pub wait_args: WaitArgs,
-    /// Probe the GraphQL endpoint at this base URL instead of the Ingress hostname (a bastion, a tunnel)
-    #[arg(long, value_name = "URL")]
-    pub probe_url: Option<String>,
-    /// Do not probe the ALB end to end after installing
-    #[arg(long, conflicts_with = "probe_url")]
-    pub no_probe: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 
     #[command(flatten)]
     pub chart: ChartArgs,
@@ -313,12 +336,8 @@ pub struct StatusArgs {
     /// Run only these categories, comma-separated
     #[arg(long, value_delimiter = ',', value_enum, value_name = "CATEGORY,...")]
     pub category: Vec<crate::component::Category>,
-    /// Probe the GraphQL endpoint at this base URL instead of the Ingress hostname
-    #[arg(long, value_name = "URL")]
-    pub probe_url: Option<String>,
-    /// Skip the end-to-end probe (reported as a warning)
-    #[arg(long, conflicts_with = "probe_url")]
-    pub no_probe: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
     /// Continuations the transaction probe sends between start and commit
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub probe_requests: u32,

@@ -3,6 +3,7 @@
 //!
 //! Thin: parse, run, map the outcome to an exit code (see error.rs).
 
+mod cleanup;
 mod cli;
 mod commands;
 mod completion;
@@ -39,10 +40,19 @@ fn main() -> ExitCode {
     let printer = Arc::new(output::Printer::new(cli.global.color));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let outcome = runtime.block_on(async {
-        tokio::select! {
+        let outcome = tokio::select! {
             result = commands::run(cli, printer.clone()) => result,
             _ = tokio::signal::ctrl_c() => Err(error::Error::interrupted()),
+        };
+        // What a cut-short command left to undo (a probe Pod); a second Ctrl-C abandons it.
+        let unfinished = tokio::select! {
+            left = cleanup::run_left(std::time::Duration::from_secs(10)) => left,
+            _ = tokio::signal::ctrl_c() => vec!["(interrupted again)".to_string()],
+        };
+        for what in unfinished {
+            printer.warn(&format!("not cleaned up: {what}"));
         }
+        outcome
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,10 @@ pub const GRAPHQL_APP_VERSION: &str = "3.13.6";
 pub const SCHEMA_LOADER_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-schema-loader";
 pub const SCHEMA_LOADER_VERSION: &str = GRAPHQL_APP_VERSION;
 
+/// The in-cluster probe's image: the public python image (the probe is a
+/// standard-library script), by version and by digest of its multi-platform index.
+pub const PROBE_IMAGE: &str = "docker.io/library/python:3.13.7-alpine3.22@sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844";
+
 /// The AWS Load Balancer Controller chart.
 pub const LBC_CHART: &str = "aws-load-balancer-controller";
 pub const LBC_CHART_REPO: &str = "https://aws.github.io/eks-charts";

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cli::{InstallArgs, StatusArgs, UninstallArgs};
+pub use crate::cli::ProbeFrom;
+use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
 use crate::error::{Error, Result};
 use crate::helm::ChartRef;
 use crate::pins;
@@ -123,6 +124,9 @@ pub struct Options {
     pub schema: Option<PathBuf>,
     pub db_properties: Option<PathBuf>,
     pub probe_url: Option<String>,
+    pub probe_from: ProbeFrom,
+    /// The image of the in-cluster probe Pod.
+    pub probe_image: String,
     pub no_probe: bool,
     pub probe_requests: u32,
     pub keep_iam: bool,
@@ -287,6 +291,7 @@ fn one_line(s: &str) -> String {
 /// `Spec::resolve` then adds what depends on the cluster.
 pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
+    let (probe_from, probe_image) = probe_from(&a.probe)?;
     let props = match &a.scalardb.db_properties {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -421,8 +426,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         user_values,
         schema: a.scalardb.schema.clone(),
         db_properties: a.scalardb.db_properties.clone(),
-        probe_url: a.probe_url.clone(),
-        no_probe: a.no_probe,
+        probe_url: a.probe.probe_url.clone(),
+        probe_from,
+        probe_image,
+        no_probe: a.probe.no_probe,
         probe_requests: 8,
         ..Options::default()
     };
@@ -455,14 +462,42 @@ pub fn parse_timeout(text: &str, default: Duration) -> Result<Duration> {
         .unwrap_or(default))
 }
 
+/// Where the probe runs and with which image: `--probe-url` means this
+/// machine; otherwise a Pod in the cluster unless `--probe-from local`.
+pub fn probe_from(a: &ProbeArgs) -> Result<(ProbeFrom, String)> {
+    let from = match (a.probe_from, &a.probe_url) {
+        (Some(ProbeFrom::Cluster), Some(_)) => {
+            return Err(Error::usage("--probe-url probes from this machine, --probe-from cluster from a Pod")
+                .hint("drop one of them: --probe-url URL alone implies --probe-from local"));
+        }
+        (Some(from), _) => from,
+        (None, Some(_)) => ProbeFrom::Local,
+        (None, None) => ProbeFrom::Cluster,
+    };
+    if from == ProbeFrom::Local && a.probe_image.is_some() {
+        return Err(Error::usage("--probe-image sets the probe Pod's image, but this probe runs from this machine")
+            .hint("drop --probe-image, or probe from the cluster (no --probe-url, no --probe-from local)"));
+    }
+    if let Some(image) = &a.probe_image
+        && (image.trim().is_empty() || image.contains(char::is_whitespace))
+    {
+        return Err(Error::usage(format!("--probe-image {image:?} is not an image reference"))
+            .hint("give one such as registry.example.com/library/python:3.13.7-alpine3.22"));
+    }
+    Ok((from, a.probe_image.clone().unwrap_or_else(|| crate::pins::PROBE_IMAGE.to_string())))
+}
+
 pub fn for_status(a: &StatusArgs) -> Result<Options> {
     let timeout = parse_timeout(&a.timeout, Duration::from_secs(300))?;
+    let (probe_from, probe_image) = probe_from(&a.probe)?;
     Ok(Options {
         mode: Mode::Status,
         wait: a.wait,
         timeout,
-        probe_url: a.probe_url.clone(),
-        no_probe: a.no_probe,
+        probe_url: a.probe.probe_url.clone(),
+        probe_from,
+        probe_image,
+        no_probe: a.probe.no_probe,
         probe_requests: a.probe_requests.max(1),
         ..Options::default()
     })

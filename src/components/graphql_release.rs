@@ -111,7 +111,7 @@ impl GraphqlRelease {
         wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
             let Some(ing) = ingresses.get_opt(name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
             let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
-            if ing.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| *f == finalizer) {
+            if ing.metadata.deletion_timestamp.is_none() || !finalizers.contains(&finalizer) {
                 return Ok(Err("still present".into()));
             }
             if lookups::controller_up(env).await? {

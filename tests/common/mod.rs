@@ -100,7 +100,7 @@ impl Rig {
         c
     }
 
-    /// The install flags for the rig: local charts, a policy file, the data plane as probe URL.
+    /// The install flags for the rig: local charts, a policy file; the probe runs from a Pod, as by default.
     pub fn install_args(&self) -> Vec<String> {
         [
             "install",
@@ -123,8 +123,6 @@ impl Rig {
             self.get("RIG_CHART_REPO_URL"),
             "--chart-repo",
             self.get("RIG_CHART_REPO_URL"),
-            "--probe-url",
-            self.get("RIG_ALB_URL"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -147,12 +145,21 @@ impl Rig {
         out
     }
 
+    /// `status`, its probe run from a Pod as by default.
     pub fn status(&self, extra: &[&str]) -> Output {
-        self.plugin()
-            .args(["status", "--probe-url", self.get("RIG_ALB_URL")])
-            .args(extra)
-            .output()
-            .expect("running status")
+        self.plugin().arg("status").args(extra).output().expect("running status")
+    }
+
+    /// The probe Pods that exist now.
+    pub fn probe_pods(&self) -> Vec<String> {
+        self.kubectl_json(&["get", "pods", "-A", "-l", "app.kubernetes.io/component=probe"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap())
+            })
+            .collect()
     }
 
     /// Back to the state right after `rig up`.
@@ -231,7 +238,25 @@ impl Rig {
     }
 
     /// Mutating API requests made by the plugin or the helm it drives since `mark`.
+    /// The plugin's and helm's requests since `mark` that change something. Two
+    /// kinds persist nothing and are left out: server-side dry runs (the plugin
+    /// proves admission with one) and access reviews. A probe Pod is created and
+    /// deleted by the same command: each create of a Pod counts until a delete of a
+    /// probe Pod pairs with it.
     pub fn kube_mutations_since(&self, mark: u64) -> Vec<String> {
+        let found = self.kube_changes_since(mark);
+        let path =
+            |c: &String| c.split(' ').nth(1).unwrap_or_default().split('?').next().unwrap_or_default().to_string();
+        let pod_create = |c: &String| c.starts_with("create ") && path(c).ends_with("/pods");
+        let probe_delete = |c: &String| c.starts_with("delete ") && path(c).contains("/pods/scalardb-graphql-probe-");
+        let created = found.iter().filter(|c| pod_create(c)).count();
+        let deleted = found.iter().filter(|c| probe_delete(c)).count();
+        assert_eq!(created, deleted, "Pods created and probe Pods deleted do not pair: {found:#?}");
+        found.into_iter().filter(|c| !pod_create(c) && !probe_delete(c)).collect()
+    }
+
+    /// Every request since `mark` of the plugin or helm that would change something.
+    pub fn kube_changes_since(&self, mark: u64) -> Vec<String> {
         let mut f = std::fs::File::open(self.get("RIG_AUDIT_LOG")).expect("the audit log");
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(mark)).unwrap();
         let mut found = vec![];
@@ -243,7 +268,8 @@ impl Rig {
                 || agent.starts_with("Helm/")
                 || agent.starts_with("helm/");
             // A server-side dry run persists nothing (the plugin uses one to prove admission).
-            let dry_run = e["requestURI"].as_str().is_some_and(|u| u.contains("dryRun=All"));
+            let uri = e["requestURI"].as_str().unwrap_or_default();
+            let dry_run = uri.contains("dryRun=All") || uri.contains("/selfsubjectaccessreviews");
             if ours && !dry_run && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
                 found.push(format!("{verb} {} ({agent})", e["requestURI"].as_str().unwrap_or_default()));
             }
