@@ -2,6 +2,7 @@
 //! effects. `context.rs` turns these into settings that touch the system.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -75,6 +76,37 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// Also the values of `status --category` (kebab-case, as in the output).
+#[derive(Debug, Clone, Copy, serde::Serialize, ValueEnum, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    Cluster,
+    Iam,
+    LbController,
+    Subnets,
+    Nodes,
+    Graphql,
+    Ingress,
+    Alb,
+    Probe,
+}
+
+impl Category {
+    pub fn title(self) -> &'static str {
+        match self {
+            Category::Cluster => "cluster",
+            Category::Iam => "iam",
+            Category::LbController => "lb-controller",
+            Category::Subnets => "subnets",
+            Category::Nodes => "nodes",
+            Category::Graphql => "graphql release",
+            Category::Ingress => "ingress",
+            Category::Alb => "alb",
+            Category::Probe => "probe",
+        }
+    }
+}
+
 /// Where the end-to-end probe runs.
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
 pub enum ProbeFrom {
@@ -127,6 +159,20 @@ pub struct ReleaseArgs {
     pub release: String,
 }
 
+/// How a command that changes things is reviewed: shown, or asked.
+#[derive(Debug, Args, Clone)]
+pub struct ChangeArgs {
+    /// Print every change the command would make, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of --dry-run
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Do not ask for confirmation
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
     /// How long to wait, e.g. 90s, 10m
@@ -139,15 +185,8 @@ pub struct WaitArgs {
 pub struct InstallArgs {
     #[command(flatten)]
     pub release: ReleaseArgs,
-    /// Print every action install would take, and change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Output format of --dry-run
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Do not ask for confirmation
-    #[arg(short = 'y', long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     /// Wait for the ALB and probe it (use --wait=false to stop after the releases)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
@@ -335,7 +374,7 @@ pub struct StatusArgs {
     pub timeout: String,
     /// Run only these categories, comma-separated
     #[arg(long, value_delimiter = ',', value_enum, value_name = "CATEGORY,...")]
-    pub category: Vec<crate::component::Category>,
+    pub category: Vec<Category>,
     #[command(flatten)]
     pub probe: ProbeArgs,
     /// Continuations the transaction probe sends between start and commit
@@ -347,15 +386,8 @@ pub struct StatusArgs {
 pub struct UninstallArgs {
     #[command(flatten)]
     pub release: ReleaseArgs,
-    /// List every deletion, and change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Output format of --dry-run
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Do not ask for confirmation
-    #[arg(short = 'y', long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     #[command(flatten)]
     pub wait_args: WaitArgs,
     /// Leave the IAM role, policy and OIDC provider in place
@@ -429,6 +461,39 @@ pub enum CompletionShell {
     Kubectl,
 }
 
+/// Parses kubectl-style durations: `90s`, `10m`, `1h30m`, `500ms`, or plain seconds.
+/// Zero means no timeout (None).
+pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok((secs > 0).then(|| Duration::from_secs(secs)));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or("missing unit (s, m, h)")?;
+        if digits == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
+        let unit = &rest[digits..digits + unit_len];
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[digits + unit_len..];
+    }
+    Ok((!total.is_zero()).then_some(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +549,17 @@ mod tests {
     fn namespace_is_global_and_short() {
         let cli = Cli::try_parse_from(["x", "status", "-n", "prod"]).unwrap();
         assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(parse_duration("90s").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m").unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms").unwrap(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45").unwrap(), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0").unwrap(), None);
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5x").is_err());
     }
 }

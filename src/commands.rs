@@ -11,16 +11,18 @@ use crate::cli::{
     Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand, StatusArgs,
     UninstallArgs, VersionArgs,
 };
+use crate::component::Env;
 use crate::component::{Check, Outcome, Progress};
 use crate::components::preflight;
 use crate::components::schema_load::LoaderJob;
-use crate::context::{Context, Env, Settings};
+use crate::context::{Context, Kube, Settings};
 use crate::deployment;
 use crate::error::{Error, Result};
 use crate::output::{Mark, Printer};
 use crate::record::{self, Recorder};
 use crate::schema::Schema;
 use crate::spec::{self, Options, Secrets};
+use crate::wait::Deadline;
 use crate::{completion, pins};
 
 /// The printer, seen by components as a progress channel.
@@ -106,13 +108,13 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     let env = env(ctx, facts, spec, existing.clone().unwrap_or_default(), options, secrets, &printer);
     let mut components = deployment::components();
     let plan = deployment::plan_install(&mut components, &env).await?;
-    if a.dry_run {
-        return print_plan(&printer, a.output, &plan, "install");
+    if a.change.dry_run {
+        return print_plan(&printer, a.change.output, &plan, "install");
     }
     if plan.mutations() > 0 {
         confirm_plan(
             &printer,
-            a.yes,
+            a.change.yes,
             &plan,
             "install",
             &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
@@ -222,12 +224,12 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     }
     let mut components = deployment::components();
     let plan = deployment::plan_uninstall(&mut components, &env).await?;
-    if a.dry_run {
-        return print_plan(&printer, a.output, &plan, "uninstall");
+    if a.change.dry_run {
+        return print_plan(&printer, a.change.output, &plan, "uninstall");
     }
     confirm_plan(
         &printer,
-        a.yes,
+        a.change.yes,
         &plan,
         "uninstall",
         &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
@@ -285,9 +287,10 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
     crate::properties::DatabaseProperties::parse(&properties)
         .map_err(|e| Error::usage(format!("--db-properties {}: {e}", args.db_properties.display())))?;
     let timeout = spec::parse_timeout(&args.wait_args.timeout, std::time::Duration::from_secs(600))?;
-    let ctx = connect(global).await?;
+    // The loader needs the cluster only: neither helm nor the AWS configuration.
+    let kube = Kube::connect(&Settings::resolve(global)?).await?;
     let job = LoaderJob::new(
-        &ctx.kube.namespace,
+        &kube.namespace,
         &schema,
         properties,
         args.schema_loader_version.as_deref(),
@@ -310,10 +313,8 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
         }
         confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", ")))?;
     }
-    let options = Options { timeout, deadline: Some(Instant::now() + timeout), ..Options::default() };
-    let spec = spec::defaults("scalardb-graphql", ctx.cluster_name.as_deref().unwrap_or_default(), &ctx.kube.namespace);
-    let env = env(ctx, Default::default(), spec, Default::default(), options, Secrets::default(), &printer);
-    let result = job.run(&env).await;
+    let clock = Deadline { at: Instant::now() + timeout, progress: Arc::new(Shown(printer.clone())) };
+    let result = job.run(&kube.client, &clock).await;
     printer.stop_spinner();
     result
 }

@@ -9,9 +9,11 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::context::Env;
+use crate::context::{Aws, ClusterFacts, Context};
 use crate::error::Result;
-use crate::record::Recorder;
+use crate::record::{Record, Recorder};
+use crate::spec::{Options, Secrets, Spec};
+pub use crate::wait::Progress;
 
 #[async_trait]
 pub trait Component: Send + Sync {
@@ -41,15 +43,42 @@ pub trait Component: Send + Sync {
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()>;
 }
 
-/// How a component tells what it is waiting for or warns about, without
-/// touching the terminal (the printer implements it).
-pub trait Progress: Send + Sync {
-    /// Replaces the current "waiting for …" line.
-    fn waiting(&self, what: &str);
-    /// Something the user should know that does not stop the command.
-    fn warn(&self, what: &str);
-    /// A change was made.
-    fn done(&self, what: &str);
+/// What each component gets: the clients, the cluster's facts, what to deploy,
+/// the install record as it was read, and the command's options.
+pub struct Env {
+    pub ctx: Context,
+    pub progress: std::sync::Arc<dyn Progress>,
+    pub facts: ClusterFacts,
+    pub spec: Spec,
+    pub record: Record,
+    pub options: Options,
+    pub secrets: Secrets,
+}
+
+impl crate::wait::Clock for Env {
+    fn deadline(&self) -> std::time::Instant {
+        self.options.deadline.unwrap_or_else(|| std::time::Instant::now() + self.options.timeout)
+    }
+    fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
+    }
+}
+
+impl Env {
+    /// The controller's IAM policy, by the name the spec gives it.
+    pub fn policy_arn(&self) -> String {
+        format!("arn:{}:iam::{}:policy/{}", self.facts.partition, self.facts.account, self.spec.iam.policy_name)
+    }
+    /// The controller's IAM role, by the name the spec gives it.
+    pub fn role_arn(&self) -> String {
+        format!("arn:{}:iam::{}:role/{}", self.facts.partition, self.facts.account, self.spec.iam.role_name)
+    }
+    pub fn kube(&self) -> &kube::Client {
+        &self.ctx.kube.client
+    }
+    pub fn aws(&self) -> &Aws {
+        &self.ctx.aws
+    }
 }
 
 // --- actions ------------------------------------------------------------------------------
@@ -147,37 +176,7 @@ impl Plan {
 }
 
 // --- checks -------------------------------------------------------------------------------
-
-/// Also the values of `status --category` (kebab-case, as in the output).
-#[derive(Debug, Clone, Copy, Serialize, clap::ValueEnum, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Category {
-    Cluster,
-    Iam,
-    LbController,
-    Subnets,
-    Nodes,
-    Graphql,
-    Ingress,
-    Alb,
-    Probe,
-}
-
-impl Category {
-    pub fn title(self) -> &'static str {
-        match self {
-            Category::Cluster => "cluster",
-            Category::Iam => "iam",
-            Category::LbController => "lb-controller",
-            Category::Subnets => "subnets",
-            Category::Nodes => "nodes",
-            Category::Graphql => "graphql release",
-            Category::Ingress => "ingress",
-            Category::Alb => "alb",
-            Category::Probe => "probe",
-        }
-    }
-}
+pub use crate::cli::Category;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -9,13 +9,9 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, parse_duration};
 use crate::error::{Error, Result};
 use crate::helm::{Helm, KubeFlags};
-use crate::record::Record;
-use crate::spec::{Options, Secrets, Spec};
-
-pub const USER_AGENT: &str = concat!("kubectl-scalardb-graphql/", env!("CARGO_PKG_VERSION"));
 
 /// Settings from flags and environment, before anything is contacted.
 #[derive(Debug, Clone, Default)]
@@ -74,39 +70,6 @@ impl Settings {
             as_groups: self.as_groups.clone(),
         }
     }
-}
-
-/// Parses kubectl-style durations: `90s`, `10m`, `1h30m`, `500ms`, or plain seconds.
-/// Zero means no timeout (None).
-pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok((secs > 0).then(|| Duration::from_secs(secs)));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or("missing unit (s, m, h)")?;
-        if digits == 0 {
-            return Err(format!("expected a number at {rest:?}"));
-        }
-        let value: f64 = rest[..digits].parse().map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
-        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
-        let unit = &rest[digits..digits + unit_len];
-        let secs = match unit {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[digits + unit_len..];
-    }
-    Ok((!total.is_zero()).then_some(total))
 }
 
 /// The kube side, resolved.
@@ -171,7 +134,7 @@ impl Kube {
             config.read_timeout = s.request_timeout;
             config.connect_timeout = s.request_timeout;
         }
-        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(crate::http::USER_AGENT)));
         let namespace_explicit = s.namespace.is_some();
         let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
@@ -342,42 +305,9 @@ impl ClusterFacts {
     }
 }
 
-/// What each component gets: the clients, the cluster's facts, what to deploy,
-/// the install record as it was read, and the command's options.
-pub struct Env {
-    pub ctx: Context,
-    pub progress: std::sync::Arc<dyn crate::component::Progress>,
-    pub facts: ClusterFacts,
-    pub spec: Spec,
-    pub record: Record,
-    pub options: Options,
-    pub secrets: Secrets,
-}
-
-impl Env {
-    pub fn kube(&self) -> &kube::Client {
-        &self.ctx.kube.client
-    }
-    pub fn aws(&self) -> &Aws {
-        &self.ctx.aws
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_kubectl() {
-        assert_eq!(parse_duration("90s").unwrap(), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m").unwrap(), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h30m").unwrap(), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms").unwrap(), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("45").unwrap(), Some(Duration::from_secs(45)));
-        assert_eq!(parse_duration("0").unwrap(), None);
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5x").is_err());
-    }
 
     #[test]
     fn eks_cluster_from_an_update_kubeconfig_context() {

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use crate::component::Env;
 use crate::component::{Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
-    alb::Alb, controller_crds::ControllerCrds, database_secret::DatabaseSecret, dedicated_nodes::DedicatedNodes,
+    alb::Alb, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
-    probe::Probe, readiness_gates::ReadinessGates, registry_secret::RegistrySecret, schema_load::SchemaLoad,
+    owned_secret::OwnedSecret, probe::Probe, readiness_gates::ReadinessGates, registry_secret, schema_load::SchemaLoad,
     subnet_tags::SubnetTags,
 };
-use crate::context::Env;
 use crate::error::{Error, Result};
 use crate::record::Recorder;
 
@@ -33,8 +33,8 @@ pub fn components() -> Vec<Box<dyn Component>> {
         Box::new(IamRole::default()),
         Box::new(ControllerServiceAccount::default()),
         Box::new(LbController::default()),
-        Box::new(RegistrySecret::default()),
-        Box::new(DatabaseSecret::default()),
+        Box::new(OwnedSecret::new(&registry_secret::KIND)),
+        Box::new(OwnedSecret::new(&database_secret::KIND)),
         Box::new(SchemaLoad::default()),
         Box::new(GraphqlRelease::default()),
         Box::new(Ingress::default()),

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::error::{Context, Error, Result};
+use crate::spec::ChartRef;
 
 /// The oldest helm this plugin drives (`helm get metadata` arrived in 3.13).
 pub const MIN_VERSION: (u64, u64) = (3, 13);
@@ -25,26 +26,16 @@ pub struct Helm {
     global: Vec<OsString>,
 }
 
-/// Where a chart comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct ChartRef {
-    pub name: String,
-    /// A repository URL, or None for a local chart path in `name`.
-    pub repo: Option<String>,
-    pub version: Option<String>,
-}
-
-impl ChartRef {
-    fn args(&self) -> Vec<OsString> {
-        let mut args = vec![OsString::from(&self.name)];
-        if let Some(repo) = &self.repo {
-            args.extend(["--repo".into(), repo.into()]);
-        }
-        if let Some(v) = &self.version {
-            args.extend(["--version".into(), v.into()]);
-        }
-        args
+/// The chart's part of a helm command line.
+fn chart_args(chart: &ChartRef) -> Vec<OsString> {
+    let mut args = vec![OsString::from(&chart.name)];
+    if let Some(repo) = &chart.repo {
+        args.extend(["--repo".into(), repo.into()]);
     }
+    if let Some(v) = &chart.version {
+        args.extend(["--version".into(), v.into()]);
+    }
+    args
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,7 +192,7 @@ impl Helm {
     ) -> Result<()> {
         self.settle(release, namespace).await?;
         let mut args: Vec<OsString> = ["upgrade", "--install", release].map(Into::into).into();
-        args.extend(chart.args());
+        args.extend(chart_args(chart));
         args.extend(["-n".into(), namespace.into()]);
         for v in values {
             args.extend(["-f".into(), v.as_os_str().to_owned()]);
@@ -221,7 +212,7 @@ impl Helm {
     /// The CRDs a chart carries (its `crds/` directory), as YAML documents.
     pub async fn show_crds(&self, chart: &ChartRef) -> Result<String> {
         let mut args: Vec<OsString> = vec!["show".into(), "crds".into()];
-        args.extend(chart.args());
+        args.extend(chart_args(chart));
         // `show` takes no cluster flags.
         let out = Command::new(&self.path)
             .args(&args)

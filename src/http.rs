@@ -12,6 +12,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Context, Error, Result};
 
+/// How this tool names itself to every server it talks to.
+pub const USER_AGENT: &str = concat!("kubectl-scalardb-graphql/", env!("CARGO_PKG_VERSION"));
+
 pub struct Response {
     pub status: u16,
     pub set_cookies: Vec<String>,
@@ -43,8 +46,7 @@ impl HttpClient {
         body: Vec<u8>,
         cookie: Option<&str>,
     ) -> Result<Response> {
-        let mut req =
-            hyper::Request::builder().method(method).uri(url).header("user-agent", crate::context::USER_AGENT);
+        let mut req = hyper::Request::builder().method(method).uri(url).header("user-agent", USER_AGENT);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }

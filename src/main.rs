@@ -16,6 +16,7 @@ mod helm;
 mod http;
 mod lookups;
 mod output;
+mod ownership;
 mod pins;
 mod policy;
 mod properties;

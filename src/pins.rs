@@ -66,3 +66,9 @@ pub const STICKINESS_DURATION_SECONDS: u32 = 60;
 
 /// Kubernetes minor versions this plugin supports (k8s-openapi's range).
 pub const KUBERNETES_MINOR_RANGE: (u32, u32) = (33, 37);
+
+/// Lower-case hex SHA-256, as the digests above are written.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,7 +1,54 @@
 //! IAM documents: the IRSA trust policy the controller's role needs, what is
 //! wrong with an observed one, and decoding IAM's URL-encoded documents.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::pins::KNOWN_POLICIES;
+
+/// A policy document and what it is.
+#[derive(Debug, Clone)]
+pub struct PolicyDocument {
+    pub text: String,
+    /// The controller version it belongs to, or `sha256:<digest>` for a document this plugin does not know.
+    pub label: String,
+}
+
+pub fn label_of(bytes: &[u8]) -> String {
+    let digest = crate::pins::sha256_hex(bytes);
+    KNOWN_POLICIES
+        .iter()
+        .find(|p| p.sha256 == digest)
+        .map(|p| p.version.to_string())
+        .unwrap_or_else(|| format!("sha256:{}", &digest[..16]))
+}
+
+/// Reads and validates --iam-policy-file (bad input: exit 2, before any change).
+pub fn read_policy_file(path: &Path) -> Result<PolicyFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!("cannot read --iam-policy-file {}: {e}", path.display())).hint("check the path")
+    })?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::usage(format!("--iam-policy-file {} is not JSON: {e}", path.display()))
+            .hint("give the controller's iam_policy.json")
+    })?;
+    if doc.get("Statement").is_none() {
+        return Err(Error::usage(format!(
+            "--iam-policy-file {} has no Statement: not an IAM policy document",
+            path.display()
+        )));
+    }
+    Ok(PolicyFile { path: path.to_path_buf(), document: PolicyDocument { label: label_of(text.as_bytes()), text } })
+}
+
+/// --iam-policy-file, read and validated once.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub document: PolicyDocument,
+}
 
 pub const AUDIENCE: &str = "sts.amazonaws.com";
 pub const WEB_IDENTITY_ACTION: &str = "sts:AssumeRoleWithWebIdentity";
@@ -156,5 +203,20 @@ mod tests {
         let doc = trust_policy(ARN, HOST, &subject());
         assert!(trusts_provider(&doc, ARN));
         assert!(!trusts_provider(&doc, "arn:aws:iam::1:oidc-provider/other"));
+    }
+
+    #[test]
+    fn unknown_documents_are_labelled_by_digest() {
+        assert_eq!(label_of(b"{}"), "sha256:44136fa355b3678a");
+    }
+
+    #[test]
+    fn a_file_without_statements_is_refused_as_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.json");
+        std::fs::write(&p, "{\"Version\": \"2012-10-17\"}").unwrap();
+        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
+        std::fs::write(&p, "not json").unwrap();
+        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
     }
 }

@@ -24,6 +24,12 @@ pub struct Owned {
     pub created: bool,
 }
 
+/// The one test of "created by this tool": the install record says so, or the
+/// live resource carries this tool's mark (AWS tags, the managed-by label).
+pub fn created_by_us(recorded: Option<&Owned>, marked: bool) -> bool {
+    recorded.is_some_and(|o| o.created) || marked
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetTag {
     pub subnet: String,
@@ -144,7 +150,7 @@ impl Recorder {
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
-                labels: Some(crate::components::managed_labels()),
+                labels: Some(crate::ownership::managed_labels()),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
@@ -174,7 +180,7 @@ impl Recorder {
             let ns = Namespace {
                 metadata: ObjectMeta {
                     name: Some(self.namespace.clone()),
-                    labels: Some(crate::components::managed_labels()),
+                    labels: Some(crate::ownership::managed_labels()),
                     ..Default::default()
                 },
                 ..Default::default()

@@ -13,9 +13,17 @@ use serde_json::Value;
 pub use crate::cli::ProbeFrom;
 use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
 use crate::error::{Error, Result};
-use crate::helm::ChartRef;
 use crate::pins;
 use crate::properties::{DatabaseProperties, STORAGES};
+
+/// Where a chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRef {
+    pub name: String,
+    /// A repository URL, or None for a local chart path in `name`.
+    pub repo: Option<String>,
+    pub version: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,11 +126,14 @@ pub struct Options {
     /// When every wait of this command gives up (start + timeout).
     pub deadline: Option<std::time::Instant>,
     pub adopt: bool,
-    pub iam_policy_file: Option<PathBuf>,
+    /// --iam-policy-file, read once.
+    pub iam_policy: Option<crate::policy::PolicyFile>,
     /// The user's -f files, merged in order.
     pub user_values: Value,
-    pub schema: Option<PathBuf>,
-    pub db_properties: Option<PathBuf>,
+    /// --schema, read and validated once.
+    pub schema: Option<crate::schema::Schema>,
+    /// The text of --db-properties (for the Schema Loader's Secret only).
+    pub db_properties: Option<String>,
     pub probe_url: Option<String>,
     pub probe_from: ProbeFrom,
     /// The image of the in-cluster probe Pod.
@@ -272,7 +283,7 @@ pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
                 .hint("fix the YAML at the position shown")
         })?;
         match v {
-            Value::Object(_) => crate::values::merge(&mut merged, v),
+            Value::Object(_) => merge(&mut merged, v),
             Value::Null => {}
             _ => {
                 return Err(Error::usage(format!("values file {} must hold a map of values", path.display())));
@@ -286,22 +297,41 @@ fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
+/// Helm's merge of values files: maps merge key by key, anything else is
+/// replaced by the later file; a null is kept (it deletes a chart default).
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing @ Value::Object(_)) if v.is_object() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
 /// Builds the spec, options and secrets of `install` from its flags; reads
 /// the files it names. Bad input fails here, before anything is contacted.
 /// `Spec::resolve` then adds what depends on the cluster.
 pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
-    let props = match &a.scalardb.db_properties {
+    let (props, props_text) = match &a.scalardb.db_properties {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::usage(format!("cannot read --db-properties {}: {e}", path.display()))
                     .hint("check the file's path")
             })?;
-            DatabaseProperties::parse(&text)
-                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", path.display())).hint("fix the file"))?
+            let props = DatabaseProperties::parse(&text)
+                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", path.display())).hint("fix the file"))?;
+            (props, Some(text))
         }
-        None => DatabaseProperties::default(),
+        None => (DatabaseProperties::default(), None),
     };
     if let Some(storage) = &a.scalardb.storage
         && !STORAGES.contains(&storage.as_str())
@@ -313,8 +343,15 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     if namespaces.is_empty() {
         namespaces = props.namespaces.clone();
     }
-    if let Some(path) = &a.scalardb.schema {
-        let schema = crate::schema::Schema::read(path)?;
+    let schema = match &a.scalardb.schema {
+        Some(path) => Some(crate::schema::Schema::read(path)?),
+        None => None,
+    };
+    if let Some(schema) = &schema {
+        if props_text.is_none() {
+            return Err(Error::usage("--schema needs --db-properties: the Schema Loader connects with it")
+                .hint("pass --db-properties database.properties (the guide's file)"));
+        }
         if namespaces.is_empty() {
             namespaces = schema.namespaces();
         }
@@ -359,9 +396,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
             .hint("either let install create the Secret from the credentials, or name an existing one"));
     }
     let user_values = read_values_files(&a.chart.values)?;
-    if let Some(path) = &a.iam.iam_policy_file {
-        crate::components::iam_policy::read_policy_file(path)?;
-    }
+    let iam_policy = match &a.iam.iam_policy_file {
+        Some(path) => Some(crate::policy::read_policy_file(path)?),
+        None => None,
+    };
     let nodes = if a.nodes.no_dedicated_nodes {
         None
     } else {
@@ -422,10 +460,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         wait: a.wait,
         timeout,
         adopt: a.iam.adopt,
-        iam_policy_file: a.iam.iam_policy_file.clone(),
+        iam_policy,
         user_values,
-        schema: a.scalardb.schema.clone(),
-        db_properties: a.scalardb.db_properties.clone(),
+        schema,
+        db_properties: props_text,
         probe_url: a.probe.probe_url.clone(),
         probe_from,
         probe_image,
@@ -457,7 +495,7 @@ impl Spec {
 
 /// `--timeout`: a duration such as `90s` or `10m`; `default` when not given.
 pub fn parse_timeout(text: &str, default: Duration) -> Result<Duration> {
-    Ok(crate::context::parse_duration(text)
+    Ok(crate::cli::parse_duration(text)
         .map_err(|e| Error::usage(format!("--timeout {text:?}: {e}")))?
         .unwrap_or(default))
 }

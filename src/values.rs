@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::context::ClusterFacts;
 use crate::pins::{ANNOTATION_PREFIX, STICKINESS_DURATION_SECONDS};
-use crate::spec::Spec;
+use crate::spec::{Spec, merge};
 
 /// The upstream chart's nginx annotations: helm deep-merges maps, so they stay unless nulled.
 pub const NGINX_DEFAULT_ANNOTATIONS: &[&str] = &[
@@ -97,24 +97,6 @@ pub fn lb_controller(spec: &Spec, facts: &ClusterFacts) -> Value {
         // 3.x regenerates the webhook certificate on every upgrade unless told to keep it.
         "keepTLSSecret": true,
     })
-}
-
-/// Helm's merge of values files: maps merge key by key, anything else is
-/// replaced by the later file; a null is kept (it deletes a chart default).
-pub fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing @ Value::Object(_)) if v.is_object() => merge(existing, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
 }
 
 /// The generated values with the user's files merged over them.

@@ -1,29 +1,62 @@
 //! Bounded polling: every wait in the plugin goes through `until`, so each
 //! shows what it waits for and ends at the command's deadline with the last
-//! state it saw.
+//! state it saw. A wait needs only a `Clock`: the deadline, and where to say
+//! what it waits for.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::context::Env;
 use crate::error::{Error, Result};
 
 pub const INTERVAL: Duration = Duration::from_millis(1000);
 
+/// How a component tells what it is waiting for or warns about, without
+/// touching the terminal (the printer implements it).
+pub trait Progress: Send + Sync {
+    /// Replaces the current "waiting for …" line.
+    fn waiting(&self, what: &str);
+    /// Something the user should know that does not stop the command.
+    fn warn(&self, what: &str);
+    /// A change was made.
+    fn done(&self, what: &str);
+}
+
+/// What a wait needs: when to give up, and where to tell what it waits for.
+pub trait Clock {
+    fn deadline(&self) -> Instant;
+    fn progress(&self) -> &dyn Progress;
+}
+
+/// A clock of its own, for a command that has no deployment to act on (`schema`).
+pub struct Deadline {
+    pub at: Instant,
+    pub progress: std::sync::Arc<dyn Progress>,
+}
+
+impl Clock for Deadline {
+    fn deadline(&self) -> Instant {
+        self.at
+    }
+    fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
+    }
+}
+
 /// Polls `check` until it returns `Ok(Ok(value))`. `Ok(Err(state))` means
 /// "not yet" and describes what was seen; `Err` stops at once.
-pub async fn until<T, F, Fut>(env: &Env, what: &str, mut check: F) -> Result<T>
+pub async fn until<T, C, F, Fut>(clock: &C, what: &str, mut check: F) -> Result<T>
 where
+    C: Clock + ?Sized,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
-    let deadline = env.options.deadline.unwrap_or_else(|| Instant::now() + env.options.timeout);
+    let deadline = clock.deadline();
     loop {
         let state = match check().await? {
             Ok(v) => return Ok(v),
             Err(state) => state,
         };
-        env.progress.waiting(&format!("waiting for {what}: {state}"));
+        clock.progress().waiting(&format!("waiting for {what}: {state}"));
         if Instant::now() + INTERVAL > deadline {
             return Err(Error::timeout(format!("timed out waiting for {what}; last seen: {state}"))
                 .hint("run `kubectl scalardb-graphql status` to see what is missing, or raise --timeout"));

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Outcome};
-use crate::context::Env;
 use crate::error::Result;
 use crate::lookups::alb::{AlbState, TargetGroup};
 use crate::lookups::{self, pod_ip, pod_ready};

@@ -12,8 +12,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::discovery::ApiResource;
 use serde_json::Value;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Result};
 use crate::record::{ControllerRecord, Recorder};
 use crate::spec::Mode;

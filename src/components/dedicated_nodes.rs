@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint as KubeTaint};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::record::{NodeChange, Recorder};
 use crate::spec::{NodeSpec, Taint};

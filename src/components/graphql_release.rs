@@ -9,12 +9,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
-use crate::record::{Owned, Recorder};
+use crate::record::{self, Owned, Recorder};
 use crate::values;
 use crate::wait;
 
@@ -61,7 +61,7 @@ impl GraphqlRelease {
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.graphql_release.as_ref().is_some_and(|o| o.created)
+        record::created_by_us(env.record.graphql_release.as_ref(), false)
     }
 
     /// Waits until the ALB the controller made for the Ingress is gone (in an

@@ -3,53 +3,18 @@
 //! against its pinned sha256 (or a document from --iam-policy-file), created
 //! under the guide's name and tagged with the document's version.
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{self, Context, Error, Result};
-use crate::pins::{IAM_POLICY, KNOWN_POLICIES, POLICY_VERSION_TAG_KEY};
-use crate::policy;
-use crate::record::{Owned, Recorder};
+use crate::pins::{IAM_POLICY, POLICY_VERSION_TAG_KEY};
+use crate::policy::{self, PolicyDocument};
+use crate::record::{self, Owned, Recorder};
 
 use super::{iam_tags, iam_tags_ours, sha256_hex};
-
-/// A policy document and what it is.
-pub struct PolicyDocument {
-    pub text: String,
-    /// The controller version it belongs to, or `sha256:<digest>` for a document this plugin does not know.
-    pub label: String,
-}
-
-fn label_of(bytes: &[u8]) -> String {
-    let digest = sha256_hex(bytes);
-    KNOWN_POLICIES
-        .iter()
-        .find(|p| p.sha256 == digest)
-        .map(|p| p.version.to_string())
-        .unwrap_or_else(|| format!("sha256:{}", &digest[..16]))
-}
-
-/// Reads and validates --iam-policy-file (bad input: exit 2, before any change).
-pub fn read_policy_file(path: &Path) -> Result<PolicyDocument> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::usage(format!("cannot read --iam-policy-file {}: {e}", path.display())).hint("check the path")
-    })?;
-    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::usage(format!("--iam-policy-file {} is not JSON: {e}", path.display()))
-            .hint("give the controller's iam_policy.json")
-    })?;
-    if doc.get("Statement").is_none() {
-        return Err(Error::usage(format!(
-            "--iam-policy-file {} has no Statement: not an IAM policy document",
-            path.display()
-        )));
-    }
-    Ok(PolicyDocument { label: label_of(text.as_bytes()), text })
-}
 
 /// The pinned upstream document, verified byte for byte by its digest.
 async fn fetch_pinned() -> Result<PolicyDocument> {
@@ -108,26 +73,22 @@ struct Seen {
 }
 
 impl IamPolicy {
-    pub fn arn(env: &Env) -> String {
-        format!("arn:{}:iam::{}:policy/{}", env.facts.partition, env.facts.account, env.spec.iam.policy_name)
-    }
-
     fn desired_label(env: &Env) -> Result<String> {
-        Ok(match &env.options.iam_policy_file {
-            Some(path) => read_policy_file(path)?.label,
+        Ok(match &env.options.iam_policy {
+            Some(file) => file.document.label.clone(),
             None => IAM_POLICY.version.to_string(),
         })
     }
 
     async fn document(env: &Env) -> Result<PolicyDocument> {
-        match &env.options.iam_policy_file {
-            Some(path) => read_policy_file(path),
+        match &env.options.iam_policy {
+            Some(file) => Ok(file.document.clone()),
             None => fetch_pinned().await,
         }
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.iam_policy.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+        record::created_by_us(env.record.iam_policy.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
     }
 }
 
@@ -142,7 +103,7 @@ impl Component for IamPolicy {
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
-        let arn = Self::arn(env);
+        let arn = env.policy_arn();
         let iam = &env.aws().iam;
         let seen = match iam.get_policy().policy_arn(&arn).send().await {
             Ok(out) => {
@@ -181,8 +142,8 @@ impl Component for IamPolicy {
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let desired = Self::desired_label(env)?;
-        let source = match &env.options.iam_policy_file {
-            Some(p) => format!("document {desired} from {}", p.display()),
+        let source = match &env.options.iam_policy {
+            Some(file) => format!("document {desired} from {}", file.path.display()),
             None => format!("document {desired} from {} (sha256 {})", IAM_POLICY.url, &IAM_POLICY.sha256[..16]),
         };
         if !seen.exists {
@@ -339,25 +300,5 @@ impl Component for IamPolicy {
             }
         }
         record.update(|r| r.iam_policy = None).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_documents_are_labelled_by_digest() {
-        assert_eq!(label_of(b"{}"), "sha256:44136fa355b3678a");
-    }
-
-    #[test]
-    fn a_file_without_statements_is_refused_as_usage() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("p.json");
-        std::fs::write(&p, "{\"Version\": \"2012-10-17\"}").unwrap();
-        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
-        std::fs::write(&p, "not json").unwrap();
-        assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
     }
 }

@@ -5,13 +5,12 @@
 
 use async_trait::async_trait;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{self, Context, Error, Result};
 use crate::policy;
-use crate::record::{AdoptedRole, Owned, Recorder};
+use crate::record::{self, AdoptedRole, Owned, Recorder};
 
-use super::iam_policy::IamPolicy;
 use super::{iam_tags, iam_tags_ours};
 
 #[derive(Default)]
@@ -29,10 +28,6 @@ struct Seen {
 }
 
 impl IamRole {
-    pub fn arn(env: &Env) -> String {
-        format!("arn:{}:iam::{}:role/{}", env.facts.partition, env.facts.account, env.spec.iam.role_name)
-    }
-
     fn subject(env: &Env) -> String {
         policy::service_account_subject(&env.spec.lb_controller.namespace, &env.spec.lb_controller.service_account)
     }
@@ -79,7 +74,7 @@ impl IamRole {
         };
         AdoptedRole {
             trust_before,
-            attached_policy: before.is_some_and(|b| b.attached_policy) || !seen.attached.contains(&IamPolicy::arn(env)),
+            attached_policy: before.is_some_and(|b| b.attached_policy) || !seen.attached.contains(&env.policy_arn()),
         }
     }
 
@@ -92,13 +87,13 @@ impl IamRole {
             return (None, None);
         };
         let restore = adopted.trust_before.clone().filter(|t| seen.trust_text.as_ref() != Some(t));
-        let policy_arn = IamPolicy::arn(env);
+        let policy_arn = env.policy_arn();
         let detach = (adopted.attached_policy && seen.attached.contains(&policy_arn)).then_some(policy_arn);
         (restore, detach)
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.iam_role.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+        record::created_by_us(env.record.iam_role.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
     }
 }
 
@@ -161,7 +156,7 @@ impl Component for IamRole {
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.iam.role_name;
-        let policy_arn = IamPolicy::arn(env);
+        let policy_arn = env.policy_arn();
         if !seen.exists {
             return Ok(vec![
                 Action::aws(Verb::Create, "iam:CreateRole", name)
@@ -220,7 +215,7 @@ impl Component for IamRole {
             Self::set_trust(env, &trust).await?;
             env.progress.done(&format!("set the trust policy of IAM role {name}"));
         }
-        let policy_arn = IamPolicy::arn(env);
+        let policy_arn = env.policy_arn();
         if !seen.attached.contains(&policy_arn) {
             iam.attach_role_policy()
                 .role_name(name)
@@ -246,7 +241,7 @@ impl Component for IamRole {
                 Check::skip(c, "iam.policy-attached", "attachment not checked: no role"),
             ];
         }
-        let policy_arn = IamPolicy::arn(env);
+        let policy_arn = env.policy_arn();
         vec![
             Check::pass(c, "iam.role", format!("IAM role {name} exists")),
             if seen.trust_problems.is_empty() {

@@ -4,8 +4,8 @@
 //! once the controller made the ALB. Owns nothing; install waits for the
 //! hostname.
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component};
-use crate::context::Env;
 use crate::error::Result;
 use crate::lookups;
 use crate::pins::ANNOTATION_PREFIX;
@@ -104,15 +104,10 @@ impl Ingress {
     pub async fn look(env: &Env) -> Result<Seen> {
         let found = lookups::release_ingress(env, &env.options.user_values).await?;
         let name = found.display();
+        let hostname = found.hostname();
         let Some(ing) = found.ingress else {
             return Ok(Seen { name, ..Default::default() });
         };
-        let hostname = ing
-            .status
-            .clone()
-            .and_then(|s| s.load_balancer)
-            .and_then(|lb| lb.ingress)
-            .and_then(|i| i.into_iter().find_map(|i| i.hostname));
         // Only while there is no hostname does the controller's last word matter.
         let last_warning = match hostname {
             Some(_) => None,

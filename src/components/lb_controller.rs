@@ -12,8 +12,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
@@ -65,7 +65,7 @@ impl LbController {
     async fn wait_admission(env: &Env) -> Result<()> {
         let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         let probe: Ingress = serde_json::from_value(json!({
-            "metadata": {"name": "kubectl-scalardb-graphql-admission-check", "labels": crate::components::managed_labels()},
+            "metadata": {"name": "kubectl-scalardb-graphql-admission-check", "labels": crate::ownership::managed_labels()},
             "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {"name": "admission-check", "port": {"number": 80}}}},
         }))
         .context("building the admission check")?;

@@ -10,13 +10,12 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Result};
 use crate::pins::ROLE_ANNOTATION;
-use crate::record::{Owned, Recorder};
+use crate::record::{self, Owned, Recorder};
 
-use super::iam_role::IamRole;
 use super::{is_managed, managed_labels};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
 
@@ -51,7 +50,7 @@ impl ControllerServiceAccount {
     }
 
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.service_account.as_ref().is_some_and(|o| o.created) || self.seen.as_ref().is_some_and(|s| s.managed)
+        record::created_by_us(env.record.service_account.as_ref(), self.seen.as_ref().is_some_and(|s| s.managed))
     }
 
     async fn restart_controller(env: &Env) -> Result<()> {
@@ -90,7 +89,7 @@ impl Component for ControllerServiceAccount {
         let name = &env.spec.lb_controller.service_account;
         let sa = Self::api(env).get_opt(name).await.context(format!("reading ServiceAccount {name}"))?;
         let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-        let role_arn = IamRole::arn(env);
+        let role_arn = env.role_arn();
         let pods = pods
             .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
             .await
@@ -111,7 +110,7 @@ impl Component for ControllerServiceAccount {
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
-        let arn = IamRole::arn(env);
+        let arn = env.role_arn();
         let mut actions = vec![];
         if !seen.exists {
             actions.push(
@@ -138,7 +137,7 @@ impl Component for ControllerServiceAccount {
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.lb_controller.service_account;
-        let arn = IamRole::arn(env);
+        let arn = env.role_arn();
         let api = Self::api(env);
         let created = !seen.exists || self.created_by_us(env);
         record.update(|r| r.service_account = Some(Owned { id: name.clone(), created })).await?;
@@ -172,7 +171,7 @@ impl Component for ControllerServiceAccount {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Iam;
         let name = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
-        let arn = IamRole::arn(env);
+        let arn = env.role_arn();
         let sa = if !seen.exists {
             Check::fail(c, "iam.service-account", format!("ServiceAccount {name} does not exist"))
                 .hint("run `kubectl scalardb-graphql install`")
@@ -225,7 +224,7 @@ impl Component for ControllerServiceAccount {
             vec![Action::keep("kubernetes", "ServiceAccount", target, why)]
         } else if self.created_by_us(env) {
             vec![Action::kube(Verb::Delete, "ServiceAccount", target)]
-        } else if seen.annotation.as_deref() == Some(IamRole::arn(env).as_str()) && env.options.iam_kept().is_none() {
+        } else if seen.annotation.as_deref() == Some(env.role_arn().as_str()) && env.options.iam_kept().is_none() {
             vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
         } else {
             vec![Action::keep("kubernetes", "ServiceAccount", target, "not created by this tool")]
@@ -243,7 +242,7 @@ impl Component for ControllerServiceAccount {
             api.delete(name, &DeleteParams::default()).await.context(format!("deleting ServiceAccount {name}"))?;
             env.progress.done(&format!("deleted ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
         } else if seen.exists
-            && seen.annotation.as_deref() == Some(IamRole::arn(env).as_str())
+            && seen.annotation.as_deref() == Some(env.role_arn().as_str())
             && env.options.iam_kept().is_none()
         {
             let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: null}}});

@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{self, Context, Error, Result};
 use crate::policy::{self, AUDIENCE};
-use crate::record::{Owned, Recorder};
+use crate::record::{self, Owned, Recorder};
 
 use super::{iam_tags, iam_tags_ours};
 
@@ -26,8 +26,7 @@ struct Seen {
 
 impl OidcProvider {
     fn created_by_us(&self, env: &Env) -> bool {
-        env.record.oidc_provider.as_ref().is_some_and(|o| o.created)
-            || self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+        record::created_by_us(env.record.oidc_provider.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
     }
 
     /// Roles, other than ours, whose trust policy names the provider.

@@ -1,7 +1,8 @@
-//! What the two Secret components share: a Secret that install either
-//! creates from credentials it was given (and then owns, labels and keeps in
-//! step) or only uses (a Secret the user made). Values are compared, never
-//! printed.
+//! The one implementation of the two Secret components (registry, database):
+//! a Secret that install either creates from credentials it was given (and
+//! then owns, labels and keeps in step) or only uses (a Secret the user
+//! made). The two differ only in their `Kind`: what they put in the Secret.
+//! Values are compared, never printed.
 
 use std::collections::BTreeMap;
 
@@ -9,24 +10,133 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
-use crate::component::{Action, Category, Check, Verb};
-use crate::context::Env;
+use async_trait::async_trait;
+
+use crate::component::Env;
+use crate::component::{Action, Category, Check, Component, Verb};
 use crate::error::{Context, Error, Result};
-use crate::record::{Owned, Recorder};
-use crate::spec::SecretRef;
+use crate::record::{Owned, Record, Recorder};
+use crate::spec::{SecretRef, Spec};
 
 use super::{is_managed, managed_labels};
 
+/// A Secret's data, key by key.
+pub type Data = BTreeMap<String, Vec<u8>>;
+
 /// How a Secret component differs from the other.
 pub struct Kind {
+    /// The component's name in plans and progress.
+    pub name: &'static str,
     pub what: &'static str,
     pub secret_type: &'static str,
     pub keys: &'static [&'static str],
     pub check_id: &'static str,
     /// How to give credentials, for the error when there are none.
     pub how_to_give: &'static str,
-    /// Sets (or clears) its entry in the install record.
-    pub record: fn(&mut crate::record::Record, Option<Owned>),
+    /// Which of the spec's Secrets, and of the record's entries, it is.
+    pub slot: Slot,
+    /// What it would put in the Secret, from the credentials given (None: none given).
+    pub desired: fn(&Env) -> Option<Data>,
+}
+
+#[derive(Clone, Copy)]
+pub enum Slot {
+    Registry,
+    Database,
+}
+
+impl Slot {
+    fn secret(self, spec: &Spec) -> &SecretRef {
+        match self {
+            Slot::Registry => &spec.registry_secret,
+            Slot::Database => &spec.database_secret,
+        }
+    }
+    fn recorded(self, record: &Record) -> Option<&Owned> {
+        match self {
+            Slot::Registry => record.registry_secret.as_ref(),
+            Slot::Database => record.database_secret.as_ref(),
+        }
+    }
+    fn record(self, record: &mut Record, entry: Option<Owned>) {
+        match self {
+            Slot::Registry => record.registry_secret = entry,
+            Slot::Database => record.database_secret = entry,
+        }
+    }
+}
+
+/// A Secret component: one `Kind` and what it last saw.
+pub struct OwnedSecret {
+    kind: &'static Kind,
+    seen: Seen,
+}
+
+impl OwnedSecret {
+    pub fn new(kind: &'static Kind) -> OwnedSecret {
+        OwnedSecret { kind, seen: Seen::default() }
+    }
+
+    fn owned(&self, env: &Env) -> bool {
+        crate::record::created_by_us(self.kind.slot.recorded(&env.record), self.seen.managed)
+    }
+
+    fn want<'a>(&'a self, env: &'a Env) -> Want<'a> {
+        Want {
+            kind: self.kind,
+            r: self.kind.slot.secret(&env.spec),
+            seen: &self.seen,
+            desired: (self.kind.desired)(env),
+            owned: self.owned(env),
+        }
+    }
+}
+
+/// What install compares and writes: the Secret wanted, as seen, and whether it is ours.
+struct Want<'a> {
+    kind: &'a Kind,
+    r: &'a SecretRef,
+    seen: &'a Seen,
+    desired: Option<Data>,
+    owned: bool,
+}
+
+#[async_trait]
+impl Component for OwnedSecret {
+    fn name(&self) -> &'static str {
+        self.kind.name
+    }
+
+    fn category(&self) -> Category {
+        Category::Graphql
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        self.seen = observe(env, self.kind.slot.secret(&env.spec)).await?;
+        Ok(())
+    }
+
+    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        plan(env, self)
+    }
+
+    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        apply(env, self, record).await
+    }
+
+    async fn checks(&self, env: &Env) -> Vec<Check> {
+        vec![check(env, self.kind, self.kind.slot.secret(&env.spec), &self.seen)]
+    }
+
+    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
+        Ok(removal(env, self.kind.slot.secret(&env.spec), &self.seen, self.owned(env)))
+    }
+
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        remove(env, self.kind.slot.secret(&env.spec), &self.seen, self.owned(env)).await?;
+        let slot = self.kind.slot;
+        record.update(|r| slot.record(r, None)).await
+    }
 }
 
 #[derive(Default)]
@@ -37,7 +147,7 @@ pub struct Seen {
     pub data: BTreeMap<String, Vec<u8>>,
 }
 
-pub async fn observe(env: &Env, r: &SecretRef) -> Result<Seen> {
+async fn observe(env: &Env, r: &SecretRef) -> Result<Seen> {
     let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
     let Some(s) = api.get_opt(&r.name).await.context(format!("reading Secret {}", r.name))? else {
         return Ok(Seen::default());
@@ -55,14 +165,9 @@ fn target(env: &Env, r: &SecretRef) -> String {
 }
 
 /// What install does with the Secret, given what it would contain.
-pub fn plan(
-    env: &Env,
-    kind: &Kind,
-    r: &SecretRef,
-    seen: &Seen,
-    desired: Option<&BTreeMap<String, Vec<u8>>>,
-    owned: bool,
-) -> Result<Vec<Action>> {
+fn plan(env: &Env, s: &OwnedSecret) -> Result<Vec<Action>> {
+    let Want { kind, r, seen, desired, owned } = s.want(env);
+    let desired = desired.as_ref();
     let t = target(env, r);
     if !r.managed || (seen.exists && !owned && desired.is_none()) {
         // The user's own Secret: it must be there and usable.
@@ -107,18 +212,12 @@ pub fn plan(
 }
 
 /// Creates or replaces the Secret; the record entry is written first.
-pub async fn apply(
-    env: &Env,
-    kind: &Kind,
-    r: &SecretRef,
-    seen: &Seen,
-    desired: Option<&BTreeMap<String, Vec<u8>>>,
-    owned: bool,
-    record: &mut Recorder,
-) -> Result<()> {
+async fn apply(env: &Env, s: &OwnedSecret, record: &mut Recorder) -> Result<()> {
+    let Want { kind, r, seen, desired, owned } = s.want(env);
+    let desired = desired.as_ref();
     let created = r.managed && (!seen.exists || owned);
     let entry = Owned { id: r.name.clone(), created };
-    record.update(|rec| (kind.record)(rec, Some(entry))).await?;
+    record.update(|rec| kind.slot.record(rec, Some(entry))).await?;
     let Some(desired) =
         desired.filter(|d| created && (!seen.exists || seen.data != **d || seen.secret_type != kind.secret_type))
     else {
@@ -149,7 +248,7 @@ pub async fn apply(
     Ok(())
 }
 
-pub fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
+fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
     let t = target(env, r);
     let c = Category::Graphql;
     if !seen.exists {
@@ -172,7 +271,7 @@ pub fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
     Check::pass(c, kind.check_id, format!("{} Secret {t} exists ({})", kind.what, kind.secret_type))
 }
 
-pub fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action> {
+fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action> {
     let t = target(env, r);
     if !seen.exists {
         vec![]
@@ -183,16 +282,11 @@ pub fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action
     }
 }
 
-pub async fn remove(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Result<()> {
+async fn remove(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Result<()> {
     if seen.exists && owned && r.managed {
         let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
         api.delete(&r.name, &DeleteParams::default()).await.context(format!("deleting Secret {}", r.name))?;
         env.progress.done(&format!("deleted Secret {}", target(env, r)));
     }
     Ok(())
-}
-
-/// Whether the record or the Secret's label says this tool made it.
-pub fn owned(recorded: Option<&Owned>, seen: &Seen) -> bool {
-    recorded.is_some_and(|o| o.created) || seen.managed
 }

@@ -5,23 +5,21 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use base64::Engine;
 
-use crate::component::{Action, Category, Check, Component};
-use crate::context::Env;
-use crate::error::Result;
-use crate::record::Recorder;
+use crate::component::Env;
 
-use super::owned_secret::{self as secret, Kind, Seen};
+use super::owned_secret::{Kind, Slot};
 
-const KIND: Kind = Kind {
+pub const KIND: Kind = Kind {
+    name: "registry Secret",
     what: "image registry",
     secret_type: "kubernetes.io/dockerconfigjson",
     keys: &[".dockerconfigjson"],
     check_id: "graphql.registry-secret",
     how_to_give: "give --registry-username and the token (read:packages) with --registry-password-stdin, -file or -env; or --image-pull-secret NAME",
-    record: |r, o| r.registry_secret = o,
+    slot: Slot::Registry,
+    desired,
 };
 
 /// The `.dockerconfigjson` content `kubectl create secret docker-registry` writes.
@@ -31,59 +29,10 @@ pub fn docker_config(server: &str, user: &str, token: &str) -> Vec<u8> {
         .expect("JSON of strings")
 }
 
-#[derive(Default)]
-pub struct RegistrySecret {
-    seen: Seen,
-}
-
-impl RegistrySecret {
-    fn desired(env: &Env) -> Option<BTreeMap<String, Vec<u8>>> {
-        let (user, token) = env.secrets.registry.as_ref()?;
-        let server = env.spec.registry_secret.server.as_deref().unwrap_or("ghcr.io");
-        Some(BTreeMap::from([(".dockerconfigjson".to_string(), docker_config(server, user, token.expose()))]))
-    }
-    fn owned(&self, env: &Env) -> bool {
-        secret::owned(env.record.registry_secret.as_ref(), &self.seen)
-    }
-}
-
-#[async_trait]
-impl Component for RegistrySecret {
-    fn name(&self) -> &'static str {
-        "registry Secret"
-    }
-
-    fn category(&self) -> Category {
-        Category::Graphql
-    }
-
-    async fn observe(&mut self, env: &Env) -> Result<()> {
-        self.seen = secret::observe(env, &env.spec.registry_secret).await?;
-        Ok(())
-    }
-
-    fn plan(&self, env: &Env) -> Result<Vec<Action>> {
-        secret::plan(env, &KIND, &env.spec.registry_secret, &self.seen, Self::desired(env).as_ref(), self.owned(env))
-    }
-
-    async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let owned = self.owned(env);
-        secret::apply(env, &KIND, &env.spec.registry_secret, &self.seen, Self::desired(env).as_ref(), owned, record)
-            .await
-    }
-
-    async fn checks(&self, env: &Env) -> Vec<Check> {
-        vec![secret::check(env, &KIND, &env.spec.registry_secret, &self.seen)]
-    }
-
-    fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(secret::removal(env, &env.spec.registry_secret, &self.seen, self.owned(env)))
-    }
-
-    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        secret::remove(env, &env.spec.registry_secret, &self.seen, self.owned(env)).await?;
-        record.update(|r| (KIND.record)(r, None)).await
-    }
+fn desired(env: &Env) -> Option<BTreeMap<String, Vec<u8>>> {
+    let (user, token) = env.secrets.registry.as_ref()?;
+    let server = env.spec.registry_secret.server.as_deref().unwrap_or("ghcr.io");
+    Some(BTreeMap::from([(".dockerconfigjson".to_string(), docker_config(server, user, token.expose()))]))
 }
 
 #[cfg(test)]

@@ -17,13 +17,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{Context, Error, Result};
 use crate::pins::{SCHEMA_LOADER_IMAGE, SCHEMA_LOADER_VERSION};
 use crate::record::{Owned, Recorder};
 use crate::schema::Schema;
-use crate::wait;
+use crate::wait::{self, Clock, Progress};
 
 use super::managed_labels;
 
@@ -150,8 +150,8 @@ impl LoaderJob {
     }
 
     /// Creates the objects, waits for the Job, shows its log; cleans up on success only.
-    pub async fn run(&self, env: &Env) -> Result<()> {
-        let client = env.kube().clone();
+    pub async fn run(&self, client: &kube::Client, clock: &(impl Clock + ?Sized)) -> Result<()> {
+        let client = client.clone();
         let ns = &self.namespace;
         let pp = PostParams::default();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -159,7 +159,7 @@ impl LoaderJob {
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
         // A leftover of the same run (same digest) is replaced.
         if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
-            self.cleanup(env).await?;
+            self.cleanup(&client).await?;
         }
         secrets.create(&pp, &self.secret()).await.context(format!("creating Secret {}", self.name))?;
         maps.create(&pp, &self.config_map()).await.context(format!("creating ConfigMap {}", self.name))?;
@@ -169,7 +169,7 @@ impl LoaderJob {
         } else {
             "the Schema Loader to create the tables"
         };
-        let failed = wait::until(env, what, || async {
+        let failed = wait::until(clock, what, || async {
             let job = jobs.get(&self.name).await.context("reading the loader Job")?;
             let status = job.status.unwrap_or_default();
             let failed_condition =
@@ -190,15 +190,15 @@ impl LoaderJob {
                     .hint(format!("read its log: kubectl -n {ns} logs job/{}", self.name)));
             }
         };
-        if let Some(log) = self.log(env).await {
-            env.progress.done(&format!("Schema Loader log:\n{}", log.trim_end()));
+        if let Some(log) = self.log(&client, clock.progress()).await {
+            clock.progress().done(&format!("Schema Loader log:\n{}", log.trim_end()));
         }
         if failed {
             return Err(Error::failed(format!("the Schema Loader failed; Job {ns}/{}, its Secret and ConfigMap were kept", self.name))
                 .hint(format!("read its log: kubectl -n {ns} logs job/{}; delete them with kubectl -n {ns} delete job,secret,configmap {}", self.name, self.name)));
         }
-        self.cleanup(env).await?;
-        env.progress.done(&format!(
+        self.cleanup(&client).await?;
+        clock.progress().done(&format!(
             "Schema Loader {} ({} table(s)); removed its Job, Secret and ConfigMap",
             if self.delete { "deleted the tables" } else { "created the tables" },
             Schema::parse(&self.schema).map(|s| s.tables.len()).unwrap_or(0)
@@ -206,8 +206,8 @@ impl LoaderJob {
         Ok(())
     }
 
-    async fn log(&self, env: &Env) -> Option<String> {
-        let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &self.namespace);
+    async fn log(&self, client: &kube::Client, progress: &dyn Progress) -> Option<String> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
         let pod = pods
             .list(&ListParams::default().labels(&format!("job-name={}", self.name)))
             .await
@@ -218,14 +218,14 @@ impl LoaderJob {
         match pods.logs(pod.metadata.name.as_deref()?, &LogParams::default()).await {
             Ok(log) => Some(log),
             Err(e) => {
-                env.progress.warn(&format!("the cluster cannot give the loader's log ({e})"));
+                progress.warn(&format!("the cluster cannot give the loader's log ({e})"));
                 None
             }
         }
     }
 
-    async fn cleanup(&self, env: &Env) -> Result<()> {
-        let client = env.kube().clone();
+    async fn cleanup(&self, client: &kube::Client) -> Result<()> {
+        let client = client.clone();
         let ns = &self.namespace;
         let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -267,17 +267,11 @@ impl Component for SchemaLoad {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         self.job = None;
-        let Some(path) = &env.options.schema else {
+        // Both were read and validated before the cluster was contacted (spec::for_install).
+        let (Some(schema), Some(properties)) = (&env.options.schema, &env.options.db_properties) else {
             return Ok(());
         };
-        let schema = Schema::read(path)?;
-        let Some(props) = &env.options.db_properties else {
-            return Err(Error::usage("--schema needs --db-properties: the Schema Loader connects with it")
-                .hint("pass --db-properties database.properties (the guide's file)"));
-        };
-        let properties = std::fs::read_to_string(props)
-            .map_err(|e| Error::usage(format!("cannot read {}: {e}", props.display())))?;
-        self.job = Some(LoaderJob::new(&env.spec.namespace, &schema, properties, None, true, false));
+        self.job = Some(LoaderJob::new(&env.spec.namespace, schema, properties.clone(), None, true, false));
         Ok(())
     }
 
@@ -300,7 +294,7 @@ impl Component for SchemaLoad {
         if env.record.schema.as_ref().is_some_and(|s| s.id == job.name) {
             return Ok(());
         }
-        job.run(env).await?;
+        job.run(env.kube(), env).await?;
         record.update(|r| r.schema = Some(Owned { id: job.name.clone(), created: true })).await
     }
 

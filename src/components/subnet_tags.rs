@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, Tag};
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
-use crate::context::Env;
 use crate::error::{self, Context, Error, Result};
 use crate::pins::INTERNAL_ELB_TAG;
 use crate::record::{Recorder, SubnetTag};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
 
-use crate::context::Env;
+use crate::component::Env;
 use crate::error::{self, Context, Result};
 
 use super::ReleaseIngress;

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, ObjectMeta};
 use serde_json::Value;
 
-use crate::context::Env;
+use crate::component::Env;
 use crate::error::{Context, Result};
 use crate::pins::{ANNOTATION_PREFIX, GRAPHQL_CHART, INGRESS_FINALIZER};
 
@@ -127,6 +127,17 @@ impl ReleaseIngress {
     }
     pub fn display(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The hostname the controller wrote into the Ingress status (the ALB's DNS name).
+    pub fn hostname(&self) -> Option<String> {
+        self.ingress
+            .as_ref()?
+            .status
+            .clone()
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .and_then(|i| i.into_iter().find_map(|i| i.hostname))
     }
 }
 

@@ -13,13 +13,13 @@ mod trace;
 
 use async_trait::async_trait;
 
+use crate::component::Env;
 use crate::component::{Action, Category, Check, Component};
-use crate::context::Env;
 use crate::error::{Error, Result};
 use crate::record::Recorder;
 use crate::spec::ProbeFrom;
 
-use super::ingress::Ingress;
+use crate::lookups;
 use trace::{Origin, Outcome};
 
 const C: Category = Category::Probe;
@@ -81,7 +81,10 @@ impl Component for Probe {
         if env.options.no_probe {
             return Ok(());
         }
-        let hostname = if env.options.probe_url.is_some() { None } else { Ingress::look(env).await?.hostname };
+        let hostname = match env.options.probe_url {
+            Some(_) => None,
+            None => lookups::release_ingress(env, &env.options.user_values).await?.hostname(),
+        };
         self.url = Self::url(env, hostname.as_deref());
         Ok(())
     }

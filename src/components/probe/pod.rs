@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use serde_json::json;
 
 use crate::cleanup;
-use crate::context::Env;
+use crate::component::Env;
 
 use super::super::managed_labels;
 use super::trace::{Origin, Trace};
