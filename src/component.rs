@@ -81,6 +81,21 @@ impl Env {
     }
 }
 
+// --- uninstall's one decision -------------------------------------------------------------
+
+/// What uninstall does with what a component owns. Each component decides it
+/// once (its `fate`); `removal()` shows that decision and `remove()` carries
+/// it out, so what is listed is what is done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fate<T = ()> {
+    /// Nothing there.
+    Absent,
+    /// Left in place, and why.
+    Keep(String),
+    /// Removed; `T` says what removing it takes.
+    Remove(T),
+}
+
 // --- actions ------------------------------------------------------------------------------
 
 /// One change a command would make, described well enough to review before it happens.

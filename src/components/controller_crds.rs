@@ -13,7 +13,7 @@ use kube::discovery::ApiResource;
 use serde_json::Value;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::record::{ControllerRecord, Recorder};
 use crate::spec::Mode;
@@ -106,6 +106,15 @@ pub async fn custom_resource_count(client: &kube::Client, crd: &CustomResourceDe
 impl ControllerCrds {
     fn recorded(env: &Env) -> &[String] {
         env.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.as_slice()).unwrap_or_default()
+    }
+
+    /// Uninstall's one decision, CRD by CRD (each still only if no custom resource of it remains).
+    fn fates<'a>(env: &Env, recorded: &'a [String]) -> Vec<(&'a String, Fate)> {
+        let fate = match env.options.controller_kept() {
+            Some(why) => Fate::Keep(why),
+            None => Fate::Remove(()),
+        };
+        recorded.iter().map(|name| (name, fate.clone())).collect()
     }
 }
 
@@ -206,16 +215,15 @@ impl Component for ControllerCrds {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        let recorded = Self::recorded(env);
-        Ok(recorded
-            .iter()
-            .map(|name| {
-                if let Some(why) = env.options.controller_kept() {
-                    Action::keep("kubernetes", "CustomResourceDefinition", name, why)
-                } else {
+        Ok(Self::fates(env, Self::recorded(env))
+            .into_iter()
+            .filter_map(|(name, fate)| match fate {
+                Fate::Absent => None,
+                Fate::Keep(why) => Some(Action::keep("kubernetes", "CustomResourceDefinition", name, why)),
+                Fate::Remove(()) => Some(
                     Action::kube(Verb::Delete, "CustomResourceDefinition", name)
-                        .because("if no custom resource of it remains")
-                }
+                        .because("if no custom resource of it remains"),
+                ),
             })
             .collect())
     }
@@ -228,7 +236,10 @@ impl Component for ControllerCrds {
         // The live record: the controller's removal may have kept it (and with it, its CRDs).
         let recorded: Vec<String> =
             record.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.clone()).unwrap_or_default();
-        for name in &recorded {
+        for (name, fate) in Self::fates(env, &recorded) {
+            if fate != Fate::Remove(()) {
+                continue;
+            }
             let Some(crd) = api.get_opt(name).await.context(format!("reading CRD {name}"))? else {
                 continue;
             };

@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::record::{NodeChange, Recorder};
 use crate::spec::{NodeSpec, Taint};
@@ -113,6 +113,31 @@ impl DedicatedNodes {
             .collect();
         found.sort();
         Ok(found)
+    }
+
+    /// Uninstall's one decision, node by node: a patch taking back what install
+    /// added, for the nodes that still carry it.
+    fn fates<'a>(&self, env: &'a Env) -> Result<Vec<(&'a NodeChange, Fate<serde_json::Value>)>> {
+        let mut fates = vec![];
+        for change in &env.record.nodes {
+            let Some(node) = self.nodes.iter().find(|n| n.name == change.node) else {
+                fates.push((change, Fate::Absent));
+                continue;
+            };
+            let taints: Vec<KubeTaint> = match &change.taint {
+                Some(t) => {
+                    let t = crate::spec::parse_taint(t)
+                        .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
+                    node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
+                }
+                None => node.taints.clone(),
+            };
+            let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
+            let ours_left =
+                taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k));
+            fates.push((change, if ours_left { Fate::Remove(patch_for(node, label, taints)) } else { Fate::Absent }));
+        }
+        Ok(fates)
     }
 
     async fn patch_all(env: &Env, patches: Vec<(String, serde_json::Value)>) -> Result<()> {
@@ -325,41 +350,34 @@ impl Component for DedicatedNodes {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(env
-            .record
-            .nodes
-            .iter()
-            .filter(|c| self.nodes.iter().any(|n| n.name == c.node))
-            .map(|c| {
-                let what: Vec<_> =
-                    [c.taint.as_ref().map(|t| format!("taint {t}")), c.label.as_ref().map(|l| format!("label {l}"))]
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                Action::kube(Verb::Update, "Node", &c.node).because(format!("remove {}", what.join(", ")))
+        Ok(self
+            .fates(env)?
+            .into_iter()
+            .filter_map(|(c, fate)| match fate {
+                Fate::Remove(_) => {
+                    let what: Vec<_> = [
+                        c.taint.as_ref().map(|t| format!("taint {t}")),
+                        c.label.as_ref().map(|l| format!("label {l}")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    Some(Action::kube(Verb::Update, "Node", &c.node).because(format!("remove {}", what.join(", "))))
+                }
+                _ => None,
             })
             .collect())
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let mut patches = vec![];
-        for change in &env.record.nodes {
-            let Some(node) = self.nodes.iter().find(|n| n.name == change.node) else {
-                continue;
-            };
-            let taints: Vec<KubeTaint> = match &change.taint {
-                Some(t) => {
-                    let t = crate::spec::parse_taint(t)
-                        .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
-                    node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
-                }
-                None => node.taints.clone(),
-            };
-            let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
-            if taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k)) {
-                patches.push((node.name.clone(), patch_for(node, label, taints)));
-            }
-        }
+        let patches: Vec<_> = self
+            .fates(env)?
+            .into_iter()
+            .filter_map(|(c, fate)| match fate {
+                Fate::Remove(patch) => Some((c.node.clone(), patch)),
+                _ => None,
+            })
+            .collect();
         let count = patches.len();
         Self::patch_all(env, patches).await?;
         if count > 0 {

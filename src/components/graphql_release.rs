@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
@@ -57,6 +57,17 @@ impl GraphqlRelease {
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
             Some(_) => None,
+        }
+    }
+
+    /// Uninstall's one decision.
+    fn fate(&self, env: &Env) -> Fate {
+        if self.seen.as_ref().is_none_or(|s| s.release.is_none()) {
+            Fate::Absent
+        } else if !self.created_by_us(env) {
+            Fate::Keep("not installed by this tool".into())
+        } else {
+            Fate::Remove(())
         }
     }
 
@@ -264,27 +275,26 @@ impl Component for GraphqlRelease {
         let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.namespace, env.spec.release);
         let ingress = &seen.ingress;
-        Ok(if seen.release.is_none() {
-            vec![Action::wait(format!("Ingress {} and its ALB are gone", ingress.display()))]
-        } else if !self.created_by_us(env) {
-            vec![Action::keep("helm", "release", target, "not installed by this tool")]
-        } else {
-            vec![
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![Action::wait(format!("Ingress {} and its ALB are gone", ingress.display()))],
+            Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
+            Fate::Remove(()) => vec![
                 Action::helm(Verb::Delete, "uninstall", target),
                 Action::wait(format!(
                     "Ingress {} and its ALB are gone (while the controller still runs)",
                     ingress.display()
                 )),
-            ]
+            ],
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if seen.release.is_some() && !self.created_by_us(env) {
+        let fate = self.fate(env);
+        if matches!(fate, Fate::Keep(_)) {
             return Ok(());
         }
-        if seen.release.is_some() {
+        if fate == Fate::Remove(()) {
             env.ctx.helm()?.uninstall(&env.spec.release, &env.spec.namespace).await?;
             env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }

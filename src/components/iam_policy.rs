@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::pins::{IAM_POLICY, POLICY_VERSION_TAG_KEY};
 use crate::policy::{self, PolicyDocument};
@@ -84,6 +84,19 @@ impl IamPolicy {
         match &env.options.iam_policy {
             Some(file) => Ok(file.document.clone()),
             None => fetch_pinned().await,
+        }
+    }
+
+    /// Uninstall's one decision.
+    fn fate(&self, env: &Env) -> Fate {
+        if !self.seen.as_ref().is_some_and(|s| s.exists) {
+            Fate::Absent
+        } else if !self.created_by_us(env) {
+            Fate::Keep("not created by this tool".into())
+        } else if let Some(why) = env.options.iam_kept() {
+            Fate::Keep(why)
+        } else {
+            Fate::Remove(())
         }
     }
 
@@ -251,16 +264,12 @@ impl Component for IamPolicy {
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        Ok(if !seen.exists {
-            vec![]
-        } else if !self.created_by_us(env) {
-            vec![Action::keep("aws", "iam:Policy", &seen.arn, "not created by this tool")]
-        } else if let Some(why) = env.options.iam_kept() {
-            vec![Action::keep("aws", "iam:Policy", &seen.arn, why)]
-        } else {
-            vec![
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("aws", "iam:Policy", &seen.arn, why)],
+            Fate::Remove(()) => vec![
                 Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn).because("unless something else still uses it"),
-            ]
+            ],
         })
     }
 
@@ -269,7 +278,7 @@ impl Component for IamPolicy {
         if env.options.iam_kept().is_some() {
             return Ok(());
         }
-        if seen.exists && self.created_by_us(env) {
+        if self.fate(env) == Fate::Remove(()) {
             let iam = &env.aws().iam;
             // Our role was detached just before; read the count now, not from the observation.
             let now = iam

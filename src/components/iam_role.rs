@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::policy;
 use crate::record::{self, AdoptedRole, Owned, Recorder};
@@ -92,9 +92,30 @@ impl IamRole {
         (restore, detach)
     }
 
+    /// Uninstall's one decision: delete ours; give an adopted role back what install changed.
+    fn fate(&self, env: &Env) -> Fate<Undo> {
+        if !self.seen.as_ref().is_some_and(|s| s.exists) {
+            Fate::Absent
+        } else if let Some(why) = env.options.iam_kept() {
+            Fate::Keep(why)
+        } else if !self.created_by_us(env) {
+            Fate::Remove(Undo::GiveBack)
+        } else {
+            Fate::Remove(Undo::Delete)
+        }
+    }
+
     fn created_by_us(&self, env: &Env) -> bool {
         record::created_by_us(env.record.iam_role.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
     }
+}
+
+/// What removing the role takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    Delete,
+    /// Adopted: the role stays; the policy install attached and the trust it replaced go back.
+    GiveBack,
 }
 
 #[async_trait]
@@ -272,34 +293,36 @@ impl Component for IamRole {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.iam.role_name;
-        Ok(if !seen.exists {
-            vec![]
-        } else if !self.created_by_us(env) {
-            let (restore, detach) = self.to_give_back(env);
-            let mut a: Vec<_> = detach
-                .map(|p| {
-                    Action::aws(Verb::Delete, "iam:DetachRolePolicy", name).because(format!("attached by install: {p}"))
-                })
-                .into_iter()
-                .collect();
-            if restore.is_some() {
-                a.push(
-                    Action::aws(Verb::Update, "iam:UpdateAssumeRolePolicy", name)
-                        .because("restore the trust policy it had before --adopt"),
-                );
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("aws", "iam:Role", name, why)],
+            Fate::Remove(Undo::GiveBack) => {
+                let (restore, detach) = self.to_give_back(env);
+                let mut a: Vec<_> = detach
+                    .map(|p| {
+                        Action::aws(Verb::Delete, "iam:DetachRolePolicy", name)
+                            .because(format!("attached by install: {p}"))
+                    })
+                    .into_iter()
+                    .collect();
+                if restore.is_some() {
+                    a.push(
+                        Action::aws(Verb::Update, "iam:UpdateAssumeRolePolicy", name)
+                            .because("restore the trust policy it had before --adopt"),
+                    );
+                }
+                a.push(Action::keep("aws", "iam:Role", name, "not created by this tool"));
+                a
             }
-            a.push(Action::keep("aws", "iam:Role", name, "not created by this tool"));
-            a
-        } else if let Some(why) = env.options.iam_kept() {
-            vec![Action::keep("aws", "iam:Role", name, why)]
-        } else {
-            let mut a: Vec<_> = seen
-                .attached
-                .iter()
-                .map(|p| Action::aws(Verb::Delete, "iam:DetachRolePolicy", name).because(p.clone()))
-                .collect();
-            a.push(Action::aws(Verb::Delete, "iam:DeleteRole", name));
-            a
+            Fate::Remove(Undo::Delete) => {
+                let mut a: Vec<_> = seen
+                    .attached
+                    .iter()
+                    .map(|p| Action::aws(Verb::Delete, "iam:DetachRolePolicy", name).because(p.clone()))
+                    .collect();
+                a.push(Action::aws(Verb::Delete, "iam:DeleteRole", name));
+                a
+            }
         })
     }
 
@@ -310,7 +333,8 @@ impl Component for IamRole {
         }
         let iam = &env.aws().iam;
         let name = &env.spec.iam.role_name;
-        if seen.exists && !self.created_by_us(env) {
+        let fate = self.fate(env);
+        if fate == Fate::Remove(Undo::GiveBack) {
             let (restore, detach) = self.to_give_back(env);
             if let Some(p) = &detach {
                 Self::detach(env, p).await?;
@@ -320,7 +344,7 @@ impl Component for IamRole {
                 Self::set_trust(env, trust).await?;
                 env.progress.done(&format!("restored the trust policy IAM role {name} had before --adopt"));
             }
-        } else if seen.exists {
+        } else if fate == Fate::Remove(Undo::Delete) {
             for p in &seen.attached {
                 Self::detach(env, p).await?;
             }

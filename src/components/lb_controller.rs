@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
@@ -58,6 +58,19 @@ impl Seen {
 }
 
 impl LbController {
+    /// Uninstall's one decision.
+    fn fate(&self, env: &Env) -> Fate {
+        if self.seen.as_ref().is_none_or(|s| s.release.is_none()) {
+            Fate::Absent
+        } else if env.spec.lb_controller.external || !Self::installed_by_us(env) {
+            Fate::Keep("not installed by this tool".into())
+        } else if let Some(why) = env.options.controller_kept() {
+            Fate::Keep(why)
+        } else {
+            Fate::Remove(())
+        }
+    }
+
     /// Endpoints are not yet admission: waits until the controller's Ingress
     /// webhook answers a server-side dry run (which persists nothing), so
     /// that the GraphQL release is not refused half-way. A dry run refused
@@ -372,28 +385,18 @@ impl Component for LbController {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        let seen = self.seen.as_ref().expect("observed");
         let lbc = &env.spec.lb_controller;
         let target = format!("{}/{}", lbc.namespace, lbc.release);
-        Ok(if seen.release.is_none() {
-            vec![]
-        } else if lbc.external || !Self::installed_by_us(env) {
-            vec![Action::keep("helm", "release", target, "not installed by this tool")]
-        } else if let Some(why) = env.options.controller_kept() {
-            vec![Action::keep("helm", "release", target, why)]
-        } else {
-            vec![Action::helm(Verb::Delete, "uninstall", target)]
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
+            Fate::Remove(()) => vec![Action::helm(Verb::Delete, "uninstall", target)],
         })
     }
 
     async fn remove(&mut self, env: &Env, _record: &mut Recorder) -> Result<()> {
-        let seen = self.seen.as_ref().expect("observed");
         let lbc = &env.spec.lb_controller;
-        if seen.release.is_none()
-            || lbc.external
-            || !Self::installed_by_us(env)
-            || env.options.controller_kept().is_some()
-        {
+        if self.fate(env) != Fate::Remove(()) {
             return Ok(());
         }
         env.ctx.helm()?.uninstall(&lbc.release, &lbc.namespace).await?;

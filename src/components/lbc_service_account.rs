@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use serde_json::json;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::pins::ROLE_ANNOTATION;
 use crate::record::{self, Owned, Recorder};
@@ -49,6 +49,22 @@ impl ControllerServiceAccount {
         Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace)
     }
 
+    /// Uninstall's one decision: delete ours, give back an adopted one its annotation.
+    fn fate(&self, env: &Env) -> Fate<Undo> {
+        let Some(seen) = self.seen.as_ref().filter(|s| s.exists) else {
+            return Fate::Absent;
+        };
+        if let Some(why) = env.options.controller_kept() {
+            Fate::Keep(why)
+        } else if self.created_by_us(env) {
+            Fate::Remove(Undo::Delete)
+        } else if seen.annotation.as_deref() == Some(env.role_arn().as_str()) && env.options.iam_kept().is_none() {
+            Fate::Remove(Undo::Unannotate)
+        } else {
+            Fate::Keep("not created by this tool".into())
+        }
+    }
+
     fn created_by_us(&self, env: &Env) -> bool {
         record::created_by_us(env.record.service_account.as_ref(), self.seen.as_ref().is_some_and(|s| s.managed))
     }
@@ -73,6 +89,14 @@ impl ControllerServiceAccount {
 fn jiff_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     k8s_openapi::jiff::Timestamp::from_second(secs as i64).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// What removing the ServiceAccount takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    Delete,
+    /// Adopted: only the role annotation install added goes.
+    Unannotate,
 }
 
 #[async_trait]
@@ -216,35 +240,28 @@ impl Component for ControllerServiceAccount {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
-        Ok(if !seen.exists {
-            vec![]
-        } else if let Some(why) = env.options.controller_kept() {
-            vec![Action::keep("kubernetes", "ServiceAccount", target, why)]
-        } else if self.created_by_us(env) {
-            vec![Action::kube(Verb::Delete, "ServiceAccount", target)]
-        } else if seen.annotation.as_deref() == Some(env.role_arn().as_str()) && env.options.iam_kept().is_none() {
-            vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
-        } else {
-            vec![Action::keep("kubernetes", "ServiceAccount", target, "not created by this tool")]
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("kubernetes", "ServiceAccount", target, why)],
+            Fate::Remove(Undo::Delete) => vec![Action::kube(Verb::Delete, "ServiceAccount", target)],
+            Fate::Remove(Undo::Unannotate) => {
+                vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
+            }
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.lb_controller.service_account;
         let api = Self::api(env);
         if env.options.controller_kept().is_some() {
             return Ok(());
         }
-        if seen.exists && self.created_by_us(env) {
+        let fate = self.fate(env);
+        if fate == Fate::Remove(Undo::Delete) {
             api.delete(name, &DeleteParams::default()).await.context(format!("deleting ServiceAccount {name}"))?;
             env.progress.done(&format!("deleted ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
-        } else if seen.exists
-            && seen.annotation.as_deref() == Some(env.role_arn().as_str())
-            && env.options.iam_kept().is_none()
-        {
+        } else if fate == Fate::Remove(Undo::Unannotate) {
             let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: null}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::policy::{self, AUDIENCE};
 use crate::record::{self, Owned, Recorder};
@@ -25,6 +25,19 @@ struct Seen {
 }
 
 impl OidcProvider {
+    /// Uninstall's one decision.
+    fn fate(&self, env: &Env) -> Fate {
+        if !self.seen.as_ref().is_some_and(|s| s.exists) {
+            Fate::Absent
+        } else if !self.created_by_us(env) {
+            Fate::Keep("it was there before install".into())
+        } else if let Some(why) = env.options.iam_kept() {
+            Fate::Keep(why)
+        } else {
+            Fate::Remove(())
+        }
+    }
+
     fn created_by_us(&self, env: &Env) -> bool {
         record::created_by_us(env.record.oidc_provider.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
     }
@@ -160,24 +173,19 @@ impl Component for OidcProvider {
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        if !seen.exists {
-            return Ok(vec![]);
-        }
-        Ok(if !self.created_by_us(env) {
-            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, "it was there before install")]
-        } else if let Some(why) = env.options.iam_kept() {
-            vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, why)]
-        } else {
-            vec![
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, why)],
+            Fate::Remove(()) => vec![
                 Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)
                     .because("unless another role trusts it"),
-            ]
+            ],
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if seen.exists && self.created_by_us(env) && env.options.iam_kept().is_none() {
+        if self.fate(env) == Fate::Remove(()) {
             let others = self.other_trusting_roles(env, &seen.arn).await?;
             if !others.is_empty() {
                 env.progress.warn(&format!(

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use async_trait::async_trait;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::record::{Owned, Record, Recorder};
 use crate::spec::{SecretRef, Spec};
@@ -81,6 +81,17 @@ impl OwnedSecret {
         crate::record::created_by_us(self.kind.slot.recorded(&env.record), self.seen.managed)
     }
 
+    /// Uninstall's one decision: only a Secret this tool made, and manages, goes.
+    fn fate(&self, env: &Env) -> Fate {
+        if !self.seen.exists {
+            Fate::Absent
+        } else if self.owned(env) && self.kind.slot.secret(&env.spec).managed {
+            Fate::Remove(())
+        } else {
+            Fate::Keep("not created by this tool".into())
+        }
+    }
+
     fn want<'a>(&'a self, env: &'a Env) -> Want<'a> {
         Want {
             kind: self.kind,
@@ -129,11 +140,21 @@ impl Component for OwnedSecret {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(removal(env, self.kind.slot.secret(&env.spec), &self.seen, self.owned(env)))
+        let t = target(env, self.kind.slot.secret(&env.spec));
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("kubernetes", "Secret", t, why)],
+            Fate::Remove(()) => vec![Action::kube(Verb::Delete, "Secret", t)],
+        })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        remove(env, self.kind.slot.secret(&env.spec), &self.seen, self.owned(env)).await?;
+        if self.fate(env) == Fate::Remove(()) {
+            let r = self.kind.slot.secret(&env.spec);
+            let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+            api.delete(&r.name, &DeleteParams::default()).await.context(format!("deleting Secret {}", r.name))?;
+            env.progress.done(&format!("deleted Secret {}", target(env, r)));
+        }
         let slot = self.kind.slot;
         record.update(|r| slot.record(r, None)).await
     }
@@ -269,24 +290,4 @@ fn check(env: &Env, kind: &Kind, r: &SecretRef, seen: &Seen) -> Check {
             .hint(kind.how_to_give);
     }
     Check::pass(c, kind.check_id, format!("{} Secret {t} exists ({})", kind.what, kind.secret_type))
-}
-
-fn removal(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Vec<Action> {
-    let t = target(env, r);
-    if !seen.exists {
-        vec![]
-    } else if owned && r.managed {
-        vec![Action::kube(Verb::Delete, "Secret", t)]
-    } else {
-        vec![Action::keep("kubernetes", "Secret", t, "not created by this tool")]
-    }
-}
-
-async fn remove(env: &Env, r: &SecretRef, seen: &Seen, owned: bool) -> Result<()> {
-    if seen.exists && owned && r.managed {
-        let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-        api.delete(&r.name, &DeleteParams::default()).await.context(format!("deleting Secret {}", r.name))?;
-        env.progress.done(&format!("deleted Secret {}", target(env, r)));
-    }
-    Ok(())
 }

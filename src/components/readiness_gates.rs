@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::lookups::{self, READINESS_GATE_PREFIX};
 use crate::record::Recorder;
@@ -50,6 +50,17 @@ fn has_gate(p: &Pod) -> bool {
 }
 
 impl ReadinessGates {
+    /// Uninstall's one decision: the label goes only if install added it.
+    fn fate(&self, env: &Env) -> Fate {
+        if !self.seen.as_ref().is_some_and(|s| s.labelled) {
+            Fate::Absent
+        } else if env.record.readiness_gate_label {
+            Fate::Remove(())
+        } else {
+            Fate::Keep(format!("label {} was there before install", INJECT_LABEL.0))
+        }
+    }
+
     async fn look(env: &Env) -> Result<Seen> {
         let ns = &env.spec.namespace;
         let namespaces: Api<Namespace> = Api::all(env.kube().clone());
@@ -226,27 +237,18 @@ impl Component for ReadinessGates {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        let seen = self.seen.as_ref().expect("observed");
-        Ok(if env.record.readiness_gate_label && seen.labelled {
-            vec![
+        Ok(match self.fate(env) {
+            Fate::Absent => vec![],
+            Fate::Keep(why) => vec![Action::keep("kubernetes", "Namespace", &env.spec.namespace, why)],
+            Fate::Remove(()) => vec![
                 Action::kube(Verb::Update, "Namespace", &env.spec.namespace)
                     .because(format!("remove label {}", INJECT_LABEL.0)),
-            ]
-        } else if seen.labelled {
-            vec![Action::keep(
-                "kubernetes",
-                "Namespace",
-                &env.spec.namespace,
-                format!("label {} was there before install", INJECT_LABEL.0),
-            )]
-        } else {
-            vec![]
+            ],
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let seen = self.seen.as_ref().expect("observed");
-        if env.record.readiness_gate_label && seen.labelled {
+        if self.fate(env) == Fate::Remove(()) {
             let ns = &env.spec.namespace;
             let namespaces: Api<Namespace> = Api::all(env.kube().clone());
             let patch = json!({"metadata": {"labels": {INJECT_LABEL.0: null}}});

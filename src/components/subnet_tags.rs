@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, Tag};
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component, Verb};
+use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::pins::INTERNAL_ELB_TAG;
 use crate::record::{Recorder, SubnetTag};
@@ -143,6 +143,29 @@ pub fn refusal(all: &[Subnet], candidates: &[&Subnet], cluster: &str) -> Option<
 }
 
 impl SubnetTags {
+    /// Uninstall's one decision, tag by tag: only tags install added, still there, go.
+    fn fates<'a>(&self, env: &'a Env) -> Vec<(&'a SubnetTag, Fate)> {
+        let subnets = self.seen.as_deref().expect("observed");
+        env.record
+            .subnet_tags
+            .iter()
+            .map(|t| {
+                let present = subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
+                let fate = if !t.created {
+                    Fate::Keep(format!("{}={} was there before install", t.key, t.value))
+                } else if !present {
+                    Fate::Absent
+                } else if let Some(why) = env.options.controller_kept() {
+                    // The controller finds the subnets for internal ALBs by this tag.
+                    Fate::Keep(format!("{}={}: {why}", t.key, t.value))
+                } else {
+                    Fate::Remove(())
+                };
+                (t, fate)
+            })
+            .collect()
+    }
+
     fn chosen(&self, env: &Env) -> Vec<Subnet> {
         candidates(self.seen.as_deref().unwrap_or_default(), &env.spec.subnets).into_iter().cloned().collect()
     }
@@ -366,39 +389,25 @@ impl Component for SubnetTags {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        let subnets = self.seen.as_deref().expect("observed");
-        Ok(env
-            .record
-            .subnet_tags
-            .iter()
-            .filter_map(|t| {
-                let present = subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
-                if !t.created {
-                    Some(Action::keep(
-                        "aws",
-                        "ec2:Tag",
-                        &t.subnet,
-                        format!("{}={} was there before install", t.key, t.value),
-                    ))
-                } else if let Some(why) = env.options.controller_kept() {
-                    // The controller finds the subnets for internal ALBs by this tag.
-                    present.then(|| Action::keep("aws", "ec2:Tag", &t.subnet, format!("{}={}: {why}", t.key, t.value)))
-                } else {
-                    present.then(|| {
-                        Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet).because(format!("{}={}", t.key, t.value))
-                    })
-                }
+        Ok(self
+            .fates(env)
+            .into_iter()
+            .filter_map(|(t, fate)| match fate {
+                Fate::Absent => None,
+                Fate::Keep(why) => Some(Action::keep("aws", "ec2:Tag", &t.subnet, why)),
+                Fate::Remove(()) => Some(
+                    Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet).because(format!("{}={}", t.key, t.value)),
+                ),
             })
             .collect())
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let subnets = self.seen.as_deref().expect("observed");
         if env.options.controller_kept().is_some() {
             return Ok(());
         }
-        for t in env.record.subnet_tags.iter().filter(|t| t.created) {
-            if subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value)) {
+        for (t, fate) in self.fates(env) {
+            if fate == Fate::Remove(()) {
                 env.aws()
                     .ec2
                     .delete_tags()
