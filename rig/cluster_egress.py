@@ -13,16 +13,25 @@ addresses there (10.0.0.0/24) are never dialled by anyone.
   answered, the proxy terminates TLS itself with the certificate of the Secret
   `aws-load-balancer-tls` beside the Service (read again whenever it changes)
   and serves the admission reviews (rig/lbc_webhooks.py).
-- Every other destination is refused with 403, nodes and pods included.
+- A CONNECT to a node's kubelet (an address of the Node with its
+  daemonEndpoints.kubeletEndpoint port: kwok's nodes are all `localhost`
+  at kwok's port) is the API server reading container logs: tunnelled,
+  TLS untouched, to the kubelet API of the rig's pod runner
+  (rig/pod_runner.py) on 127.0.0.1, which answers for the pods it runs and
+  says it has no such pod for the others. Refused with 503 while the
+  runner does not answer.
+- Every other destination is refused with 403, pods included.
 
 Each CONNECT is logged with its verdict, each review with its answer.
 
-usage: cluster_egress.py SOCKET  (KUBECONFIG and the AWS_* variables set; the
-cluster may come up after the proxy)
+usage: cluster_egress.py SOCKET [KUBELET_PORT]  (KUBECONFIG and the AWS_*
+variables set; the cluster and the pod runner may come up after the proxy)
 """
 
 import base64
 import json
+import select
+import socket
 import ssl
 import sys
 import tempfile
@@ -51,6 +60,7 @@ class Cluster:
         self.core = None
         self.webhooks = None
         self.tls = {}  # namespace -> (Secret resourceVersion, SSLContext)
+        self.kubelet_port = None
 
     def connect(self):
         with self.lock:
@@ -60,9 +70,22 @@ class Cluster:
                 self.discovery = client.DiscoveryV1Api()
                 self.webhooks = Webhooks()
 
+    def kubelet(self, host, port):
+        """The names of the nodes whose kubelet endpoint is host:port."""
+        nodes = json.loads(self.core.list_node(_preload_content=False).data)["items"]
+        return [n["metadata"]["name"] for n in nodes
+                if ((n.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port") == port
+                and host in [a.get("address") for a in (n.get("status") or {}).get("addresses") or []]]
+
     def route(self, host, port):
-        """(the webhook Service or None, HTTP status, verdict) for a CONNECT to host:port."""
+        """(the webhook Service, "kubelet" or None, HTTP status, verdict) for a CONNECT to host:port."""
         self.connect()
+        nodes = self.kubelet(host, port)
+        if nodes:
+            where = f"kubelet of node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)}"
+            if self.kubelet_port is None:
+                return None, 403, f"refused: {where}: the rig runs no kubelet API"
+            return "kubelet", 200, f"answered: {where} (the rig's pod runner, 127.0.0.1:{self.kubelet_port})"
         for svc in self.core.list_service_for_all_namespaces().items:
             if host in [svc.spec.cluster_ip, *(svc.spec.cluster_i_ps or [])] and any(p.port == port for p in svc.spec.ports or []):
                 where = f"Service {svc.metadata.namespace}/{svc.metadata.name}"
@@ -113,6 +136,9 @@ class Handler(BaseHTTPRequestHandler):
             service, code, verdict = self.server.cluster.route(host.strip("[]"), int(port))
         except Exception as e:  # the API server is not answering yet, or a bad target
             service, code, verdict = None, 503, f"refused: {e}"
+        if service == "kubelet":
+            self.splice(verdict)
+            return
         log(f"CONNECT {self.path} {verdict}")
         if service is None:
             self.refuse(code, verdict.split(": ", 1)[1])
@@ -134,6 +160,39 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile = self.connection.makefile("rb")
         self.wfile = self.connection.makefile("wb")  # flushed after each request
         self.tunnel = service
+
+    def splice(self, verdict):
+        """A tunnel to the pod runner's kubelet API: bytes both ways until either side closes."""
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.server.cluster.kubelet_port), timeout=5)
+        except OSError as e:
+            log(f"CONNECT {self.path} refused: the kubelet (the rig's pod runner) does not answer ({e})")
+            self.refuse(503, "the kubelet does not answer")
+            return
+        log(f"CONNECT {self.path} {verdict}")
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        upstream.settimeout(None)
+        sockets = [self.connection, upstream]
+        try:
+            pending = self.rfile.peek() if hasattr(self.rfile, "peek") else b""
+            if pending:  # bytes the request parser read ahead
+                upstream.sendall(self.rfile.read(len(pending)))
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 300)
+                if not readable:
+                    return
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (upstream if s is self.connection else self.connection).sendall(data)
+        except OSError:
+            return
+        finally:
+            upstream.close()
 
     def refuse(self, code, reason):
         """A status line and nothing else: the API server reads it and hangs up."""
@@ -174,6 +233,8 @@ def main():
     server = ThreadingUnixStreamServer(str(path), Handler)
     server.daemon_threads = True
     server.cluster = Cluster()
+    if len(sys.argv) > 2:
+        server.cluster.kubelet_port = int(sys.argv[2])
     log(f"listening on {path}")
     server.serve_forever()
 

@@ -12,9 +12,21 @@ Every server binds 127.0.0.1 on a free port (the egress proxy, a Unix
 socket), and nothing dials anything else: the API server reaches into the
 cluster network (webhook Services, kubelets) only through its `cluster`
 egress selector, a CONNECT proxy of the rig's (rig/cluster_egress.py) that
-serves the load balancer controller's webhooks and refuses the rest. State,
-logs and pids live in .rig/ at the repository root; `.rig/env` holds
-`export NAME=value` lines for tests, the demo and anyone debugging.
+serves the load balancer controller's webhooks, tunnels kubelet requests
+to the pod runner and refuses the rest. State, logs and pids live in .rig/
+at the repository root; `.rig/env` holds `export NAME=value` lines for
+tests, the demo and anyone debugging.
+
+kwok's nodes run no containers and kwok fakes every pod's status, except
+for two images that the rig really runs: the pod runner (rig/pod_runner.py)
+plays the container runtime and kubelet for pods of `python` (the plugin's
+probe) and `scalardb-schema-loader` (rig/schema_loader_standin.py), runs
+them as host processes, writes their status, serves their logs to the API
+server, and gives them the rig's VPC: an HTTP proxy through which the
+ALBs' DNS names reach the data plane. `up` makes kwok's pod-ready and
+pod-complete stages skip those pods (a selector added to the stages kwokctl
+generated, then kwok's controller restarted); `reset` kills the runner's
+processes and removes their logs.
 """
 
 import json
@@ -166,12 +178,13 @@ def node_manifest():
     return {"apiVersion": "v1", "kind": "List", "items": nodes}
 
 
-def make_cert(directory):
-    """A self-signed certificate for 127.0.0.1, for the admission webhook."""
-    cert, key = directory / "webhook.crt", directory / "webhook.key"
+def make_cert(directory, name="webhook", subject="/CN=rig-pod-identity-webhook",
+              san="subjectAltName=IP:127.0.0.1"):
+    """A self-signed certificate for 127.0.0.1 (the admission webhook's; the pod runner's kubelet API's)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     if not cert.exists():
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                        "-subj", "/CN=rig-pod-identity-webhook", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-subj", subject, "-addext", san,
                         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
 
@@ -188,6 +201,39 @@ def write_egress_selector(socket_path):
             "proxyProtocol": "HTTPConnect", "transport": {"uds": {"udsName": str(socket_path)}}}}],
     }, indent=1) + "\n")
     return path
+
+
+RUNNER_IMAGES_JQ = ('.spec.containers.[0].image | split("@") | .[0] | split("/") | .[-1] | split(":") | .[0]')
+
+
+def hand_runner_pods_to_the_runner(bins, env, cluster_dir):
+    """kwok's pod-ready and pod-complete stages, as kwokctl generated them, skip the pod runner's
+    images; kwok's controller is restarted to read them. Its pod-delete stage still takes every pod."""
+    import yaml
+    path = cluster_dir / "kwok.yaml"
+    docs = path.read_text().split("\n---\n")
+    changed = 0
+    for i, text in enumerate(docs):
+        doc = yaml.safe_load(text)
+        if not (isinstance(doc, dict) and doc.get("kind") == "Stage"
+                and doc["metadata"]["name"] in ("pod-ready", "pod-complete")):
+            continue
+        doc["spec"]["selector"].setdefault("matchExpressions", []).append(
+            {"jq": {"key": RUNNER_IMAGES_JQ, "operator": "NotIn", "values": ["python", "scalardb-schema-loader"]}})
+        docs[i] = yaml.safe_dump(doc, sort_keys=False, width=1000)
+        changed += 1
+    if changed != 2:
+        raise SystemExit(f"rig: kwok's pod-ready and pod-complete stages not found in {path}")
+    path.write_text("\n---\n".join(docs))
+    pid_file = cluster_dir / "pids" / "kwok-controller.pid"
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for("kwok's controller to stop", lambda: not alive(pid), timeout=30)
+    pid_file.unlink()
+    # With the others' pid files pointing at running processes, this starts the controller alone.
+    subprocess.run([str(bins["kwokctl"]), "start", "cluster", "--name", CLUSTER], env=env, check=True,
+                   capture_output=True)
+    wait_for("kwok's controller to start again", lambda: pid_file.exists() and alive(int(pid_file.read_text())))
 
 
 def build_chart_repo(bins, env):
@@ -294,7 +340,8 @@ def up():
     # First, so that the API server never finds its egress without a proxy.
     log("starting the cluster egress proxy (the webhooks' way in)")
     egress_socket = STATE / "cluster-egress.sock"
-    start("cluster-egress", [bins["python"], RIG / "cluster_egress.py", egress_socket], env=run_env)
+    kubelet_port = free_port()
+    start("cluster-egress", [bins["python"], RIG / "cluster_egress.py", egress_socket, kubelet_port], env=run_env)
     env["RIG_CLUSTER_EGRESS_SOCKET"] = str(egress_socket)
     env["RIG_CLUSTER_EGRESS_LOG"] = str(STATE / "logs" / "cluster-egress.log")
     wait_for("the cluster egress proxy", lambda: egress_refuses(egress_socket))
@@ -314,6 +361,7 @@ def up():
         "--wait", "2m",
     ], env=kwok_env, check=True)
     cluster_dir = STATE / "kwok" / "clusters" / CLUSTER
+    hand_runner_pods_to_the_runner(bins, kwok_env, cluster_dir)
     kubectl(bins, "config", "rename-context", f"kwok-{CLUSTER}", CONTEXT, env=run_env)
     server = kubectl(bins, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
                      env=run_env).stdout.strip()
@@ -380,6 +428,17 @@ def up():
     env["RIG_ALB_URL"] = f"http://127.0.0.1:{alb_port}"
     env["RIG_DATAPLANE_SOCKET"] = str(sock)
     env["RIG_IAM_POLICY_FILE"] = str(write_iam_policy())
+
+    log("starting the pod runner (python and schema loader pods, their logs, the VPC)")
+    kubelet_cert, kubelet_key = make_cert(STATE, "kubelet", "/CN=rig-kubelet",
+                                          "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    proxy_port, admin_port = free_port(), free_port()
+    start("pod-runner", [bins["python"], RIG / "pod_runner.py", STATE, kubelet_port, proxy_port, admin_port,
+                         kubelet_cert, kubelet_key], env=child_env(env))
+    env["RIG_POD_RUNNER_URL"] = f"http://127.0.0.1:{admin_port}"
+    env["RIG_VPC_PROXY_URL"] = f"http://127.0.0.1:{proxy_port}"
+    env["RIG_POD_RUNNER_LOG"] = str(STATE / "logs" / "pod-runner.log")
+    wait_for("the pod runner", lambda: http_ok(f"{env['RIG_POD_RUNNER_URL']}/status"))
 
     wait_for("the chart repository", lambda: http_ok(f"{env['RIG_CHART_REPO_URL']}/index.yaml"))
     wait_for("the ALB data plane", lambda: all(
@@ -556,6 +615,8 @@ def reset():
         now = snapshot(env)
         return now["kubernetes"] == baseline["kubernetes"] and now["nodes"] == baseline["nodes"]
     wait_for("the cluster to be back at its baseline", clean, timeout=90)
+    # Whatever the runner still runs (a pod it lost track of), and every log.
+    http_ok(f"{env['RIG_POD_RUNNER_URL']}/reset", data=b"")
     # AWS last: until the Ingresses are gone, the simulator may still be making ALBs.
     urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
 
@@ -586,6 +647,7 @@ def problems(env):
         "chart repository": lambda: http_ok(f"{env['RIG_CHART_REPO_URL']}/index.yaml"),
         "ALB data plane": lambda: http_ok(f"{env['RIG_ALB_URL']}/graphql?query=%7B__typename%7D"),
         "cluster egress proxy": lambda: egress_refuses(env["RIG_CLUSTER_EGRESS_SOCKET"]),
+        "pod runner": lambda: http_ok(f"{env['RIG_POD_RUNNER_URL']}/status"),
     }
     for name, check in checks.items():
         try:
@@ -607,6 +669,14 @@ def status():
     for f in sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []:
         pid = int(f.read_text())
         print(f"{f.stem:22} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    try:
+        with urllib.request.urlopen(f"{env['RIG_POD_RUNNER_URL']}/status", timeout=5) as r:
+            for pod in json.loads(r.read())["pods"]:
+                state = pod["state"] + (f" ({pod['reason']})" if pod["reason"] else "")
+                pid = f"pid {pod['pid']}" if pod["pid"] else ""
+                print(f"  pod {pod['namespace']}/{pod['name']:30} {state:28} {pid}")
+    except Exception:
+        pass  # problems() says it
     found = problems(env)
     for p in found:
         print(f"problem: {p}")
@@ -614,9 +684,21 @@ def status():
     raise SystemExit(1 if found else 0)
 
 
+def stop_pod_processes():
+    """Pod processes the runner left (it kills them as it stops, and they die with it): none, normally."""
+    for pid_file in (STATE / "pods").glob("*/pid") if (STATE / "pods").exists() else []:
+        try:
+            pid = int(pid_file.read_text())
+            if Path(f"/proc/{pid}/cwd").resolve() == pid_file.parent / "work":
+                os.killpg(pid, signal.SIGKILL)
+        except (ValueError, OSError):
+            pass
+
+
 def down():
     for name, pid in our_pids().items():
         stop(name, pid)
+    stop_pod_processes()
     kwokctl = STATE / "bin" / "kwokctl"
     kwok_pids = [int(f.read_text()) for f in (STATE / "kwok" / "clusters" / CLUSTER / "pids").glob("*.pid")
                  if f.read_text().strip().isdigit()] if (STATE / "kwok").exists() else []
@@ -636,7 +718,7 @@ def down():
             except ProcessLookupError:
                 pass
     for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew", "egress-selector.yaml",
-                 "cluster-egress.sock"):
+                 "cluster-egress.sock", "pods"):
         path = STATE / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,971 @@
+"""The rig's container runtime and kubelet for two images: it really runs their pods, on the host.
+
+kwok's nodes run nothing; this process runs the pods that the plugin itself
+creates, as a kubelet with a container runtime would, and leaves every
+other pod to kwok:
+
+- Its pods: scheduled (spec.nodeName set) pods whose first container's
+  image repository ends in `python` or `scalardb-schema-loader` (registry
+  host, path and tag or digest aside). kwok's pod-ready and pod-complete
+  stages skip them (rig.py adds that selector to kwok's stages).
+- A registry: `python` is known by tag `3.13.7-alpine3.22` and by digest
+  PYTHON_DIGEST (a digest decides when both are given),
+  `scalardb-schema-loader` by any tag `3.<n>.<n>`, under any registry host
+  (a mirror keeps the path). Anything else stays Waiting, ErrImagePull then
+  ImagePullBackOff with the kubelet's back-off, the pod Pending.
+- The python image: the container's command and args run as a host
+  process (`python3`/`python` is the rig's Python, RIG_PYTHON), with the
+  pod's plain `env` values, in a fresh working directory, stdout and stderr
+  interleaved into the container's log. The schema loader image runs
+  rig/schema_loader_standin.py with the container's args, its `secret` and
+  `configMap` volumes materialised from the API and the args that point
+  into a mount rewritten to the materialised files.
+- Status as a kubelet writes it (status subresource): Running with
+  startTime, hostIP, a made-up podIP (10.0.1.0/24, never dialled) and the
+  Ready conditions; then Succeeded or Failed with the container's exit
+  code. `activeDeadlineSeconds` kills the process (Failed,
+  DeadlineExceeded). A pod being deleted, or gone, has its process killed
+  at once. restartPolicy is not honoured beyond Never.
+- The rig's VPC: each process gets `http_proxy` pointing at this process's
+  forward proxy, which sends a request on to the ALB data plane (HAProxy)
+  only when its host is the DNS name of a load balancer in the rig's AWS
+  account (port 80), Host, Cookie and Set-Cookie untouched; any other name
+  gets 502 saying it does not resolve in the rig's VPC.
+- A kubelet API (HTTPS, self-signed) for the API server, reached only
+  through the cluster egress proxy: `GET /containerLogs/NS/POD/CONTAINER`
+  with tailLines, limitBytes, timestamps, sinceSeconds, sinceTime and
+  follow. Pods it does not run get the kubelet's 404.
+- An admin port on 127.0.0.1: `GET /status` (JSON), `POST /reset` (kill
+  every process, forget every pod, remove their logs).
+
+State lives in STATE_DIR/pods/<ns>_<pod>_<uid>/ (log, working directory,
+volumes), one log per container in the kubelet's CRI format.
+
+usage: pod_runner.py STATE_DIR KUBELET_PORT PROXY_PORT ADMIN_PORT CERT KEY
+(KUBECONFIG, AWS_ENDPOINT_URL and the AWS_* variables, RIG_ALB_URL set)
+"""
+
+import base64
+import ctypes
+import datetime
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+RIG = Path(__file__).resolve().parent
+PYTHON_TAG = "3.13.7-alpine3.22"
+PYTHON_DIGEST = "sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844"
+LOADER_TAG = re.compile(r"^3\.\d+\.\d+$")
+IMAGES = ("python", "scalardb-schema-loader")
+POD_NETWORK = ipaddress.ip_network("10.0.1.0/24")
+BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # the kubelet's image pull back-off
+LB_CACHE_SECONDS = 1.5
+HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te",
+              "trailer", "transfer-encoding", "upgrade", "content-length"}
+
+
+def log(msg):
+    print(f"pod-runner: {msg}", flush=True)
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def stamp(t=None):
+    return (t or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def nano(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+# --- images -------------------------------------------------------------------------------
+def parse_image(ref):
+    """(registry host or "", repository path, tag or None, digest or None) of an image reference."""
+    name, _, digest = ref.partition("@")
+    tag = None
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, _, tag = name.rpartition(":")
+    host, _, rest = name.partition("/")
+    if rest and ("." in host or ":" in host or host == "localhost"):
+        return host, rest, tag, digest or None
+    return "", name, tag, digest or None
+
+
+def repository_name(ref):
+    """The last path segment of the image's repository: what this runtime knows images by."""
+    return parse_image(ref)[1].rsplit("/", 1)[-1]
+
+
+def canonical(ref):
+    """The reference as containerd spells it (docker.io/library/..., :latest by default)."""
+    host, path, tag, digest = parse_image(ref)
+    if not host:
+        host = "docker.io"
+        if "/" not in path:
+            path = f"library/{path}"
+    out = f"{host}/{path}"
+    if tag or not digest:
+        out += f":{tag or 'latest'}"
+    return out + (f"@{digest}" if digest else "")
+
+
+def pull(ref):
+    """(image ID, None) when the rig's registry has the reference, else (None, the kubelet's message)."""
+    host, path, tag, digest = parse_image(ref)
+    repo = path.rsplit("/", 1)[-1]
+    repo_ref = f"{host or 'docker.io'}/{path if host or '/' in path else 'library/' + path}"
+    if repo == "python" and (digest == PYTHON_DIGEST if digest else tag == PYTHON_TAG):
+        return f"{repo_ref}@{PYTHON_DIGEST}", None
+    if repo == "scalardb-schema-loader" and not digest and tag and LOADER_TAG.match(tag):
+        return f"{repo_ref}@sha256:{hashlib.sha256(f'scalardb-schema-loader:{tag}'.encode()).hexdigest()}", None
+    full = canonical(ref)
+    return None, (f'failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack image '
+                  f'"{full}": failed to resolve reference "{full}": {full}: not found')
+
+
+def ours(pod):
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    return bool(spec.get("nodeName")) and bool(containers) and repository_name(containers[0].get("image", "")) in IMAGES
+
+
+# --- one pod ----------------------------------------------------------------------------
+class Run:
+    """A pod this runtime took on: its latest object, its process, its log."""
+
+    def __init__(self, runner, pod):
+        meta = pod["metadata"]
+        self.runner = runner
+        self.pod = pod
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.container = pod["spec"]["containers"][0]
+        self.dir = runner.state / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
+        self.log_path = self.dir / self.container["name"] / "0.log"
+        self.wake = threading.Event()
+        self.deleted = False
+        self.gone = False
+        self.proc = None
+        self.log_closed = threading.Event()
+        self.state = "waiting"  # waiting | running | terminated
+        self.waiting_reason = "ContainerCreating"
+        self.pod_ip = runner.allocate_ip(self.uid)
+        self.host_ip = runner.host_ip(pod["spec"]["nodeName"])
+        self.started_at = None
+        self.thread = threading.Thread(target=self.main, name=f"pod {self.namespace}/{self.name}", daemon=True)
+
+    # -- what the watch tells
+    def update(self, pod, gone=False):
+        self.pod = pod
+        if gone or pod["metadata"].get("deletionTimestamp"):
+            if not self.deleted:
+                log(f"{self.namespace}/{self.name}: deleted, stopping its container")
+            self.deleted = True
+            self.gone = self.gone or gone
+            self.kill()
+            self.wake.set()
+
+    def kill(self, sig=signal.SIGKILL):
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    # -- status
+    def patch(self, status):
+        """A status patch, retried while the API server is away; False once the pod is gone."""
+        delay = 0.1
+        while not self.gone:
+            try:
+                self.runner.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status},
+                                                             _preload_content=False)
+                return True
+            except ApiException as e:
+                if e.status == 404:
+                    self.gone = True
+                    return False
+                if e.status == 422:
+                    log(f"{self.namespace}/{self.name}: status refused: {e.body}")
+                    return False
+            except Exception as e:  # the API server restarting
+                log(f"{self.namespace}/{self.name}: status patch failed ({e.__class__.__name__}), retrying")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return False
+
+    def conditions(self, ready, reason=None, message=None, sandbox=True):
+        t = stamp()
+        extra = {"reason": reason, "message": message} if reason else {}
+        return [
+            {"type": "PodReadyToStartContainers", "status": "True" if sandbox else "False", "lastProbeTime": None,
+             "lastTransitionTime": t},
+            {"type": "Initialized", "status": "True", "lastProbeTime": None, "lastTransitionTime": t},
+            {"type": "Ready", "status": "True" if ready else "False", "lastProbeTime": None,
+             "lastTransitionTime": t, **extra},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastProbeTime": None,
+             "lastTransitionTime": t, **extra},
+        ]
+
+    def base_status(self):
+        return {"hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}], "podIP": self.pod_ip,
+                "podIPs": [{"ip": self.pod_ip}], "startTime": stamp(self.start_time)}
+
+    def container_status(self, state, image_id="", ready=False, started=False):
+        return [{"name": self.container["name"], "image": self.container["image"], "imageID": image_id,
+                 "containerID": self.container_id if state.get("running") or state.get("terminated") else None,
+                 "ready": ready, "started": started, "restartCount": 0, "lastState": {}, "state": state}]
+
+    def waiting(self, reason, message=None):
+        self.state, self.waiting_reason = "waiting", reason
+        unready = f"containers with unready status: [{self.container['name']}]"
+        return self.patch({**self.base_status(), "phase": "Pending",
+                           "conditions": self.conditions(False, "ContainersNotReady", unready),
+                           "containerStatuses": self.container_status(
+                               {"waiting": {"reason": reason, **({"message": message} if message else {})}})})
+
+    def terminated(self, code, reason, message=None, pod_reason=None, pod_message=None):
+        self.state = "terminated"
+        finished = now()
+        term = {"exitCode": code, "reason": reason, "startedAt": stamp(self.started_at or finished),
+                "finishedAt": stamp(finished), "containerID": self.container_id}
+        if message:
+            term["message"] = message
+        status = {**self.base_status(), "phase": "Succeeded" if code == 0 else "Failed",
+                  "conditions": self.conditions(False, "PodCompleted", sandbox=False),
+                  "containerStatuses": self.container_status({"terminated": term}, self.image_id)}
+        if pod_reason:
+            status.update(reason=pod_reason, message=pod_message)
+        log(f"{self.namespace}/{self.name}: {status['phase']} (exit {code}, {reason})")
+        self.patch(status)
+
+    def event(self, reason, message, kind="Normal"):
+        self.runner.events.put((self, reason, message, kind))
+
+    # -- the lifecycle
+    def sleep(self, seconds):
+        """Waits, waking at once when the pod is deleted; True while the pod still stands."""
+        if not self.deleted:
+            self.wake.wait(seconds)
+            self.wake.clear()
+        return not self.deleted
+
+    def main(self):
+        try:
+            self.lifecycle()
+        except Exception:
+            traceback.print_exc()
+        finally:
+            self.kill()
+            self.runner.finished(self)
+
+    def lifecycle(self):
+        self.start_time = now()
+        self.container_id = f"rig://{hashlib.sha256(self.uid.encode()).hexdigest()[:32]}"
+        self.image_id = ""
+        spec = self.pod["spec"]
+        if len(spec.get("containers") or []) != 1 or spec.get("initContainers"):
+            self.waiting("CreateContainerConfigError", "the rig's pod runner runs pods of exactly one container")
+            while self.sleep(60):
+                pass
+            return
+        image = self.container["image"]
+        backoff = BACKOFF_START
+        while True:
+            self.event("Pulling", f'Pulling image "{image}"')
+            image_id, error = pull(image)
+            if image_id:
+                break
+            self.event("Failed", f'Failed to pull image "{image}": {error.split(": ", 1)[1]}', "Warning")
+            self.event("Failed", "Error: ErrImagePull", "Warning")
+            log(f"{self.namespace}/{self.name}: image {image} not found")
+            self.waiting("ErrImagePull", error)
+            if not self.sleep(1.0):
+                return
+            self.event("BackOff", f'Back-off pulling image "{image}"')
+            self.waiting("ImagePullBackOff", f'Back-off pulling image "{image}": ErrImagePull: {error}')
+            if not self.sleep(backoff):
+                return
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        self.image_id = image_id
+        self.event("Pulled", f'Container image "{image}" already present on machine')
+        shutil.rmtree(self.dir, ignore_errors=True)
+        (self.dir / self.container["name"]).mkdir(parents=True)
+        work = self.dir / "work"
+        work.mkdir()
+        if repository_name(image) == "scalardb-schema-loader":
+            mounts = self.materialise_volumes()
+            if mounts is None:
+                return
+            argv = [self.runner.python, str(RIG / "schema_loader_standin.py"),
+                    *[rewrite(a, mounts) for a in self.expand(self.container.get("args") or [])]]
+        else:
+            argv = self.expand((self.container.get("command") or []) + (self.container.get("args") or [])) \
+                or ["python3"]
+            program = os.path.basename(argv[0])
+            if program not in ("python3", "python") or argv[0] not in (
+                    program, f"/usr/local/bin/{program}", f"/usr/bin/{program}"):
+                message = (f'failed to create containerd task: failed to create shim task: OCI runtime create failed: '
+                           f'runc create failed: unable to start container process: exec: "{argv[0]}": executable '
+                           f'file not found in $PATH: unknown')
+                self.event("Failed", f"Error: {message}", "Warning")
+                self.terminated(128, "StartError", message)
+                return
+            argv[0] = self.runner.python
+        self.start(argv, work)
+        self.event("Created", f"Created container: {self.container['name']}")
+        self.event("Started", f"Started container {self.container['name']}")
+        if not self.patch({**self.base_status(), "phase": "Running", "conditions": self.conditions(True),
+                           "containerStatuses": self.container_status(
+                               {"running": {"startedAt": stamp(self.started_at)}}, image_id, True, True)}):
+            return
+        deadline = self.pod["spec"].get("activeDeadlineSeconds")
+        deadline = time.monotonic() + deadline - (now() - self.start_time).total_seconds() if deadline else None
+        while self.proc.poll() is None:
+            if self.deleted:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self.event("DeadlineExceeded", "Pod was active on the node longer than the specified deadline",
+                           "Warning")
+                self.kill()
+                self.proc.wait()
+                self.log_closed.wait(5)
+                self.terminated(137, "Error", pod_reason="DeadlineExceeded",
+                                pod_message="Pod was active on the node longer than the specified deadline")
+                return
+            self.wake.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            self.wake.clear()
+        if self.deleted:
+            return
+        self.log_closed.wait(5)
+        code = self.proc.returncode
+        code = 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as runtimes report
+        self.terminated(code, "Completed" if code == 0 else "Error")
+
+    def expand(self, words):
+        """$(VAR) references to the container's env, as the kubelet expands them in command and args."""
+        env = self.env_values()
+        return [re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                       lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), w) for w in words]
+
+    def env_values(self):
+        values = {}
+        for e in self.container.get("env") or []:
+            if "value" in e and "valueFrom" not in e:
+                values[e["name"]] = re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                                           lambda m: "$" if m.group(0) == "$$" else values.get(m.group(1), m.group(0)),
+                                           e.get("value") or "")
+        return values
+
+    def materialise_volumes(self):
+        """{mountPath: host directory} of the container's secret and configMap mounts; None if deleted first."""
+        volumes = {v["name"]: v for v in self.pod["spec"].get("volumes") or []}
+        while True:
+            try:
+                mounts = {}
+                for m in self.container.get("volumeMounts") or []:
+                    v = volumes.get(m["name"])
+                    if v is None or not (v.get("secret") or v.get("configMap")):
+                        continue
+                    target = self.dir / "volumes" / m["name"]
+                    if not target.exists():
+                        self.write_volume(v, target)
+                    mounts[m["mountPath"].rstrip("/") or "/"] = target / m.get("subPath", "")
+                return mounts
+            except MountError as e:
+                self.event("FailedMount", f'MountVolume.SetUp failed for volume "{e.volume}" : {e}', "Warning")
+                self.waiting("ContainerCreating")
+                if not self.sleep(2.0):
+                    return None
+
+    def write_volume(self, v, target):
+        if v.get("secret"):
+            src = v["secret"]
+            try:
+                obj = self.runner.core.read_namespaced_secret(src["secretName"], self.namespace, _preload_content=False)
+            except ApiException as e:
+                if e.status == 404 and src.get("optional"):
+                    target.mkdir(parents=True)
+                    return
+                raise MountError(v["name"], f'secret "{src["secretName"]}" not found' if e.status == 404 else str(e))
+            data = {k: base64.b64decode(x) for k, x in (json.loads(obj.data).get("data") or {}).items()}
+        else:
+            src = v["configMap"]
+            try:
+                obj = self.runner.core.read_namespaced_config_map(src["name"], self.namespace, _preload_content=False)
+            except ApiException as e:
+                if e.status == 404 and src.get("optional"):
+                    target.mkdir(parents=True)
+                    return
+                raise MountError(v["name"], f'configmap "{src["name"]}" not found' if e.status == 404 else str(e))
+            raw = json.loads(obj.data)
+            data = {k: x.encode() for k, x in (raw.get("data") or {}).items()}
+            data.update({k: base64.b64decode(x) for k, x in (raw.get("binaryData") or {}).items()})
+        items = src.get("items")
+        files = {i["path"]: data[i["key"]] for i in items if i["key"] in data} if items else data
+        target.mkdir(parents=True)
+        for rel, content in files.items():
+            path = target / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+
+    def start(self, argv, work):
+        env = {"PATH": f"{Path(self.runner.python).parent}:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.name,
+               "HOME": str(work), "LANG": "C.UTF-8"}
+        env.update(self.env_values())
+        env.update(http_proxy=self.runner.proxy_url, HTTP_PROXY=self.runner.proxy_url)
+        self.started_at = now()
+        self.proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+        self.state = "running"
+        (self.dir / "pid").write_text(str(self.proc.pid))
+        log(f"{self.namespace}/{self.name}: started pid {self.proc.pid}: {' '.join(argv[1:])[:200]}")
+        threading.Thread(target=self.copy_log, daemon=True).start()
+        threading.Thread(target=self.reap, daemon=True).start()
+
+    def copy_log(self):
+        """The process's output, line by line, into the container log (CRI format, nanosecond stamps)."""
+        with open(self.log_path, "ab", buffering=0) as out:
+            for line in iter(self.proc.stdout.readline, b""):
+                tag = b"F" if line.endswith(b"\n") else b"P"
+                out.write(nano(now()).encode() + b" stdout " + tag + b" " + line.rstrip(b"\n") + b"\n")
+        self.log_closed.set()
+
+    def reap(self):
+        self.proc.wait()
+        self.wake.set()
+
+    # -- the log, for the kubelet API
+    def log_lines(self):
+        """[(datetime, text bytes including its newline)] of the container log so far."""
+        try:
+            raw = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines = []
+        for line in raw.splitlines():
+            ts, _, rest = line.partition(b" ")
+            _, _, rest = rest.partition(b" ")
+            tag, _, content = rest.partition(b" ")
+            when = datetime.datetime.strptime(ts[:26].decode() + "Z", "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc)
+            lines.append((ts, when, content + (b"\n" if tag == b"F" else b"")))
+        return lines
+
+
+class MountError(Exception):
+    def __init__(self, volume, message):
+        super().__init__(message)
+        self.volume = volume
+
+
+def rewrite(arg, mounts):
+    """An argument naming a file under a mount, pointed at the materialised volume instead."""
+    for path in sorted(mounts, key=len, reverse=True):
+        if arg == path or arg.startswith(path.rstrip("/") + "/"):
+            return str(mounts[path]) + arg[len(path):]
+    return arg
+
+
+def die_with_parent():
+    """In the child: SIGKILL when the runner dies, however it dies (PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+# --- the runner ---------------------------------------------------------------------------
+class Runner:
+    def __init__(self, state, proxy_port):
+        config.load_kube_config()
+        self.core = client.CoreV1Api()
+        self.state = state
+        self.python = os.environ.get("RIG_PYTHON") or shutil.which("python3")
+        self.proxy_url = f"http://127.0.0.1:{proxy_port}"
+        self.lock = threading.RLock()
+        self.runs = {}  # uid -> Run
+        self.done = set()  # uids finished here: not taken on again
+        self.ips = {}
+        self.events = queue.Queue()
+        self.nodes = {}
+
+    def allocate_ip(self, uid):
+        with self.lock:
+            used = set(self.ips.values())
+            for host in POD_NETWORK.hosts():
+                if str(host) not in used:
+                    self.ips[uid] = str(host)
+                    return str(host)
+        return str(next(POD_NETWORK.hosts()))
+
+    def host_ip(self, node_name):
+        """The node's InternalIP as a kubelet reports it; kwok's nodes have none, and their kubelet is here."""
+        try:
+            node = json.loads(self.core.read_node(node_name, _preload_content=False).data)
+            for a in (node.get("status") or {}).get("addresses") or []:
+                if a["type"] == "InternalIP" and a["address"]:
+                    return a["address"]
+        except Exception:
+            pass
+        return "127.0.0.1"
+
+    def finished(self, run):
+        with self.lock:
+            self.done.add(run.uid)
+            if run.gone:
+                self.forget(run)
+
+    def forget(self, run):
+        self.runs.pop(run.uid, None)
+        self.ips.pop(run.uid, None)
+        shutil.rmtree(run.dir, ignore_errors=True)
+
+    def find(self, namespace, name):
+        with self.lock:
+            found = [r for r in self.runs.values() if (r.namespace, r.name) == (namespace, name) and not r.gone]
+        return found[-1] if found else None
+
+    def handle(self, kind, pod):
+        uid = pod["metadata"].get("uid")
+        with self.lock:
+            run = self.runs.get(uid)
+        if run is None:
+            if kind == "DELETED" or uid in self.done or not ours(pod) or pod["metadata"].get("deletionTimestamp"):
+                return
+            phase = (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                return
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if phase == "Running" and statuses and (statuses[0].get("containerID") or "").startswith("rig://"):
+                # Started by an earlier runner, whose processes died with it.
+                self.done.add(uid)
+                threading.Thread(target=self.lost, args=(pod,), daemon=True).start()
+                return
+            run = Run(self, pod)  # only the watch thread takes pods on: no race for the uid
+            with self.lock:
+                self.runs[uid] = run
+            log(f"{run.namespace}/{run.name}: scheduled to {pod['spec']['nodeName']}, image "
+                f"{run.container['image']}")
+            run.thread.start()
+            return
+        run.update(pod, gone=kind == "DELETED")
+        if kind == "DELETED":
+            with self.lock:
+                if not run.thread.is_alive():
+                    self.forget(run)
+
+    def lost(self, pod):
+        meta, status = pod["metadata"], pod["status"]
+        cs = status["containerStatuses"][0]
+        t = stamp()
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": {
+                "phase": "Failed",
+                "conditions": [{"type": k, "status": "False", "reason": "PodCompleted", "lastProbeTime": None,
+                                "lastTransitionTime": t} for k in ("Ready", "ContainersReady")],
+                "containerStatuses": [{**cs, "ready": False, "started": False, "state": {"terminated": {
+                    "exitCode": 137, "reason": "Error", "message": "the rig's pod runner restarted",
+                    "startedAt": (cs.get("state", {}).get("running") or {}).get("startedAt", t), "finishedAt": t,
+                    "containerID": cs.get("containerID")}}}]}}, _preload_content=False)
+            log(f"{meta['namespace']}/{meta['name']}: lost with an earlier runner, marked Failed")
+        except Exception as e:
+            log(f"{meta['namespace']}/{meta['name']}: could not mark it lost: {e}")
+
+    def watch(self):
+        """List, then watch, pods of every namespace; again after any error, with back-off."""
+        delay = 0.1
+        while True:
+            try:
+                listing = json.loads(self.core.list_pod_for_all_namespaces(
+                    _preload_content=False, _request_timeout=(5, 30)).data)
+                seen = set()
+                for pod in listing["items"]:
+                    seen.add(pod["metadata"]["uid"])
+                    self.handle("ADDED", pod)
+                with self.lock:
+                    vanished = [r for uid, r in self.runs.items() if uid not in seen]
+                for r in vanished:
+                    self.handle("DELETED", r.pod)
+                rv = listing["metadata"]["resourceVersion"]
+                delay = 0.1
+                while True:
+                    rv = self.stream(rv)
+                    if rv is None:
+                        break  # expired: list again
+            except Exception as e:
+                log(f"watching pods: {e.__class__.__name__}: {str(e)[:200]}; again in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def stream(self, rv):
+        resp = self.core.list_pod_for_all_namespaces(
+            watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=240,
+            _preload_content=False, _request_timeout=(5, 300))
+        buf = b""
+        try:
+            for chunk in resp.stream(65536, decode_content=True):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        if obj.get("code") == 410:
+                            return None
+                        raise RuntimeError(f"watch error: {obj.get('message')}")
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] != "BOOKMARK":
+                        self.handle(event["type"], obj)
+        finally:
+            resp.release_conn()
+        return rv
+
+    def post_events(self):
+        """Events as the kubelet records them, off the pods' critical path."""
+        while True:
+            run, reason, message, kind = self.events.get()
+            t = now()
+            try:
+                self.core.create_namespaced_event(run.namespace, {
+                    "metadata": {"generateName": f"{run.name}."},
+                    "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": run.namespace,
+                                       "name": run.name, "uid": run.uid,
+                                       "fieldPath": f"spec.containers{{{run.container['name']}}}"},
+                    "reason": reason, "message": message, "type": kind,
+                    "source": {"component": "kubelet", "host": run.pod["spec"]["nodeName"]},
+                    "firstTimestamp": stamp(t), "lastTimestamp": stamp(t), "count": 1,
+                    "reportingComponent": "kubelet", "reportingInstance": run.pod["spec"]["nodeName"]},
+                    _preload_content=False)
+            except Exception:
+                pass  # events are best effort, for a kubelet too
+
+    def reset(self):
+        with self.lock:
+            runs = list(self.runs.values())
+        for r in runs:
+            r.deleted = r.gone = True
+            r.kill()
+            r.wake.set()
+        for r in runs:
+            r.thread.join(5)
+        with self.lock:
+            self.runs.clear()
+            self.ips.clear()
+        shutil.rmtree(self.state / "pods", ignore_errors=True)
+        log(f"reset: stopped {len(runs)} pod(s), removed their logs")
+        return len(runs)
+
+    def shutdown(self, *_):
+        log("stopping: killing every pod process")
+        for r in list(self.runs.values()):  # no lock: the signal may have interrupted its holder
+            r.kill()
+        os._exit(0)
+
+    def summary(self):
+        with self.lock:
+            return [{"namespace": r.namespace, "name": r.name, "uid": r.uid, "state": r.state,
+                     "reason": r.waiting_reason if r.state == "waiting" else None,
+                     "pid": r.proc.pid if r.proc else None, "deleted": r.deleted}
+                    for r in self.runs.values()]
+
+
+# --- the kubelet API ----------------------------------------------------------------------
+class KubeletHandler(BaseHTTPRequestHandler):
+    """The kubelet's container log endpoint, as the API server calls it for `kubectl logs`."""
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def text(self, code, body):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            log(f"kubelet API: {self.command} {url.path}: not served")
+            self.text(404, "404 page not found: the rig's kubelet serves container logs only\n")
+            return
+        _, namespace, name, container = parts
+        q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        run = self.server.runner.find(namespace, name)
+        if run is None:
+            log(f"kubelet API: logs of {namespace}/{name}/{container}: not a pod of this kubelet")
+            self.text(404, f'pod "{name}" does not exist\n')
+            return
+        if container != run.container["name"]:
+            self.text(404, f'container "{container}" not found in pod "{name}"\n')
+            return
+        if q.get("previous") in ("true", "1"):
+            self.text(400, f'previous terminated container "{container}" in pod "{name}" not found\n')
+            return
+        if run.state == "waiting":
+            why = ("trying and failing to pull image" if run.waiting_reason in ("ErrImagePull", "ImagePullBackOff")
+                   else run.waiting_reason)
+            self.text(400, f'container "{container}" in pod "{name}" is waiting to start: {why}\n')
+            return
+        log(f"kubelet API: logs of {namespace}/{name}/{container} ({url.query or 'no options'})")
+        self.stream_log(run, q)
+
+    def stream_log(self, run, q):
+        timestamps = q.get("timestamps") in ("true", "1")
+        follow = q.get("follow") in ("true", "1")
+        limit = int(q["limitBytes"]) if q.get("limitBytes") else None
+        since = None
+        if q.get("sinceSeconds"):
+            since = now() - datetime.timedelta(seconds=int(q["sinceSeconds"]))
+        elif q.get("sinceTime"):
+            since = datetime.datetime.fromisoformat(q["sinceTime"].replace("Z", "+00:00"))
+        lines = [l for l in run.log_lines() if since is None or l[1] >= since]
+        if q.get("tailLines") not in (None, ""):
+            tail = int(q["tailLines"])
+            lines = lines[-tail:] if tail > 0 else []
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        sent = 0
+
+        def emit(batch):
+            nonlocal sent
+            for ts, _, content in batch:
+                data = (ts + b" " if timestamps else b"") + content
+                if limit is not None:
+                    data = data[:max(0, limit - sent)]
+                if data:
+                    self.wfile.write(data)
+                    sent += len(data)
+                if limit is not None and sent >= limit:
+                    return False
+            self.wfile.flush()
+            return True
+
+        if not emit(lines) or not follow:
+            return
+        count = len(run.log_lines())
+        try:
+            while True:
+                done = run.log_closed.is_set() or run.deleted or (run.state == "terminated")
+                current = run.log_lines()
+                if not emit(current[count:]):
+                    return
+                count = len(current)
+                if done:
+                    return
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            return
+
+
+class TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def finish_request(self, request, client_address):
+        try:  # the handshake in the request's thread, not the accept loop
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log(f"kubelet API: TLS handshake from {client_address} failed: {e}")
+            return
+        super().finish_request(request, client_address)
+
+
+# --- the VPC --------------------------------------------------------------------------------
+class LoadBalancers:
+    """The DNS names of the account's load balancers, read from the AWS server, cached briefly."""
+
+    def __init__(self):
+        self.elb = boto3.client("elbv2")
+        self.lock = threading.Lock()
+        self.names, self.read_at = set(), 0.0
+
+    def resolves(self, host):
+        with self.lock:
+            if time.monotonic() - self.read_at > LB_CACHE_SECONDS:
+                names = set()
+                for page in self.elb.get_paginator("describe_load_balancers").paginate():
+                    names.update(lb["DNSName"].lower() for lb in page["LoadBalancers"])
+                self.names, self.read_at = names, time.monotonic()
+            return host.lower().rstrip(".") in self.names
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """An HTTP forward proxy standing for the VPC's DNS and routing: load balancer names reach the ALB."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def refuse(self, code, message):
+        body = (message + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.close_connection = True
+
+    def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def forward(self):
+        self.close_connection = True
+        url = urllib.parse.urlsplit(self.path)
+        if url.scheme == "http" and url.hostname:
+            host, port = url.hostname, url.port or 80
+            path = urllib.parse.urlunsplit(("", "", url.path or "/", url.query, ""))
+        else:
+            host_header = self.headers.get("Host", "")
+            host, _, port = host_header.rpartition(":") if host_header.count(":") == 1 else (host_header, "", "80")
+            port, path = int(port or 80), self.path
+        body = self.body()
+        try:
+            known = self.server.load_balancers.resolves(host)
+        except Exception as e:
+            log(f"vpc: {self.command} http://{host}{path}: cannot read the load balancers ({e})")
+            self.refuse(502, f"{host}: the rig's VPC cannot resolve names right now (the AWS server does not answer)")
+            return
+        if not known:
+            log(f"vpc: {self.command} http://{host}:{port}{path}: refused, not a load balancer")
+            self.refuse(502, f"{host} does not resolve in the rig's VPC (no load balancer has that DNS name)")
+            return
+        if port != 80:
+            log(f"vpc: {self.command} http://{host}:{port}{path}: refused, no listener")
+            self.refuse(502, f"{host}:{port}: the load balancer has no listener on port {port} in the rig's VPC")
+            return
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
+        alb = urllib.parse.urlsplit(self.server.alb_url)
+        conn = http.client.HTTPConnection(alb.hostname, alb.port, timeout=60)
+        try:
+            conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in headers:
+                conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+        except OSError as e:
+            log(f"vpc: {self.command} http://{host}{path}: the ALB data plane failed ({e})")
+            self.refuse(502, f"{host}: the load balancer did not answer ({e})")
+            return
+        finally:
+            conn.close()
+        log(f"vpc: {self.command} http://{host}{path} -> {resp.status}")
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP:
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = forward
+
+    def do_CONNECT(self):
+        self.refuse(405, "the rig's VPC proxy carries plain HTTP only (the ALB listens on port 80)")
+
+
+# --- admin ---------------------------------------------------------------------------------
+class AdminHandler(BaseHTTPRequestHandler):
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, value):
+        body = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/status":
+            self.reply({"pods": self.server.runner.summary()})
+        else:
+            self.send_error(404)
+
+    def do_POST(self):
+        if self.path == "/reset":
+            self.reply({"stopped": self.server.runner.reset()})
+        else:
+            self.send_error(404)
+
+
+def serve(server, name):
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+
+
+def main():
+    state, kubelet_port, proxy_port, admin_port, cert, key = sys.argv[1:7]
+    runner = Runner(Path(state), int(proxy_port))
+    signal.signal(signal.SIGTERM, runner.shutdown)
+    signal.signal(signal.SIGINT, runner.shutdown)
+
+    kubelet = TLSServer(("127.0.0.1", int(kubelet_port)), KubeletHandler)
+    kubelet.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    kubelet.context.load_cert_chain(cert, key)
+    kubelet.runner = runner
+    proxy = ThreadingHTTPServer(("127.0.0.1", int(proxy_port)), ProxyHandler)
+    proxy.daemon_threads = True
+    proxy.load_balancers = LoadBalancers()
+    proxy.alb_url = os.environ["RIG_ALB_URL"]
+    admin = ThreadingHTTPServer(("127.0.0.1", int(admin_port)), AdminHandler)
+    admin.daemon_threads = True
+    admin.runner = runner
+    for server, name in ((kubelet, "kubelet"), (proxy, "vpc-proxy"), (admin, "admin")):
+        serve(server, name)
+    threading.Thread(target=runner.post_events, name="events", daemon=True).start()
+    log(f"kubelet API on 127.0.0.1:{kubelet_port}, VPC proxy on 127.0.0.1:{proxy_port}, "
+        f"admin on 127.0.0.1:{admin_port}; running images {', '.join(IMAGES)}")
+    runner.watch()
+
+
+if __name__ == "__main__":
+    main()
