@@ -25,23 +25,22 @@ fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value, Duration) {
     (out.status.code(), v, took)
 }
 
-/// `kubectl get pods --watch -o json`: every version of every Pod, as it happens.
-fn watch_pods(rig: &Rig) -> Child {
+/// `kubectl get pods --watch -o json` into a file: every version of every Pod, as it happens.
+fn watch_pods(rig: &Rig, file: &std::path::Path) -> Child {
     let child = rig
         .cmd("kubectl")
         .args(["get", "pods", "-A", "--watch", "-o", "json", "--output-watch-events"])
-        .stdout(Stdio::piped())
+        .stdout(std::fs::File::create(file).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    rig.eventually("the Pod watch to list what exists", 10, || std::fs::metadata(file).is_ok_and(|m| m.len() > 0));
     child
 }
 
-fn seen(mut child: Child) -> Vec<Value> {
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>().map_while(Result::ok).collect()
+fn events(file: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read(file).unwrap();
+    serde_json::Deserializer::from_slice(&text).into_iter::<Value>().map_while(Result::ok).collect()
 }
 
 fn taint_every_node(rig: &Rig) {
@@ -59,9 +58,20 @@ fn install_and_status_probe_from_a_pod_that_carries_nothing_secret_and_is_gone_a
     assert!(said.contains("sticky: 10/10 requests kept the transaction"), "{said}");
     assert!(said.contains("from Pod default/scalardb-graphql-probe-"), "install did not probe from a Pod: {said}");
 
-    let pods = watch_pods(&rig);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pods.json");
+    let mut watch = watch_pods(&rig, &file);
     let (code, report, _) = status_json(&rig, &[]);
-    let events = seen(pods);
+    // The command deleted its Pod before it returned; the watch shows it once it has caught up.
+    rig.eventually("the watch to see the probe Pod deleted", 10, || {
+        events(&file).iter().any(|e| {
+            e["type"] == "DELETED"
+                && e["object"]["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("scalardb-graphql-probe-"))
+        })
+    });
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let events = events(&file);
     assert_eq!(code, Some(0), "{report}");
     let sticky = check(&report, "probe.sticky");
     assert_eq!(sticky["result"], "pass", "{sticky}");
@@ -99,6 +109,17 @@ fn install_and_status_probe_from_a_pod_that_carries_nothing_secret_and_is_gone_a
     for secret in [common::DB_PASSWORD, common::REGISTRY_TOKEN, "secretKeyRef", "secretName"] {
         assert!(!whole.contains(secret), "the probe Pod carries {secret}: {whole}");
     }
+    assert!(rig.probe_pods().is_empty(), "probe Pods left: {:?}", rig.probe_pods());
+
+    // Stickiness off at the data plane: the Pod's probe loses the transaction and says so.
+    rig.dataplane(&["sticky", "off"]);
+    let (code, report, _) = status_json(&rig, &["--category", "probe"]);
+    assert_eq!(code, Some(1), "{report}");
+    let sticky = check(&report, "probe.sticky");
+    assert_eq!(sticky["result"], "fail", "{sticky}");
+    let message = sticky["message"].as_str().unwrap();
+    assert!(message.contains("from Pod default/scalardb-graphql-probe-") && message.contains("AWSALB"), "{message}");
+    assert!(sticky["hint"].as_str().unwrap().contains("stickiness.enabled=true"), "{sticky}");
     assert!(rig.probe_pods().is_empty(), "probe Pods left: {:?}", rig.probe_pods());
     rig.reset();
 }

@@ -132,8 +132,12 @@ pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
     if !first.cookie {
         return Outcome {
             typename: typename(),
-            sticky: Check::fail(C, "probe.sticky", "the ALB set no AWSALB cookie: its target group is not sticky")
-                .hint("enable stickiness.enabled=true on the target group (the Ingress's target-group-attributes)"),
+            sticky: Check::fail(
+                C,
+                "probe.sticky",
+                format!("the ALB set no AWSALB cookie ({from}): its target group is not sticky"),
+            )
+            .hint("enable stickiness.enabled=true on the target group (the Ingress's target-group-attributes)"),
             unreachable: false,
             ran: true,
         };
