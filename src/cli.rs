@@ -461,6 +461,9 @@ pub enum CompletionShell {
     Kubectl,
 }
 
+/// The longest duration a flag takes: longer is a typo, and would overflow the clock.
+const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Parses kubectl-style durations: `90s`, `10m`, `1h30m`, `500ms`, or plain seconds.
 /// Zero means no timeout (None).
 pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
@@ -469,9 +472,12 @@ pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, Strin
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<u64>() {
+        if secs as f64 > MAX_DURATION_SECS {
+            return Err("longer than a year (8760h); give a shorter duration".into());
+        }
         return Ok((secs > 0).then(|| Duration::from_secs(secs)));
     }
-    let mut total = Duration::ZERO;
+    let mut total_secs = 0.0_f64;
     let mut rest = t;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or("missing unit (s, m, h)")?;
@@ -488,9 +494,13 @@ pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, Strin
             "h" => value * 3600.0,
             _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
         };
-        total += Duration::from_secs_f64(secs);
+        total_secs += secs;
+        if !total_secs.is_finite() || total_secs > MAX_DURATION_SECS {
+            return Err("longer than a year (8760h); give a shorter duration".into());
+        }
         rest = &rest[digits + unit_len..];
     }
+    let total = Duration::from_secs_f64(total_secs);
     Ok((!total.is_zero()).then_some(total))
 }
 
@@ -561,5 +571,8 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), None);
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("9999999999999999h").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("8760h").is_ok() && parse_duration("8761h").is_err());
     }
 }

@@ -170,8 +170,8 @@ fn report(printer: &Printer, format: OutputFormat, checks: &[Check]) -> Result<(
 }
 
 async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Result<()> {
-    let ctx = connect(global).await?;
     let options = spec::for_status(&a)?;
+    let ctx = connect(global).await?;
     let wanted = &a.category;
     let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
     let pre = preflight::run(&ctx).await;
@@ -201,8 +201,8 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
 }
 
 async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>) -> Result<()> {
-    let ctx = connect(global).await?;
     let mut options = spec::for_uninstall(&a)?;
+    let ctx = connect(global).await?;
     options.deadline = Some(Instant::now() + options.timeout);
     let facts = preflight::run(&ctx).await.require()?;
     let namespace = ctx.kube.namespace.clone();

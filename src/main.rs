@@ -32,9 +32,10 @@ use std::sync::Arc;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("__complete") {
-        print!("{}", completion::answer(&args[2..]));
+    // Arguments need not be UTF-8: clap says so as a usage error; nothing here may panic on them.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__complete") {
+        let words: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        print!("{}", completion::answer(&words));
         return ExitCode::SUCCESS;
     }
     let cli = cli::Cli::parse();

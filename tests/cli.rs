@@ -220,6 +220,26 @@ fn usage_errors_exit_2_and_a_closed_pipe_exits_0() {
         .unwrap();
     expect_code(&out, 2, "install --taint a=b:Sometimes");
     assert!(text(&out.stderr).contains("--taint \"a=b:Sometimes\" is not KEY=VALUE:EFFECT"), "{}", text(&out.stderr));
+    // Absurd durations and arguments that are not UTF-8: a usage error, never a panic, before any cluster.
+    for args in [
+        vec!["status", "--timeout", "9999999999999999h"],
+        vec!["uninstall", "--timeout", "99999999999999999999"],
+        vec!["schema", "load", "-f", "s.json", "--db-properties", "p", "--timeout", "8761h"],
+    ] {
+        let out = Command::new(BIN).args(&args).env("KUBECONFIG", "/nonexistent").output().unwrap();
+        expect_code(&out, 2, &args.join(" "));
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = Command::new(BIN)
+        .arg("status")
+        .arg("--release")
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"))
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    expect_code(&out, 2, "a release name that is not UTF-8");
+    assert!(text(&out.stderr).contains("invalid UTF-8"), "{}", text(&out.stderr));
     // The reader goes away before the plugin writes: that is not an error.
     let mut child =
         Command::new(BIN).args(["completion", "bash"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
