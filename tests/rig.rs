@@ -2,7 +2,8 @@
 //! runs pods, moto answers the AWS SDK, both helms install from the local
 //! chart repository, the data plane is cookie-sticky, the ALB simulator
 //! plays the controller, the controller's admission webhooks answer only while
-//! its pods are ready, and no control-plane process dials beyond loopback.
+//! its pods are ready, container logs come from the pod runner through the
+//! egress proxy, and no control-plane process dials beyond loopback.
 
 mod common;
 
@@ -518,6 +519,9 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
     for component in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller"] {
         assert!(pids_dir.join(format!("{component}.pid")).exists(), "no pid file for {component} in {pids_dir:?}");
     }
+    // The pod runner too: it talks to the API server, the AWS server and the data plane, and runs the pods.
+    let runner_pid = common::root().join(".rig/pids/pod-runner");
+    pids.push(std::fs::read_to_string(&runner_pid).expect("the pod runner's pid file").trim().to_string());
     let dir = tempfile::tempdir().unwrap();
     let (trace, attach_log) = (dir.path().join("connect.trace"), dir.path().join("strace.err"));
     let mut strace = rig.cmd("strace");
@@ -539,12 +543,18 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
     webhooks_follow_the_controller(&rig, "hooks");
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
                      "spec": {"containers": [{"name": "c", "image": "example"}]}});
-    expect_code(&create(&rig, "hooks", &pod, false), 0, "a pod");
+    expect_code(&create(&rig, "hooks", &pod, false), 0, "a pod kwok plays");
+    let runner_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runner-talker"},
+                            "spec": {"restartPolicy": "Never", "containers": [{"name": "c",
+                                     "image": "python:3.13.7-alpine3.22",
+                                     "command": ["python3", "-c", "print('said through the kubelet')"]}]}});
+    expect_code(&create(&rig, "hooks", &runner_pod, false), 0, "a pod the pod runner runs");
     let mut node = String::new();
-    rig.eventually("the pod to run", 60, || {
+    rig.eventually("the pods to run", 60, || {
         let p = rig.kubectl_json(&["-n", "hooks", "get", "pod", "talker"]);
         node = p["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
         p["status"]["phase"] == "Running"
+            && rig.kubectl_json(&["-n", "hooks", "get", "pod", "runner-talker"])["status"]["phase"] == "Succeeded"
     });
     let node = rig.kubectl_json(&["get", "node", &node])["status"].clone();
     let kubelet = format!(
@@ -552,8 +562,11 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
         node["addresses"][0]["address"].as_str().unwrap(),
         node["daemonEndpoints"]["kubeletEndpoint"]["Port"]
     );
-    let logs = rig.kubectl(&["-n", "hooks", "logs", "talker"]);
-    expect_code(&logs, 1, "kubectl logs, which needs the API server to dial the node");
+    let logs = rig.kubectl(&["-n", "hooks", "logs", "runner-talker"]);
+    expect_code(&logs, 0, "kubectl logs of the runner's pod, which needs the API server to dial the node");
+    assert_eq!(text(&logs.stdout), "said through the kubelet\n");
+    let kwok_logs = rig.kubectl(&["-n", "hooks", "logs", "talker"]);
+    expect_code(&kwok_logs, 1, "kubectl logs of a pod no kubelet runs");
 
     // SAFETY: kill only signals strace, our child; on SIGINT it detaches from the control plane.
     assert_eq!(unsafe { libc::kill(strace.id() as libc::pid_t, libc::SIGINT) }, 0);
@@ -572,9 +585,12 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
     assert!(connects.iter().any(|l| l.contains(&format!("answered: {service} has ready endpoints"))), "{egress}");
     assert!(connects.iter().any(|l| l.contains(&format!("refused: {service} has no ready endpoints"))), "{egress}");
     assert!(
-        connects.iter().any(|l| l.contains(&format!("CONNECT {kubelet} refused"))),
-        "kubectl logs ({}) did not ask the proxy for the node's kubelet {kubelet}: {egress}",
-        text(&logs.stderr)
+        connects.iter().any(|l| l.contains(&format!("CONNECT {kubelet} answered: kubelet"))),
+        "kubectl logs did not reach the node's kubelet {kubelet} through the proxy: {egress}"
+    );
+    assert!(
+        !connects.iter().any(|l| l.contains(" answered: ") && !l.contains("answered: kubelet") && !l.contains(service)),
+        "the proxy answered something else: {egress}"
     );
     rig.reset();
 }

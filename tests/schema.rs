@@ -1,5 +1,6 @@
 //! `schema load` / `schema delete` against the rig (its pod runner runs the
-//! loader's Job pod with a stand-in for the loader), and `install --schema`.
+//! loader's Job pod with a stand-in that accepts the VPC's database,
+//! db:5432), and `install --schema`.
 
 mod common;
 
