@@ -350,6 +350,10 @@ def up():
     subprocess.run([
         str(bins["kwokctl"]), "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
         "--extra-args", f"kube-apiserver=egress-selector-config-file={write_egress_selector(egress_socket)}",
+        # One controller manager and one scheduler, each the only one: without leader
+        # election a slow API server (a busy machine) cannot make them give up and exit.
+        "--extra-args", "kube-controller-manager=leader-elect=false",
+        "--extra-args", "kube-scheduler=leader-elect=false",
         "--kubeconfig", str(kubeconfig),
         "--etcd-binary", str(bins["etcd"]),
         "--kube-apiserver-binary", str(bins["kube-apiserver"]),
@@ -637,6 +641,10 @@ def egress_refuses(socket_path):
 
 def problems(env):
     found = [f"{name} (pid {pid}) is not running" for name, pid in our_pids().items() if not alive(pid)]
+    kwok_pids = STATE / "kwok" / "clusters" / CLUSTER / "pids"
+    for f in sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []:
+        if f.read_text().strip().isdigit() and not alive(int(f.read_text())):
+            found.append(f"{f.stem} (pid {f.read_text().strip()}) is not running")
     if not our_pids():
         found.append("no rig process is running")
     checks = {

@@ -59,6 +59,9 @@ impl Settings {
             s.namespace = s.namespace.or_else(|| env("HELM_NAMESPACE"));
             s.context = s.context.or_else(|| env("HELM_KUBECONTEXT"));
         }
+        if let Some(ns) = &s.namespace {
+            crate::spec::check_label("--namespace", ns)?;
+        }
         Ok(s)
     }
 

@@ -107,6 +107,20 @@ pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, s
     if actions != [Value::from(WEB_IDENTITY_ACTION)] {
         problems.push(format!("Action is {} instead of {WEB_IDENTITY_ACTION}", s["Action"]));
     }
+    // Anything that widens who may assume the role: another principal, or the negations.
+    let other_principals: Vec<String> = match &s["Principal"] {
+        Value::Object(p) => p.keys().filter(|k| *k != "Federated").cloned().collect(),
+        Value::Null => vec![],
+        other => vec![other.to_string()],
+    };
+    if !other_principals.is_empty() {
+        problems.push(format!("Principal also names {}", other_principals.join(", ")));
+    }
+    for negation in ["NotPrincipal", "NotAction", "NotResource"] {
+        if !s[negation].is_null() {
+            problems.push(format!("{negation} is set ({})", s[negation]));
+        }
+    }
     let federated = as_list(&s["Principal"]["Federated"]);
     if federated != [Value::from(provider_arn)] {
         problems.push(format!("Principal.Federated is {} instead of {provider_arn}", s["Principal"]["Federated"]));
@@ -190,6 +204,27 @@ mod tests {
         let mut doc = trust_policy(ARN, HOST, &subject());
         doc["Statement"][0]["Condition"] = json!({"StringLike": {format!("{HOST}:sub"): "system:serviceaccount:*"}});
         assert!(!trust_problems(&doc, ARN, HOST, &subject()).is_empty());
+    }
+
+    #[test]
+    fn another_principal_a_negation_or_a_second_statement_is_named() {
+        let mut doc = trust_policy(ARN, HOST, &subject());
+        doc["Statement"][0]["Principal"]["AWS"] = json!("arn:aws:iam::1:root");
+        let p = trust_problems(&doc, ARN, HOST, &subject());
+        assert_eq!(p, vec!["Principal also names AWS".to_string()]);
+        let mut doc = trust_policy(ARN, HOST, &subject());
+        doc["Statement"][0]["NotPrincipal"] = json!({"AWS": "arn:aws:iam::1:user/x"});
+        assert!(trust_problems(&doc, ARN, HOST, &subject()).iter().any(|m| m.starts_with("NotPrincipal is set")));
+        let mut doc = trust_policy(ARN, HOST, &subject());
+        doc["Statement"][0]["Principal"] = json!("*");
+        assert!(trust_problems(&doc, ARN, HOST, &subject()).iter().any(|m| m.contains("Principal also names \"*\"")));
+        let mut doc = trust_policy(ARN, HOST, &subject());
+        let extra = doc["Statement"][0].clone();
+        doc["Statement"].as_array_mut().unwrap().push(extra);
+        assert_eq!(
+            trust_problems(&doc, ARN, HOST, &subject()),
+            vec!["2 statements instead of exactly one".to_string()]
+        );
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct Record {
     pub registry_secret: Option<Owned>,
     pub database_secret: Option<Owned>,
     pub schema: Option<Owned>,
+    /// The Schema Loader's Job, Secret and ConfigMap (one name), from before they
+    /// are created until they are cleaned up.
+    #[serde(default)]
+    pub schema_loader: Option<Owned>,
     pub graphql_release: Option<Owned>,
     /// Whether install added the pod-readiness-gate label to the release namespace.
     #[serde(default)]

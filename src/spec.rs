@@ -315,10 +315,54 @@ pub fn merge(base: &mut Value, over: Value) {
     }
 }
 
+/// Names Kubernetes and helm accept: DNS-1123 subdomains (lower-case
+/// alphanumerics and `-`, dot-separated, each part starting and ending
+/// alphanumeric), at most `max` characters. Checked before any call, so a
+/// name never reaches helm or the API server as something else (a flag).
+pub fn check_name(flag: &str, name: &str, max: usize) -> Result<()> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    if name.len() > max || !name.split('.').all(part_ok) {
+        return Err(Error::usage(format!(
+            "{flag} {name:?} is not a valid name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most {max} characters)"
+        ))
+        .hint(format!("pass {flag} with a name such as scalardb-graphql")));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label (a namespace): a name without dots, at most 63 characters.
+pub fn check_label(flag: &str, name: &str) -> Result<()> {
+    check_name(flag, name, 63)?;
+    if name.contains('.') {
+        return Err(Error::usage(format!("{flag} {name:?} is not a valid name: it may not contain '.'"))
+            .hint(format!("pass {flag} with a name such as scalardb")));
+    }
+    Ok(())
+}
+
+/// Helm's limit on a release name.
+pub const RELEASE_NAME_MAX: usize = 53;
+
 /// Builds the spec, options and secrets of `install` from its flags; reads
 /// the files it names. Bad input fails here, before anything is contacted.
 /// `Spec::resolve` then adds what depends on the cluster.
 pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
+    check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
+    for (flag, name) in [
+        ("--registry-secret", Some(&a.registry.registry_secret)),
+        ("--image-pull-secret", a.registry.image_pull_secret.as_ref()),
+        ("--db-secret", a.database.db_secret.as_ref()),
+        ("--existing-db-secret", a.database.existing_db_secret.as_ref()),
+    ] {
+        if let Some(name) = name {
+            check_name(flag, name, 253)?;
+        }
+    }
     let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
     let (props, props_text) = match &a.scalardb.db_properties {
@@ -526,6 +570,7 @@ pub fn probe_from(a: &ProbeArgs) -> Result<(ProbeFrom, String)> {
 }
 
 pub fn for_status(a: &StatusArgs) -> Result<Options> {
+    check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
     let timeout = parse_timeout(&a.timeout, Duration::from_secs(300))?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
     Ok(Options {
@@ -542,6 +587,7 @@ pub fn for_status(a: &StatusArgs) -> Result<Options> {
 }
 
 pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
+    check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
     let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
     Ok(Options {
         mode: Mode::Uninstall,
@@ -558,6 +604,17 @@ pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_checked_as_kubernetes_and_helm_check_them() {
+        assert!(check_name("--release", "scalardb-graphql", RELEASE_NAME_MAX).is_ok());
+        for bad in ["-rf", "Upper", "a_b", "", "a-", "x".repeat(54).as_str(), "a..b", "--"] {
+            let e = check_name("--release", bad, RELEASE_NAME_MAX).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        assert!(check_label("--namespace", "team-a").is_ok());
+        assert!(check_label("--namespace", "team.a").is_err());
+    }
 
     #[test]
     fn a_kept_controller_keeps_the_iam_it_needs_unless_forced() {

@@ -54,7 +54,8 @@ fn a_python_pod_runs_its_command_and_its_log_and_exit_code_come_through_the_api_
     let rig = rig();
     rig.reset();
     rig.kubectl_ok(&["create", "namespace", "runner"]);
-    let script = "import os, sys; print('hello', os.environ['GREETING'], sys.argv[1:]); print('to stderr', file=sys.stderr)";
+    let script =
+        "import os, sys; print('hello', os.environ['GREETING'], sys.argv[1:]); print('to stderr', file=sys.stderr)";
     create(&rig, "runner", &python_pod("hello", PYTHON, script, &["--url", "http://x/graphql"]));
     let running = pod_when(&rig, "runner", "hello", 30, |p| p["status"]["phase"] != "Pending");
     assert!(running["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.0.1.")), "{}", running["status"]);
@@ -63,7 +64,12 @@ fn a_python_pod_runs_its_command_and_its_log_and_exit_code_come_through_the_api_
     let c = &p["status"]["containerStatuses"][0];
     assert_eq!(c["state"]["terminated"]["exitCode"], 0, "{c:#}");
     assert_eq!(c["state"]["terminated"]["reason"], "Completed", "{c:#}");
-    assert!(c["imageID"].as_str().unwrap().ends_with("@sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844"));
+    assert!(
+        c["imageID"]
+            .as_str()
+            .unwrap()
+            .ends_with("@sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844")
+    );
     assert!(p["status"]["startTime"].is_string() && p["status"]["hostIP"].is_string(), "{:#}", p["status"]);
     let ready = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
     assert_eq!(ready["status"], "False", "{ready}");
@@ -82,7 +88,11 @@ fn a_failing_command_fails_the_pod_with_its_exit_code_and_an_unknown_image_backs
     let rig = rig();
     rig.reset();
     rig.kubectl_ok(&["create", "namespace", "runner"]);
-    create(&rig, "runner", &python_pod("fails", "python:3.13.7-alpine3.22", "print('giving up'); raise SystemExit(3)", &[]));
+    create(
+        &rig,
+        "runner",
+        &python_pod("fails", "python:3.13.7-alpine3.22", "print('giving up'); raise SystemExit(3)", &[]),
+    );
     create(&rig, "runner", &python_pod("unknown", "python:3.12", "print('never')", &[]));
     create(&rig, "runner", &python_pod("digest", &PYTHON.replace("9ba6", "0000"), "print('never')", &[]));
     let p = pod_when(&rig, "runner", "fails", 30, finished);

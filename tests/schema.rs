@@ -86,6 +86,13 @@ fn schema_load_runs_the_loader_as_a_job_with_no_secret_in_its_spec_and_cleans_up
     assert!(cm["object"]["data"]["schema.json"].as_str().unwrap().contains("emoney.account"));
     assert!(!maps.iter().any(|e| e.to_string().contains(DB_PASSWORD)), "a secret in a ConfigMap");
     assert!(secrets.iter().any(|e| e["object"]["metadata"]["name"] == name), "the properties went to a Secret");
+    let job_uid = jobs.iter().find_map(|e| e["object"]["metadata"]["uid"].as_str()).unwrap();
+    assert!(
+        secrets.iter().any(|e| e["object"]["metadata"]["name"] == name
+            && e["object"]["metadata"]["ownerReferences"][0]["kind"] == "Job"
+            && e["object"]["metadata"]["ownerReferences"][0]["uid"] == job_uid),
+        "the Secret was never owned by its Job: {secrets:#?}"
+    );
     for kind in ["job", "secret", "configmap"] {
         assert!(!rig.kubectl(&["get", kind, name]).status.success(), "the {kind} was not removed");
     }
@@ -96,7 +103,7 @@ fn schema_load_runs_the_loader_as_a_job_with_no_secret_in_its_spec_and_cleans_up
 }
 
 #[test]
-fn a_failed_loader_shows_its_log_keeps_its_job_secret_and_configmap_and_exits_1_with_the_hint() {
+fn a_failed_loader_shows_its_log_deletes_its_secret_keeps_its_job_and_configmap_and_exits_1_with_the_hint() {
     let rig = rig();
     rig.reset();
     let (dir, schema, props) = files();
@@ -118,15 +125,16 @@ fn a_failed_loader_shows_its_log_keeps_its_job_secret_and_configmap_and_exits_1_
     let job = stderr
         .split("Job default/")
         .nth(1)
-        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("{stderr}"))
         .to_string();
     assert!(stderr.contains(&format!("kubectl -n default logs job/{job}")), "{stderr}");
     let logs = rig.kubectl_ok(&["logs", &format!("job/{job}")]);
     assert!(logs.contains("nosuchdb"), "kubectl logs job/{job}: {logs}");
-    for kind in ["job", "secret", "configmap"] {
+    for kind in ["job", "configmap"] {
         rig.kubectl_ok(&["get", kind, &job]);
     }
+    assert!(!rig.kubectl(&["get", "secret", &job]).status.success(), "the properties outlived a failed load");
     rig.reset();
 }
 
@@ -150,6 +158,21 @@ fn schema_delete_asks_unless_yes_and_dry_run_redacts() {
     expect_code(&out, 0, "schema delete --dry-run");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("- -D") && stdout.contains("<redacted>") && !stdout.contains(DB_PASSWORD), "{stdout}");
+    // The run is named by the schema and the properties' public part: another password, the same name.
+    let name_of = |text: &str| {
+        text.lines().find(|l| l.contains("name: scalardb-schema-loader-")).map(str::trim).map(str::to_string)
+    };
+    let other = std::fs::read_to_string(&props).unwrap().replace(DB_PASSWORD, "another-password");
+    let other_props = _dir.path().join("other.properties");
+    std::fs::write(&other_props, other).unwrap();
+    let again = rig
+        .plugin()
+        .args(["schema", "delete", "-f", &schema, "--db-properties", other_props.to_str().unwrap(), "--dry-run"])
+        .output()
+        .unwrap();
+    expect_code(&again, 0, "schema delete --dry-run with another password");
+    assert!(name_of(&stdout).is_some(), "{stdout}");
+    assert_eq!(name_of(&stdout), name_of(&text(&again.stdout)));
     assert!(rig.kubectl_ok(&["get", "jobs", "-o", "name"]).trim().is_empty());
     let out = rig
         .plugin()

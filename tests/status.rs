@@ -128,6 +128,24 @@ fn each_fault_is_caught_by_the_check_that_names_it_and_only_that_one() {
             }),
         ),
         (
+            "a trust policy that also trusts another account",
+            "iam.role-trust",
+            Box::new(|r: &Rig| {
+                let role =
+                    r.aws(&["iam", "get-role", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
+                let mut doc = role["Role"]["AssumeRolePolicyDocument"].clone();
+                doc["Statement"][0]["Principal"]["AWS"] = Value::from("arn:aws:iam::210987654321:root");
+                r.aws(&[
+                    "iam",
+                    "update-assume-role-policy",
+                    "--role-name",
+                    "scalardb-graphql-rig-aws-load-balancer-controller",
+                    "--policy-document",
+                    &doc.to_string(),
+                ]);
+            }),
+        ),
+        (
             "the ServiceAccount annotation removed",
             "iam.service-account",
             Box::new(|r: &Rig| {

@@ -26,6 +26,16 @@ fn install_then_uninstall_leaves_the_rig_as_it_was() {
     assert!(pos("deleted IAM policy") < pos("deleted IAM OIDC provider"));
     assert!(pos("deleted IAM OIDC provider") < pos("removed kubernetes.io/role/internal-elb"));
     assert!(pos("removed kubernetes.io/role/internal-elb") < pos("deleted CRD"));
+    // What it said it deleted is gone when it returns: no CRD left terminating.
+    let crds = rig.kubectl_json(&["get", "crd"]);
+    let left: Vec<&str> = crds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str())
+        .filter(|n| stdout.contains(&format!("deleted CRD {n}")))
+        .collect();
+    assert!(left.is_empty(), "said deleted, still there: {left:?}");
     rig.eventually_same(&before, "the snapshot after uninstall");
     let again = rig.uninstall_ok();
     assert!(text(&again.stdout).contains("nothing to uninstall"), "{}", text(&again.stdout));

@@ -249,6 +249,14 @@ impl Component for ControllerCrds {
                 continue;
             }
             api.delete(name, &DeleteParams::default()).await.context(format!("deleting CRD {name}"))?;
+            // A CRD goes only once its custom resources are cleaned up: said deleted when it is gone.
+            crate::wait::until(env, &format!("CRD {name} to be gone"), || async {
+                Ok(match api.get_opt(name).await.context(format!("reading CRD {name}"))? {
+                    None => Ok(()),
+                    Some(_) => Err("terminating".to_string()),
+                })
+            })
+            .await?;
             env.progress.done(&format!("deleted CRD {name}"));
         }
         record.update(|r| r.lb_controller = None).await

@@ -14,9 +14,12 @@ use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use serde_json::{Value, json};
 
+use crate::cleanup;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Verb};
 use crate::error::{Context, Error, Result};
@@ -60,6 +63,19 @@ impl LoaderJob {
             properties,
             coordinator,
             delete,
+        }
+    }
+
+    /// A run known only by its name (to clean up what an earlier run left).
+    fn empty() -> LoaderJob {
+        LoaderJob {
+            name: String::new(),
+            namespace: String::new(),
+            image: String::new(),
+            schema: String::new(),
+            properties: String::new(),
+            coordinator: false,
+            delete: false,
         }
     }
 
@@ -149,7 +165,10 @@ impl LoaderJob {
         ])
     }
 
-    /// Creates the objects, waits for the Job, shows its log; cleans up on success only.
+    /// Creates the objects, waits for the Job, shows its log. The Secret (the
+    /// whole database.properties) is owned by the Job and deleted whatever the
+    /// outcome, also at the deadline and on Ctrl-C; the Job and ConfigMap are
+    /// deleted on success and kept for inspection otherwise.
     pub async fn run(&self, client: &kube::Client, clock: &(impl Clock + ?Sized)) -> Result<()> {
         let client = client.clone();
         let ns = &self.namespace;
@@ -161,9 +180,26 @@ impl LoaderJob {
         if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
             self.cleanup(&client).await?;
         }
+        let undo = {
+            let (this, client) = (self.clone(), client.clone());
+            cleanup::register(
+                format!("the Schema Loader's Job, Secret and ConfigMap {ns}/{}", self.name),
+                move || async move {
+                    let _ = this.cleanup(&client).await;
+                },
+            )
+        };
         secrets.create(&pp, &self.secret()).await.context(format!("creating Secret {}", self.name))?;
         maps.create(&pp, &self.config_map()).await.context(format!("creating ConfigMap {}", self.name))?;
-        jobs.create(&pp, &self.job()).await.context(format!("creating Job {}", self.name))?;
+        let job = jobs.create(&pp, &self.job()).await.context(format!("creating Job {}", self.name))?;
+        // The Secret belongs to the Job: deleting the Job deletes it.
+        let owner = json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": job.metadata.uid,
+        }]}});
+        secrets
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&owner))
+            .await
+            .context(format!("making Job {} the owner of its Secret", self.name))?;
         let what = if self.delete {
             "the Schema Loader to delete the tables"
         } else {
@@ -183,27 +219,53 @@ impl LoaderJob {
             })
         })
         .await;
-        let failed = match failed {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(Error::timeout(format!("{e}; Job {ns}/{} was left in place", self.name))
-                    .hint(format!("read its log: kubectl -n {ns} logs job/{}", self.name)));
-            }
+        let log = match &failed {
+            Err(_) => None,
+            Ok(_) => self.log(&client, clock.progress()).await,
         };
-        if let Some(log) = self.log(&client, clock.progress()).await {
+        if failed.as_ref().is_ok_and(|f| !f) {
+            self.cleanup(&client).await?;
+            undo.disarm();
+            if let Some(log) = log {
+                clock.progress().done(&format!("Schema Loader log:\n{}", log.trim_end()));
+            }
+            clock.progress().done(&format!(
+                "Schema Loader {} ({} table(s)); removed its Job, Secret and ConfigMap",
+                if self.delete { "deleted the tables" } else { "created the tables" },
+                Schema::parse(&self.schema).map(|s| s.tables.len()).unwrap_or(0)
+            ));
+            return Ok(());
+        }
+        // Failed or timed out: the properties go; the Job and the schema stay to be read.
+        self.delete_secret(&client).await?;
+        undo.disarm();
+        if let Some(log) = log {
             clock.progress().done(&format!("Schema Loader log:\n{}", log.trim_end()));
         }
-        if failed {
-            return Err(Error::failed(format!("the Schema Loader failed; Job {ns}/{}, its Secret and ConfigMap were kept", self.name))
-                .hint(format!("read its log: kubectl -n {ns} logs job/{}; delete them with kubectl -n {ns} delete job,secret,configmap {}", self.name, self.name)));
+        let read = format!(
+            "read its log: kubectl -n {ns} logs job/{}; delete them with kubectl -n {ns} delete job,configmap {}",
+            self.name, self.name
+        );
+        Err(match failed {
+            Err(e) => {
+                Error::timeout(format!("{e}; Job {ns}/{} and its ConfigMap were kept, its Secret deleted", self.name))
+            }
+            Ok(_) => Error::failed(format!(
+                "the Schema Loader failed; Job {ns}/{} and its ConfigMap were kept, its Secret deleted",
+                self.name
+            )),
         }
-        self.cleanup(&client).await?;
-        clock.progress().done(&format!(
-            "Schema Loader {} ({} table(s)); removed its Job, Secret and ConfigMap",
-            if self.delete { "deleted the tables" } else { "created the tables" },
-            Schema::parse(&self.schema).map(|s| s.tables.len()).unwrap_or(0)
-        ));
-        Ok(())
+        .hint(read))
+    }
+
+    async fn delete_secret(&self, client: &kube::Client) -> Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
+        // Deleting the Job lets the garbage collector take its Secret too: gone either way.
+        match secrets.delete(&self.name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e).context("deleting the loader Secret"),
+        }
     }
 
     async fn log(&self, client: &kube::Client, progress: &dyn Progress) -> Option<String> {
@@ -232,10 +294,7 @@ impl LoaderJob {
         if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
             jobs.delete(&self.name, &background).await.context("deleting the loader Job")?;
         }
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        if secrets.get_opt(&self.name).await.context("reading the loader Secret")?.is_some() {
-            secrets.delete(&self.name, &DeleteParams::default()).await.context("deleting the loader Secret")?;
-        }
+        self.delete_secret(&client).await?;
         let maps: Api<ConfigMap> = Api::namespaced(client, ns);
         if maps.get_opt(&self.name).await.context("reading the loader ConfigMap")?.is_some() {
             maps.delete(&self.name, &DeleteParams::default()).await.context("deleting the loader ConfigMap")?;
@@ -244,9 +303,26 @@ impl LoaderJob {
     }
 }
 
+/// Names the run by what it does: the schema, the properties without their
+/// secret values (no hash over a password ever names an object or a record
+/// entry), and the flags.
 fn digest(schema: &str, properties: &str, coordinator: bool, delete: bool) -> String {
-    let parts = [schema, "\0", properties, "\0", if coordinator { "c" } else { "" }, if delete { "D" } else { "" }];
+    let public = non_secret_lines(properties);
+    let parts = [schema, "\0", &public, "\0", if coordinator { "c" } else { "" }, if delete { "D" } else { "" }];
     super::sha256_hex(parts.concat().as_bytes())
+}
+
+/// The properties' lines whose key names no secret (password, secret, token, key, credential).
+fn non_secret_lines(properties: &str) -> String {
+    properties
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let key = l.split(['=', ':']).next().unwrap_or_default().to_ascii_lowercase();
+            !["password", "secret", "token", "key", "credential"].iter().any(|w| key.contains(w))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// install --schema: load before the GraphQL chart, once per schema and properties.
@@ -294,8 +370,15 @@ impl Component for SchemaLoad {
         if env.record.schema.as_ref().is_some_and(|s| s.id == job.name) {
             return Ok(());
         }
+        // Recorded before anything is created: an interrupted load leaves objects uninstall can find.
+        record.update(|r| r.schema_loader = Some(Owned { id: job.name.clone(), created: true })).await?;
         job.run(env.kube(), env).await?;
-        record.update(|r| r.schema = Some(Owned { id: job.name.clone(), created: true })).await
+        record
+            .update(|r| {
+                r.schema = Some(Owned { id: job.name.clone(), created: true });
+                r.schema_loader = None;
+            })
+            .await
     }
 
     async fn checks(&self, _env: &Env) -> Vec<Check> {
@@ -303,19 +386,37 @@ impl Component for SchemaLoad {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(match &env.record.schema {
-            Some(_) => vec![Action::keep(
+        let mut actions = vec![];
+        if let Some(left) = &env.record.schema_loader {
+            actions.push(
+                Action::kube(Verb::Delete, "Job", format!("{}/{}", env.spec.namespace, left.id))
+                    .because("left by an interrupted or failed load, with its Secret and ConfigMap"),
+            );
+        }
+        if env.record.schema.is_some() {
+            actions.push(Action::keep(
                 "scalardb",
                 "tables",
                 "the loaded schema",
                 "tables are data; `kubectl scalardb-graphql schema delete` drops them",
-            )],
-            None => vec![],
-        })
+            ));
+        }
+        Ok(actions)
     }
 
-    async fn remove(&mut self, _env: &Env, record: &mut Recorder) -> Result<()> {
-        record.update(|r| r.schema = None).await
+    async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        if let Some(left) = &env.record.schema_loader {
+            let leftover =
+                LoaderJob { name: left.id.clone(), namespace: env.spec.namespace.clone(), ..LoaderJob::empty() };
+            leftover.cleanup(env.kube()).await?;
+            env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
+        }
+        record
+            .update(|r| {
+                r.schema = None;
+                r.schema_loader = None;
+            })
+            .await
     }
 }
 
