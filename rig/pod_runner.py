@@ -402,25 +402,20 @@ class Run:
 
     def write_volume(self, v, target):
         if v.get("secret"):
-            src = v["secret"]
-            try:
-                obj = self.runner.core.read_namespaced_secret(src["secretName"], self.namespace, _preload_content=False)
-            except ApiException as e:
-                if e.status == 404 and src.get("optional"):
-                    target.mkdir(parents=True)
-                    return
-                raise MountError(v["name"], f'secret "{src["secretName"]}" not found' if e.status == 404 else str(e))
-            data = {k: base64.b64decode(x) for k, x in (json.loads(obj.data).get("data") or {}).items()}
+            src, kind, name, read = v["secret"], "secret", v["secret"]["secretName"], self.runner.core.read_namespaced_secret
         else:
-            src = v["configMap"]
-            try:
-                obj = self.runner.core.read_namespaced_config_map(src["name"], self.namespace, _preload_content=False)
-            except ApiException as e:
-                if e.status == 404 and src.get("optional"):
-                    target.mkdir(parents=True)
-                    return
-                raise MountError(v["name"], f'configmap "{src["name"]}" not found' if e.status == 404 else str(e))
-            raw = json.loads(obj.data)
+            src, kind, name = v["configMap"], "configmap", v["configMap"]["name"]
+            read = self.runner.core.read_namespaced_config_map
+        try:
+            raw = json.loads(read(name, self.namespace, _preload_content=False).data)
+        except ApiException as e:
+            if e.status == 404 and src.get("optional"):
+                target.mkdir(parents=True)
+                return
+            raise MountError(v["name"], f'{kind} "{name}" not found' if e.status == 404 else str(e))
+        if kind == "secret":
+            data = {k: base64.b64decode(x) for k, x in (raw.get("data") or {}).items()}
+        else:
             data = {k: x.encode() for k, x in (raw.get("data") or {}).items()}
             data.update({k: base64.b64decode(x) for k, x in (raw.get("binaryData") or {}).items()})
         items = src.get("items")

@@ -69,6 +69,14 @@ fn annotate_ingress(rig: &Rig, annotation: &str) {
     rig.kubectl_ok(&["annotate", "--overwrite", "ingress", "scalardb-graphql", annotation]);
 }
 
+/// Changes the controller role's trust policy by hand.
+fn edit_trust(rig: &Rig, edit: impl FnOnce(&mut Value)) {
+    const ROLE: &str = "scalardb-graphql-rig-aws-load-balancer-controller";
+    let mut doc = rig.aws(&["iam", "get-role", "--role-name", ROLE])["Role"]["AssumeRolePolicyDocument"].clone();
+    edit(&mut doc);
+    rig.aws(&["iam", "update-assume-role-policy", "--role-name", ROLE, "--policy-document", &doc.to_string()]);
+}
+
 /// Each fault, made by hand on a fresh install, and the one check that must catch it.
 #[test]
 fn each_fault_is_caught_by_the_check_that_names_it_and_only_that_one() {
@@ -112,37 +120,21 @@ fn each_fault_is_caught_by_the_check_that_names_it_and_only_that_one() {
             "a trust policy with the wrong :sub",
             "iam.role-trust",
             Box::new(|r: &Rig| {
-                let role =
-                    r.aws(&["iam", "get-role", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
-                let doc = role["Role"]["AssumeRolePolicyDocument"]
-                    .to_string()
-                    .replace("kube-system:aws-load-balancer-controller", "default:someone-else");
-                r.aws(&[
-                    "iam",
-                    "update-assume-role-policy",
-                    "--role-name",
-                    "scalardb-graphql-rig-aws-load-balancer-controller",
-                    "--policy-document",
-                    &doc,
-                ]);
+                edit_trust(r, |doc| {
+                    *doc = serde_json::from_str(
+                        &doc.to_string().replace("kube-system:aws-load-balancer-controller", "default:someone-else"),
+                    )
+                    .unwrap()
+                })
             }),
         ),
         (
             "a trust policy that also trusts another account",
             "iam.role-trust",
             Box::new(|r: &Rig| {
-                let role =
-                    r.aws(&["iam", "get-role", "--role-name", "scalardb-graphql-rig-aws-load-balancer-controller"]);
-                let mut doc = role["Role"]["AssumeRolePolicyDocument"].clone();
-                doc["Statement"][0]["Principal"]["AWS"] = Value::from("arn:aws:iam::210987654321:root");
-                r.aws(&[
-                    "iam",
-                    "update-assume-role-policy",
-                    "--role-name",
-                    "scalardb-graphql-rig-aws-load-balancer-controller",
-                    "--policy-document",
-                    &doc.to_string(),
-                ]);
+                edit_trust(r, |doc| {
+                    doc["Statement"][0]["Principal"]["AWS"] = Value::from("arn:aws:iam::210987654321:root")
+                })
             }),
         ),
         (
