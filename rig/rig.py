@@ -57,6 +57,8 @@ POOL_LABEL = ("agentpool", "scalardbgraphqlpool")
 CHART_VERSIONS = {"aws-load-balancer-controller": [("3.4.0", "v3.4.0"), ("3.5.0", "v3.5.0")],
                   "scalardb-graphql": [("1.8.5", "3.13.5"), ("1.8.6", "3.13.6")]}
 BACKENDS = ["graphql-a", "graphql-b"]
+# The rig's VPC has one PostgreSQL database; its account, as a DBA would give it out.
+DATABASE = {"host": "db", "port": 5432, "user": "scalar", "password": "rig-db-password-7e3f9a"}
 
 
 def log(msg):
@@ -432,6 +434,8 @@ def up():
     env["RIG_ALB_URL"] = f"http://127.0.0.1:{alb_port}"
     env["RIG_DATAPLANE_SOCKET"] = str(sock)
     env["RIG_IAM_POLICY_FILE"] = str(write_iam_policy())
+    (STATE / "database.json").write_text(json.dumps(DATABASE) + "\n")
+    env["RIG_DATABASE_PASSWORD"] = DATABASE["password"]
 
     log("starting the pod runner (python and schema loader pods, their logs, the VPC)")
     kubelet_cert, kubelet_key = make_cert(STATE, "kubelet", "/CN=rig-kubelet",

@@ -13,7 +13,9 @@ exit code:
   (boolean), every key column among the columns;
 - "connects" to the database: the rig's VPC has one PostgreSQL database, at
   host `db` port 5432 (`jdbc:postgresql://db:5432/<database>`); any other
-  host or port fails as a JDBC connection does, naming the host;
+  host or port fails as a JDBC connection does, naming the host; a user or
+  password other than the database's account (`.rig/database.json`, written
+  by `rig up`) fails as PostgreSQL's password authentication does;
 - then logs one line per namespace and table created (or deleted with -D),
   and the coordinator table with --coordinator, and exits 0.
 
@@ -24,8 +26,10 @@ import datetime
 import json
 import re
 import sys
+from pathlib import Path
 
 DATABASE = ("db", 5432)
+ACCOUNT = Path(__file__).resolve().parent.parent / ".rig" / "database.json"
 TYPES = {"BOOLEAN", "INT", "BIGINT", "FLOAT", "DOUBLE", "TEXT", "BLOB", "DATE", "TIME", "TIMESTAMP",
          "TIMESTAMPTZ"}
 TABLE_KEYS = {"partition-key", "clustering-key", "columns", "transaction", "secondary-index", "compaction-strategy",
@@ -154,11 +158,21 @@ def connect(props):
              "TCP/IP connections.")
 
 
+def authenticate(props):
+    """PostgreSQL's answer to the user and password the properties give."""
+    account = json.loads(ACCOUNT.read_text())
+    user = props["scalar.db.username"]
+    if (user, props["scalar.db.password"]) != (account["user"], account["password"]):
+        fail("SchemaLoader", "Connecting to the database failed: org.postgresql.util.PSQLException: FATAL: "
+                             f'password authentication failed for user "{user}"')
+
+
 def main():
     args = parse_args(sys.argv[1:])
     props = read_properties(args["config"])
     tables = read_schema(args["schema"])
     connect(props)
+    authenticate(props)
     namespaces = sorted({ns for ns, _ in tables})
     if args["delete"]:
         for ns, name in tables:

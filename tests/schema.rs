@@ -135,6 +135,20 @@ fn a_failed_loader_shows_its_log_deletes_its_secret_keeps_its_job_and_configmap_
         rig.kubectl_ok(&["get", kind, &job]);
     }
     assert!(!rig.kubectl(&["get", "secret", &job]).status.success(), "the properties outlived a failed load");
+
+    // The right database with the wrong password: PostgreSQL's refusal, in the loader's log.
+    let (_dir, schema, props) = files();
+    let wrong = std::fs::read_to_string(&props).unwrap().replace(DB_PASSWORD, "not-the-password");
+    std::fs::write(&props, wrong).unwrap();
+    let out = rig
+        .plugin()
+        .args(["schema", "load", "-f", &schema, "--db-properties", &props, "--timeout", "60s"])
+        .output()
+        .unwrap();
+    expect_code(&out, 1, "schema load with the wrong password");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("password authentication failed for user \"scalar\""), "{all}");
+    assert!(!all.contains("not-the-password"), "{all}");
     rig.reset();
 }
 

@@ -66,19 +66,6 @@ impl LoaderJob {
         }
     }
 
-    /// A run known only by its name (to clean up what an earlier run left).
-    fn empty() -> LoaderJob {
-        LoaderJob {
-            name: String::new(),
-            namespace: String::new(),
-            image: String::new(),
-            schema: String::new(),
-            properties: String::new(),
-            coordinator: false,
-            delete: false,
-        }
-    }
-
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
             "-c".to_string(),
@@ -260,12 +247,7 @@ impl LoaderJob {
 
     async fn delete_secret(&self, client: &kube::Client) -> Result<()> {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
-        // Deleting the Job lets the garbage collector take its Secret too: gone either way.
-        match secrets.delete(&self.name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e).context("deleting the loader Secret"),
-        }
+        delete_gone(&secrets, &self.name, &DeleteParams::default(), "the loader Secret").await
     }
 
     async fn log(&self, client: &kube::Client, progress: &dyn Progress) -> Option<String> {
@@ -287,19 +269,36 @@ impl LoaderJob {
     }
 
     async fn cleanup(&self, client: &kube::Client) -> Result<()> {
-        let client = client.clone();
-        let ns = &self.namespace;
-        let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-        if jobs.get_opt(&self.name).await.context("reading the loader Job")?.is_some() {
-            jobs.delete(&self.name, &background).await.context("deleting the loader Job")?;
-        }
-        self.delete_secret(&client).await?;
-        let maps: Api<ConfigMap> = Api::namespaced(client, ns);
-        if maps.get_opt(&self.name).await.context("reading the loader ConfigMap")?.is_some() {
-            maps.delete(&self.name, &DeleteParams::default()).await.context("deleting the loader ConfigMap")?;
-        }
-        Ok(())
+        delete_objects(client, &self.namespace, &self.name).await
+    }
+}
+
+/// Deletes the Job, Secret and ConfigMap of one run, known by its name alone
+/// (also what an earlier, interrupted run left).
+async fn delete_objects(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    delete_gone(&Api::<Job>::namespaced(client.clone(), ns), name, &background, "the loader Job").await?;
+    // Deleting the Job lets the garbage collector take its Secret too: gone either way.
+    delete_gone(&Api::<Secret>::namespaced(client.clone(), ns), name, &DeleteParams::default(), "the loader Secret")
+        .await?;
+    delete_gone(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        name,
+        &DeleteParams::default(),
+        "the loader ConfigMap",
+    )
+    .await
+}
+
+/// Deletes one object; one that is already gone is fine.
+async fn delete_gone<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e).context(format!("deleting {what}")),
     }
 }
 
@@ -406,9 +405,7 @@ impl Component for SchemaLoad {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         if let Some(left) = &env.record.schema_loader {
-            let leftover =
-                LoaderJob { name: left.id.clone(), namespace: env.spec.namespace.clone(), ..LoaderJob::empty() };
-            leftover.cleanup(env.kube()).await?;
+            delete_objects(env.kube(), &env.spec.namespace, &left.id).await?;
             env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
         }
         record

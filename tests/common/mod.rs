@@ -20,6 +20,7 @@ static RIG_LOCK: Mutex<()> = Mutex::new(());
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kubectl-scalardb_graphql");
 pub const REGISTRY_TOKEN: &str = "ghp_RigRegistryToken0123456789abcdef";
+/// The password of the rig's database account (rig.py's DATABASE; `rig()` checks they agree).
 pub const DB_PASSWORD: &str = "rig-db-password-7e3f9a";
 
 /// The checkout under test: cargo sets this when it runs a test, and a test
@@ -58,6 +59,7 @@ pub fn rig() -> Rig {
         Err(e) => panic!("{e}"),
     };
     let rig = Rig { env, _lock: lock };
+    assert_eq!(rig.get("RIG_DATABASE_PASSWORD"), DB_PASSWORD, "the tests' database password is not the rig's");
     let status = rig.cmd(root().join("rig/rig")).arg("status").output().expect("running rig/rig status");
     assert!(
         status.status.success(),
