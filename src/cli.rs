@@ -35,7 +35,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// Namespace of the GraphQL release (default: the context's namespace)
-    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    #[arg(allow_hyphen_values = true, short = 'n', long, global = true, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Username to impersonate for Kubernetes calls
     #[arg(long = "as", global = true, value_name = "USER")]
@@ -44,7 +44,7 @@ pub struct GlobalArgs {
     #[arg(long = "as-group", global = true, value_name = "GROUP")]
     pub as_group: Vec<String>,
     /// Timeout for one Kubernetes request, e.g. 30s or 1m (0 means none)
-    #[arg(long, global = true, value_name = "DURATION")]
+    #[arg(allow_hyphen_values = true, long, global = true, value_name = "DURATION")]
     pub request_timeout: Option<String>,
     /// AWS region (default: the AWS SDK's chain, then the kube context's EKS ARN)
     #[arg(long, global = true, value_name = "REGION")]
@@ -155,7 +155,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ReleaseArgs {
     /// Name of the scalardb-graphql Helm release
-    #[arg(long, default_value = "scalardb-graphql", value_name = "NAME")]
+    #[arg(allow_hyphen_values = true, long, default_value = "scalardb-graphql", value_name = "NAME")]
     pub release: String,
 }
 
@@ -176,7 +176,7 @@ pub struct ChangeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
     /// How long to wait, e.g. 90s, 10m
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(allow_hyphen_values = true, long, default_value = "10m", value_name = "DURATION")]
     pub timeout: String,
 }
 
@@ -224,7 +224,7 @@ pub struct ChartArgs {
     #[arg(long, value_name = "URL|PATH")]
     pub chart_repo: Option<String>,
     /// Number of GraphQL server pods
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(allow_hyphen_values = true, long, default_value_t = 3, value_name = "N")]
     pub replicas: u32,
     /// A values file merged over the generated values, last wins; repeat for several
     #[arg(short = 'f', long = "values", value_name = "FILE")]
@@ -370,7 +370,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long --wait polls, e.g. 90s, 10m
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    #[arg(allow_hyphen_values = true, long, default_value = "5m", value_name = "DURATION")]
     pub timeout: String,
     /// Run only these categories, comma-separated
     #[arg(long, value_delimiter = ',', value_enum, value_name = "CATEGORY,...")]
@@ -502,6 +502,26 @@ pub fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, Strin
     }
     let total = Duration::from_secs_f64(total_secs);
     Ok((!total.is_zero()).then_some(total))
+}
+
+/// clap's usage error as one line: what is wrong (with the values it
+/// accepts, when it lists them) and where to read the flags; the usage
+/// block it prints after that is left out.
+pub fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut parts: Vec<String> = vec![];
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.to_string());
+        }
+    }
+    let text = parts.join(" ");
+    let text = if text.starts_with("error:") { text } else { format!("error: {text}") };
+    format!("{text}; run `kubectl scalardb-graphql --help` (or the subcommand's --help) for the flags")
 }
 
 #[cfg(test)]

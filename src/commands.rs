@@ -23,7 +23,7 @@ use crate::record::{self, Recorder};
 use crate::schema::Schema;
 use crate::spec::{self, Options, Secrets};
 use crate::wait::Deadline;
-use crate::{completion, pins};
+use crate::{completion, lease, pins};
 
 /// The printer, seen by components as a progress channel.
 struct Shown(Arc<Printer>);
@@ -53,6 +53,9 @@ pub async fn run(cli: Cli, printer: Arc<Printer>) -> Result<()> {
 }
 
 async fn connect(global: &GlobalArgs) -> Result<Context> {
+    if let Some(region) = &global.region {
+        crate::inputs::check_region(region)?;
+    }
     Context::connect(Settings::resolve(global)?).await
 }
 
@@ -77,21 +80,28 @@ fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::
 }
 
 /// On a terminal and without -y: shows the plan and asks once, before the first change.
-fn confirm_plan(printer: &Printer, yes: bool, plan: &crate::component::Plan, verb: &str, question: &str) -> Result<()> {
+async fn confirm_plan(
+    printer: &Arc<Printer>,
+    yes: bool,
+    plan: &crate::component::Plan,
+    verb: &str,
+    question: &str,
+) -> Result<()> {
     if yes || !printer.interactive() {
         return Ok(());
     }
     printer.plan(plan, verb)?;
-    confirm(printer, question)
+    confirm(printer, question).await
 }
 
-/// Asks; anything but yes stops the command with nothing changed.
-fn confirm(printer: &Printer, question: &str) -> Result<()> {
-    if printer.confirm(question)? {
-        Ok(())
-    } else {
-        Err(Error::failed("nothing was changed").hint("answer y to proceed, or pass -y"))
-    }
+/// Asks; anything but yes stops the command with nothing changed. The
+/// answer is read off the runtime's threads, so that Ctrl-C at the prompt
+/// ends the command at once (exit 130).
+async fn confirm(printer: &Arc<Printer>, question: &str) -> Result<()> {
+    let (printer, question) = (printer.clone(), question.to_string());
+    let answer =
+        tokio::task::spawn_blocking(move || printer.confirm(&question)).await.map_err(|e| Error::Other(e.into()))??;
+    if answer { Ok(()) } else { Err(Error::failed("nothing was changed").hint("answer y to proceed, or pass -y")) }
 }
 
 async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
@@ -105,7 +115,11 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     options.deadline = Some(Instant::now() + options.timeout);
     let facts = preflight::run(&ctx).await.require()?;
     let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
-    let env = env(ctx, facts, spec, existing.clone().unwrap_or_default(), options, secrets, &printer);
+    if let Some(s) = &existing {
+        s.record.vet(&spec.namespace, &spec.release)?;
+    }
+    let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
+    let env = env(ctx, facts, spec, record, options, secrets, &printer);
     let mut components = deployment::components();
     let plan = deployment::plan_install(&mut components, &env).await?;
     if a.change.dry_run {
@@ -118,13 +132,26 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
             &plan,
             "install",
             &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
-        )?;
+        )
+        .await?;
     }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing);
     let started = Instant::now();
+    // One changing run at a time; the Lease lives in the release namespace.
+    let held = if plan.mutations() > 0 {
+        recorder.ensure_namespace().await?;
+        Some(lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?)
+    } else {
+        None
+    };
     let result = deployment::install(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
+    let released = match held {
+        Some(h) => h.release().await,
+        None => Ok(()),
+    };
     result?;
+    released?;
     if plan.mutations() == 0 {
         printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
@@ -181,7 +208,16 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
         return Err(Error::failed("the cluster checks failed; the rest could not run"));
     };
     let namespace = ctx.kube.namespace.clone();
-    let existing = record::load(&ctx.kube.client, &namespace, &a.release.release).await.ok().flatten();
+    let existing = match record::load(&ctx.kube.client, &namespace, &a.release.release).await.ok().flatten() {
+        Some(s) => match s.record.vet(&namespace, &a.release.release) {
+            Ok(()) => Some(s.record),
+            Err(e) => {
+                printer.warn(&format!("{e}; checking the defaults instead"));
+                None
+            }
+        },
+        None => None,
+    };
     let spec = existing
         .as_ref()
         .and_then(|r| r.spec.clone())
@@ -216,9 +252,11 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         )?;
         return Ok(());
     };
-    let spec = existing.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let mut env = env(ctx, facts, spec, existing.clone(), options, Secrets::default(), &printer);
-    if existing.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
+    existing.record.vet(&namespace, &a.release.release)?;
+    let spec =
+        existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
+    let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &printer);
+    if existing.record.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
         let ours = crate::lookups::release_ingress(&env, &env.options.user_values).await?.display();
         env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
     }
@@ -233,12 +271,26 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         &plan,
         "uninstall",
         &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
-    )?;
+    )
+    .await?;
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing));
     let started = Instant::now();
+    let held = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "uninstall").await?;
     let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
     printer.stop_spinner();
-    if result? {
+    let released = held.release().await;
+    let kept = result?;
+    released?;
+    // What stayed, and why: also what a forged or stale record named but this tool may not delete.
+    for action in plan.steps.iter().flat_map(|s| &s.actions).filter(|a| a.verb == crate::component::Verb::Keep) {
+        printer.warn(&format!(
+            "kept {} {}: {}",
+            action.operation,
+            action.target,
+            action.reason.as_deref().unwrap_or("left in place")
+        ));
+    }
+    if kept {
         if let Some(why) = env.options.controller_kept() {
             printer.warn(&format!(
                 "kept release {}/{} and what it needs (its ServiceAccount, IAM role, policy and OIDC provider, CRDs, subnet tags): {why}",
@@ -311,7 +363,7 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
                 Error::usage("schema delete drops tables; refusing without confirmation").hint("pass -y to confirm")
             );
         }
-        confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", ")))?;
+        confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", "))).await?;
     }
     let clock = Deadline { at: Instant::now() + timeout, progress: Arc::new(Shown(printer.clone())) };
     let result = job.run(&kube.client, &clock).await;

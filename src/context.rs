@@ -60,7 +60,7 @@ impl Settings {
             s.context = s.context.or_else(|| env("HELM_KUBECONTEXT"));
         }
         if let Some(ns) = &s.namespace {
-            crate::spec::check_label("--namespace", ns)?;
+            crate::inputs::check_label("--namespace", ns)?;
         }
         Ok(s)
     }

@@ -182,18 +182,24 @@ impl Helm {
         self.run([verb, release, "-n", namespace].map(Into::into).into(), &what).await.map(drop)
     }
 
-    /// `helm upgrade --install` with values given as files, in order.
+    /// `helm upgrade --install` with values given as files, in order. `mark`:
+    /// label the release as this tool's (helm keeps it on later revisions).
     pub async fn upgrade_install(
         &self,
         release: &str,
         namespace: &str,
         chart: &ChartRef,
         values: &[&Path],
+        mark: bool,
     ) -> Result<()> {
         self.settle(release, namespace).await?;
         let mut args: Vec<OsString> = ["upgrade", "--install", release].map(Into::into).into();
         args.extend(chart_args(chart));
         args.extend(["-n".into(), namespace.into()]);
+        if mark {
+            let (key, value) = crate::pins::RELEASE_MARK;
+            args.extend(["--labels".into(), format!("{key}={value}").into()]);
+        }
         for v in values {
             args.extend(["-f".into(), v.as_os_str().to_owned()]);
         }

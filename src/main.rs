@@ -14,6 +14,8 @@ mod deployment;
 mod error;
 mod helm;
 mod http;
+mod inputs;
+mod lease;
 mod lookups;
 mod output;
 mod ownership;
@@ -38,7 +40,14 @@ fn main() -> ExitCode {
         print!("{}", completion::answer(&words));
         return ExitCode::SUCCESS;
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("{}", cli::one_line(&e));
+            return ExitCode::from(error::Kind::Usage.exit_code());
+        }
+    };
     let printer = Arc::new(output::Printer::new(cli.global.color));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let outcome = runtime.block_on(async {
@@ -56,6 +65,8 @@ fn main() -> ExitCode {
         }
         outcome
     });
+    // A prompt still reading stdin on a blocking thread must not hold the exit.
+    runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error::Error::Other(e))

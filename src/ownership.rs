@@ -1,5 +1,10 @@
 //! How this tool marks what it creates, and recognises it again: AWS tags
-//! (this tool and the cluster) and the Kubernetes managed-by label.
+//! (this tool and the cluster), the Kubernetes managed-by label, and the same
+//! label on its Helm releases.
+//!
+//! The mark on the live resource is the only proof of ownership. The install
+//! record is an index of where to look: anyone who can write a ConfigMap in
+//! the release namespace can write one, so it never decides a deletion alone.
 
 use std::collections::BTreeMap;
 
@@ -35,4 +40,18 @@ pub fn managed_labels() -> BTreeMap<String, String> {
 
 pub fn is_managed(meta: &kube::api::ObjectMeta) -> bool {
     meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_KEY)).is_some_and(|v| v == MANAGED_BY)
+}
+
+/// Why uninstall must leave a resource alone, or None when its own mark
+/// proves this tool created it. `recorded`: the install record claims it.
+pub fn unproven(recorded: bool, marked: bool) -> Option<String> {
+    match (marked, recorded) {
+        (true, _) => None,
+        (false, true) => Some(
+            "the install record says this tool created it, but it carries no mark of this tool \
+             (the record may have been edited)"
+                .into(),
+        ),
+        (false, false) => Some("not created by this tool".into()),
+    }
 }

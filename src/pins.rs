@@ -22,6 +22,8 @@ pub const LBC_RELEASE: &str = "aws-load-balancer-controller";
 pub const LBC_NAMESPACE: &str = "kube-system";
 pub const LBC_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
 pub const LBC_WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
+/// The API groups of every CRD the controller's chart brings (3.5.0: seven CRDs).
+pub const LBC_CRD_GROUPS: &[&str] = &["elbv2.k8s.aws", "gateway.k8s.aws", "aga.k8s.aws"];
 
 /// The controller's IAM policy documents this plugin knows by digest.
 pub struct PolicyPin {
@@ -52,6 +54,10 @@ pub const KNOWN_POLICIES: &[PolicyPin] = &[
 /// Labels and tags that mark what this tool created.
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "kubectl-scalardb-graphql";
+/// The label helm keeps on the revisions of a release this tool installed
+/// (`helm install --labels`); apart from the managed-by label so that helm's
+/// own storage objects are not taken for objects this tool manages.
+pub const RELEASE_MARK: (&str, &str) = ("kubectl-scalardb-graphql/installed", "true");
 /// AWS tag naming the cluster a resource was created for.
 pub const CLUSTER_TAG_KEY: &str = "kubectl-scalardb-graphql/cluster";
 /// AWS tag naming the policy document's version (or `sha256:<digest>` for a custom file).

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::spec::Spec;
 
 const DATA_KEY: &str = "record.json";
@@ -24,10 +24,11 @@ pub struct Owned {
     pub created: bool,
 }
 
-/// The one test of "created by this tool": the install record says so, or the
-/// live resource carries this tool's mark (AWS tags, the managed-by label).
-pub fn created_by_us(recorded: Option<&Owned>, marked: bool) -> bool {
-    recorded.is_some_and(|o| o.created) || marked
+impl Owned {
+    /// Whether the record claims this tool created it (see `ownership::unproven`).
+    pub fn claimed(owned: Option<&Owned>) -> bool {
+        owned.is_some_and(|o| o.created)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,12 +103,57 @@ pub struct Record {
     pub readiness_gate_label: bool,
 }
 
+impl Record {
+    /// Refuses a record that install could not have written where it was
+    /// found: one naming another release or namespace than its own, or a
+    /// controller release elsewhere than where this tool installs it. Such a
+    /// record was edited, and nothing it names is acted on.
+    pub fn vet(&self, namespace: &str, release: &str) -> Result<()> {
+        let cm = format!("{namespace}/{}", configmap_name(release));
+        let mut wrong = vec![];
+        let controller = (crate::pins::LBC_NAMESPACE, crate::pins::LBC_RELEASE);
+        if let Some(spec) = &self.spec {
+            if spec.namespace != namespace || spec.release != release {
+                wrong.push(format!("it names release {}/{}", spec.namespace, spec.release));
+            }
+            let lbc = &spec.lb_controller;
+            if (lbc.namespace.as_str(), lbc.release.as_str()) != controller {
+                wrong.push(format!("it names controller release {}/{}", lbc.namespace, lbc.release));
+            }
+        }
+        if let Some(c) = &self.lb_controller
+            && (c.namespace.as_str(), c.release.as_str()) != controller
+        {
+            wrong.push(format!("it names controller release {}/{}", c.namespace, c.release));
+        }
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        Err(Error::prerequisite(format!(
+            "the install record {cm} was not written by install for this release ({}): nothing was changed",
+            wrong.join("; ")
+        ))
+        .hint(format!(
+            "inspect it with `kubectl get configmap -n {namespace} {} -o yaml`; if it is not yours, delete it",
+            configmap_name(release)
+        )))
+    }
+}
+
 pub fn configmap_name(release: &str) -> String {
     format!("{release}-install-record")
 }
 
+/// The record as read, with the version of the ConfigMap that held it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub record: Record,
+    /// The ConfigMap's resourceVersion: a write succeeds only over this one.
+    pub version: String,
+}
+
 /// Reads the record; None when there is none (or no such namespace).
-pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Result<Option<Record>> {
+pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Result<Option<Stored>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let name = configmap_name(release);
     let Some(cm) = api.get_opt(&name).await.context(format!("reading the install record {namespace}/{name}"))? else {
@@ -115,7 +161,7 @@ pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Resu
     };
     let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).cloned().unwrap_or_default();
     let record = serde_json::from_str(&text).context(format!("parsing the install record {namespace}/{name}"))?;
-    Ok(Some(record))
+    Ok(Some(Stored { record, version: cm.metadata.resource_version.unwrap_or_default() }))
 }
 
 /// The record as install and uninstall change it; saves only when it changed.
@@ -124,17 +170,17 @@ pub struct Recorder {
     namespace: String,
     name: String,
     pub record: Record,
-    /// What the ConfigMap holds; None while there is none.
-    saved: Option<Record>,
+    /// What the ConfigMap holds, and its resourceVersion; None while there is none.
+    saved: Option<Stored>,
 }
 
 impl Recorder {
-    pub fn new(client: kube::Client, namespace: &str, release: &str, existing: Option<Record>) -> Recorder {
+    pub fn new(client: kube::Client, namespace: &str, release: &str, existing: Option<Stored>) -> Recorder {
         Recorder {
             client,
             namespace: namespace.to_string(),
             name: configmap_name(release),
-            record: existing.clone().unwrap_or(Record { version: 1, ..Default::default() }),
+            record: existing.as_ref().map(|s| s.record.clone()).unwrap_or(Record { version: 1, ..Default::default() }),
             saved: existing,
         }
     }
@@ -145,8 +191,10 @@ impl Recorder {
         self.save().await
     }
 
+    /// Writes the record over exactly the version this run last read or
+    /// wrote: a record changed by anyone else meanwhile stops the run.
     pub async fn save(&mut self) -> Result<()> {
-        if self.saved.as_ref() == Some(&self.record) {
+        if self.saved.as_ref().map(|s| &s.record) == Some(&self.record) {
             return Ok(());
         }
         self.ensure_namespace().await?;
@@ -155,6 +203,7 @@ impl Recorder {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 labels: Some(crate::ownership::managed_labels()),
+                resource_version: self.saved.as_ref().map(|s| s.version.clone()),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
@@ -164,17 +213,30 @@ impl Recorder {
             ..Default::default()
         };
         let what = format!("writing the install record {}/{}", self.namespace, self.name);
-        if self.saved.is_some() {
-            api.replace(&self.name, &PostParams::default(), &cm).await.context(&what)?;
+        let written = if self.saved.is_some() {
+            api.replace(&self.name, &PostParams::default(), &cm).await
         } else {
-            api.create(&PostParams::default(), &cm).await.context(&what)?;
-        }
-        self.saved = Some(self.record.clone());
+            api.create(&PostParams::default(), &cm).await
+        };
+        let written = match written {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(Error::failed(format!(
+                    "the install record {}/{} was changed by someone else during this run; stopped",
+                    self.namespace, self.name
+                ))
+                .hint("run `kubectl scalardb-graphql status` to see the state, then run the command again"));
+            }
+            other => other.context(&what)?,
+        };
+        self.saved = Some(Stored {
+            record: self.record.clone(),
+            version: written.metadata.resource_version.unwrap_or_default(),
+        });
         Ok(())
     }
 
     /// The record lives in the release namespace; create it (and say so) if missing.
-    async fn ensure_namespace(&mut self) -> Result<()> {
+    pub async fn ensure_namespace(&mut self) -> Result<()> {
         if self.saved.is_some() {
             return Ok(());
         }
@@ -202,7 +264,13 @@ impl Recorder {
         }
         if self.record.namespace_created {
             let ns: Api<Namespace> = Api::all(self.client.clone());
-            if ns.get_opt(&self.namespace).await.context("reading the namespace")?.is_some() {
+            // Only a namespace carrying this tool's label: the record alone proves nothing.
+            if ns
+                .get_opt(&self.namespace)
+                .await
+                .context("reading the namespace")?
+                .is_some_and(|n| crate::ownership::is_managed(&n.metadata))
+            {
                 ns.delete(&self.namespace, &Default::default())
                     .await
                     .context(format!("deleting namespace {}", self.namespace))?;

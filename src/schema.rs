@@ -182,13 +182,17 @@ impl Schema {
         })?;
         Schema::parse(&text).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(|p| format!("{}:{p}", path.display())).collect();
-            Error::usage(format!(
-                "schema file {} has {} problem(s):\n  {}",
-                path.display(),
-                problems.len(),
-                lines.join("\n  ")
-            ))
-            .hint("fix each place named above; nothing was changed")
+            // One problem, one line; several are listed a line each under the count.
+            match &lines[..] {
+                [one] => Error::usage(format!("schema file {one}")).hint("fix it there; nothing was changed"),
+                _ => Error::usage(format!(
+                    "schema file {} has {} problems:\n  {}",
+                    path.display(),
+                    problems.len(),
+                    lines.join("\n  ")
+                ))
+                .hint("fix each place named above; nothing was changed"),
+            }
         })
     }
 

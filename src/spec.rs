@@ -13,6 +13,7 @@ use serde_json::Value;
 pub use crate::cli::ProbeFrom;
 use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
 use crate::error::{Error, Result};
+use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;
 use crate::properties::{DatabaseProperties, STORAGES};
 
@@ -315,44 +316,28 @@ pub fn merge(base: &mut Value, over: Value) {
     }
 }
 
-/// Names Kubernetes and helm accept: DNS-1123 subdomains (lower-case
-/// alphanumerics and `-`, dot-separated, each part starting and ending
-/// alphanumeric), at most `max` characters. Checked before any call, so a
-/// name never reaches helm or the API server as something else (a flag).
-pub fn check_name(flag: &str, name: &str, max: usize) -> Result<()> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !p.starts_with('-')
-            && !p.ends_with('-')
-    };
-    if name.len() > max || !name.split('.').all(part_ok) {
-        return Err(Error::usage(format!(
-            "{flag} {name:?} is not a valid name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most {max} characters)"
-        ))
-        .hint(format!("pass {flag} with a name such as scalardb-graphql")));
-    }
-    Ok(())
-}
-
-/// A DNS-1123 label (a namespace): a name without dots, at most 63 characters.
-pub fn check_label(flag: &str, name: &str) -> Result<()> {
-    check_name(flag, name, 63)?;
-    if name.contains('.') {
-        return Err(Error::usage(format!("{flag} {name:?} is not a valid name: it may not contain '.'"))
-            .hint(format!("pass {flag} with a name such as scalardb")));
-    }
-    Ok(())
-}
-
-/// Helm's limit on a release name.
-pub const RELEASE_NAME_MAX: usize = 53;
-
 /// Builds the spec, options and secrets of `install` from its flags; reads
 /// the files it names. Bad input fails here, before anything is contacted.
 /// `Spec::resolve` then adds what depends on the cluster.
 pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
+    if a.chart.replicas == 0 {
+        return Err(Error::usage("--replicas 0: nothing would serve GraphQL behind the ALB")
+            .hint("give at least 1 (the guide runs 3)"));
+    }
+    if let Some(v) = &a.chart.chart_version {
+        inputs::check_chart_version("--chart-version", v)?;
+    }
+    if let Some(v) = &a.lbc.lbc_chart_version {
+        inputs::check_chart_version("--lbc-chart-version", v)?;
+    }
+    inputs::check_iam_name("--iam-policy-name", &a.iam.iam_policy_name, 128, "AWSLoadBalancerControllerIAMPolicy")?;
+    if let Some(role) = &a.iam.iam_role_name {
+        inputs::check_iam_name("--iam-role-name", role, 64, "scalardb-graphql-lb-controller")?;
+    }
+    if !a.scalardb.namespaces.is_empty() {
+        inputs::check_scalardb_namespaces("--namespaces", &a.scalardb.namespaces)?;
+    }
     for (flag, name) in [
         ("--registry-secret", Some(&a.registry.registry_secret)),
         ("--image-pull-secret", a.registry.image_pull_secret.as_ref()),
@@ -540,7 +525,7 @@ impl Spec {
 /// `--timeout`: a duration such as `90s` or `10m`; `default` when not given.
 pub fn parse_timeout(text: &str, default: Duration) -> Result<Duration> {
     Ok(crate::cli::parse_duration(text)
-        .map_err(|e| Error::usage(format!("--timeout {text:?}: {e}")))?
+        .map_err(|e| Error::usage(format!("--timeout {text:?}: {e}")).hint("give a duration such as 90s, 10m or 1h"))?
         .unwrap_or(default))
 }
 
@@ -560,11 +545,11 @@ pub fn probe_from(a: &ProbeArgs) -> Result<(ProbeFrom, String)> {
         return Err(Error::usage("--probe-image sets the probe Pod's image, but this probe runs from this machine")
             .hint("drop --probe-image, or probe from the cluster (no --probe-url, no --probe-from local)"));
     }
-    if let Some(image) = &a.probe_image
-        && (image.trim().is_empty() || image.contains(char::is_whitespace))
-    {
-        return Err(Error::usage(format!("--probe-image {image:?} is not an image reference"))
-            .hint("give one such as registry.example.com/library/python:3.13.7-alpine3.22"));
+    if let Some(image) = &a.probe_image {
+        inputs::check_image("--probe-image", image)?;
+    }
+    if let Some(url) = &a.probe_url {
+        inputs::check_probe_url(url)?;
     }
     Ok((from, a.probe_image.clone().unwrap_or_else(|| crate::pins::PROBE_IMAGE.to_string())))
 }
@@ -604,17 +589,6 @@ pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_checked_as_kubernetes_and_helm_check_them() {
-        assert!(check_name("--release", "scalardb-graphql", RELEASE_NAME_MAX).is_ok());
-        for bad in ["-rf", "Upper", "a_b", "", "a-", "x".repeat(54).as_str(), "a..b", "--"] {
-            let e = check_name("--release", bad, RELEASE_NAME_MAX).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}");
-        }
-        assert!(check_label("--namespace", "team-a").is_ok());
-        assert!(check_label("--namespace", "team.a").is_err());
-    }
 
     #[test]
     fn a_kept_controller_keeps_the_iam_it_needs_unless_forced() {

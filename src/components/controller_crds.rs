@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
+use crate::pins::LBC_CRD_GROUPS;
 use crate::record::{ControllerRecord, Recorder};
 use crate::spec::Mode;
 
@@ -108,13 +109,27 @@ impl ControllerCrds {
         env.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.as_slice()).unwrap_or_default()
     }
 
-    /// Uninstall's one decision, CRD by CRD (each still only if no custom resource of it remains).
+    /// Uninstall's one decision, CRD by CRD (each still only if no custom
+    /// resource of it remains). The record only lists names: a CRD outside the
+    /// controller's own API groups is never this tool's to delete.
     fn fates<'a>(env: &Env, recorded: &'a [String]) -> Vec<(&'a String, Fate)> {
-        let fate = match env.options.controller_kept() {
-            Some(why) => Fate::Keep(why),
-            None => Fate::Remove(()),
-        };
-        recorded.iter().map(|name| (name, fate.clone())).collect()
+        let kept = env.options.controller_kept();
+        recorded
+            .iter()
+            .map(|name| {
+                let fate = if !LBC_CRD_GROUPS.iter().any(|g| name.strip_suffix(g).is_some_and(|p| p.ends_with('.'))) {
+                    Fate::Keep(format!(
+                        "the install record lists it, but the controller's chart brings CRDs only in {}",
+                        LBC_CRD_GROUPS.join(", ")
+                    ))
+                } else if let Some(why) = &kept {
+                    Fate::Keep(why.clone())
+                } else {
+                    Fate::Remove(())
+                };
+                (name, fate)
+            })
+            .collect()
     }
 }
 

@@ -14,7 +14,8 @@ use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
-use crate::record::{self, Owned, Recorder};
+use crate::ownership;
+use crate::record::{Owned, Recorder};
 use crate::values;
 use crate::wait;
 
@@ -26,6 +27,8 @@ pub struct GraphqlRelease {
 #[derive(Clone)]
 struct Seen {
     release: Option<ReleaseMetadata>,
+    /// The release carries this tool's mark (see `lookups::release_marked`).
+    marked: bool,
     values: Value,
     pods: usize,
     ready: usize,
@@ -64,15 +67,20 @@ impl GraphqlRelease {
     fn fate(&self, env: &Env) -> Fate {
         if self.seen.as_ref().is_none_or(|s| s.release.is_none()) {
             Fate::Absent
-        } else if !self.created_by_us(env) {
-            Fate::Keep("not installed by this tool".into())
+        } else if let Some(why) =
+            ownership::unproven(Owned::claimed(env.record.graphql_release.as_ref()), self.marked())
+        {
+            Fate::Keep(why)
+        } else if !Owned::claimed(env.record.graphql_release.as_ref()) {
+            Fate::Keep("the install record says install adopted it, not that it installed it".into())
         } else {
             Fate::Remove(())
         }
     }
 
-    fn created_by_us(&self, env: &Env) -> bool {
-        record::created_by_us(env.record.graphql_release.as_ref(), false)
+    /// Only the release's own mark proves this tool installed it.
+    fn marked(&self) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.marked)
     }
 
     /// Waits until the ALB the controller made for the Ingress is gone (in an
@@ -164,19 +172,22 @@ impl Component for GraphqlRelease {
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let helm = env.ctx.helm()?;
         let release = helm.metadata(&env.spec.release, &env.spec.namespace).await?;
-        let values = match &release {
-            Some(_) => helm.user_values(&env.spec.release, &env.spec.namespace).await?,
-            None => Value::Null,
+        let (values, marked) = match &release {
+            Some(_) => (
+                helm.user_values(&env.spec.release, &env.spec.namespace).await?,
+                lookups::release_marked(env, &env.spec.release, &env.spec.namespace).await?,
+            ),
+            None => (Value::Null, false),
         };
         let (pods, ready) = Self::pods(env).await?;
         let ingress = lookups::release_ingress(env, &Self::desired_values(env)).await?;
-        self.seen = Some(Seen { release, values, pods, ready, ingress });
+        self.seen = Some(Seen { release, marked, values, pods, ready, ingress });
         Ok(())
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        if seen.release.is_some() && env.record.graphql_release.is_none() && !env.options.adopt {
+        if seen.release.is_some() && !seen.marked && !env.options.adopt {
             return Err(Error::prerequisite(format!(
                 "release {}/{} exists and was not installed by this tool",
                 env.spec.namespace, env.spec.release
@@ -207,7 +218,7 @@ impl Component for GraphqlRelease {
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.clone().expect("observed");
         if let Some(why) = self.change(env) {
-            let created = seen.release.is_none() || self.created_by_us(env);
+            let created = seen.release.is_none() || seen.marked;
             record.update(|r| r.graphql_release = Some(Owned { id: env.spec.release.clone(), created })).await?;
             // Everything helm gets goes through a private file, never the command line.
             let file = helm::values_file(&Self::desired_values(env))?;
@@ -218,7 +229,13 @@ impl Component for GraphqlRelease {
             ));
             env.ctx
                 .helm()?
-                .upgrade_install(&env.spec.release, &env.spec.namespace, &env.spec.chart, &[file.path()])
+                .upgrade_install(
+                    &env.spec.release,
+                    &env.spec.namespace,
+                    &env.spec.chart,
+                    &[file.path()],
+                    seen.release.is_none(),
+                )
                 .await?;
             env.progress.done(&format!(
                 "{} release {}/{}",

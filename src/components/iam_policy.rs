@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
+use crate::ownership;
 use crate::pins::{IAM_POLICY, POLICY_VERSION_TAG_KEY};
 use crate::policy::{self, PolicyDocument};
-use crate::record::{self, Owned, Recorder};
+use crate::record::{Owned, Recorder};
 
 use super::{iam_tags, iam_tags_ours, sha256_hex};
 
@@ -91,8 +92,8 @@ impl IamPolicy {
     fn fate(&self, env: &Env) -> Fate {
         if !self.seen.as_ref().is_some_and(|s| s.exists) {
             Fate::Absent
-        } else if !self.created_by_us(env) {
-            Fate::Keep("not created by this tool".into())
+        } else if let Some(why) = self.unproven(env) {
+            Fate::Keep(why)
         } else if let Some(why) = env.options.iam_kept() {
             Fate::Keep(why)
         } else {
@@ -100,8 +101,13 @@ impl IamPolicy {
         }
     }
 
-    fn created_by_us(&self, env: &Env) -> bool {
-        record::created_by_us(env.record.iam_policy.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
+    /// Only this tool's tags (for this cluster) prove it created the policy.
+    fn created_by_us(&self) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+    }
+
+    fn unproven(&self, env: &Env) -> Option<String> {
+        ownership::unproven(Owned::claimed(env.record.iam_policy.as_ref()), self.created_by_us())
     }
 }
 
@@ -162,7 +168,7 @@ impl Component for IamPolicy {
         if !seen.exists {
             return Ok(vec![Action::aws(Verb::Create, "iam:CreatePolicy", &env.spec.iam.policy_name).because(source)]);
         }
-        if !self.created_by_us(env) {
+        if !self.created_by_us() {
             if !env.options.adopt {
                 return Err(Error::prerequisite(format!(
                     "IAM policy {} already exists and was not created by this tool",
@@ -185,7 +191,7 @@ impl Component for IamPolicy {
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
-        let created = !seen.exists || self.created_by_us(env);
+        let created = !seen.exists || self.created_by_us();
         record.update(|r| r.iam_policy = Some(Owned { id: seen.arn.clone(), created })).await?;
         if !created {
             return Ok(()); // adopted: used as it is

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
+use crate::ownership;
 use crate::policy;
-use crate::record::{self, AdoptedRole, Owned, Recorder};
+use crate::record::{AdoptedRole, Owned, Recorder};
 
 use super::{iam_tags, iam_tags_ours};
 
@@ -92,21 +93,33 @@ impl IamRole {
         (restore, detach)
     }
 
-    /// Uninstall's one decision: delete ours; give an adopted role back what install changed.
+    /// Uninstall's one decision: delete ours; give an adopted role back what
+    /// install changed, but only while its trust is still the one install set
+    /// (the live proof that the record's adoption is real); leave anything else.
     fn fate(&self, env: &Env) -> Fate<Undo> {
-        if !self.seen.as_ref().is_some_and(|s| s.exists) {
-            Fate::Absent
-        } else if let Some(why) = env.options.iam_kept() {
+        let Some(seen) = self.seen.as_ref().filter(|s| s.exists) else {
+            return Fate::Absent;
+        };
+        if let Some(why) = env.options.iam_kept() {
             Fate::Keep(why)
-        } else if !self.created_by_us(env) {
-            Fate::Remove(Undo::GiveBack)
-        } else {
+        } else if self.created_by_us() {
             Fate::Remove(Undo::Delete)
+        } else if Owned::claimed(env.record.iam_role.as_ref()) {
+            Fate::Keep(ownership::unproven(true, false).unwrap_or_default())
+        } else if env.record.adopted_role.is_some() && !seen.trust_problems.is_empty() {
+            Fate::Keep(
+                "the install record says install adopted it, but its trust policy is no longer the one install set \
+                 (the record may have been edited, or the role changed since): nothing given back"
+                    .into(),
+            )
+        } else {
+            Fate::Remove(Undo::GiveBack)
         }
     }
 
-    fn created_by_us(&self, env: &Env) -> bool {
-        record::created_by_us(env.record.iam_role.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
+    /// Only this tool's tags (for this cluster) prove it created the role.
+    fn created_by_us(&self) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.tagged_ours)
     }
 }
 
@@ -186,7 +199,7 @@ impl Component for IamRole {
                 Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn),
             ]);
         }
-        if !self.created_by_us(env) && !env.options.adopt {
+        if !self.created_by_us() && !env.options.adopt {
             return Err(Error::prerequisite(format!(
                 "IAM role {name} already exists and was not created by this tool"
             ))
@@ -213,7 +226,7 @@ impl Component for IamRole {
         let iam = &env.aws().iam;
         let name = &env.spec.iam.role_name;
         let trust = serde_json::to_string(&Self::trust(env)).context("rendering the trust policy")?;
-        let created = !seen.exists || self.created_by_us(env);
+        let created = !seen.exists || self.created_by_us();
         let adopted = (!created).then(|| Self::adoption(seen, env, record.record.adopted_role.as_ref()));
         record
             .update(|r| {

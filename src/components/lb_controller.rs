@@ -17,7 +17,8 @@ use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
-use crate::pins::LBC_WEBHOOK_SERVICE;
+use crate::ownership;
+use crate::pins::{LBC_NAMESPACE, LBC_RELEASE, LBC_WEBHOOK_SERVICE};
 use crate::record::{ControllerRecord, Recorder};
 use crate::values;
 use crate::wait;
@@ -33,6 +34,8 @@ pub struct LbController {
 struct Seen {
     release: Option<ReleaseMetadata>,
     values: Value,
+    /// The release carries this tool's mark (see `lookups::release_marked`).
+    marked: bool,
     deployments: Vec<(String, i32, i32)>,
     webhook_ready: usize,
     crds_missing: Vec<String>,
@@ -62,8 +65,10 @@ impl LbController {
     fn fate(&self, env: &Env) -> Fate {
         if self.seen.as_ref().is_none_or(|s| s.release.is_none()) {
             Fate::Absent
-        } else if env.spec.lb_controller.external || !Self::installed_by_us(env) {
+        } else if env.spec.lb_controller.external {
             Fate::Keep("not installed by this tool".into())
+        } else if let Some(why) = self.unproven(env) {
+            Fate::Keep(why)
         } else if let Some(why) = env.options.controller_kept() {
             Fate::Keep(why)
         } else {
@@ -109,28 +114,31 @@ impl LbController {
     }
 
     async fn look(env: &Env) -> Result<Seen> {
-        let (release, values) = Self::release(env).await?;
-        Self::runtime(env, release, values).await
+        let (release, values, marked) = Self::release(env).await?;
+        Self::runtime(env, release, values, marked).await
     }
 
-    /// The release and its values, from helm.
-    async fn release(env: &Env) -> Result<(Option<ReleaseMetadata>, Value)> {
+    /// The release and its values, from helm, and whether it carries this tool's mark.
+    async fn release(env: &Env) -> Result<(Option<ReleaseMetadata>, Value, bool)> {
         let lbc = &env.spec.lb_controller;
         Ok(match (&lbc.external, env.ctx.helm()) {
             (false, Ok(helm)) => {
                 let release = helm.metadata(&lbc.release, &lbc.namespace).await?;
-                let values = match release {
-                    Some(_) => helm.user_values(&lbc.release, &lbc.namespace).await?,
-                    None => Value::Null,
+                let (values, marked) = match release {
+                    Some(_) => (
+                        helm.user_values(&lbc.release, &lbc.namespace).await?,
+                        lookups::release_marked(env, &lbc.release, &lbc.namespace).await?,
+                    ),
+                    None => (Value::Null, false),
                 };
-                (release, values)
+                (release, values, marked)
             }
-            _ => (None, Value::Null),
+            _ => (None, Value::Null, false),
         })
     }
 
     /// The Deployment, the webhook's endpoints and the CRDs, with release facts already read.
-    async fn runtime(env: &Env, release: Option<ReleaseMetadata>, values: Value) -> Result<Seen> {
+    async fn runtime(env: &Env, release: Option<ReleaseMetadata>, values: Value, marked: bool) -> Result<Seen> {
         let lbc = &env.spec.lb_controller;
         let found = lookups::controller_deployments(env).await?;
         let cluster_name = lookups::controller_cluster_name(&found);
@@ -158,11 +166,19 @@ impl LbController {
                 crds_missing.push(name.to_string());
             }
         }
-        Ok(Seen { release, values, deployments, webhook_ready, crds_missing, cluster_name })
+        Ok(Seen { release, values, marked, deployments, webhook_ready, crds_missing, cluster_name })
     }
 
-    fn installed_by_us(env: &Env) -> bool {
-        env.record.lb_controller.as_ref().is_some_and(|c| c.installed)
+    /// Only the release's own mark, under the name and namespace this tool
+    /// always gives it, proves this tool installed it.
+    fn installed_by_us(&self, env: &Env) -> bool {
+        let lbc = &env.spec.lb_controller;
+        self.seen.as_ref().is_some_and(|s| s.marked) && lbc.release == LBC_RELEASE && lbc.namespace == LBC_NAMESPACE
+    }
+
+    fn unproven(&self, env: &Env) -> Option<String> {
+        let claimed = env.record.lb_controller.as_ref().is_some_and(|c| c.installed);
+        ownership::unproven(claimed, self.installed_by_us(env))
     }
 
     fn desired_values(env: &Env) -> Value {
@@ -222,7 +238,7 @@ impl Component for LbController {
             ))
             .hint("pass --skip-lb-controller to use it as it is"));
         }
-        if seen.release.is_some() && !Self::installed_by_us(env) && !env.options.adopt {
+        if seen.release.is_some() && !self.installed_by_us(env) && !env.options.adopt {
             return Err(Error::prerequisite(format!(
                 "release {}/{} exists and was not installed by this tool",
                 lbc.namespace, lbc.release
@@ -241,7 +257,7 @@ impl Component for LbController {
                         lbc.chart.version.as_deref().unwrap_or("latest"),
                         lbc.chart.repo.as_deref().unwrap_or("a local path")
                     ))
-                    .with_detail(Self::desired_values(env)),
+                    .with_detail(values::redacted(&Self::desired_values(env))),
             );
         }
         if !actions.is_empty() || !seen.ready() {
@@ -254,7 +270,7 @@ impl Component for LbController {
         let seen = self.seen.clone().expect("observed");
         let lbc = &env.spec.lb_controller;
         if !lbc.external && Self::needs_release_change(&seen, env).is_some() {
-            let installed = seen.release.is_none() || Self::installed_by_us(env);
+            let installed = seen.release.is_none() || self.installed_by_us(env);
             record
                 .update(|r| {
                     let entry = r.lb_controller.get_or_insert_with(|| ControllerRecord {
@@ -272,7 +288,10 @@ impl Component for LbController {
                 lbc.chart.name,
                 lbc.chart.version.as_deref().unwrap_or("")
             ));
-            env.ctx.helm()?.upgrade_install(&lbc.release, &lbc.namespace, &lbc.chart, &[file.path()]).await?;
+            env.ctx
+                .helm()?
+                .upgrade_install(&lbc.release, &lbc.namespace, &lbc.chart, &[file.path()], seen.release.is_none())
+                .await?;
             env.progress.done(&format!(
                 "{} release {}/{} ({} {})",
                 if seen.release.is_some() { "upgraded" } else { "installed" },
@@ -294,11 +313,11 @@ impl Component for LbController {
                 .await?;
         }
         // helm is asked once; the wait polls only the Kubernetes side.
-        let (release, values) = Self::release(env).await?;
+        let (release, values, marked) = Self::release(env).await?;
         let ready = wait::until(env, "the AWS Load Balancer Controller", || {
             let (release, values) = (release.clone(), values.clone());
             async move {
-                let now = Self::runtime(env, release, values).await?;
+                let now = Self::runtime(env, release, values, marked).await?;
                 Ok(if now.ready() { Ok(now) } else { Err(now.state()) })
             }
         })

@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
+use crate::ownership;
 use crate::pins::ROLE_ANNOTATION;
-use crate::record::{self, Owned, Recorder};
+use crate::record::{Owned, Recorder};
 
 use super::{is_managed, managed_labels};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
@@ -56,17 +57,20 @@ impl ControllerServiceAccount {
         };
         if let Some(why) = env.options.controller_kept() {
             Fate::Keep(why)
-        } else if self.created_by_us(env) {
+        } else if seen.managed {
             Fate::Remove(Undo::Delete)
         } else if seen.annotation.as_deref() == Some(env.role_arn().as_str()) && env.options.iam_kept().is_none() {
             Fate::Remove(Undo::Unannotate)
         } else {
-            Fate::Keep("not created by this tool".into())
+            Fate::Keep(
+                ownership::unproven(Owned::claimed(env.record.service_account.as_ref()), false).unwrap_or_default(),
+            )
         }
     }
 
-    fn created_by_us(&self, env: &Env) -> bool {
-        record::created_by_us(env.record.service_account.as_ref(), self.seen.as_ref().is_some_and(|s| s.managed))
+    /// Only this tool's label proves it created the ServiceAccount.
+    fn created_by_us(&self) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.managed)
     }
 
     async fn restart_controller(env: &Env) -> Result<()> {
@@ -163,7 +167,7 @@ impl Component for ControllerServiceAccount {
         let name = &env.spec.lb_controller.service_account;
         let arn = env.role_arn();
         let api = Self::api(env);
-        let created = !seen.exists || self.created_by_us(env);
+        let created = !seen.exists || self.created_by_us();
         record.update(|r| r.service_account = Some(Owned { id: name.clone(), created })).await?;
         if !seen.exists {
             let sa = ServiceAccount {

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
+use crate::ownership;
 use crate::policy::{self, AUDIENCE};
-use crate::record::{self, Owned, Recorder};
+use crate::record::{Owned, Recorder};
 
 use super::{iam_tags, iam_tags_ours};
 
@@ -29,8 +30,8 @@ impl OidcProvider {
     fn fate(&self, env: &Env) -> Fate {
         if !self.seen.as_ref().is_some_and(|s| s.exists) {
             Fate::Absent
-        } else if !self.created_by_us(env) {
-            Fate::Keep("it was there before install".into())
+        } else if let Some(why) = self.unproven(env) {
+            Fate::Keep(why)
         } else if let Some(why) = env.options.iam_kept() {
             Fate::Keep(why)
         } else {
@@ -38,8 +39,13 @@ impl OidcProvider {
         }
     }
 
-    fn created_by_us(&self, env: &Env) -> bool {
-        record::created_by_us(env.record.oidc_provider.as_ref(), self.seen.as_ref().is_some_and(|s| s.tagged_ours))
+    /// Only this tool's tags (for this cluster) prove it created the provider.
+    fn created_by_us(&self) -> bool {
+        self.seen.as_ref().is_some_and(|s| s.tagged_ours)
+    }
+
+    fn unproven(&self, env: &Env) -> Option<String> {
+        ownership::unproven(Owned::claimed(env.record.oidc_provider.as_ref()), self.created_by_us())
     }
 
     /// Roles, other than ours, whose trust policy names the provider.
@@ -129,7 +135,7 @@ impl Component for OidcProvider {
                 .context("creating the IAM OIDC provider")?;
             env.progress.done(&format!("created IAM OIDC provider {}", seen.arn));
         } else {
-            let created = self.created_by_us(env);
+            let created = self.created_by_us();
             record.update(|r| r.oidc_provider = Some(Owned { id: seen.arn.clone(), created })).await?;
             if !seen.has_audience {
                 iam.add_client_id_to_open_id_connect_provider()
@@ -147,7 +153,7 @@ impl Component for OidcProvider {
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
-        let owner = if self.created_by_us(env) { "created by this tool" } else { "pre-existing" };
+        let owner = if self.created_by_us() { "created by this tool" } else { "pre-existing" };
         vec![if !seen.exists {
             Check::fail(
                 Category::Iam,

@@ -77,18 +77,19 @@ impl OwnedSecret {
         OwnedSecret { kind, seen: Seen::default() }
     }
 
-    fn owned(&self, env: &Env) -> bool {
-        crate::record::created_by_us(self.kind.slot.recorded(&env.record), self.seen.managed)
-    }
-
-    /// Uninstall's one decision: only a Secret this tool made, and manages, goes.
+    /// Uninstall's one decision: only a Secret this tool manages, and that
+    /// carries its label (the record alone proves nothing), goes.
     fn fate(&self, env: &Env) -> Fate {
         if !self.seen.exists {
             Fate::Absent
-        } else if self.owned(env) && self.kind.slot.secret(&env.spec).managed {
-            Fate::Remove(())
-        } else {
+        } else if !self.kind.slot.secret(&env.spec).managed {
             Fate::Keep("not created by this tool".into())
+        } else if let Some(why) =
+            crate::ownership::unproven(Owned::claimed(self.kind.slot.recorded(&env.record)), self.seen.managed)
+        {
+            Fate::Keep(why)
+        } else {
+            Fate::Remove(())
         }
     }
 
@@ -98,7 +99,7 @@ impl OwnedSecret {
             r: self.kind.slot.secret(&env.spec),
             seen: &self.seen,
             desired: (self.kind.desired)(env),
-            owned: self.owned(env),
+            owned: self.seen.managed,
         }
     }
 }

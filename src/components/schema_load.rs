@@ -405,8 +405,18 @@ impl Component for SchemaLoad {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         if let Some(left) = &env.record.schema_loader {
-            delete_objects(env.kube(), &env.spec.namespace, &left.id).await?;
-            env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
+            // The record only names it: a Job this tool did not label is not deleted.
+            let jobs: Api<Job> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
+            match jobs.get_opt(&left.id).await.context("reading the Schema Loader Job")? {
+                Some(job) if !super::is_managed(&job.metadata) => env.progress.warn(&format!(
+                    "kept Job {}/{}: the install record names it, but it carries no mark of this tool",
+                    env.spec.namespace, left.id
+                )),
+                _ => {
+                    delete_objects(env.kube(), &env.spec.namespace, &left.id).await?;
+                    env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
+                }
+            }
         }
         record
             .update(|r| {

@@ -153,6 +153,12 @@ impl SubnetTags {
                 let present = subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
                 let fate = if !t.created {
                     Fate::Keep(format!("{}={} was there before install", t.key, t.value))
+                } else if t.key != INTERNAL_ELB_TAG || !subnets.iter().any(|s| s.id == t.subnet) {
+                    // The record only lists tags: this tool adds one key, on the cluster's subnets.
+                    Fate::Keep(format!(
+                        "{}={}: the install record lists it, but this tool only adds {INTERNAL_ELB_TAG} to the cluster's subnets",
+                        t.key, t.value
+                    ))
                 } else if !present {
                     Fate::Absent
                 } else if let Some(why) = env.options.controller_kept() {

@@ -102,6 +102,15 @@ impl Rig {
         c
     }
 
+    /// The plugin on a pseudo-terminal of its own, run by `driver` (a Python
+    /// script given `prompt`, then the plugin's argv), with TMPDIR at `tmp`.
+    pub fn plugin_on_terminal(&self, driver: &str, prompt: &str, args: &[String], tmp: &Path) -> Output {
+        let mut c = self.cmd("python3");
+        c.env("RIG_REGISTRY_TOKEN", REGISTRY_TOKEN).env("RIG_DB_PASSWORD", DB_PASSWORD).env("TMPDIR", tmp);
+        c.arg("-c").arg(driver).arg(prompt).arg(BIN).args(args);
+        c.output().expect("running the terminal driver")
+    }
+
     /// The install flags for the rig: local charts, a policy file; the probe runs from a Pod, as by default.
     pub fn install_args(&self) -> Vec<String> {
         [
