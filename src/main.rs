@@ -23,6 +23,7 @@ mod pins;
 mod policy;
 mod properties;
 mod record;
+mod releases;
 mod schema;
 mod spec;
 mod values;

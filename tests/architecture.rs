@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "spec",
     "http",
     "helm",
+    "releases",
     "record",
     "lease",
     "context",

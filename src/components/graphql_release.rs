@@ -16,6 +16,7 @@ use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
 use crate::ownership;
 use crate::record::{Owned, Recorder};
+use crate::releases;
 use crate::values;
 use crate::wait;
 
@@ -170,14 +171,10 @@ impl Component for GraphqlRelease {
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
-        let helm = env.ctx.helm()?;
-        let release = helm.metadata(&env.spec.release, &env.spec.namespace).await?;
-        let (values, marked) = match &release {
-            Some(_) => (
-                helm.user_values(&env.spec.release, &env.spec.namespace).await?,
-                lookups::release_marked(env, &env.spec.release, &env.spec.namespace).await?,
-            ),
-            None => (Value::Null, false),
+        let stored = releases::read(env.kube(), || env.ctx.helm(), &env.spec.namespace, &env.spec.release).await?;
+        let (release, values, marked) = match stored {
+            Some(r) => (Some(r.metadata), r.values, r.marked),
+            None => (None, Value::Null, false),
         };
         let (pods, ready) = Self::pods(env).await?;
         let ingress = lookups::release_ingress(env, &Self::desired_values(env)).await?;

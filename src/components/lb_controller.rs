@@ -20,6 +20,7 @@ use crate::lookups::{self, CONTROLLER_SELECTOR};
 use crate::ownership;
 use crate::pins::{LBC_NAMESPACE, LBC_RELEASE, LBC_WEBHOOK_SERVICE};
 use crate::record::{ControllerRecord, Recorder};
+use crate::releases;
 use crate::values;
 use crate::wait;
 
@@ -121,19 +122,12 @@ impl LbController {
     /// The release and its values, from helm, and whether it carries this tool's mark.
     async fn release(env: &Env) -> Result<(Option<ReleaseMetadata>, Value, bool)> {
         let lbc = &env.spec.lb_controller;
-        Ok(match (&lbc.external, env.ctx.helm()) {
-            (false, Ok(helm)) => {
-                let release = helm.metadata(&lbc.release, &lbc.namespace).await?;
-                let (values, marked) = match release {
-                    Some(_) => (
-                        helm.user_values(&lbc.release, &lbc.namespace).await?,
-                        lookups::release_marked(env, &lbc.release, &lbc.namespace).await?,
-                    ),
-                    None => (Value::Null, false),
-                };
-                (release, values, marked)
-            }
-            _ => (None, Value::Null, false),
+        if lbc.external {
+            return Ok((None, Value::Null, false));
+        }
+        Ok(match releases::read(env.kube(), || env.ctx.helm(), &lbc.namespace, &lbc.release).await? {
+            Some(r) => (Some(r.metadata), r.values, r.marked),
+            None => (None, Value::Null, false),
         })
     }
 

@@ -6,14 +6,14 @@
 pub mod alb;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, ObjectMeta};
 use serde_json::Value;
 
 use crate::component::Env;
 use crate::error::{Context, Result};
-use crate::pins::{ANNOTATION_PREFIX, GRAPHQL_CHART, INGRESS_FINALIZER, RELEASE_MARK};
+use crate::pins::{ANNOTATION_PREFIX, GRAPHQL_CHART, INGRESS_FINALIZER};
 
 /// The label the controller's chart puts on its Deployment and pods.
 pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
@@ -146,30 +146,6 @@ pub fn released_by(meta: &ObjectMeta, release: &str, namespace: &str) -> bool {
     let a = meta.annotations.as_ref();
     a.and_then(|a| a.get("meta.helm.sh/release-name")).map(String::as_str) == Some(release)
         && a.and_then(|a| a.get("meta.helm.sh/release-namespace")).map(String::as_str) == Some(namespace)
-}
-
-/// Whether the release's newest revision carries this tool's label, as helm
-/// stores it (`--labels` on install) on the revision's storage object: the
-/// live proof that this tool installed it. Read through the API (the default
-/// Secret driver, or the ConfigMap one), never from the install record.
-pub async fn release_marked(env: &Env, release: &str, namespace: &str) -> Result<bool> {
-    let selector = ListParams::default().labels(&format!("owner=helm,name={release}"));
-    let newest = |items: Vec<ObjectMeta>| {
-        items.into_iter().max_by_key(|m| {
-            m.labels.as_ref().and_then(|l| l.get("version")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        })
-    };
-    let secrets: Api<Secret> = Api::namespaced(env.kube().clone(), namespace);
-    let what = format!("reading the revisions of release {namespace}/{release}");
-    let mut found =
-        newest(secrets.list_metadata(&selector).await.context(&what)?.items.into_iter().map(|o| o.metadata).collect());
-    if found.is_none() {
-        let maps: Api<ConfigMap> = Api::namespaced(env.kube().clone(), namespace);
-        found =
-            newest(maps.list_metadata(&selector).await.context(&what)?.items.into_iter().map(|o| o.metadata).collect());
-    }
-    Ok(found
-        .is_some_and(|m| m.labels.as_ref().and_then(|l| l.get(RELEASE_MARK.0)).is_some_and(|v| v == RELEASE_MARK.1)))
 }
 
 /// The release's Ingress in the release namespace; `values` names it while it does not exist.
