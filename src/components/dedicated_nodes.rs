@@ -18,8 +18,30 @@ use crate::error::{Context, Error, Result};
 use crate::record::{NodeChange, Recorder};
 use crate::spec::{NodeSpec, Taint};
 
-/// How many nodes are patched at once.
+/// How many nodes are patched (or their pods listed) at once.
 pub const CONCURRENCY: usize = 8;
+/// Objects per page of a list: a large cluster is read a page at a time.
+const PAGE: u32 = 500;
+/// Up to this many dedicated nodes, their pods are listed node by node;
+/// beyond it, one paged list of the cluster's running pods is cheaper.
+const PER_NODE_POD_LISTS: usize = 16;
+
+/// Every object a list matches, a page at a time.
+async fn list_paged<K>(api: &Api<K>, params: ListParams, what: &str) -> Result<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = vec![];
+    let mut params = params.limit(PAGE);
+    loop {
+        let page = api.list(&params).await.context(what.to_string())?;
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(items),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct DedicatedNodes {
@@ -80,21 +102,32 @@ impl DedicatedNodes {
     /// (those run on every node by design), listed node by node by the API server.
     async fn foreign_pods(env: &Env, nodes: &[String]) -> Result<Vec<String>> {
         let api: Api<Pod> = Api::all(env.kube().clone());
-        let lists = stream::iter(nodes.iter().cloned())
-            .map(|node| {
-                let api = api.clone();
-                async move {
-                    let params = ListParams::default()
-                        .fields(&format!("spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"));
-                    api.list(&params).await.context(format!("listing the pods on node {node}"))
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?;
-        let mut found: Vec<String> = lists
+        let running = "status.phase!=Succeeded,status.phase!=Failed";
+        let pods: Vec<Pod> = if nodes.len() <= PER_NODE_POD_LISTS {
+            stream::iter(nodes.iter().cloned())
+                .map(|node| {
+                    let api = api.clone();
+                    async move {
+                        let params = ListParams::default().fields(&format!("spec.nodeName={node},{running}"));
+                        list_paged(&api, params, &format!("listing the pods on node {node}")).await
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            let on: std::collections::BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+            list_paged(&api, ListParams::default().fields(running), "listing the running pods")
+                .await?
+                .into_iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| on.contains(n)))
+                .collect()
+        };
+        let mut found: Vec<String> = pods
             .into_iter()
-            .flat_map(|l| l.items)
             .filter(|p| {
                 let ns = p.metadata.namespace.as_deref().unwrap_or_default();
                 let instance = p.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/instance"));
@@ -174,10 +207,16 @@ impl Component for DedicatedNodes {
         };
         let api: Api<Node> = Api::all(env.kube().clone());
         let recorded: Vec<&str> = env.record.nodes.iter().map(|n| n.node.as_str()).collect();
-        self.nodes = api
-            .list(&ListParams::default())
-            .await
-            .context("listing nodes")?
+        // Only the labelled nodes matter unless nodes are named or recorded
+        // changes are to be undone: then the API server filters, not this process.
+        let labelled_only = spec.names.is_empty() && env.options.mode != crate::spec::Mode::Uninstall;
+        let params = if labelled_only {
+            ListParams::default().labels(&format!("{}={}", spec.label_key, spec.label_value))
+        } else {
+            ListParams::default()
+        };
+        self.nodes = list_paged(&api, params, "listing nodes")
+            .await?
             .into_iter()
             .filter(|n| {
                 let name = n.metadata.name.as_deref().unwrap_or_default();
