@@ -86,7 +86,7 @@ async fn bounded<T>(
         result = &mut work => result,
         _ = tokio::time::sleep_until((deadline + GRACE).into()) => {
             let mut message = format!("timed out after --timeout {}", humane(timeout));
-            if let Some(call) = crate::wait::in_flight() {
+            if let Some(call) = crate::cleanup::in_flight() {
                 message.push_str(&format!(": no answer from {call}"));
             }
             let last = shown.last();

@@ -79,6 +79,44 @@ impl Settings {
 /// How long a Kubernetes read may wait for the next byte unless --request-timeout says otherwise.
 pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Names each Kubernetes request while its answer is awaited (see `cleanup::in_flight`).
+#[derive(Clone, Copy)]
+struct TrackRequests;
+
+impl<S> tower::Layer<S> for TrackRequests {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked(inner)
+    }
+}
+
+#[derive(Clone)]
+struct Tracked<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let what = format!("the Kubernetes API server ({} {})", request.method(), request.uri().path());
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let _waiting = crate::cleanup::call(what);
+            answer.await
+        })
+    }
+}
+
 /// The kube side, resolved.
 #[derive(Clone)]
 pub struct Kube {
@@ -128,6 +166,7 @@ impl Kube {
         .map_err(|e| kubeconfig_error(e, s))?;
         let context = s.context.clone().or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
         let exec_args = kubeconfig_user_exec(&kubeconfig, &context);
+        let proxy_url = kubeconfig_proxy(&kubeconfig, &context);
         let options = KubeConfigOptions { context: s.context.clone(), cluster: None, user: None };
         let mut config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| kubeconfig_error(e, s))?;
@@ -147,19 +186,63 @@ impl Kube {
             }
             None => config.read_timeout = Some(KUBE_READ_TIMEOUT),
         }
+        config.proxy_url = match proxy_url {
+            Some(url) => Some(url.parse().map_err(|e| {
+                Error::prerequisite(format!("the kubeconfig's proxy-url {url:?} is not a URL: {e}"))
+                    .hint("fix proxy-url in the kubeconfig's cluster")
+            })?),
+            None => api_server_proxy(&config.cluster_url)?,
+        };
         config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(crate::http::USER_AGENT)));
         let namespace_explicit = s.namespace.is_some();
         let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| {
-            Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}"))
-        })?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}")))?
+            .with_layer(&TrackRequests)
+            .build();
         Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
     }
 
     /// The EKS cluster this context points at, when its name or exec command says so.
     pub fn eks_cluster(&self) -> Option<EksRef> {
         eks_from_context(&self.context, &self.exec_args)
+    }
+}
+
+/// The proxy-url of the context's cluster in the kubeconfig, if it names one.
+fn kubeconfig_proxy(k: &Kubeconfig, context: &str) -> Option<String> {
+    let cluster =
+        k.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone())?;
+    k.clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.proxy_url.clone())
+        .filter(|u| !u.is_empty())
+}
+
+/// The API server's proxy from the environment, as kubectl picks it:
+/// HTTPS_PROXY, unless NO_PROXY names the server or it is a loopback address.
+fn api_server_proxy(server: &http::Uri) -> Result<Option<http::Uri>> {
+    let host = server.host().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let scheme = server.scheme_str().unwrap_or("https");
+    match crate::http::ProxyEnv::from_env().for_target(scheme, host) {
+        Some(proxy) if !loopback => {
+            // A proxy given as host:port is http://host:port, as curl and kubectl take it.
+            let url = if proxy.contains("://") { proxy.to_string() } else { format!("http://{proxy}") };
+            Ok(Some(url.parse().map_err(|e| {
+                Error::prerequisite(format!("the proxy {proxy:?} for the API server is not a URL: {e}"))
+                    .hint("fix or unset HTTPS_PROXY")
+            })?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -217,13 +300,13 @@ const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 const AWS_MAX_ATTEMPTS: u32 = 10;
 const AWS_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Names each AWS call while it is in flight (see `wait::in_flight`); the
+/// Names each AWS call while it is in flight (see `cleanup::in_flight`); the
 /// guard lives in the call's config bag, so it goes when the call ends or is dropped.
 #[derive(Debug)]
 struct TrackCalls;
 
 #[derive(Debug)]
-struct InFlight(#[allow(dead_code)] crate::wait::Call);
+struct InFlight(#[allow(dead_code)] crate::cleanup::Call);
 
 impl aws_smithy_types::config_bag::Storable for InFlight {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
@@ -246,7 +329,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for TrackCalls {
             Some(m) => format!("AWS {} {}", m.service(), m.name()),
             None => "an AWS call".to_string(),
         };
-        cfg.interceptor_state().store_put(InFlight(crate::wait::call(what)));
+        cfg.interceptor_state().store_put(InFlight(crate::cleanup::call(what)));
         Ok(())
     }
 

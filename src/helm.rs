@@ -98,7 +98,7 @@ async fn run_bounded(
     cmd.process_group(0);
     let child = cmd.spawn().context(format!("running helm to {what}"))?;
     let mut group = Group(child.id().map(|p| p as libc::pid_t));
-    let _waiting = crate::wait::call(format!("helm to {what}"));
+    let _waiting = crate::cleanup::call(format!("helm to {what}"));
     let finished = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), child.wait_with_output()).await.ok(),
         None => Some(child.wait_with_output().await),

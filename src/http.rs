@@ -66,7 +66,7 @@ impl ProxyEnv {
     }
 
     /// The proxy for a request to `host` by `scheme`, unless NO_PROXY exempts it.
-    fn for_target(&self, scheme: &str, host: &str) -> Option<&str> {
+    pub fn for_target(&self, scheme: &str, host: &str) -> Option<&str> {
         let proxy = if scheme == "https" { self.https.as_deref() } else { self.http.as_deref() }?;
         if self.no_proxy.as_deref().is_some_and(|list| no_proxy_matches(list, host)) {
             return None;
