@@ -1,8 +1,14 @@
 //! Each subcommand: flags → settings → environment → a traversal of the
 //! deployment → what the printer shows and the exit status.
+//!
+//! `--timeout` bounds the whole command: every wait ends at the deadline by
+//! itself, and on top of that the command's work is cut off a few seconds
+//! later (`bounded`), so that a server or a helm that stopped answering
+//! cannot hold it; it then names the call it was waiting for (exit 4).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -25,18 +31,83 @@ use crate::spec::{self, Options, Secrets};
 use crate::wait::Deadline;
 use crate::{completion, lease, pins};
 
-/// The printer, seen by components as a progress channel.
-struct Shown(Arc<Printer>);
+/// The printer, seen by components as a progress channel; it keeps the
+/// last thing waited for, for a command cut off at its deadline.
+struct Shown {
+    printer: Arc<Printer>,
+    last: Mutex<String>,
+}
+
+impl Shown {
+    fn new(printer: Arc<Printer>) -> Arc<Shown> {
+        Arc::new(Shown { printer, last: Mutex::new(String::new()) })
+    }
+
+    /// What the command does now, for the message if it is cut off.
+    fn stage(&self, what: &str) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = what.to_string();
+    }
+
+    fn last(&self) -> String {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 impl Progress for Shown {
     fn waiting(&self, what: &str) {
-        self.0.spin(what);
+        self.stage(what);
+        self.printer.spin(what);
     }
     fn warn(&self, what: &str) {
-        self.0.warn(what);
+        self.printer.warn(what);
     }
     fn done(&self, what: &str) {
-        let _ = self.0.line(Mark::Pass, what);
+        let _ = self.printer.line(Mark::Pass, what);
+    }
+}
+
+/// How long past the deadline the work may go on: what ends at the deadline
+/// by itself (a wait, a probe Pod deleted, the last state shown) finishes in it.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `work`, cut off GRACE after `deadline` with a timeout (exit 4) that
+/// names what it was waiting for: the call in flight longest, and the last
+/// step shown. Dropping `work` kills a running helm and leaves a probe Pod
+/// to main's clean-up, as Ctrl-C does.
+async fn bounded<T>(
+    deadline: Instant,
+    timeout: Duration,
+    shown: &Shown,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    // The work stays alive until the message is made: its calls in flight say what it waits for.
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => result,
+        _ = tokio::time::sleep_until((deadline + GRACE).into()) => {
+            let mut message = format!("timed out after --timeout {}", humane(timeout));
+            if let Some(call) = crate::cleanup::in_flight() {
+                message.push_str(&format!(": no answer from {call}"));
+            }
+            let last = shown.last();
+            if !last.is_empty() {
+                message.push_str(&format!("; last step: {last}"));
+            }
+            Err(Error::timeout(message).hint(
+                "check that the kube API server, the AWS endpoint and helm answer from here, or raise --timeout",
+            ))
+        }
+    }
+}
+
+/// `90s` → `1m30s`, as the flag is written.
+fn humane(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -66,9 +137,9 @@ fn env(
     record: record::Record,
     options: Options,
     secrets: Secrets,
-    printer: &Arc<Printer>,
+    shown: &Arc<Shown>,
 ) -> Env {
-    Env { ctx, progress: Arc::new(Shown(printer.clone())), facts, spec, record, options, secrets }
+    Env { ctx, progress: shown.clone(), facts, spec, record, options, secrets }
 }
 
 fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::Plan, verb: &str) -> Result<()> {
@@ -79,19 +150,30 @@ fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::
     Ok(())
 }
 
-/// On a terminal and without -y: shows the plan and asks once, before the first change.
+/// On a terminal and without -y: shows the plan and asks once, before the
+/// first change. Returns whether it asked: the time a person takes to answer
+/// is not the command's, and the deadline starts again after the answer.
 async fn confirm_plan(
     printer: &Arc<Printer>,
     yes: bool,
     plan: &crate::component::Plan,
     verb: &str,
     question: &str,
-) -> Result<()> {
+) -> Result<bool> {
     if yes || !printer.interactive() {
-        return Ok(());
+        return Ok(false);
     }
     printer.plan(plan, verb)?;
-    confirm(printer, question).await
+    confirm(printer, question).await?;
+    Ok(true)
+}
+
+/// A new deadline after a question was answered.
+fn restart_deadline(env: &mut Env) -> Instant {
+    let at = Instant::now() + env.options.timeout;
+    env.options.deadline = Some(at);
+    env.ctx.set_deadline(at);
+    at
 }
 
 /// Asks; anything but yes stops the command with nothing changed. The
@@ -110,48 +192,68 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
             .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
     }
-    let ctx = connect(global).await?;
-    let spec = spec.resolve(ctx.cluster_name()?, &ctx.kube.namespace);
-    options.deadline = Some(Instant::now() + options.timeout);
-    let facts = preflight::run(&ctx).await.require()?;
-    let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
-    if let Some(s) = &existing {
-        s.record.vet(&spec.namespace, &spec.release)?;
-    }
-    let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
-    let env = env(ctx, facts, spec, record, options, secrets, &printer);
-    let mut components = deployment::components();
-    let plan = deployment::plan_install(&mut components, &env).await?;
+    let timeout = options.timeout;
+    let deadline = Instant::now() + timeout;
+    options.deadline = Some(deadline);
+    let shown = Shown::new(printer.clone());
+    let prepared = bounded(deadline, timeout, &shown, async {
+        shown.stage("connecting (kubeconfig, AWS configuration, helm)");
+        let mut ctx = connect(global).await?;
+        ctx.set_deadline(deadline);
+        let spec = spec.resolve(ctx.cluster_name()?, &ctx.kube.namespace);
+        shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
+        let facts = preflight::run(&ctx).await.require()?;
+        shown.stage("reading the install record");
+        let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
+        if let Some(s) = &existing {
+            s.record.vet(&spec.namespace, &spec.release)?;
+        }
+        let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
+        let env = env(ctx, facts, spec, record, options, secrets, &shown);
+        let mut components = deployment::components();
+        shown.stage("observing what is installed");
+        let plan = deployment::plan_install(&mut components, &env).await?;
+        Ok((env, components, plan, existing))
+    })
+    .await;
+    printer.stop_spinner();
+    let (mut env, mut components, plan, existing) = prepared?;
     if a.change.dry_run {
         return print_plan(&printer, a.change.output, &plan, "install");
     }
-    if plan.mutations() > 0 {
-        confirm_plan(
+    let mut deadline = deadline;
+    if plan.mutations() > 0
+        && confirm_plan(
             &printer,
             a.change.yes,
             &plan,
             "install",
             &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
         )
-        .await?;
+        .await?
+    {
+        deadline = restart_deadline(&mut env);
     }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing);
     let started = Instant::now();
-    // One changing run at a time; the Lease lives in the release namespace.
-    let held = if plan.mutations() > 0 {
-        recorder.ensure_namespace().await?;
-        Some(lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?)
-    } else {
-        None
+    let run = async {
+        // One changing run at a time; the Lease lives in the release namespace.
+        let held = if plan.mutations() > 0 {
+            recorder.ensure_namespace().await?;
+            Some(lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?)
+        } else {
+            None
+        };
+        let result = deployment::install(&mut components, &env, &mut recorder).await;
+        let released = match held {
+            Some(h) => h.release().await,
+            None => Ok(()),
+        };
+        result.and(released)
     };
-    let result = deployment::install(&mut components, &env, &mut recorder).await;
+    let result = bounded(deadline, timeout, &shown, run).await;
     printer.stop_spinner();
-    let released = match held {
-        Some(h) => h.release().await,
-        None => Ok(()),
-    };
     result?;
-    released?;
     if plan.mutations() == 0 {
         printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
@@ -197,17 +299,39 @@ fn report(printer: &Printer, format: OutputFormat, checks: &[Check]) -> Result<(
 }
 
 async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Result<()> {
-    let options = spec::for_status(&a)?;
-    let ctx = connect(global).await?;
+    let mut options = spec::for_status(&a)?;
+    // One deadline for the whole command, so that every round of --wait (and its probe Pod) fits in it.
+    let timeout = options.timeout;
+    let deadline = Instant::now() + timeout;
+    options.deadline = Some(deadline);
+    let shown = Shown::new(printer.clone());
+    let result = bounded(deadline, timeout, &shown, status_until(global, &a, options, &printer, &shown)).await;
+    printer.stop_spinner();
+    result
+}
+
+async fn status_until(
+    global: &GlobalArgs,
+    a: &StatusArgs,
+    options: Options,
+    printer: &Arc<Printer>,
+    shown: &Arc<Shown>,
+) -> Result<()> {
+    let deadline = options.deadline.expect("status sets its deadline");
+    shown.stage("connecting (kubeconfig, AWS configuration, helm)");
+    let mut ctx = connect(global).await?;
+    ctx.set_deadline(deadline);
+    shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
     let wanted = &a.category;
     let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
     let pre = preflight::run(&ctx).await;
     let Some(facts) = pre.facts.clone() else {
         let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
-        report(&printer, a.output, &checks)?;
+        report(printer, a.output, &checks)?;
         return Err(Error::failed("the cluster checks failed; the rest could not run"));
     };
     let namespace = ctx.kube.namespace.clone();
+    shown.stage("reading the install record");
     let existing = match record::load(&ctx.kube.client, &namespace, &a.release.release).await.ok().flatten() {
         Some(s) => match s.record.vet(&namespace, &a.release.release) {
             Ok(()) => Some(s.record),
@@ -222,13 +346,13 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
         .as_ref()
         .and_then(|r| r.spec.clone())
         .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), &printer);
+    let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), shown);
     let mut components = deployment::components();
-    let timeout = a.wait.then_some(env.options.timeout);
-    let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, timeout).await;
+    shown.stage("the checks");
+    let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, a.wait.then_some(deadline)).await;
     printer.stop_spinner();
     let checks: Vec<Check> = pre.checks.into_iter().filter(keep).chain(rest).collect();
-    report(&printer, a.output, &checks)?;
+    report(printer, a.output, &checks)?;
     if timed_out {
         return Err(Error::timeout(format!("not every check passed within {}", a.timeout))
             .hint("the last state is shown above"));
@@ -238,49 +362,73 @@ async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Re
 
 async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>) -> Result<()> {
     let mut options = spec::for_uninstall(&a)?;
-    let ctx = connect(global).await?;
-    options.deadline = Some(Instant::now() + options.timeout);
-    let facts = preflight::run(&ctx).await.require()?;
-    let namespace = ctx.kube.namespace.clone();
-    let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await? else {
-        printer.line(
-            Mark::Pass,
-            &format!(
+    let timeout = options.timeout;
+    let deadline = Instant::now() + timeout;
+    options.deadline = Some(deadline);
+    let shown = Shown::new(printer.clone());
+    let prepared = bounded(deadline, timeout, &shown, async {
+        shown.stage("connecting (kubeconfig, AWS configuration, helm)");
+        let mut ctx = connect(global).await?;
+        ctx.set_deadline(deadline);
+        shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
+        let facts = preflight::run(&ctx).await.require()?;
+        let namespace = ctx.kube.namespace.clone();
+        shown.stage("reading the install record");
+        let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await? else {
+            return Ok(Err(format!(
                 "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
                 a.release.release, ctx.kube.context
-            ),
-        )?;
-        return Ok(());
+            )));
+        };
+        existing.record.vet(&namespace, &a.release.release)?;
+        let spec =
+            existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
+        let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &shown);
+        shown.stage("observing what is installed");
+        if existing.record.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
+            let ours = crate::lookups::release_ingress(&env, &env.options.user_values).await?.display();
+            env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
+        }
+        let mut components = deployment::components();
+        let plan = deployment::plan_uninstall(&mut components, &env).await?;
+        Ok(Ok((env, components, plan, existing)))
+    })
+    .await;
+    printer.stop_spinner();
+    let (mut env, mut components, plan, existing) = match prepared? {
+        Ok(prepared) => prepared,
+        Err(nothing) => {
+            printer.line(Mark::Pass, &nothing)?;
+            return Ok(());
+        }
     };
-    existing.record.vet(&namespace, &a.release.release)?;
-    let spec =
-        existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &printer);
-    if existing.record.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
-        let ours = crate::lookups::release_ingress(&env, &env.options.user_values).await?.display();
-        env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
-    }
-    let mut components = deployment::components();
-    let plan = deployment::plan_uninstall(&mut components, &env).await?;
     if a.change.dry_run {
         return print_plan(&printer, a.change.output, &plan, "uninstall");
     }
-    confirm_plan(
+    let mut deadline = deadline;
+    if confirm_plan(
         &printer,
         a.change.yes,
         &plan,
         "uninstall",
         &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
     )
-    .await?;
+    .await?
+    {
+        deadline = restart_deadline(&mut env);
+    }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing));
     let started = Instant::now();
-    let held = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "uninstall").await?;
-    let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
+    let run = async {
+        let held = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "uninstall").await?;
+        let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
+        let released = held.release().await;
+        let kept = result?;
+        released.map(|()| kept)
+    };
+    let result = bounded(deadline, timeout, &shown, run).await;
     printer.stop_spinner();
-    let released = held.release().await;
     let kept = result?;
-    released?;
     // What stayed, and why: also what a forged or stale record named but this tool may not delete.
     for action in plan.steps.iter().flat_map(|s| &s.actions).filter(|a| a.verb == crate::component::Verb::Keep) {
         printer.warn(&format!(
@@ -365,8 +513,9 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
         }
         confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", "))).await?;
     }
-    let clock = Deadline { at: Instant::now() + timeout, progress: Arc::new(Shown(printer.clone())) };
-    let result = job.run(&kube.client, &clock).await;
+    let shown = Shown::new(printer.clone());
+    let clock = Deadline { at: Instant::now() + timeout, progress: shown.clone() };
+    let result = bounded(clock.at, timeout, &shown, job.run(&kube.client, &clock)).await;
     printer.stop_spinner();
     result
 }

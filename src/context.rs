@@ -22,7 +22,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub as_user: Option<String>,
     pub as_groups: Vec<String>,
-    pub request_timeout: Option<Duration>,
+    /// `--request-timeout`: None when not given, Some(None) for `0` (no timeout).
+    pub request_timeout: Option<Option<Duration>>,
     pub region: Option<String>,
     pub profile: Option<String>,
     pub cluster_name: Option<String>,
@@ -43,9 +44,9 @@ impl Settings {
             as_user: args.as_user.clone(),
             as_groups: args.as_group.clone(),
             request_timeout: match &args.request_timeout {
-                Some(t) => parse_duration(t).map_err(|e| {
+                Some(t) => Some(parse_duration(t).map_err(|e| {
                     Error::usage(format!("--request-timeout {t:?}: {e}")).hint("give a duration such as 30s, 2m or 0")
-                })?,
+                })?),
                 None => None,
             },
             region: args.region.clone(),
@@ -72,6 +73,47 @@ impl Settings {
             as_user: self.as_user.clone(),
             as_groups: self.as_groups.clone(),
         }
+    }
+}
+
+/// How long a Kubernetes read may wait for the next byte unless --request-timeout says otherwise.
+pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Names each Kubernetes request while its answer is awaited (see `cleanup::in_flight`).
+#[derive(Clone, Copy)]
+struct TrackRequests;
+
+impl<S> tower::Layer<S> for TrackRequests {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked(inner)
+    }
+}
+
+#[derive(Clone)]
+struct Tracked<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let what = format!("the Kubernetes API server ({} {})", request.method(), request.uri().path());
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let _waiting = crate::cleanup::call(what);
+            answer.await
+        })
     }
 }
 
@@ -124,6 +166,7 @@ impl Kube {
         .map_err(|e| kubeconfig_error(e, s))?;
         let context = s.context.clone().or_else(|| kubeconfig.current_context.clone()).unwrap_or_default();
         let exec_args = kubeconfig_user_exec(&kubeconfig, &context);
+        let proxy_url = kubeconfig_proxy(&kubeconfig, &context);
         let options = KubeConfigOptions { context: s.context.clone(), cluster: None, user: None };
         let mut config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| kubeconfig_error(e, s))?;
@@ -133,23 +176,73 @@ impl Kube {
         if !s.as_groups.is_empty() {
             config.auth_info.impersonate_groups = Some(s.as_groups.clone());
         }
-        if s.request_timeout.is_some() {
-            config.read_timeout = s.request_timeout;
-            config.connect_timeout = s.request_timeout;
+        // No request may wait forever on a server that stopped answering: without
+        // --request-timeout, a read that gets no byte for KUBE_READ_TIMEOUT fails
+        // (the plugin makes no watches, so nothing here idles that long when well).
+        match s.request_timeout {
+            Some(t) => {
+                config.read_timeout = t;
+                config.connect_timeout = t;
+            }
+            None => config.read_timeout = Some(KUBE_READ_TIMEOUT),
         }
+        config.proxy_url = match proxy_url {
+            Some(url) => Some(url.parse().map_err(|e| {
+                Error::prerequisite(format!("the kubeconfig's proxy-url {url:?} is not a URL: {e}"))
+                    .hint("fix proxy-url in the kubeconfig's cluster")
+            })?),
+            None => api_server_proxy(&config.cluster_url)?,
+        };
         config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(crate::http::USER_AGENT)));
         let namespace_explicit = s.namespace.is_some();
         let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| {
-            Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}"))
-        })?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}")))?
+            .with_layer(&TrackRequests)
+            .build();
         Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
     }
 
     /// The EKS cluster this context points at, when its name or exec command says so.
     pub fn eks_cluster(&self) -> Option<EksRef> {
         eks_from_context(&self.context, &self.exec_args)
+    }
+}
+
+/// The proxy-url of the context's cluster in the kubeconfig, if it names one.
+fn kubeconfig_proxy(k: &Kubeconfig, context: &str) -> Option<String> {
+    let cluster =
+        k.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone())?;
+    k.clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.proxy_url.clone())
+        .filter(|u| !u.is_empty())
+}
+
+/// The API server's proxy from the environment, as kubectl picks it:
+/// HTTPS_PROXY, unless NO_PROXY names the server or it is a loopback address.
+fn api_server_proxy(server: &http::Uri) -> Result<Option<http::Uri>> {
+    let host = server.host().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let scheme = server.scheme_str().unwrap_or("https");
+    match crate::http::ProxyEnv::from_env().for_target(scheme, host) {
+        Some(proxy) if !loopback => {
+            // A proxy given as host:port is http://host:port, as curl and kubectl take it.
+            let url = if proxy.contains("://") { proxy.to_string() } else { format!("http://{proxy}") };
+            Ok(Some(url.parse().map_err(|e| {
+                Error::prerequisite(format!("the proxy {proxy:?} for the API server is not a URL: {e}"))
+                    .hint("fix or unset HTTPS_PROXY")
+            })?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -197,6 +290,60 @@ pub fn eks_from_context(context: &str, exec_args: &[String]) -> Option<EksRef> {
     Some(EksRef { name, region: value_of(&["--region"]) })
 }
 
+/// Bounds of one AWS call: each attempt, and the whole operation with its
+/// retries. The command's deadline bounds them again from above.
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Attempts per call: enough that an account throttling a third of the
+/// requests (a busy account's IAM and EC2 APIs) still gets every call through.
+const AWS_MAX_ATTEMPTS: u32 = 10;
+const AWS_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Names each AWS call while it is in flight (see `cleanup::in_flight`); the
+/// guard lives in the call's config bag, so it goes when the call ends or is dropped.
+#[derive(Debug)]
+struct TrackCalls;
+
+#[derive(Debug)]
+struct InFlight(#[allow(dead_code)] crate::cleanup::Call);
+
+impl aws_smithy_types::config_bag::Storable for InFlight {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for TrackCalls {
+    fn name(&self) -> &'static str {
+        "TrackCalls"
+    }
+
+    // Before serialization, not before execution: only then has the operation's name been configured.
+    fn read_before_serialization(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_smithy_runtime_api::client::orchestrator::Metadata;
+        let what = match cfg.load::<Metadata>() {
+            Some(m) => format!("AWS {} {}", m.service(), m.name()),
+            None => "an AWS call".to_string(),
+        };
+        cfg.interceptor_state().store_put(InFlight(crate::cleanup::call(what)));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state().unset::<InFlight>();
+        Ok(())
+    }
+}
+
 /// The AWS clients, from aws-config's default chain.
 #[derive(Clone)]
 pub struct Aws {
@@ -214,7 +361,18 @@ impl Aws {
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
         let http =
             aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(AWS_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+            .operation_timeout(AWS_OPERATION_TIMEOUT)
+            .build();
+        let retries = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(AWS_MAX_ATTEMPTS)
+            .with_max_backoff(AWS_MAX_BACKOFF);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(retries);
         if let Some(r) = region {
             loader = loader.region(Region::new(r));
         }
@@ -224,11 +382,21 @@ impl Aws {
         let sdk = loader.load().await;
         Aws {
             region: sdk.region().map(|r| r.to_string()),
-            iam: aws_sdk_iam::Client::new(&sdk),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
-            eks: aws_sdk_eks::Client::new(&sdk),
-            sts: aws_sdk_sts::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
+            ),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
+            ),
+            eks: aws_sdk_eks::Client::from_conf(
+                aws_sdk_eks::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
+            ),
         }
     }
 }
@@ -256,6 +424,13 @@ impl Context {
             Err(e) => Err((e.to_string(), e.hint_text().map(str::to_string))),
         };
         Ok(Context { settings, kube, aws, helm, cluster_name })
+    }
+
+    /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
+    pub fn set_deadline(&mut self, at: std::time::Instant) {
+        if let Ok(helm) = &mut self.helm {
+            helm.set_deadline(at);
+        }
     }
 
     pub fn helm(&self) -> Result<&Helm> {

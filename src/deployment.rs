@@ -2,7 +2,7 @@
 //! as traversals of it: install (observe → plan → apply, in order), status
 //! (observe → checks, concurrently), uninstall (observe → remove, in reverse).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::join_all;
 
@@ -127,9 +127,8 @@ pub async fn checks_until(
     components: &mut [Box<dyn Component>],
     env: &Env,
     keep: impl Fn(&Check) -> bool,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> (Vec<Check>, bool) {
-    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let round: Vec<Check> = checks(components, env).await.into_iter().filter(&keep).collect();
         let failing: Vec<&Check> = round.iter().filter(|c| c.result == Outcome::Fail).collect();

@@ -2,11 +2,16 @@
 //! runs this as a plugin) or `helm` on PATH, with the same kube context,
 //! kubeconfig and impersonation as every other call. JSON output is parsed;
 //! values reach helm only as files (mode 0600), never as `--set` arguments.
+//! Positional arguments (release, chart) follow `--`, so that no name is
+//! ever read as a flag. Each helm runs in a process group of its own, killed
+//! as a whole (helm and whatever it started) at the command's deadline or
+//! when the command is dropped (Ctrl-C).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,11 +29,16 @@ pub struct Helm {
     pub version: String,
     /// Arguments every call carries: context, kubeconfig, impersonation.
     global: Vec<OsString>,
+    /// When a helm still running is killed: the command's deadline.
+    deadline: Option<Instant>,
 }
 
-/// The chart's part of a helm command line.
-fn chart_args(chart: &ChartRef) -> Vec<OsString> {
-    let mut args = vec![OsString::from(&chart.name)];
+/// What `helm version` may take, before any deadline is known.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The chart's flags on a helm command line (its name is positional).
+fn chart_flags(chart: &ChartRef) -> Vec<OsString> {
+    let mut args = vec![];
     if let Some(repo) = &chart.repo {
         args.extend(["--repo".into(), repo.into()]);
     }
@@ -36,6 +46,74 @@ fn chart_args(chart: &ChartRef) -> Vec<OsString> {
         args.extend(["--version".into(), v.into()]);
     }
     args
+}
+
+/// A command line: the verb and flags, then `--`, then the positional arguments.
+fn command_line(flags: Vec<OsString>, global: &[OsString], positional: &[&std::ffi::OsStr]) -> Vec<OsString> {
+    let mut args = flags;
+    args.extend(global.iter().cloned());
+    if !positional.is_empty() {
+        args.push("--".into());
+        args.extend(positional.iter().map(|p| p.to_os_string()));
+    }
+    args
+}
+
+fn os(items: &[&str]) -> Vec<OsString> {
+    items.iter().map(OsString::from).collect()
+}
+
+/// The process group of a running helm; SIGKILLed as a whole when dropped armed.
+struct Group(Option<libc::pid_t>);
+
+impl Group {
+    /// helm ended by itself: nothing to kill (and its group id may be reused).
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: killpg only sends a signal, to the group this process made for helm
+            // (process_group(0)); helm is not yet reaped, so the id is still that group's.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs `path args` in a process group of its own until it ends or `deadline`
+/// passes; then the whole group is killed, as it is when this future is dropped.
+async fn run_bounded(
+    path: &Path,
+    args: &[OsString],
+    what: &str,
+    deadline: Option<Instant>,
+) -> Result<std::process::Output> {
+    let mut cmd = Command::new(path);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.process_group(0);
+    let child = cmd.spawn().context(format!("running helm to {what}"))?;
+    let mut group = Group(child.id().map(|p| p as libc::pid_t));
+    let _waiting = crate::cleanup::call(format!("helm to {what}"));
+    let finished = match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), child.wait_with_output()).await.ok(),
+        None => Some(child.wait_with_output().await),
+    };
+    match finished {
+        Some(out) => {
+            group.disarm();
+            out.context(format!("running helm to {what}"))
+        }
+        None => {
+            drop(group);
+            Err(Error::timeout(format!("helm did not finish to {what} by the deadline; it was stopped"))
+                .hint("raise --timeout; a re-run recovers a release helm left pending"))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,11 +149,13 @@ impl Helm {
                 ))
             })?,
         };
-        let out = Command::new(&path)
-            .args(["version", "--short"])
-            .output()
-            .await
-            .context(format!("running {} version", path.display()))?;
+        let out = run_bounded(
+            &path,
+            &os(&["version", "--short"]),
+            "read its version",
+            Some(Instant::now() + VERSION_TIMEOUT),
+        )
+        .await?;
         let version = String::from_utf8_lossy(&out.stdout).trim().split('+').next().unwrap_or("").to_string();
         let mut global = Vec::new();
         if let Some(c) = &kube.context {
@@ -90,7 +170,12 @@ impl Helm {
         for g in &kube.as_groups {
             global.extend(["--kube-as-group".into(), g.into()]);
         }
-        Ok(Helm { path, version, global })
+        Ok(Helm { path, version, global, deadline: None })
+    }
+
+    /// From now on, a helm still running at `at` is killed.
+    pub fn set_deadline(&mut self, at: Instant) {
+        self.deadline = Some(at);
     }
 
     /// (major, minor) of the version, when it parses.
@@ -112,19 +197,19 @@ impl Helm {
         }
     }
 
-    /// Runs helm with the connection flags; its output, whatever the exit status.
-    async fn output(&self, args: &[OsString], what: &str) -> Result<std::process::Output> {
-        Command::new(&self.path)
-            .args(args)
-            .args(&self.global)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context(format!("running helm to {what}"))
+    /// Runs helm with `flags`, the connection flags, then `--` and `positional`;
+    /// its output, whatever the exit status.
+    async fn output(
+        &self,
+        flags: Vec<OsString>,
+        positional: &[&std::ffi::OsStr],
+        what: &str,
+    ) -> Result<std::process::Output> {
+        run_bounded(&self.path, &command_line(flags, &self.global, positional), what, self.deadline).await
     }
 
-    async fn run(&self, args: Vec<OsString>, what: &str) -> Result<String> {
-        let out = self.output(&args, what).await?;
+    async fn run(&self, flags: Vec<OsString>, positional: &[&std::ffi::OsStr], what: &str) -> Result<String> {
+        let out = self.output(flags, positional, what).await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if let Some(refused) = crate::error::webhook_refusal(&stderr) {
@@ -137,8 +222,8 @@ impl Helm {
 
     /// The release's metadata, or None when there is no such release.
     pub async fn metadata(&self, release: &str, namespace: &str) -> Result<Option<ReleaseMetadata>> {
-        let args: Vec<OsString> = ["get", "metadata", release, "-n", namespace, "-o", "json"].map(Into::into).into();
-        let out = self.output(&args, "read release metadata").await?;
+        let flags = os(&["get", "metadata", "-n", namespace, "-o", "json"]);
+        let out = self.output(flags, &[release.as_ref()], "read release metadata").await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("not found") {
@@ -152,10 +237,7 @@ impl Helm {
     /// The values the user supplied at install (what `-f` files merged to), nulls kept.
     pub async fn user_values(&self, release: &str, namespace: &str) -> Result<Value> {
         let out = self
-            .run(
-                ["get", "values", release, "-n", namespace, "-o", "json"].map(Into::into).into(),
-                "read release values",
-            )
+            .run(os(&["get", "values", "-n", namespace, "-o", "json"]), &[release.as_ref()], "read release values")
             .await?;
         let v: Value = serde_json::from_str(&out).context("parsing helm get values output")?;
         Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
@@ -175,11 +257,18 @@ impl Helm {
             if !status.starts_with("pending-") {
                 return Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let pause = Duration::from_millis(500);
+            if self.deadline.is_some_and(|d| Instant::now() + pause > d) {
+                return Err(Error::timeout(format!(
+                    "timed out waiting for release {namespace}/{release} to leave {status}"
+                ))
+                .hint("raise --timeout; a re-run recovers the release"));
+            }
+            tokio::time::sleep(pause).await;
         }
         let what = format!("recover release {namespace}/{release} from {status}");
         let verb = if status == "pending-install" { "uninstall" } else { "rollback" };
-        self.run([verb, release, "-n", namespace].map(Into::into).into(), &what).await.map(drop)
+        self.run(os(&[verb, "-n", namespace]), &[release.as_ref()], &what).await.map(drop)
     }
 
     /// `helm upgrade --install` with values given as files, in order. `mark`:
@@ -193,22 +282,24 @@ impl Helm {
         mark: bool,
     ) -> Result<()> {
         self.settle(release, namespace).await?;
-        let mut args: Vec<OsString> = ["upgrade", "--install", release].map(Into::into).into();
-        args.extend(chart_args(chart));
-        args.extend(["-n".into(), namespace.into()]);
+        let mut flags = os(&["upgrade", "--install"]);
+        flags.extend(chart_flags(chart));
+        flags.extend(["-n".into(), namespace.into()]);
         if mark {
             let (key, value) = crate::pins::RELEASE_MARK;
-            args.extend(["--labels".into(), format!("{key}={value}").into()]);
+            flags.extend(["--labels".into(), format!("{key}={value}").into()]);
         }
         for v in values {
-            args.extend(["-f".into(), v.as_os_str().to_owned()]);
+            flags.extend(["-f".into(), v.as_os_str().to_owned()]);
         }
-        self.run(args, &format!("install release {namespace}/{release}")).await.map(drop)
+        let positional = [release.as_ref(), chart.name.as_ref()];
+        self.run(flags, &positional, &format!("install release {namespace}/{release}")).await.map(drop)
     }
 
     pub async fn uninstall(&self, release: &str, namespace: &str) -> Result<()> {
         self.run(
-            ["uninstall", release, "-n", namespace].map(Into::into).into(),
+            os(&["uninstall", "-n", namespace]),
+            &[release.as_ref()],
             &format!("uninstall release {namespace}/{release}"),
         )
         .await
@@ -217,15 +308,12 @@ impl Helm {
 
     /// The CRDs a chart carries (its `crds/` directory), as YAML documents.
     pub async fn show_crds(&self, chart: &ChartRef) -> Result<String> {
-        let mut args: Vec<OsString> = vec!["show".into(), "crds".into()];
-        args.extend(chart_args(chart));
+        let mut flags = os(&["show", "crds"]);
+        flags.extend(chart_flags(chart));
         // `show` takes no cluster flags.
-        let out = Command::new(&self.path)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("running helm show crds")?;
+        let args = command_line(flags, &[], &[chart.name.as_ref()]);
+        let out =
+            run_bounded(&self.path, &args, &format!("read the CRDs of chart {}", chart.name), self.deadline).await?;
         if !out.status.success() {
             return Err(Error::failed(format!(
                 "helm failed to read the CRDs of chart {}: {}",
@@ -268,6 +356,37 @@ mod tests {
         assert_eq!(parse_version("v4.3.1"), Some((4, 3)));
         assert_eq!(parse_version("v3.13.0-rc.1"), Some((3, 13)));
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn positional_arguments_follow_a_double_dash_after_every_flag() {
+        let global = os(&["--kube-context", "ctx"]);
+        let line =
+            command_line(os(&["upgrade", "--install", "-n", "ns"]), &global, &["-rel".as_ref(), "--chart".as_ref()]);
+        assert_eq!(line, os(&["upgrade", "--install", "-n", "ns", "--kube-context", "ctx", "--", "-rel", "--chart"]));
+        assert_eq!(command_line(os(&["version", "--short"]), &[], &[]), os(&["version", "--short"]));
+    }
+
+    #[tokio::test]
+    async fn a_helm_past_its_deadline_is_killed_with_its_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = dir.path().join("helm");
+        std::fs::write(&script, format!("#!/bin/sh\nsleep 600 &\necho $! > {}\nexec sleep 600\n", pid_file.display()))
+            .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        let e = run_bounded(&script, &[], "hang", Some(Instant::now() + Duration::from_millis(500))).await.unwrap_err();
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // The grandchild got SIGKILL with the group; once its parent is gone, init reaps it.
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            !Path::new(&format!("/proc/{child}")).exists()
+                || std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s.contains(") Z "))
+        });
+        assert!(gone, "the background child {child} of helm survived");
     }
 
     #[test]

@@ -6,9 +6,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::cleanup::in_flight;
 use crate::error::{Error, Result};
 
 pub const INTERVAL: Duration = Duration::from_millis(1000);
+/// What a check begun at (or past) the deadline may still take.
+const CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
 
 /// How a component tells what it is waiting for or warns about, without
 /// touching the terminal (the printer implements it).
@@ -51,10 +54,24 @@ where
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
     let deadline = clock.deadline();
+    let mut last = String::from("nothing yet");
     loop {
-        let state = match check().await? {
-            Ok(v) => return Ok(v),
-            Err(state) => state,
+        // A check that hangs (a server that stopped answering) ends at the deadline too;
+        // one begun at the deadline still gets a moment, so that a converged state is seen.
+        let cut = deadline.max(Instant::now() + CHECK_ALLOWANCE);
+        let checking = check();
+        tokio::pin!(checking);
+        let state = tokio::select! {
+            biased;
+            checked = &mut checking => match checked? {
+                Ok(v) => return Ok(v),
+                Err(state) => state,
+            },
+            _ = tokio::time::sleep_until(cut.into()) => {
+                let pending = in_flight().map(|c| format!("; no answer from {c}")).unwrap_or_default();
+                return Err(Error::timeout(format!("timed out waiting for {what}; last seen: {last}{pending}"))
+                    .hint("check that the servers answer, or raise --timeout"));
+            }
         };
         clock.progress().waiting(&format!("waiting for {what}: {state}"));
         if Instant::now() + INTERVAL > deadline {
@@ -62,5 +79,6 @@ where
                 .hint("run `kubectl scalardb-graphql status` to see what is missing, or raise --timeout"));
         }
         tokio::time::sleep(INTERVAL).await;
+        last = state;
     }
 }
