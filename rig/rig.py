@@ -89,6 +89,12 @@ def start(name, argv, env=None):
 def launch(spec):
     """Starts what a spec describes, in its own session, output appended to its log; writes its pid file."""
     with open(spec["log"], "ab") as out:
+        for argv in spec.get("before_start", []):  # best effort: the API server may be down too
+            try:
+                subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=spec["env"], timeout=15)
+            except (OSError, subprocess.SubprocessError):
+                pass
         proc = subprocess.Popen(spec["argv"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=spec["env"], start_new_session=True, cwd=spec["cwd"])
     tmp = Path(spec["pid_file"] + ".tmp")
@@ -163,17 +169,29 @@ def kwok_pid_files():
     return sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []
 
 
-def record_control_plane_specs():
-    """The control plane's processes, as kwokctl started them (command line, directory,
-    environment and log read from /proc), so the supervisor can start them again and
-    write their pid files where kwokctl (and `down`) look for them."""
-    for f in kwok_pid_files():
-        pid = int(f.read_text())
-        proc = Path(f"/proc/{pid}")
-        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0")[:-1]]
-        env = dict(kv.decode().split("=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
-        write_spec(f.stem, {"argv": argv, "env": env, "cwd": os.readlink(proc / "cwd"),
-                            "log": os.readlink(proc / "fd" / "1"), "pid_file": str(f)})
+def record_control_plane_specs(env):
+    """The control plane's processes, as kwokctl starts them (its kwok.yaml: binary, arguments,
+    directory, environment), so the supervisor can start them again, logging where kwokctl
+    does and writing their pid files where kwokctl (and `down`) look for them. Read from the
+    configuration, not from the running processes: one may have exited already."""
+    import yaml
+    cluster_dir = STATE / "kwok" / "clusters" / CLUSTER
+    config = next(d for d in yaml.safe_load_all((cluster_dir / "kwok.yaml").read_text())
+                  if isinstance(d, dict) and d.get("kind") == "KwokctlConfiguration")
+    for c in config["components"]:
+        write_spec(c["name"], {
+            "argv": [c["binary"], *c.get("args", [])],
+            "env": dict(env, **{e["name"]: e["value"] for e in c.get("envs") or []}),
+            "cwd": c.get("workDir") or str(cluster_dir),
+            "log": str(cluster_dir / "logs" / f"{c['name']}.log"),
+            "pid_file": str(cluster_dir / "pids" / f"{c['name']}.pid"),
+            # kwok's controller holds the nodes' leases under an identity of its own process: a new
+            # one cannot take them over (it keeps failing "lease already exists" until they expire,
+            # 200 s, and leaves every pod alone meanwhile). A restarted kubelet renews its lease at
+            # once; so the old leases go before a new controller starts.
+            "before_start": [[str(STATE / "bin" / "kubectl"), "--kubeconfig", str(STATE / "kubeconfig"),
+                              "--request-timeout=5s", "delete", "leases", "-n", "kube-node-lease", "--all",
+                              "--wait=false"]] if c["name"] == "kwok-controller" else []})
 
 
 def read_pid(path):
@@ -254,7 +272,7 @@ def supervise():
 
 
 def start_supervisor(env):
-    record_control_plane_specs()
+    record_control_plane_specs(env)
     with open(STATE / "logs" / "supervisor.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, __file__, "supervise"], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=STATE)
