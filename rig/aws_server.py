@@ -37,16 +37,34 @@ ELBv2 is made to behave as ELBv2 does where moto is lenient:
 
 `POST /rig/reset` clears the health state too.
 
+Faults, for tests that prove a client survives them: `POST /rig/faults`
+with `{"throttle": F, "seed": N}` answers the fraction F of AWS API
+requests (a random draw per request from a generator seeded with N, so a
+run repeats) with the throttling error the real service sends for its
+protocol, before moto sees them: nothing is applied and moto's recorder
+does not record them. IAM, STS and ELBv2 (query protocol) answer HTTP 400
+`<ErrorResponse>` with Type Sender, Code Throttling, "Rate exceeded"; EC2
+answers HTTP 503 `<Response><Errors>` with Code RequestLimitExceeded; EKS
+(rest-json) answers HTTP 429 with `x-amzn-ErrorType: ThrottlingException`.
+`{"throttle": 0}` turns it off; every POST zeroes the counters. `GET
+/rig/faults` reads the setting and the counters (requests seen, throttled
+answers, by service and by client, the client being the first word of the
+User-Agent, e.g. `aws-sdk-rust`). `POST /rig/reset` turns faults off.
+
 usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE
 """
 
 import base64
 import hashlib
+import io
 import json
 import os
+import random
 import sys
 import threading
 import time
+import uuid
+from collections import Counter
 
 import boto3
 from moto.backends import get_backend
@@ -263,6 +281,97 @@ def patch_dns_names():
     ELBv2Backend.create_load_balancer = named
 
 
+# --- faults: throttling ------------------------------------------------------------------------
+# The XML namespace of each query-protocol service's responses.
+QUERY_NAMESPACES = {
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+    "elasticloadbalancing": "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/",
+}
+# STS calls that carry no signature (the web identity is the credential).
+UNSIGNED_STS_ACTIONS = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
+
+
+def signing_service(environ):
+    """The service a request is for, from its SigV4 credential scope
+    (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`); an unsigned STS call by its Action."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in auth:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        return scope[3] if len(scope) > 3 else None
+    if environ.get("REQUEST_METHOD") != "POST":
+        return None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+    action = next((kv[len(b"Action="):].decode() for kv in body.split(b"&") if kv.startswith(b"Action=")), None)
+    return "sts" if action in UNSIGNED_STS_ACTIONS else None
+
+
+def throttled_answer(service):
+    """(status, headers, body) of the throttling error `service` sends, or None for another service."""
+    request_id = str(uuid.uuid4())
+    if service in QUERY_NAMESPACES:
+        body = (f'<ErrorResponse xmlns="{QUERY_NAMESPACES[service]}"><Error><Type>Sender</Type>'
+                f'<Code>Throttling</Code><Message>Rate exceeded</Message></Error>'
+                f'<RequestId>{request_id}</RequestId></ErrorResponse>')
+        return 400, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+    if service == "ec2":
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+                f'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>{request_id}</RequestID>'
+                '</Response>')
+        return 503, [("Content-Type", "text/xml;charset=UTF-8")], body
+    if service == "eks":
+        return 429, [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ThrottlingException"),
+                     ("x-amzn-RequestId", request_id)], json.dumps({"message": "Rate exceeded"})
+    return None
+
+
+class Faults:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.set(0.0, 0)
+
+    def set(self, throttle, seed):
+        if not 0.0 <= throttle <= 1.0:
+            raise ValueError(f"throttle {throttle} is not a fraction between 0 and 1")
+        with self.lock:
+            self.throttle, self.seed = throttle, seed
+            self.random = random.Random(seed)
+            self.requests, self.throttled = 0, 0
+            self.by_service, self.by_client = Counter(), Counter()
+
+    def state(self):
+        with self.lock:
+            return {"throttle": self.throttle, "seed": self.seed, "requests": self.requests,
+                    "throttled": self.throttled, "throttled_by_service": dict(self.by_service),
+                    "throttled_by_client": dict(self.by_client)}
+
+    def intercept(self, environ):
+        """The throttling answer for this AWS API request, or None to let moto serve it."""
+        if self.throttle <= 0:
+            return None
+        service = signing_service(environ)
+        answer = throttled_answer(service)
+        if answer is None:
+            return None
+        client = (environ.get("HTTP_USER_AGENT") or "-").split("/", 1)[0].split(" ", 1)[0]
+        with self.lock:
+            self.requests += 1
+            if self.random.random() >= self.throttle:
+                return None
+            self.throttled += 1
+            self.by_service[service] += 1
+            self.by_client[client] += 1
+        # The SDKs say which attempt this is (`amz-sdk-request: attempt=2; max=3`).
+        print(f"aws: throttled {service} {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} from {client} "
+              f"({environ.get('HTTP_AMZ_SDK_REQUEST') or 'attempt unknown'})", flush=True)
+        return answer
+
+
+FAULTS = Faults()
+
+
 def seed(port, cluster_name, kube_server, ca_pem):
     def client(service):
         return boto3.client(service, region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}",
@@ -310,6 +419,7 @@ def main():
         with lock:
             moto_api_backend.reset()
             HEALTH.reset()
+            FAULTS.set(0.0, 0)
             # The same identifiers after every reset: subnets, VPC, the OIDC issuer.
             mock_random.seed(42)
             seed(port, cluster_name, kube_server, ca_pem)
@@ -323,6 +433,21 @@ def main():
             length = int(environ.get("CONTENT_LENGTH") or 0)
             HEALTH.report(json.loads(environ["wsgi.input"].read(length))["answering"])
             return Response("ok\n")(environ, start_response)
+        if route == ("GET", "/rig/faults"):
+            return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
+        if route == ("POST", "/rig/faults"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                want = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                FAULTS.set(float(want.get("throttle", 0)), int(want.get("seed", 0)))
+            except (ValueError, TypeError, AttributeError) as e:
+                return Response(f"{e}\n", status=400)(environ, start_response)
+            return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
+        if not environ.get("PATH_INFO", "").startswith(("/moto-api", "/rig/")):
+            answer = FAULTS.intercept(environ)
+            if answer is not None:
+                status, headers, body = answer
+                return Response(body, status=status, headers=headers)(environ, start_response)
         return moto_app(environ, start_response)
 
     patch_target_health()

@@ -7,6 +7,9 @@
     rig/rig snapshot  the rig's state as JSON: objects by kind and name, node labels and taints, AWS resources
     rig/rig dataplane sticky on|off          cookie stickiness at the ALB stand-in
     rig/rig dataplane backend NAME up|down   take one GraphQL backend out of (or back into) rotation
+    rig/rig aws-faults --throttle F [--seed N] | --off   throttle that fraction of AWS API requests
+                      (each service's own throttling error; nothing applied); no flag: the counters
+    rig/rig supervise (started by `up`) restarts whatever of the rig exits; see supervise()
 
 Every server binds 127.0.0.1 on a free port (the egress proxy, a Unix
 socket), and nothing dials anything else: the API server reaches into the
@@ -38,6 +41,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -76,10 +80,26 @@ def start(name, argv, env=None):
     """Starts a long-running process in its own session; its pid goes to .rig/pids/NAME."""
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     (STATE / "pids").mkdir(parents=True, exist_ok=True)
-    out = open(STATE / "logs" / f"{name}.log", "ab")
-    proc = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=STATE)
-    (STATE / "pids" / name).write_text(str(proc.pid))
+    spec = {"argv": [str(a) for a in argv], "env": dict(env if env is not None else os.environ),
+            "cwd": str(STATE), "log": str(STATE / "logs" / f"{name}.log"), "pid_file": str(STATE / "pids" / name)}
+    write_spec(name, spec)
+    return launch(spec)
+
+
+def launch(spec):
+    """Starts what a spec describes, in its own session, output appended to its log; writes its pid file."""
+    with open(spec["log"], "ab") as out:
+        for argv in spec.get("before_start", []):  # best effort: the API server may be down too
+            try:
+                subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=spec["env"], timeout=15)
+            except (OSError, subprocess.SubprocessError):
+                pass
+        proc = subprocess.Popen(spec["argv"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=spec["env"], start_new_session=True, cwd=spec["cwd"])
+    tmp = Path(spec["pid_file"] + ".tmp")
+    tmp.write_text(str(proc.pid))
+    tmp.replace(spec["pid_file"])
     return proc.pid
 
 
@@ -115,6 +135,185 @@ def stop(name, pid):
             continue
         break
     (STATE / "pids" / name).unlink(missing_ok=True)
+
+
+# --- supervision ------------------------------------------------------------------------
+# Every long-running process of the rig, the control plane's included, is supervised as a
+# real control plane is (systemd, the kubelet's static pods): whatever exits is started
+# again with the same command line, environment and log, after a backoff that doubles
+# with each exit (SUPERVISE_BACKOFF up to SUPERVISE_MAX_BACKOFF) and starts over once the
+# process has stayed up SUPERVISE_STABLE seconds. A stopped process (SIGSTOP) is alive: it
+# is left alone. One process, `rig.py supervise`, started last by `up` and stopped first
+# by `down`, does this; it logs to .rig/logs/supervisor.log and writes what it sees to
+# .rig/supervisor.json, which `status` reads: a component that is down, or has exited
+# SUPERVISE_FLAPPING times without staying up in between, is a problem.
+SUPERVISED = STATE / "supervised"
+SUPERVISOR_PID = STATE / "supervisor.pid"
+SUPERVISOR_STATE = STATE / "supervisor.json"
+SUPERVISE_BACKOFF = 0.5
+SUPERVISE_MAX_BACKOFF = 8.0
+SUPERVISE_STABLE = 20.0
+SUPERVISE_FLAPPING = 3
+
+
+def write_spec(name, spec):
+    SUPERVISED.mkdir(parents=True, exist_ok=True)
+    path = SUPERVISED / f"{name}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the environment
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f, indent=1)
+
+
+def kwok_pid_files():
+    kwok_pids = STATE / "kwok" / "clusters" / CLUSTER / "pids"
+    return sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []
+
+
+def record_control_plane_specs(env):
+    """The control plane's processes, as kwokctl starts them (its kwok.yaml: binary, arguments,
+    directory, environment), so the supervisor can start them again, logging where kwokctl
+    does and writing their pid files where kwokctl (and `down`) look for them. Read from the
+    configuration, not from the running processes: one may have exited already."""
+    import yaml
+    cluster_dir = STATE / "kwok" / "clusters" / CLUSTER
+    config = next(d for d in yaml.safe_load_all((cluster_dir / "kwok.yaml").read_text())
+                  if isinstance(d, dict) and d.get("kind") == "KwokctlConfiguration")
+    for c in config["components"]:
+        write_spec(c["name"], {
+            "argv": [c["binary"], *c.get("args", [])],
+            "env": dict(env, **{e["name"]: e["value"] for e in c.get("envs") or []}),
+            "cwd": c.get("workDir") or str(cluster_dir),
+            "log": str(cluster_dir / "logs" / f"{c['name']}.log"),
+            "pid_file": str(cluster_dir / "pids" / f"{c['name']}.pid"),
+            # kwok's controller holds the nodes' leases under an identity of its own process: a new
+            # one cannot take them over (it keeps failing "lease already exists" until they expire,
+            # 200 s, and leaves every pod alone meanwhile). A restarted kubelet renews its lease at
+            # once; so the old leases go before a new controller starts.
+            "before_start": [[str(STATE / "bin" / "kubectl"), "--kubeconfig", str(STATE / "kubeconfig"),
+                              "--request-timeout=5s", "delete", "leases", "-n", "kube-node-lease", "--all",
+                              "--wait=false"]] if c["name"] == "kwok-controller" else []})
+
+
+def read_pid(path):
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def supervise():
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    exits = {}  # pid -> how it ended, for the processes this one started
+    components = {}
+
+    def say(msg):
+        print(f"{time.strftime('%H:%M:%S')} supervisor: {msg}", flush=True)
+
+    def publish():
+        tmp = STATE / "supervisor.json.tmp"
+        tmp.write_text(json.dumps({"pid": os.getpid(), "components": {
+            name: {k: c[k] for k in ("pid", "state", "exits", "restarts", "last_exit", "since")}
+            for name, c in components.items()}}, indent=1))
+        tmp.replace(SUPERVISOR_STATE)
+
+    say(f"supervising {', '.join(sorted(p.stem for p in SUPERVISED.glob('*.json')))}")
+    publish()
+    while not stopping:
+        changed = False
+        while True:  # reap what this one started
+            try:
+                pid, code = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            exits[pid] = (f"exit code {os.waitstatus_to_exitcode(code)}" if os.WIFEXITED(code)
+                          else f"signal {signal.Signals(os.WTERMSIG(code)).name}")
+        now = time.time()
+        for path in sorted(SUPERVISED.glob("*.json")):
+            name = path.stem
+            spec = json.loads(path.read_text())
+            c = components.setdefault(name, {"pid": None, "state": "running", "exits": 0, "restarts": 0,
+                                             "last_exit": None, "since": now, "next_start": None})
+            pid = read_pid(spec["pid_file"])
+            if pid is not None and alive(pid):
+                if c["pid"] != pid or c["state"] != "running":
+                    c.update(pid=pid, state="running", since=now)
+                    changed = True
+                if c["exits"] and now - c["since"] >= SUPERVISE_STABLE:
+                    c["exits"] = 0  # it stayed up: the backoff starts over
+                    changed = True
+                continue
+            if c["state"] == "running":
+                c["exits"] += 1
+                c["last_exit"] = exits.pop(pid, "exited, status unknown") if pid else "no pid file"
+                delay = min(SUPERVISE_BACKOFF * 2 ** (c["exits"] - 1), SUPERVISE_MAX_BACKOFF)
+                c.update(state="down", since=now, next_start=now + delay)
+                say(f"{name} (pid {pid}) is down ({c['last_exit']}); starting it again in {delay:g}s")
+                changed = True
+            if c["state"] == "down" and now >= c["next_start"] and not stopping:
+                try:
+                    new = launch(spec)
+                except OSError as e:
+                    c["next_start"] = now + SUPERVISE_MAX_BACKOFF
+                    say(f"{name} could not be started ({e}); trying again in {SUPERVISE_MAX_BACKOFF:g}s")
+                    continue
+                c["restarts"] += 1
+                c.update(pid=new, state="running", since=now)
+                say(f"{name} started again (pid {new}, restart {c['restarts']})")
+                changed = True
+        if changed:
+            publish()
+        time.sleep(0.25)
+    say("stopping (the supervised processes keep running)")
+    SUPERVISOR_STATE.unlink(missing_ok=True)
+
+
+def start_supervisor(env):
+    record_control_plane_specs(env)
+    with open(STATE / "logs" / "supervisor.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "supervise"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=STATE)
+    SUPERVISOR_PID.write_text(str(proc.pid))
+    wait_for("the supervisor", lambda: SUPERVISOR_STATE.exists(), timeout=30)
+
+
+def stop_supervisor():
+    pid = read_pid(SUPERVISOR_PID)
+    if pid is not None and alive(pid) and "supervise" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+            errors="replace"):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            os.kill(pid, sig)
+            for _ in range(50):
+                if not alive(pid):
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+    SUPERVISOR_PID.unlink(missing_ok=True)
+    SUPERVISOR_STATE.unlink(missing_ok=True)
+    shutil.rmtree(SUPERVISED, ignore_errors=True)
+
+
+def supervision_problems():
+    pid = read_pid(SUPERVISOR_PID)
+    if pid is None or not alive(pid):
+        return [f"the supervisor (pid {pid}) is not running: nothing restarts what exits"]
+    try:
+        components = json.loads(SUPERVISOR_STATE.read_text())["components"]
+    except (OSError, ValueError, KeyError):
+        return ["the supervisor has not said what it supervises"]
+    found = []
+    for name, c in sorted(components.items()):
+        if c["state"] == "down":
+            found.append(f"{name} is down ({c['last_exit']}), restart {c['restarts'] + 1} pending")
+        elif c["exits"] >= SUPERVISE_FLAPPING:
+            found.append(f"{name} is restarting repeatedly ({c['exits']} exits without staying up "
+                         f"{SUPERVISE_STABLE:g}s, last {c['last_exit']}; restarted {c['restarts']}x in all)")
+    return found
 
 
 def wait_for(what, check, timeout=120):
@@ -455,6 +654,8 @@ def up():
     (STATE / "env").write_text("".join(f'export {k}="{v}"\n' for k, v in env.items()))
     baseline = snapshot(env)
     (STATE / "baseline.json").write_text(json.dumps(baseline, indent=1, sort_keys=True))
+    log("starting the supervisor (restarts whatever exits)")
+    start_supervisor(run_env)
     log(f"up in {time.monotonic() - started:.0f}s; source {STATE / 'env'}")
     print(STATE / "env")
 
@@ -491,6 +692,32 @@ def dataplane(args):
             haproxy_command(sock, f"set server {backend}/{args[1]} state {state}")
     else:
         raise SystemExit(f"usage: rig dataplane sticky on|off | backend {'|'.join(BACKENDS)} up|down")
+
+
+def aws_faults(args):
+    """The AWS server's fault switch: `--throttle F [--seed N]`, `--off`, or nothing to read it."""
+    env = read_env()
+    if not env:
+        raise SystemExit("rig: not up (run `make rig-up`)")
+    url = f"{env['AWS_ENDPOINT_URL']}/rig/faults"
+    usage = "usage: rig aws-faults [--throttle FRACTION [--seed N] | --off]"
+    if not args:
+        request = urllib.request.Request(url)
+    elif args == ["--off"]:
+        request = urllib.request.Request(url, data=b'{"throttle": 0}')
+    elif args[:1] == ["--throttle"] and len(args) in (2, 4) and (len(args) == 2 or args[2] == "--seed"):
+        try:
+            want = {"throttle": float(args[1]), "seed": int(args[3]) if len(args) == 4 else 0}
+        except ValueError:
+            raise SystemExit(usage)
+        request = urllib.request.Request(url, data=json.dumps(want).encode())
+    else:
+        raise SystemExit(usage)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            print(r.read().decode().strip())
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"rig: aws-faults: {e.read().decode().strip()}")
 
 
 # --- snapshot and reset -------------------------------------------------------------------
@@ -651,6 +878,7 @@ def problems(env):
             found.append(f"{f.stem} (pid {f.read_text().strip()}) is not running")
     if not our_pids():
         found.append("no rig process is running")
+    found += supervision_problems()
     checks = {
         "kube-apiserver": lambda: subprocess.run(
             [str(STATE / "bin" / "kubectl"), "get", "--raw", "/readyz"], env=child_env(env),
@@ -681,6 +909,14 @@ def status():
     for f in sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []:
         pid = int(f.read_text())
         print(f"{f.stem:22} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    pid = read_pid(SUPERVISOR_PID)
+    print(f"{'supervisor':22} pid {pid or '-':<8} {'running' if pid and alive(pid) else 'NOT RUNNING'}")
+    try:
+        for name, c in sorted(json.loads(SUPERVISOR_STATE.read_text())["components"].items()):
+            if c["restarts"] or c["state"] != "running":
+                print(f"  {name:20} {c['state']}, restarted {c['restarts']}x, last {c['last_exit']}")
+    except (OSError, ValueError, KeyError):
+        pass  # problems() says it
     try:
         with urllib.request.urlopen(f"{env['RIG_POD_RUNNER_URL']}/status", timeout=5) as r:
             for pod in json.loads(r.read())["pods"]:
@@ -692,7 +928,8 @@ def status():
     found = problems(env)
     for p in found:
         print(f"problem: {p}")
-    print("rig: up" if not found else "rig: broken (run `make rig-down rig-up`)")
+    print("rig: up" if not found else "rig: unhealthy (the supervisor restarts what exits; "
+                                      "`make rig-down rig-up` starts over)")
     raise SystemExit(1 if found else 0)
 
 
@@ -708,6 +945,7 @@ def stop_pod_processes():
 
 
 def down():
+    stop_supervisor()  # first: nothing is to come back while the rest stops
     for name, pid in our_pids().items():
         stop(name, pid)
     stop_pod_processes()
@@ -744,13 +982,15 @@ def main():
     if not args:
         raise SystemExit(__doc__)
     # Everything but `down` needs the rig's Python (boto3, the kubernetes client).
-    if args[0] != "down" and "RIG_IN_VENV" not in os.environ:
+    if args[0] not in ("down", "supervise") and "RIG_IN_VENV" not in os.environ:
         venv_python = str(tools.ensure_all()["python"])
         os.environ["RIG_IN_VENV"] = "1"
         os.execv(venv_python, [venv_python, __file__, *args])
     command = {"up": up, "down": down, "status": status, "reset": reset,
                "snapshot": lambda: print(json.dumps(snapshot(read_env()), indent=1, sort_keys=True)),
-               "dataplane": lambda: dataplane(args[1:])}.get(args[0])
+               "dataplane": lambda: dataplane(args[1:]),
+               "aws-faults": lambda: aws_faults(args[1:]),
+               "supervise": supervise}.get(args[0])
     if command is None:
         raise SystemExit(__doc__)
     command()

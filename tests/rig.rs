@@ -3,7 +3,10 @@
 //! chart repository, the data plane is cookie-sticky, the ALB simulator
 //! plays the controller, the controller's admission webhooks answer only while
 //! its pods are ready, container logs come from the pod runner through the
-//! egress proxy, and no control-plane process dials beyond loopback.
+//! egress proxy, and no control-plane process dials beyond loopback. It is
+//! supervised: a killed component is reported down and started again, one
+//! that keeps exiting is reported until it stays up. Its AWS server throttles
+//! on request with each service's own error, applying and recording nothing.
 
 mod common;
 
@@ -592,5 +595,169 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
         !connects.iter().any(|l| l.contains(" answered: ") && !l.contains("answered: kubelet") && !l.contains(service)),
         "the proxy answered something else: {egress}"
     );
+    rig.reset();
+}
+
+/// SIGKILL to one process of the rig.
+fn kill(pid: i32) {
+    // SAFETY: kill only sends a signal, to a process of the rig named by its pid file.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "SIGKILL to {pid}");
+}
+
+/// Waits until the supervisor has started `component` again: a new pid, running.
+fn restarted(rig: &common::Rig, component: &str, old: i32) -> i32 {
+    let mut new = old;
+    rig.eventually(&format!("{component} started again"), 60, || {
+        new = rig.pid_of(component);
+        new != old && common::Rig::running(new)
+    });
+    new
+}
+
+/// A pod is scheduled, made Ready by kwok, and deleted again.
+fn a_pod_runs(rig: &common::Rig, name: &str) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                     "spec": {"containers": [{"name": "c", "image": "example"}]}});
+    rig.kubectl_apply(&pod);
+    let ready = rig.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=60s"]);
+    rig.kubectl_ok(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+    expect_code(&ready, 0, "a new pod scheduled and Ready");
+}
+
+#[test]
+fn a_killed_control_plane_component_is_reported_down_and_started_again_by_the_supervisor() {
+    let rig = rig();
+    rig.reset();
+    for component in ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "kwok-controller", "aws"] {
+        let old = rig.pid_of(component);
+        // The supervisor held still, so that the moment between exit and restart lasts.
+        let held = rig.pause("supervisor");
+        kill(old);
+        let gone = std::time::Instant::now();
+        rig.eventually(&format!("{component} (pid {old}) gone"), 10, || !common::Rig::running(old));
+        let status = rig.rig_status();
+        let said = text(&status.stdout);
+        assert!(!status.status.success(), "rig status passed with {component} killed:\n{said}");
+        assert!(said.contains(&format!("problem: {component} (pid {old}) is not running")), "{said}");
+        held.resume();
+        let new = restarted(&rig, component, old);
+        eprintln!(
+            "rig: {component} killed (pid {old}), running again as pid {new} after {:.1}s (the supervisor held still meanwhile)",
+            gone.elapsed().as_secs_f64()
+        );
+    }
+    rig.eventually("rig status healthy again", 90, || rig.rig_status().status.success());
+    let said = text(&rig.rig_status().stdout);
+    for component in ["kube-scheduler", "kube-apiserver", "aws"] {
+        assert!(said.contains(&format!("  {component:20} running, restarted ")), "{said}");
+    }
+    // The control plane works again: a new pod is scheduled and made Ready; the AWS account is seeded.
+    a_pod_runs(&rig, "after-restarts");
+    let clusters = rig.aws(&["eks", "list-clusters"]);
+    assert_eq!(clusters["clusters"][0], rig.get("RIG_CLUSTER_NAME"));
+    rig.reset();
+}
+
+#[test]
+fn a_component_that_keeps_exiting_is_reported_as_restarting_repeatedly_until_it_stays_up() {
+    let rig = rig();
+    let mut pid = rig.pid_of("kube-scheduler");
+    for _ in 0..3 {
+        kill(pid);
+        pid = restarted(&rig, "kube-scheduler", pid);
+    }
+    let status = rig.rig_status();
+    let said = text(&status.stdout);
+    assert!(!status.status.success(), "rig status passed with the scheduler restarted 3 times in a row:\n{said}");
+    assert!(said.contains("problem: kube-scheduler is restarting repeatedly (3 exits"), "{said}");
+    let since = std::time::Instant::now();
+    rig.eventually("rig status healthy once the scheduler stays up", 60, || rig.rig_status().status.success());
+    eprintln!("rig: healthy again {:.1}s after the third restart", since.elapsed().as_secs_f64());
+    assert_eq!(rig.pid_of("kube-scheduler"), pid, "the scheduler was restarted again");
+    a_pod_runs(&rig, "after-flapping");
+}
+
+fn post_signed(rig: &common::Rig, service: &str, body: &str) -> (String, String) {
+    let auth = format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-X", "POST", "-H", &auth, "--data-binary", body, rig.get("AWS_ENDPOINT_URL")])
+        .output()
+        .expect("curl");
+    let raw = text(&out.stdout);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (head.to_string(), body.to_string())
+}
+
+#[test]
+fn throttled_aws_requests_get_each_services_own_throttling_error_and_change_nothing() {
+    let rig = rig();
+    rig.reset();
+    rig.aws_throttle(1.0, 1);
+    rig.moto_record();
+    let policy = "Action=CreatePolicy&Version=2010-05-08&PolicyName=throttled&PolicyDocument=%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
+    let (head, body) = post_signed(&rig, "iam", policy);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        body.starts_with("<ErrorResponse")
+            && body.contains("<Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>")
+            && body.contains("<RequestId>"),
+        "{body}"
+    );
+    let (head, body) = post_signed(
+        &rig,
+        "elasticloadbalancing",
+        "Action=CreateTargetGroup&Version=2015-12-01&Name=throttled&Protocol=HTTP&Port=80&VpcId=vpc-1",
+    );
+    assert!(head.starts_with("HTTP/1.1 400") && body.contains("<Code>Throttling</Code>"), "{head}{body}");
+    let (head, body) = post_signed(&rig, "sts", "Action=GetCallerIdentity&Version=2011-06-15");
+    assert!(head.starts_with("HTTP/1.1 400") && body.contains("<Code>Throttling</Code>"), "{head}{body}");
+    let (head, body) = post_signed(
+        &rig,
+        "ec2",
+        "Action=CreateTags&Version=2016-11-15&ResourceId.1=vpc-1&Tag.1.Key=throttled&Tag.1.Value=1",
+    );
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        body.contains("<Response><Errors><Error><Code>RequestLimitExceeded</Code>") && body.contains("<RequestID>"),
+        "{body}"
+    );
+    let out = rig.cmd("aws").args(["eks", "list-clusters"]).env("AWS_MAX_ATTEMPTS", "1").output().unwrap();
+    assert!(text(&out.stderr).contains("(ThrottlingException)"), "{}", text(&out.stderr));
+    let eks = Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "-H",
+               "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/eks/aws4_request, SignedHeaders=host, Signature=0",
+               &format!("{}/clusters", rig.get("AWS_ENDPOINT_URL"))])
+        .output()
+        .unwrap();
+    let head = text(&eks.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 429") && head.contains("x-amzn-errortype: throttlingexception"), "{head}");
+
+    let counters = rig.aws_faults();
+    assert_eq!(counters["throttled_by_client"]["curl"], 5, "{counters}");
+    assert_eq!(counters["throttled_by_client"]["aws-cli"], 1, "{counters}");
+    assert_eq!(counters["throttled_by_service"]["eks"], 2, "{counters}");
+    // Nothing was applied and nothing recorded: moto never saw these requests.
+    let recording = |rig: &common::Rig| {
+        let url = format!("{}/moto-api/recorder/download-recording", rig.get("AWS_ENDPOINT_URL"));
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        expect_code(&out, 0, "moto's recording");
+        text(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(recording(&rig), Vec::<String>::new(), "throttled requests were recorded");
+    rig.aws_faults_off();
+    let policies = rig.aws(&["iam", "list-policies", "--scope", "Local"]);
+    assert_eq!(policies["Policies"], json!([]), "a throttled CreatePolicy was applied");
+    let tags = rig.aws(&["ec2", "describe-tags", "--filters", "Name=key,Values=throttled"]);
+    assert_eq!(tags["Tags"], json!([]), "a throttled CreateTags was applied");
+    // Off, the same request reaches moto and its recorder.
+    rig.moto_record();
+    let (head, _) = post_signed(&rig, "iam", policy);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = recording(&rig);
+    assert!(seen.iter().any(|l| l.contains("curl/")), "the recorder did not see an unthrottled request: {seen:?}");
+    assert_eq!(rig.aws(&["iam", "list-policies", "--scope", "Local"])["Policies"][0]["PolicyName"], "throttled");
     rig.reset();
 }

@@ -509,3 +509,127 @@ pub fn fail_health_checks(rig: &Rig, namespace: &str, pod: &str) {
         {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}});
     rig.kubectl_ok(&["-n", namespace, "patch", "pod", pod, "--subresource=status", "-p", &patch.to_string()]);
 }
+
+// --- faults ---------------------------------------------------------------------------------
+
+/// A process of the rig stopped with SIGSTOP; dropping the guard (also when
+/// the test panics) sends SIGCONT. The pid is the one at the time of the
+/// pause: a stopped process is alive, so the rig's supervisor leaves it be.
+pub struct Paused {
+    pub what: String,
+    pub pid: i32,
+    pub since: Instant,
+}
+
+impl Paused {
+    fn new(what: &str, pid_file: PathBuf) -> Paused {
+        let raw = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let pid: i32 = raw.trim().parse().unwrap_or_else(|e| panic!("{}: {raw:?}: {e}", pid_file.display()));
+        // SAFETY: kill only sends a signal, to a process of the rig named by its pid file.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP to {what} (pid {pid}): {}", std::io::Error::last_os_error());
+        eprintln!("fault: {what} (pid {pid}) paused");
+        Paused { what: what.to_string(), pid, since: Instant::now() }
+    }
+
+    /// SIGCONT now (dropping the guard does the same).
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above; SIGCONT to a process that is not stopped does nothing.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+        eprintln!("fault: {} (pid {}) resumed after {:.1}s", self.what, self.pid, self.since.elapsed().as_secs_f64());
+    }
+}
+
+impl Rig {
+    /// The pid file of one of the rig's processes: its own (`aws`, `alb-simulator`, …) or the
+    /// control plane's (`kube-apiserver`, `etcd`, `kube-controller-manager`, `kube-scheduler`,
+    /// `kwok-controller`).
+    pub fn pid_file(&self, component: &str) -> PathBuf {
+        if component == "supervisor" {
+            return root().join(".rig/supervisor.pid");
+        }
+        let own = root().join(".rig/pids").join(component);
+        if own.exists() {
+            return own;
+        }
+        PathBuf::from(self.get("KWOK_WORKDIR"))
+            .join("clusters")
+            .join(self.get("RIG_CLUSTER_NAME"))
+            .join("pids")
+            .join(format!("{component}.pid"))
+    }
+
+    /// The pid of a rig process now.
+    pub fn pid_of(&self, component: &str) -> i32 {
+        let path = self.pid_file(component);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Stops one of the rig's processes (SIGSTOP) until the guard is dropped.
+    pub fn pause(&self, component: &str) -> Paused {
+        Paused::new(component, self.pid_file(component))
+    }
+
+    /// Stops the AWS server (SIGSTOP) until the guard is dropped.
+    pub fn pause_aws(&self) -> Paused {
+        Paused::new("the AWS server", self.pid_file("aws"))
+    }
+
+    /// Stops the kube-apiserver (SIGSTOP) until the guard is dropped.
+    pub fn pause_apiserver(&self) -> Paused {
+        Paused::new("kube-apiserver", self.pid_file("kube-apiserver"))
+    }
+
+    /// Whether the process is running (not gone, not a zombie).
+    pub fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    /// `rig/rig status`, whatever its exit.
+    pub fn rig_status(&self) -> Output {
+        self.cmd(root().join("rig/rig")).arg("status").output().expect("running rig/rig status")
+    }
+
+    fn faults_request(&self, body: Option<&str>) -> Value {
+        let url = format!("{}/rig/faults", self.get("AWS_ENDPOINT_URL"));
+        let mut c = Command::new("curl");
+        c.args(["-sf", "--max-time", "10", &url]);
+        if let Some(body) = body {
+            c.args(["-X", "POST", "--data-binary", body]);
+        }
+        let out = c.output().expect("curl");
+        expect_code(&out, 0, "the AWS server's faults endpoint");
+        serde_json::from_slice(&out.stdout).expect("faults JSON")
+    }
+
+    /// Throttles the fraction `throttle` of AWS API requests (a generator seeded with `seed`);
+    /// zeroes the counters.
+    pub fn aws_throttle(&self, throttle: f64, seed: u64) -> Value {
+        self.faults_request(Some(&serde_json::json!({"throttle": throttle, "seed": seed}).to_string()))
+    }
+
+    /// No more throttling; zeroes the counters.
+    pub fn aws_faults_off(&self) -> Value {
+        self.faults_request(Some(r#"{"throttle": 0}"#))
+    }
+
+    /// The AWS server's fault setting and counters (`throttled`, `throttled_by_client`, …).
+    pub fn aws_faults(&self) -> Value {
+        self.faults_request(None)
+    }
+
+    /// Throttled answers given to the plugin (the AWS SDK for Rust) since the counters were zeroed.
+    pub fn throttled_for_the_plugin(&self) -> u64 {
+        self.aws_faults()["throttled_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0)
+    }
+}
