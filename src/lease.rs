@@ -2,7 +2,9 @@
 //! Lease (coordination.k8s.io) named after the release, in its namespace,
 //! from their first change to their end; a second run names the holder and
 //! stops with the prerequisite exit code. The holder renews the Lease while
-//! it runs, so a run that crashed loses it `DURATION` after its last renewal.
+//! it runs, so a run that crashed loses it `DURATION` after its last renewal;
+//! one that crashed on this machine (its host, and a pid no longer running)
+//! is taken over at once.
 
 use std::time::Duration;
 
@@ -33,16 +35,38 @@ pub struct Held {
     guard: Option<cleanup::Guard>,
 }
 
-/// Who this run is, as a second run will be told.
-fn identity(command: &str) -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
-    let host = std::fs::read_to_string("/etc/hostname")
+/// Annotations naming the holder's machine and process, for a run on the same machine to tell a crash.
+const HOST_KEY: &str = "kubectl-scalardb-graphql/host";
+const PID_KEY: &str = "kubectl-scalardb-graphql/pid";
+
+fn host() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown host".into());
-    format!("kubectl scalardb-graphql {command} by {user}@{host}, pid {}", std::process::id())
+        .unwrap_or_else(|| "unknown host".into())
+}
+
+/// Who this run is, as a second run will be told.
+fn identity(command: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
+    format!("kubectl scalardb-graphql {command} by {user}@{}, pid {}", host(), std::process::id())
+}
+
+/// Whether the holder ran on this machine and its process is gone: a crash, whatever the renewal time says.
+fn holder_died_here(lease: &Lease) -> bool {
+    let annotations = lease.metadata.annotations.clone().unwrap_or_default();
+    let pid = annotations.get(PID_KEY).and_then(|p| p.parse::<i32>().ok());
+    match (annotations.get(HOST_KEY), pid) {
+        (Some(h), Some(pid)) if *h == host() && pid > 0 && pid as u32 != std::process::id() => {
+            // SAFETY: signal 0 only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+            !alive
+        }
+        _ => false,
+    }
 }
 
 fn now() -> MicroTime {
@@ -84,13 +108,18 @@ pub async fn acquire(client: &kube::Client, namespace: &str, release: &str, comm
         metadata: ObjectMeta {
             name: Some(name.clone()),
             labels: Some(crate::ownership::managed_labels()),
+            annotations: Some(
+                [(HOST_KEY.to_string(), host()), (PID_KEY.to_string(), std::process::id().to_string())].into(),
+            ),
             ..Default::default()
         },
         spec: Some(spec),
     };
     let taken = match api.get_opt(&name).await.context(&what)? {
-        Some(current) if live(&current) => return Err(held_by_other(namespace, &name, &current)),
-        // Expired: taken over, but only from the version just read.
+        Some(current) if live(&current) && !holder_died_here(&current) => {
+            return Err(held_by_other(namespace, &name, &current));
+        }
+        // Expired, or its holder crashed on this machine: taken over, but only from the version just read.
         Some(current) => {
             lease.metadata.resource_version = current.metadata.resource_version.clone();
             api.replace(&name, &PostParams::default(), &lease).await
