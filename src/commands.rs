@@ -68,7 +68,7 @@ impl Progress for Shown {
 
 /// How long past the deadline the work may go on: what ends at the deadline
 /// by itself (a wait, a probe Pod deleted, the last state shown) finishes in it.
-const GRACE: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_secs(3);
 
 /// Runs `work`, cut off GRACE after `deadline` with a timeout (exit 4) that
 /// names what it was waiting for: the call in flight longest, and the last

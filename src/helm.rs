@@ -110,7 +110,7 @@ async fn run_bounded(
         }
         None => {
             drop(group);
-            Err(Error::timeout(format!("helm did not finish to {what} by the deadline; it was stopped"))
+            Err(Error::timeout(format!("timed out: helm did not finish to {what} by the deadline; it was stopped"))
                 .hint("raise --timeout; a re-run recovers a release helm left pending"))
         }
     }
@@ -198,14 +198,36 @@ impl Helm {
     }
 
     /// Runs helm with `flags`, the connection flags, then `--` and `positional`;
-    /// its output, whatever the exit status.
+    /// its output, whatever the exit status. helm checks that it reaches the
+    /// cluster before it changes anything: while it cannot (an API server
+    /// paused or restarting), it is run again until the command's deadline,
+    /// and then the command times out rather than fails.
     async fn output(
         &self,
         flags: Vec<OsString>,
         positional: &[&std::ffi::OsStr],
         what: &str,
     ) -> Result<std::process::Output> {
-        run_bounded(&self.path, &command_line(flags, &self.global, positional), what, self.deadline).await
+        const AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+        let line = command_line(flags, &self.global, positional);
+        loop {
+            let out = run_bounded(&self.path, &line, what, self.deadline).await?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !stderr.contains("Kubernetes cluster unreachable") {
+                return Ok(out);
+            }
+            match self.deadline {
+                None => return Ok(out),
+                Some(d) if Instant::now() + AGAIN < d => tokio::time::sleep(AGAIN).await,
+                Some(_) => {
+                    return Err(Error::timeout(format!(
+                        "timed out: helm could not reach the cluster to {what} by the deadline: {}",
+                        stderr.trim()
+                    ))
+                    .hint("check that the API server answers, then run the command again"));
+                }
+            }
+        }
     }
 
     async fn run(&self, flags: Vec<OsString>, positional: &[&std::ffi::OsStr], what: &str) -> Result<String> {

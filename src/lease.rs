@@ -20,6 +20,9 @@ use crate::error::{Context, Error, Result};
 pub const DURATION: Duration = Duration::from_secs(30);
 /// How often the holder renews it: three renewals per `DURATION`.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How long giving the Lease back may take: when the API server does not
+/// answer, the Lease expires by itself, and the command's exit must not wait.
+const GIVE_BACK: Duration = Duration::from_secs(1);
 
 pub fn lease_name(release: &str) -> String {
     format!("{release}-scalardb-graphql-run")
@@ -168,7 +171,10 @@ async fn delete(api: &Api<Lease>, name: &str, uid: &str) -> Result<()> {
         preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
         ..Default::default()
     };
-    match api.delete(name, &params).await {
+    let Ok(deleted) = tokio::time::timeout(GIVE_BACK, api.delete(name, &params)).await else {
+        return Ok(()); // it expires DURATION after its last renewal
+    };
+    match deleted {
         Ok(_) => Ok(()),
         // Gone already (its namespace too), or no longer ours.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
