@@ -123,6 +123,8 @@ pub async fn checks(components: &mut [Box<dyn Component>], env: &Env) -> Vec<Che
 }
 
 /// Status with --wait: poll until every check passes or the deadline; the last round either way.
+/// A round starts only when one as long as the last still fits before the deadline, so the
+/// state shown is a whole round's, not one cut short (a probe Pod stopped half-way).
 pub async fn checks_until(
     components: &mut [Box<dyn Component>],
     env: &Env,
@@ -130,7 +132,9 @@ pub async fn checks_until(
     deadline: Option<Instant>,
 ) -> (Vec<Check>, bool) {
     loop {
+        let started = Instant::now();
         let round: Vec<Check> = checks(components, env).await.into_iter().filter(&keep).collect();
+        let took = started.elapsed();
         let failing: Vec<&Check> = round.iter().filter(|c| c.result == Outcome::Fail).collect();
         let Some(deadline) = deadline else {
             return (round, false);
@@ -138,7 +142,7 @@ pub async fn checks_until(
         if failing.is_empty() {
             return (round, false);
         }
-        if Instant::now() + crate::wait::INTERVAL > deadline {
+        if Instant::now() + crate::wait::INTERVAL + took > deadline {
             return (round, true);
         }
         env.progress.waiting(&format!("{} check(s) failing, first: {}", failing.len(), failing[0].message));

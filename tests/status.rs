@@ -223,7 +223,8 @@ fn wait_shows_the_last_state_and_exits_4_on_timeout_and_category_selects() {
     rig.reset();
     rig.install_ok();
     rig.dataplane(&["sticky", "off"]);
-    let out = rig.status(&["--wait", "--timeout", "3s"]);
+    // Long enough for a whole round on a loaded machine: the state shown is the last whole round's.
+    let out = rig.status(&["--wait", "--timeout", "20s"]);
     expect_code(&out, 4, "status --wait with a fault");
     assert!(
         text(&out.stdout).contains("× the ALB set no AWSALB cookie"),
