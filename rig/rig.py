@@ -726,20 +726,59 @@ SNAPSHOT_SKIP = {"events", "events.events.k8s.io", "leases.coordination.k8s.io",
                  "ipaddresses.networking.k8s.io"}
 
 
-def api_resources(env):
-    bins = {"kubectl": STATE / "bin" / "kubectl"}
-    out = kubectl(bins, "api-resources", "--verbs=list,delete", "-o", "wide", "--no-headers",
-                  env=child_env(env)).stdout
+class KubeApi:
+    """Reads the rig's API server the way kubectl does (discovery, then a list per kind),
+    but in-process and many requests at once: a reset lists every kind several times."""
+
+    def __init__(self, env):
+        from kubernetes import client, config
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=env["KUBECONFIG"], client_configuration=cfg)
+        cfg.connection_pool_maxsize = 16
+        self.host = cfg.host
+        self.http = client.ApiClient(cfg).rest_client.pool_manager
+
+    def get(self, path):
+        """The JSON at `path`, or None when the server has no such thing (a kind whose CRD went)."""
+        r = self.http.request("GET", self.host + path, timeout=30)
+        if r.status == 404:
+            return None
+        if r.status != 200:
+            raise SystemExit(f"rig: GET {path}: HTTP {r.status}: {r.data[:200]!r}")
+        return json.loads(r.data)
+
+    def each(self, paths, call=None):
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(call or self.get, paths))
+
+    def delete(self, path):
+        """Deletes in the background, as `kubectl delete --wait=false`; gone already is fine."""
+        r = self.http.request("DELETE", self.host + path, timeout=30, headers={"Content-Type": "application/json"},
+                              body=json.dumps({"propagationPolicy": "Background"}))
+        if r.status not in (200, 202, 404, 409):
+            raise SystemExit(f"rig: DELETE {path}: HTTP {r.status}: {r.data[:200]!r}")
+
+    def merge_patch(self, path, patch):
+        r = self.http.request("PATCH", self.host + path, timeout=30, body=json.dumps(patch),
+                              headers={"Content-Type": "application/merge-patch+json"})
+        if r.status not in (200, 404):
+            raise SystemExit(f"rig: PATCH {path}: HTTP {r.status}: {r.data[:200]!r}")
+
+
+def api_resources(api):
+    """(group, kind) -> (resource.group, namespaced, list path) for every kind that can be
+    listed and deleted, at its group's preferred version: what `kubectl api-resources` shows."""
+    groups = [("", "v1")] + [(g["name"], g["preferredVersion"]["version"])
+                             for g in (api.get("/apis") or {"groups": []})["groups"]]
+    paths = ["/api/v1" if not g else f"/apis/{g}/{v}" for g, v in groups]
     resources = {}
-    for line in out.splitlines():
-        cols = line.split()
-        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS...
-        namespaced_at = next(i for i, c in enumerate(cols) if c in ("true", "false"))
-        name, api_version, kind = cols[0], cols[namespaced_at - 1], cols[namespaced_at + 1]
-        group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-        full = f"{name}.{group}" if group else name
-        if full not in SNAPSHOT_SKIP:
-            resources[(group, kind)] = (full, cols[namespaced_at] == "true")
+    for (group, _), path, found in zip(groups, paths, api.each(paths)):
+        for r in (found or {}).get("resources", []):
+            full = f"{r['name']}.{group}" if group else r["name"]
+            if "/" in r["name"] or not {"list", "delete"} <= set(r.get("verbs", [])) or full in SNAPSHOT_SKIP:
+                continue
+            resources[(group, r["kind"])] = (full, r["namespaced"], path, r["name"])
     return resources
 
 
@@ -750,23 +789,25 @@ def controller_name_stem(name):
     return re.sub(r"^(k8s-.*-)[0-9a-f]{10}$", r"\1*", name)
 
 
-def kube_objects(env):
-    resources = api_resources(env)
-    bins = {"kubectl": STATE / "bin" / "kubectl"}
-    listing = json.loads(kubectl(bins, "get", ",".join(r for r, _ in resources.values()), "-A", "-o", "json",
-                                 env=child_env(env)).stdout)
+def kube_objects(env, api=None):
+    """Every object of every kind that can be listed and deleted."""
+    api = api or KubeApi(env)
+    resources = api_resources(api)
+    kinds = sorted(resources.items())
     objects = []
-    for item in listing["items"]:
-        group = item["apiVersion"].rsplit("/", 1)[0] if "/" in item["apiVersion"] else ""
-        resource, _ = resources.get((group, item["kind"]), (item["kind"], True))
-        meta = item["metadata"]
-        # Generated names differ run to run; the snapshot keeps their stem.
-        name = meta["name"]
-        if meta.get("generateName") and name.startswith(meta["generateName"]):
-            name = meta["generateName"] + "*"
-        name = controller_name_stem(name)
-        objects.append({"resource": resource, "namespace": meta.get("namespace", ""),
-                        "name": name, "real_name": meta["name"], "object": item})
+    listings = api.each([f"{base}/{plural}" for _, (_, _, base, plural) in kinds])
+    for (_, (resource, _, base, plural)), listing in zip(kinds, listings):
+        for item in (listing or {}).get("items", []):
+            meta = item["metadata"]
+            where = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
+            # Generated names differ run to run; the snapshot keeps their stem.
+            name = meta["name"]
+            if meta.get("generateName") and name.startswith(meta["generateName"]):
+                name = meta["generateName"] + "*"
+            name = controller_name_stem(name)
+            objects.append({"resource": resource, "namespace": meta.get("namespace", ""),
+                            "name": name, "real_name": meta["name"], "object": item,
+                            "path": f"{base}{where}/{plural}/{meta['name']}"})
     return objects
 
 
@@ -791,47 +832,52 @@ def aws_state(env):
             "ec2_tags": tags, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
 
 
-def snapshot(env):
-    objects = kube_objects(env)
+def kube_state(objects):
+    """What the baseline compares: every object by kind, namespace and name; node labels and taints."""
     nodes = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}),
                          "taints": o["object"]["spec"].get("taints", [])}
              for o in objects if o["resource"] == "nodes"}
     return {"kubernetes": sorted(f"{o['resource']} {o['namespace']}/{o['name']}" for o in objects),
-            "nodes": nodes, "aws": aws_state(env)}
+            "nodes": nodes}
+
+
+def snapshot(env):
+    return {**kube_state(kube_objects(env)), "aws": aws_state(env)}
 
 
 def reset():
-    """Deletes every object `up` did not make, restores node labels and taints, reseeds AWS."""
+    """Deletes every object `up` did not make, restores node labels and taints, reseeds AWS.
+    Through the API in-process, many requests at once: a kubectl per object cost a process
+    and a discovery each, seconds per reset on a loaded machine."""
     env = read_env()
     if not env:
         raise SystemExit("rig: not up (run `make rig-up`)")
-    bins = {"kubectl": STATE / "bin" / "kubectl"}
-    run_env = child_env(env)
     baseline = json.loads((STATE / "baseline.json").read_text())
     keep = set(baseline["kubernetes"])
-    objects = [o for o in kube_objects(env) if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
+    api = KubeApi(env)
+    listed = kube_objects(env, api)
+    objects = [o for o in listed if f"{o['resource']} {o['namespace']}/{o['name']}" not in keep]
+
+    def delete(batch):
+        api.each([o["path"] for o in batch], api.delete)
     # Webhooks first: with the controller's (failurePolicy Fail) registered and the
     # controller down, no Ingress could lose its finalizer and no Service be made.
     webhooks = ("mutatingwebhookconfigurations.admissionregistration.k8s.io",
                 "validatingwebhookconfigurations.admissionregistration.k8s.io")
-    for o in [o for o in objects if o["resource"] in webhooks]:
-        kubectl(bins, "delete", o["resource"], o["real_name"], "--ignore-not-found", env=run_env)
+    delete([o for o in objects if o["resource"] in webhooks])
     objects = [o for o in objects if o["resource"] not in webhooks]
-    namespaces = [o["real_name"] for o in objects if o["resource"] == "namespaces"]
-    for o in objects:
-        if o["namespace"] in namespaces or o["resource"] == "namespaces":
-            continue
-        kubectl(bins, "delete", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
-                "--wait=false", "--ignore-not-found", env=run_env, check=False)
-    for ns in namespaces:
-        kubectl(bins, "delete", "namespace", ns, "--wait=false", "--ignore-not-found", env=run_env, check=False)
+    # A namespace being deleted takes its objects with it.
+    namespaces = {o["real_name"] for o in objects if o["resource"] == "namespaces"}
+    delete([o for o in objects if o["namespace"] not in namespaces and o["resource"] != "namespaces"])
+    delete([o for o in objects if o["resource"] == "namespaces"])
+    current = kube_state(listed)["nodes"]
     for name, want in baseline["nodes"].items():
-        current = json.loads(kubectl(bins, "get", "node", name, "-o", "json", env=run_env).stdout)
-        labels = {k: None for k in current["metadata"].get("labels", {}) if k not in want["labels"]}
+        if current.get(name) == want:
+            continue
+        labels = {k: None for k in current.get(name, {}).get("labels", {}) if k not in want["labels"]}
         labels.update(want["labels"])
-        kubectl(bins, "patch", "node", name, "--type=merge", "-p", json.dumps({
-            "metadata": {"labels": labels},
-            "spec": {"taints": want["taints"] or None}}), env=run_env)
+        api.merge_patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": labels},
+                                                  "spec": {"taints": want["taints"] or None}})
     sock = env["RIG_DATAPLANE_SOCKET"]
     haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode sticky")
     (STATE / "dataplane.map").write_text("mode sticky\n")
@@ -842,14 +888,26 @@ def reset():
     def clean():
         # Finalizers are dropped only once an object is being deleted: a controller
         # still running (the ALB simulator) could add them back before that.
-        for o in kube_objects(env):
+        now = kube_objects(env, api)
+        state = kube_state(now)
+        if state["kubernetes"] == baseline["kubernetes"] and state["nodes"] == baseline["nodes"]:
+            return True
+        terminating = {o["real_name"] for o in now if o["resource"] == "namespaces"
+                       and o["object"]["metadata"].get("deletionTimestamp")}
+        finalized, missed = [], []  # missed: not being deleted yet (made since, or a delete lost)
+        for o in now:
             meta = o["object"]["metadata"]
+            if f"{o['resource']} {o['namespace']}/{o['name']}" in keep:
+                continue
             if meta.get("deletionTimestamp") and meta.get("finalizers") and o["resource"] != "namespaces":
-                kubectl(bins, "patch", o["resource"], o["real_name"], *(["-n", o["namespace"]] if o["namespace"] else []),
-                        "--type=merge", "-p", '{"metadata":{"finalizers":null}}', env=run_env, check=False)
-        now = snapshot(env)
-        return now["kubernetes"] == baseline["kubernetes"] and now["nodes"] == baseline["nodes"]
-    wait_for("the cluster to be back at its baseline", clean, timeout=90)
+                finalized.append(o["path"])
+            elif not meta.get("deletionTimestamp") and o["namespace"] not in terminating:
+                missed.append(o)
+        api.each(finalized, lambda path: api.merge_patch(path, {"metadata": {"finalizers": None}}))
+        delete(missed)
+        return False
+    if objects or any(current.get(n) != want for n, want in baseline["nodes"].items()):
+        wait_for("the cluster to be back at its baseline", clean, timeout=90)
     # Whatever the runner still runs (a pod it lost track of), and every log.
     http_ok(f"{env['RIG_POD_RUNNER_URL']}/reset", data=b"")
     # AWS last: until the Ingresses are gone, the simulator may still be making ALBs.

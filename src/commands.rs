@@ -130,6 +130,24 @@ async fn connect(global: &GlobalArgs) -> Result<Context> {
     Context::connect(Settings::resolve(global)?).await
 }
 
+/// What install, status and uninstall each start with: connect, then preflight and the
+/// release's install record, read together (neither needs the other). The record is
+/// left for the command to judge: install and uninstall stop on an error, status warns.
+async fn connect_and_read(
+    global: &GlobalArgs,
+    deadline: Instant,
+    shown: &Shown,
+    release: &str,
+) -> Result<(Context, preflight::Preflight, Result<Option<record::Stored>>)> {
+    shown.stage("connecting (kubeconfig, AWS configuration, helm)");
+    let mut ctx = connect(global).await?;
+    ctx.set_deadline(deadline);
+    shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster) and the install record");
+    let namespace = ctx.kube.namespace.clone();
+    let (pre, existing) = tokio::join!(preflight::run(&ctx), record::load(&ctx.kube.client, &namespace, release));
+    Ok((ctx, pre, existing))
+}
+
 fn env(
     ctx: Context,
     facts: crate::context::ClusterFacts,
@@ -197,14 +215,10 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     options.deadline = Some(deadline);
     let shown = Shown::new(printer.clone());
     let prepared = bounded(deadline, timeout, &shown, async {
-        shown.stage("connecting (kubeconfig, AWS configuration, helm)");
-        let mut ctx = connect(global).await?;
-        ctx.set_deadline(deadline);
-        let spec = spec.resolve(ctx.cluster_name()?, &ctx.kube.namespace);
-        shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
-        let facts = preflight::run(&ctx).await.require()?;
-        shown.stage("reading the install record");
-        let existing = record::load(&ctx.kube.client, &spec.namespace, &spec.release).await?;
+        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release).await?;
+        let facts = pre.require()?;
+        let spec = spec.resolve(&facts.name, &ctx.kube.namespace);
+        let existing = existing?;
         if let Some(s) = &existing {
             s.record.vet(&spec.namespace, &spec.release)?;
         }
@@ -318,21 +332,16 @@ async fn status_until(
     shown: &Arc<Shown>,
 ) -> Result<()> {
     let deadline = options.deadline.expect("status sets its deadline");
-    shown.stage("connecting (kubeconfig, AWS configuration, helm)");
-    let mut ctx = connect(global).await?;
-    ctx.set_deadline(deadline);
-    shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
+    let (ctx, pre, existing) = connect_and_read(global, deadline, shown, &a.release.release).await?;
     let wanted = &a.category;
     let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
-    let pre = preflight::run(&ctx).await;
     let Some(facts) = pre.facts.clone() else {
         let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
         report(printer, a.output, &checks)?;
         return Err(Error::failed("the cluster checks failed; the rest could not run"));
     };
     let namespace = ctx.kube.namespace.clone();
-    shown.stage("reading the install record");
-    let existing = match record::load(&ctx.kube.client, &namespace, &a.release.release).await.ok().flatten() {
+    let existing = match existing.ok().flatten() {
         Some(s) => match s.record.vet(&namespace, &a.release.release) {
             Ok(()) => Some(s.record),
             Err(e) => {
@@ -367,14 +376,10 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     options.deadline = Some(deadline);
     let shown = Shown::new(printer.clone());
     let prepared = bounded(deadline, timeout, &shown, async {
-        shown.stage("connecting (kubeconfig, AWS configuration, helm)");
-        let mut ctx = connect(global).await?;
-        ctx.set_deadline(deadline);
-        shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster)");
-        let facts = preflight::run(&ctx).await.require()?;
+        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &a.release.release).await?;
+        let facts = pre.require()?;
         let namespace = ctx.kube.namespace.clone();
-        shown.stage("reading the install record");
-        let Some(existing) = record::load(&ctx.kube.client, &namespace, &a.release.release).await? else {
+        let Some(existing) = existing? else {
             return Ok(Err(format!(
                 "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
                 a.release.release, ctx.kube.context

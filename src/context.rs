@@ -418,11 +418,13 @@ impl Context {
         let derived = kube.eks_cluster();
         let cluster_name = settings.cluster_name.clone().or_else(|| derived.as_ref().map(|d| d.name.clone()));
         let region = settings.region.clone().or_else(|| derived.and_then(|d| d.region));
-        let aws = Aws::load(region, settings.profile.clone()).await;
-        let helm = match Helm::find(settings.helm_bin.clone(), &settings.kube_flags()).await {
-            Ok(h) => Ok(h),
-            Err(e) => Err((e.to_string(), e.hint_text().map(str::to_string))),
-        };
+        // helm's version comes from a process: read it while the AWS configuration loads.
+        let kube_flags = settings.kube_flags();
+        let (aws, helm) = tokio::join!(
+            Aws::load(region, settings.profile.clone()),
+            Helm::find(settings.helm_bin.clone(), &kube_flags)
+        );
+        let helm = helm.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string)));
         Ok(Context { settings, kube, aws, helm, cluster_name })
     }
 

@@ -6,8 +6,6 @@
 //! driver (`HELM_DRIVER=sql` or `memory`) the API server holds nothing, and
 //! helm itself is asked.
 
-use std::io::Read;
-
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, ObjectMeta};
@@ -64,21 +62,19 @@ fn driver_is_api() -> bool {
     )
 }
 
-/// helm's encoding of a stored release: base64, usually of gzip, of JSON.
-pub fn decode(payload: &[u8]) -> Result<Value> {
+/// helm's encoding of a stored release: base64, usually of gzip, of JSON. Parsed as it is
+/// inflated, into the few fields read: a release also holds its chart's every template and
+/// file and the rendered manifest (megabytes for a chart with CRDs), none of it kept.
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(payload.trim_ascii())
         .context("decoding a stored helm release (base64)")?;
-    let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .context("decoding a stored helm release (gzip)")?;
-        out
+    let parsed = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        serde_json::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(&raw[..])))
     } else {
-        raw
+        serde_json::from_slice(&raw)
     };
-    serde_json::from_slice(&json).context("decoding a stored helm release (JSON)")
+    parsed.context("decoding a stored helm release (gzipped JSON)")
 }
 
 fn revision(meta: &ObjectMeta) -> u64 {
@@ -90,7 +86,7 @@ fn marked(meta: &ObjectMeta) -> bool {
 }
 
 fn release_of(meta: &ObjectMeta, payload: &[u8]) -> Result<Release> {
-    let stored: Stored = serde_json::from_value(decode(payload)?).context("reading a stored helm release")?;
+    let stored: Stored = decode(payload)?;
     let values = if stored.config.is_object() { stored.config } else { Value::Object(Default::default()) };
     Ok(Release {
         metadata: ReleaseMetadata {

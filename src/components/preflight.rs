@@ -47,9 +47,16 @@ pub async fn run(ctx: &Context) -> Preflight {
     };
     let server = ctx.kube.server.clone();
 
-    // Kubernetes, and AWS identity, concurrently: they do not depend on each other.
-    let (version, identity) =
-        tokio::join!(ctx.kube.client.apiserver_version(), ctx.aws.sts.get_caller_identity().send());
+    // Kubernetes, the AWS identity and the EKS cluster, concurrently: none needs another's
+    // answer (the cluster's name comes from the context), and each is a round trip.
+    let describe = async {
+        match ctx.cluster_name() {
+            Ok(name) => Some(ctx.aws.eks.describe_cluster().name(name).send().await),
+            Err(_) => None,
+        }
+    };
+    let (version, identity, described) =
+        tokio::join!(ctx.kube.client.apiserver_version(), ctx.aws.sts.get_caller_identity().send(), describe);
     let version = match version {
         Ok(v) => {
             p.checks.push(Check::pass(
@@ -117,7 +124,7 @@ pub async fn run(ctx: &Context) -> Preflight {
             return p;
         }
     };
-    let described = match ctx.aws.eks.describe_cluster().name(&name).send().await {
+    let described = match described.expect("described when the cluster's name is known") {
         Ok(out) => out.cluster,
         Err(e) => {
             let not_found = e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
