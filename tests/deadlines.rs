@@ -251,6 +251,16 @@ fn hanging_helm(rig: &Rig, dir: &Path) -> (PathBuf, PathBuf) {
     (script, hung)
 }
 
+/// Helm's process group is gone: SIGKILL reached it at once, and what remains
+/// within five seconds are at most zombies on their way out.
+fn assert_group_gone(pgid: u32) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !group_members(pgid).is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(group_members(pgid), Vec::<String>::new(), "helm's process group {pgid} outlived the plugin");
+}
+
 fn wait_for_file(path: &Path, secs: u64) -> String {
     let until = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < until {
@@ -334,12 +344,7 @@ fn helm_and_what_it_started_are_killed_at_the_deadline() {
         "{stderr}"
     );
     assert!(took < Duration::from_secs(timeout + 8), "took {took:?}");
-    // SIGKILL reached the group at once; what remains are at most zombies on their way out.
-    let until = Instant::now() + Duration::from_secs(5);
-    while !group_members(pgid).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(group_members(pgid), Vec::<String>::new(), "helm's process group {pgid} outlived the plugin");
+    assert_group_gone(pgid);
     rig.reset();
 }
 
@@ -366,11 +371,7 @@ fn helm_and_what_it_started_are_killed_on_ctrl_c() {
     let out = child.wait_with_output().unwrap();
     eprintln!("Ctrl-C during helm: signal → exit {:?}", interrupted.elapsed());
     expect_code(&out, 130, "install interrupted during helm");
-    let until = Instant::now() + Duration::from_secs(5);
-    while !group_members(pgid).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(group_members(pgid), Vec::<String>::new(), "helm's process group {pgid} outlived the plugin");
+    assert_group_gone(pgid);
     rig.reset();
 }
 
