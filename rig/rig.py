@@ -1044,6 +1044,11 @@ def main():
         venv_python = str(tools.ensure_all()["python"])
         os.environ["RIG_IN_VENV"] = "1"
         os.execv(venv_python, [venv_python, __file__, *args])
+    run(args)
+
+
+def run(args):
+    """One command, in this process (rig/shell.py calls this for the tests)."""
     command = {"up": up, "down": down, "status": status, "reset": reset,
                "snapshot": lambda: print(json.dumps(snapshot(read_env()), indent=1, sort_keys=True)),
                "dataplane": lambda: dataplane(args[1:]),

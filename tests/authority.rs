@@ -133,9 +133,9 @@ fn a_forged_record_makes_uninstall_delete_nothing_this_tool_did_not_create() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{said}");
     // Nothing of theirs is gone.
-    let role = rig.cmd("aws").args(["iam", "get-role", "--role-name", "payments-app"]).output().unwrap();
+    let role = rig.shell(&["aws", "iam", "get-role", "--role-name", "payments-app"]);
     assert!(role.status.success(), "the foreign role was deleted:\n{said}");
-    let pol = rig.cmd("aws").args(["iam", "get-policy", "--policy-arn", &policy_arn]).output().unwrap();
+    let pol = rig.shell(&["aws", "iam", "get-policy", "--policy-arn", &policy_arn]);
     assert!(pol.status.success(), "the foreign policy was deleted:\n{said}");
     rig.kubectl_ok(&["get", "crd", "widgets.example.com"]);
     assert!(helm_has(&rig, "payments", "scalardb-graphql"), "the foreign release was uninstalled:\n{said}");

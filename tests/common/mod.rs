@@ -18,6 +18,18 @@ use serde_json::Value;
 /// Every rig test changes the one cluster and the one AWS account: one at a time.
 static RIG_LOCK: Mutex<()> = Mutex::new(());
 
+/// The rig's Python kept running for this test binary (rig/shell.py): `rig/rig`
+/// commands and AWS CLI command lines, run in it one after another, start no
+/// interpreter and import nothing each. It ends when this binary exits (end of input).
+struct Shell {
+    env: BTreeMap<String, String>,
+    input: std::process::ChildStdin,
+    output: BufReader<std::process::ChildStdout>,
+    _child: std::process::Child,
+}
+
+static SHELL: Mutex<Option<Shell>> = Mutex::new(None);
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_kubectl-scalardb_graphql");
 pub const REGISTRY_TOKEN: &str = "ghp_RigRegistryToken0123456789abcdef";
 /// The password of the rig's database account (rig.py's DATABASE; `rig()` checks they agree).
@@ -60,7 +72,7 @@ pub fn rig() -> Rig {
     };
     let rig = Rig { env, _lock: lock };
     assert_eq!(rig.get("RIG_DATABASE_PASSWORD"), DB_PASSWORD, "the tests' database password is not the rig's");
-    let status = rig.cmd(root().join("rig/rig")).arg("status").output().expect("running rig/rig status");
+    let status = rig.rig_status();
     assert!(
         status.status.success(),
         "the rig is not healthy; restart it with `make rig-down rig-up`:\n{}",
@@ -173,22 +185,54 @@ impl Rig {
             .collect()
     }
 
+    /// Runs `request`, `["rig", CMD, …]` or `["aws", ARG, …]`, in the rig's shell
+    /// (started on first use, again if it died or the rig changed); its answer as an Output.
+    pub fn shell(&self, request: &[&str]) -> Output {
+        let mut shell = SHELL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if shell.as_ref().is_none_or(|s| s.env != self.env) {
+            let mut child = self
+                .cmd(self.get("RIG_PYTHON"))
+                .arg(root().join("rig/shell.py"))
+                .env("RIG_IN_VENV", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("starting rig/shell.py");
+            let input = child.stdin.take().unwrap();
+            let output = BufReader::new(child.stdout.take().unwrap());
+            *shell = Some(Shell { env: self.env.clone(), input, output, _child: child });
+        }
+        let s = shell.as_mut().unwrap();
+        let mut line = String::new();
+        let asked = writeln!(s.input, "{}", serde_json::to_string(request).unwrap()).and_then(|()| s.input.flush());
+        let answered = asked.and_then(|()| s.output.read_line(&mut line));
+        if !matches!(answered, Ok(n) if n > 0) {
+            *shell = None;
+            panic!("rig/shell.py ended without answering {request:?} ({answered:?}); its stderr is above");
+        }
+        let reply: Value = serde_json::from_str(&line).expect("rig/shell.py answers JSON");
+        let code = reply["code"].as_i64().expect("an exit code") as i32;
+        Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw((code & 0xff) << 8),
+            stdout: reply["stdout"].as_str().unwrap_or_default().as_bytes().to_vec(),
+            stderr: reply["stderr"].as_str().unwrap_or_default().as_bytes().to_vec(),
+        }
+    }
+
     /// Back to the state right after `rig up`.
     pub fn reset(&self) {
-        let out = self.cmd(root().join("rig/rig")).arg("reset").output().expect("running rig/rig reset");
-        expect_code(&out, 0, "rig reset");
+        expect_code(&self.shell(&["rig", "reset"]), 0, "rig reset");
     }
 
     pub fn snapshot(&self) -> Value {
-        let out = self.cmd(root().join("rig/rig")).arg("snapshot").output().expect("running rig/rig snapshot");
+        let out = self.shell(&["rig", "snapshot"]);
         expect_code(&out, 0, "rig snapshot");
         serde_json::from_slice(&out.stdout).expect("snapshot JSON")
     }
 
     pub fn dataplane(&self, args: &[&str]) {
-        let out =
-            self.cmd(root().join("rig/rig")).arg("dataplane").args(args).output().expect("running rig/rig dataplane");
-        expect_code(&out, 0, "rig dataplane");
+        let request: Vec<&str> = ["rig", "dataplane"].into_iter().chain(args.iter().copied()).collect();
+        expect_code(&self.shell(&request), 0, "rig dataplane");
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
@@ -236,7 +280,8 @@ impl Rig {
     }
 
     pub fn aws(&self, args: &[&str]) -> Value {
-        let out = self.cmd("aws").args(args).args(["--output", "json"]).output().expect("running aws");
+        let request: Vec<&str> = ["aws"].into_iter().chain(args.iter().copied()).chain(["--output", "json"]).collect();
+        let out = self.shell(&request);
         expect_code(&out, 0, &format!("aws {}", args.join(" ")));
         if out.stdout.is_empty() { Value::Null } else { serde_json::from_slice(&out.stdout).expect("aws JSON") }
     }
@@ -597,7 +642,7 @@ impl Rig {
 
     /// `rig/rig status`, whatever its exit.
     pub fn rig_status(&self) -> Output {
-        self.cmd(root().join("rig/rig")).arg("status").output().expect("running rig/rig status")
+        self.shell(&["rig", "status"])
     }
 
     fn faults_request(&self, body: Option<&str>) -> Value {
