@@ -98,6 +98,15 @@ def sanitized(text):
     return re.sub(r"[^A-Za-z0-9]", "", text)
 
 
+SERIALIZER = client.ApiClient()
+
+
+def digest(*parts):
+    """A stable fingerprint of API objects' parts (client models or plain values)."""
+    plain = SERIALIZER.sanitize_for_serialization(list(parts))
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_hex(*parts):
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
@@ -522,8 +531,12 @@ class Simulator:
         return True
 
     def inputs(self, group, flags, services):
-        """What a group is built from, as the controller's watches see it: resource versions and flags."""
-        ingresses = sorted((i.metadata.uid, i.metadata.resource_version) for i in group.members + group.inactive)
+        """What a group is built from, as the controller's watches see it. Its event handlers
+        queue an Ingress again only when its annotations, spec or deletion timestamp change,
+        and a Service only when its annotations or spec do: a status or finalizer update (this
+        controller's own writes among them) is no reason to reconcile."""
+        ingresses = sorted((i.metadata.uid, digest(i.metadata.annotations, i.spec, i.metadata.deletion_timestamp))
+                           for i in group.members + group.inactive)
         backends = sorted({(i.metadata.namespace, b.name) for i in group.members for b in self.backends(i)})
         return ingresses, [services.get(b) for b in backends], sorted(flags.items())
 
@@ -621,7 +634,7 @@ class Simulator:
         if flags is None:
             self.reconciled.clear()  # a controller that starts again reconciles everything
             return
-        services = {(s.metadata.namespace, s.metadata.name): s.metadata.resource_version
+        services = {(s.metadata.namespace, s.metadata.name): digest(s.metadata.annotations, s.spec)
                     for s in self.core.list_service_for_all_namespaces().items}
         for group in self.load_groups(flags):
             key, inputs = (group.namespace, group.name), self.inputs(group, flags, services)
