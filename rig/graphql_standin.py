@@ -9,15 +9,33 @@ carries an id this process never started. Each process keeps its
 transactions in its own memory, which is exactly why an ALB in front of
 several of them must be sticky.
 
+Cluster mode stands for one ScalarDB Cluster node with GraphQL on (the pod
+runner starts it for a `scalardb-cluster-node` container). It reads the
+node's properties file, `${env:NAME}` and `${env:NAME:-default}` resolved
+from its environment, and refuses to start (exit 1, one log line per
+problem) without `scalar.db.graphql.enabled=true` or without any of the
+three membership properties the chart's docs require. Otherwise it serves
+GraphQL on `scalar.db.graphql.port` (8080) at `scalar.db.graphql.path`
+(/graphql) of its own loopback address, and listens on the gRPC port (60053)
+for the startup probe. The nodes of one membership (the endpoint's namespace
+and name) share their transactions through a file under STORE_DIR, locked
+for every change, so any node continues a transaction begun on another, as
+the Cluster's routing lets it.
+
 usage: graphql_standin.py PORT NAME
+       graphql_standin.py --cluster PROPERTIES ADDRESS NAME STORE_DIR
 """
 
+import fcntl
 import json
+import os
 import re
+import socket
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,6 +67,41 @@ class Transactions:
     def end(self, tx):
         with self._lock:
             self._deadline.pop(tx, None)
+
+
+class SharedTransactions:
+    """The transactions of every node of one cluster, in one JSON file ({id: deadline, wall clock})."""
+
+    def __init__(self, path):
+        self._path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _change(self, change):
+        with self._lock, open(self._path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                table = json.loads(self._path.read_text() or "{}")
+            except (FileNotFoundError, ValueError):
+                table = {}
+            now = time.time()
+            table = {tx: d for tx, d in table.items() if d >= now}
+            result = change(table, now)
+            tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(table))
+            tmp.replace(self._path)
+            return result
+
+    def begin(self):
+        tx = str(uuid.uuid4())
+        self._change(lambda table, now: table.__setitem__(tx, now + TRANSACTION_TTL))
+        return tx
+
+    def known(self, tx):
+        return self._change(lambda table, now: tx in table)
+
+    def end(self, tx):
+        self._change(lambda table, now: table.pop(tx, None))
 
 
 TRANSACTIONS = Transactions()
@@ -108,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
-        if url.path != "/graphql":
+        if url.path != self.server.path:
             return self.reply(404, {"errors": [{"message": "not found"}]})
         params = parse_qs(url.query)
         if "query" not in params:
@@ -117,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, execute(params["query"][0], variables))
 
     def do_POST(self):
-        if urlsplit(self.path).path != "/graphql":
+        if urlsplit(self.path).path != self.server.path:
             return self.reply(404, {"errors": [{"message": "not found"}]})
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
         kind = self.headers.get("Content-Type", "").split(";")[0].strip()
@@ -134,10 +187,104 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, execute(query, variables))
 
 
+MEMBERSHIP = ("scalar.db.cluster.membership.type", "scalar.db.cluster.membership.kubernetes.endpoint.namespace_name",
+              "scalar.db.cluster.membership.kubernetes.endpoint.name")
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+GRPC_PORT = 60053
+
+
+def read_properties(path, environ, problems):
+    """key -> value of a Java properties file (the forms the chart's text uses), env references resolved."""
+    props = {}
+    lines = Path(path).read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        while line.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line[:-1] + lines[i].strip()
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        m = re.match(r"([^=:\s]+)\s*[=:\s]?\s*(.*)", line)
+        key, value = m.group(1), m.group(2)
+
+        def resolve(m, key=key):
+            if m.group(1) in environ:
+                return environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            problems.append(f"{key}: the environment variable {m.group(1)} is not set")
+            return ""
+        props[key] = ENV_REF.sub(resolve, value)
+    return props
+
+
+def cluster_node(properties, address, name, store_dir):
+    """Checks the node's properties as a node starting would; None (and a log line each) if it cannot start."""
+    problems = []
+    try:
+        props = read_properties(properties, os.environ, problems)
+    except OSError as e:
+        print(f"ERROR node {name}: cannot read the node properties {properties}: {e}", flush=True)
+        return None
+    for key in MEMBERSHIP:
+        if not props.get(key):
+            problems.append(f"{key} is not set (required for membership on Kubernetes)")
+    if props.get(MEMBERSHIP[0]) and props[MEMBERSHIP[0]] != "KUBERNETES":
+        problems.append(f"{MEMBERSHIP[0]}={props[MEMBERSHIP[0]]}: only KUBERNETES is supported")
+    if props.get("scalar.db.graphql.enabled", "").strip().lower() != "true":
+        problems.append("scalar.db.graphql.enabled is not true: this node would serve no GraphQL")
+    port = props.get("scalar.db.graphql.port", "8080").strip()
+    if not port.isdigit():
+        problems.append(f"scalar.db.graphql.port={port}: not a port number")
+    path = props.get("scalar.db.graphql.path", "/graphql").strip() or "/graphql"
+    for p in problems:
+        print(f"ERROR node {name}: {p}", flush=True)
+    if problems:
+        print(f"ERROR node {name}: refusing to start ({len(problems)} problem(s) in {properties})", flush=True)
+        return None
+    members = f"{props[MEMBERSHIP[1]]}_{props[MEMBERSHIP[2]]}"
+    return int(port), path, Path(store_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', members)}.json", members
+
+
+def listen_grpc(address):
+    """The gRPC port, accepting and closing: what the startup probe sees of a node that serves."""
+    sock = socket.create_server((address, GRPC_PORT))
+
+    def accept():
+        while True:
+            conn, _ = sock.accept()
+            conn.close()
+    threading.Thread(target=accept, daemon=True).start()
+
+
+class NodeServer(ThreadingHTTPServer):
+    """A node's GraphQL server, whose log shows what a node logs: the health checker hanging up is not news."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 def main():
-    port, name = int(sys.argv[1]), sys.argv[2]
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    global TRANSACTIONS
+    if sys.argv[1:2] == ["--cluster"]:
+        properties, address, name, store_dir = sys.argv[2:6]
+        node = cluster_node(properties, address, name, store_dir)
+        if node is None:
+            sys.exit(1)
+        port, path, store, members = node
+        TRANSACTIONS = SharedTransactions(store)
+        server = NodeServer((address, port), Handler)
+        listen_grpc(address)
+        print(f"INFO node {name}: member of {members}; GraphQL on http://{address}:{port}{path}, "
+              f"gRPC on {address}:{GRPC_PORT}", flush=True)
+    else:
+        port, name, path = int(sys.argv[1]), sys.argv[2], "/graphql"
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.name = name
+    server.path = path
     server.serve_forever()
 
 

@@ -1,16 +1,16 @@
-"""The rig's container runtime and kubelet for two images: it really runs their pods, on the host.
+"""The rig's container runtime and kubelet for a few images: it really runs their pods, on the host.
 
 kwok's nodes run nothing; this process runs the pods that the plugin itself
 creates, as a kubelet with a container runtime would, and leaves every
 other pod to kwok:
 
 - Its pods: scheduled (spec.nodeName set) pods whose first container's
-  image repository ends in `python` or `scalardb-schema-loader` (registry
-  host, path and tag or digest aside). kwok's pod-ready and pod-complete
+  image repository ends in `python`, `scalardb-schema-loader` or one of
+  CLUSTER_IMAGES (registry host, path and tag or digest aside). kwok's pod-ready and pod-complete
   stages skip them (rig.py adds that selector to kwok's stages).
 - A registry: `python` is known by tag `3.13.7-alpine3.22` and by digest
   PYTHON_DIGEST (a digest decides when both are given),
-  `scalardb-schema-loader` by any tag `3.<n>.<n>`, under any registry host
+  `scalardb-schema-loader` and CLUSTER_IMAGES by any tag `3.<n>.<n>`, under any registry host
   (a mirror keeps the path). Anything else stays Waiting, ErrImagePull then
   ImagePullBackOff with the kubelet's back-off, the pod Pending.
 - The python image: the container's command and args run as a host
@@ -19,13 +19,14 @@ other pod to kwok:
   interleaved into the container's log. The schema loader image runs
   rig/schema_loader_standin.py with the container's args, its `secret` and
   `configMap` volumes materialised from the API and the args that point
-  into a mount rewritten to the materialised files.
+  into a mount rewritten to the materialised files. A ScalarDB Cluster node
+  runs rig/graphql_standin.py in cluster mode; see Run.run_cluster_node.
 - Status as a kubelet writes it (status subresource): Running with
   startTime, hostIP, a made-up podIP (10.0.1.0/24, never dialled) and the
   Ready conditions; then Succeeded or Failed with the container's exit
   code. `activeDeadlineSeconds` kills the process (Failed,
   DeadlineExceeded). A pod being deleted, or gone, has its process killed
-  at once. restartPolicy is not honoured beyond Never.
+  at once. restartPolicy is honoured for cluster nodes only (Never for the rest).
 - The rig's VPC: each process gets `http_proxy` pointing at this process's
   forward proxy, which sends a request on to the ALB data plane (HAProxy)
   only when its host is the DNS name of a load balancer in the rig's AWS
@@ -57,6 +58,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -75,7 +77,11 @@ RIG = Path(__file__).resolve().parent
 PYTHON_TAG = "3.13.7-alpine3.22"
 PYTHON_DIGEST = "sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844"
 LOADER_TAG = re.compile(r"^3\.\d+\.\d+$")
-IMAGES = ("python", "scalardb-schema-loader")
+# ScalarDB Cluster's node image, as the docs name its editions (rig.py's RUNNER_IMAGES lists these too).
+CLUSTER_IMAGES = ("scalardb-cluster-node", "scalardb-cluster-node-byol-premium", "scalardb-cluster-node-byol-standard")
+IMAGES = ("python", "scalardb-schema-loader", *CLUSTER_IMAGES)
+NODE_PROPERTIES = "/scalardb-cluster/node/scalardb-cluster-node.properties"
+DATAPLANE_BACKEND = "roundrobin"  # the ALB without stickiness; cluster nodes join it while ready
 POD_NETWORK = ipaddress.ip_network("10.0.1.0/24")
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # the kubelet's image pull back-off
 LB_CACHE_SECONDS = 1.5
@@ -138,8 +144,8 @@ def pull(ref):
     repo_ref = f"{host or 'docker.io'}/{path if host or '/' in path else 'library/' + path}"
     if repo == "python" and (digest == PYTHON_DIGEST if digest else tag == PYTHON_TAG):
         return f"{repo_ref}@{PYTHON_DIGEST}", None
-    if repo == "scalardb-schema-loader" and not digest and tag and LOADER_TAG.match(tag):
-        return f"{repo_ref}@sha256:{hashlib.sha256(f'scalardb-schema-loader:{tag}'.encode()).hexdigest()}", None
+    if repo in ("scalardb-schema-loader", *CLUSTER_IMAGES) and not digest and tag and LOADER_TAG.match(tag):
+        return f"{repo_ref}@sha256:{hashlib.sha256(f'{repo}:{tag}'.encode()).hexdigest()}", None
     full = canonical(ref)
     return None, (f'failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack image '
                   f'"{full}": failed to resolve reference "{full}": {full}: not found')
@@ -173,6 +179,7 @@ class Run:
         self.pod_ip = runner.allocate_ip(self.uid)
         self.host_ip = runner.host_ip(pod["spec"]["nodeName"])
         self.started_at = None
+        self.restart_count, self.last_state = 0, {}
         self.thread = threading.Thread(target=self.main, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
     # -- what the watch tells
@@ -236,7 +243,8 @@ class Run:
     def container_status(self, state, image_id="", ready=False, started=False):
         return [{"name": self.container["name"], "image": self.container["image"], "imageID": image_id,
                  "containerID": self.container_id if state.get("running") or state.get("terminated") else None,
-                 "ready": ready, "started": started, "restartCount": 0, "lastState": {}, "state": state}]
+                 "ready": ready, "started": started, "restartCount": self.restart_count,
+                 "lastState": self.last_state, "state": state}]
 
     def waiting(self, reason, message=None):
         self.state, self.waiting_reason = "waiting", reason
@@ -315,6 +323,12 @@ class Run:
         (self.dir / self.container["name"]).mkdir(parents=True)
         work = self.dir / "work"
         work.mkdir()
+        if repository_name(image) in CLUSTER_IMAGES:
+            try:
+                self.run_cluster_node(work)
+            finally:
+                self.runner.dataplane_leave(self)
+            return
         if repository_name(image) == "scalardb-schema-loader":
             mounts = self.materialise_volumes()
             if mounts is None:
@@ -363,6 +377,134 @@ class Run:
         code = self.proc.returncode
         code = 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as runtimes report
         self.terminated(code, "Completed" if code == 0 else "Error")
+
+    # -- a ScalarDB Cluster node: restarted as restartPolicy says, Ready once its startup probe passes
+    def run_cluster_node(self, work):
+        """rig/graphql_standin.py in cluster mode on the mounted properties and the container's environment
+        (envFrom first, env over it), bound to the pod's loopback address. The exec probes
+        `grpc_health_probe -addr=HOST:PORT` are a TCP connect to that port of the pod's address; the
+        startup probe (or readiness probe) gates Ready, once a second up to its failureThreshold x
+        periodSeconds, then the container is killed. An exit is restarted with the kubelet's back-off
+        (CrashLoopBackOff, 10 s doubling to 300 s) under restartPolicy Always; the log of the last
+        attempt stays readable. While Ready, the node is a server of the data plane's round-robin backend."""
+        mounts = self.materialise_volumes()
+        if mounts is None:
+            return
+        env_from = self.env_from()
+        if env_from is None:
+            return
+        address = self.runner.loopback(self.pod_ip)
+        properties = mounts.get(NODE_PROPERTIES, Path(NODE_PROPERTIES))
+        argv = [self.runner.python, str(RIG / "graphql_standin.py"), "--cluster", str(properties), address,
+                self.name, str(self.runner.state / "cluster-transactions")]
+        probe = self.container.get("startupProbe") or self.container.get("readinessProbe")
+        probe_port, probe_budget = None, 0.0
+        if probe:
+            command = (probe.get("exec") or {}).get("command") or []
+            addr = next((a.split("=", 1)[1] for a in command if a.startswith("-addr=")), "localhost:60053")
+            probe_port = int(addr.rsplit(":", 1)[1])
+            probe_budget = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+        graphql_port = None
+        backoff = BACKOFF_START
+        while True:
+            self.log_path = self.dir / self.container["name"] / f"{self.restart_count}.log"
+            self.log_closed = threading.Event()
+            self.start(argv, work, env_from)
+            self.event("Created", f"Created container: {self.container['name']}")
+            self.event("Started", f"Started container {self.container['name']}")
+            running = {"running": {"startedAt": stamp(self.started_at)}}
+            unready = f"containers with unready status: [{self.container['name']}]"
+            ready = probe_port is None
+            if not self.patch({**self.base_status(), "phase": "Running",
+                               "conditions": self.conditions(ready, None if ready else "ContainersNotReady",
+                                                             None if ready else unready),
+                               "containerStatuses": self.container_status(running, self.image_id, ready, ready)}):
+                return
+            since = time.monotonic()
+            while self.proc.poll() is None and not self.deleted:
+                if not ready:
+                    try:
+                        socket.create_connection((address, probe_port), timeout=1).close()
+                        ready = True
+                    except OSError:
+                        if time.monotonic() - since > probe_budget:
+                            self.event("Unhealthy", f"Startup probe failed: no answer on {probe_port}", "Warning")
+                            self.event("Killing", f"Container {self.container['name']} failed startup probe, "
+                                                  "will be restarted")
+                            self.kill()
+                            break
+                    if ready:
+                        self.patch({**self.base_status(), "phase": "Running", "conditions": self.conditions(True),
+                                    "containerStatuses": self.container_status(running, self.image_id, True, True)})
+                        graphql_port = graphql_port or self.graphql_port(properties)
+                        self.runner.dataplane_join(self, address, graphql_port)
+                self.wake.wait(1.0)
+                self.wake.clear()
+            if self.deleted:
+                return
+            self.runner.dataplane_leave(self)
+            self.proc.wait()
+            self.log_closed.wait(5)
+            code = self.proc.returncode
+            code = 128 - code if code < 0 else code
+            policy = self.pod["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                self.terminated(code, "Completed" if code == 0 else "Error")
+                return
+            self.last_state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                              "startedAt": stamp(self.started_at), "finishedAt": stamp(),
+                                              "containerID": self.container_id}}
+            self.restart_count += 1
+            self.state = "backoff"
+            message = f"back-off {backoff:g}s restarting failed container={self.container['name']} pod={self.name}"
+            log(f"{self.namespace}/{self.name}: exited {code}; {message}")
+            self.event("BackOff", "Back-off restarting failed container", "Warning")
+            if not self.patch({**self.base_status(), "phase": "Running",
+                               "conditions": self.conditions(False, "ContainersNotReady", unready),
+                               "containerStatuses": self.container_status(
+                                   {"waiting": {"reason": "CrashLoopBackOff", "message": message}})}):
+                return
+            if not self.sleep(backoff):
+                return
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def graphql_port(self, properties):
+        """The node's GraphQL port as its properties set it (the stand-in checked them before it listened)."""
+        try:
+            for line in Path(properties).read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "scalar.db.graphql.port":
+                    return int(value.strip())
+        except (OSError, ValueError):
+            pass
+        return 8080
+
+    def env_from(self):
+        """The variables of the container's envFrom Secrets and ConfigMaps; waits (CreateContainerConfigError)
+        while one is missing, as the kubelet does; None once the pod is deleted."""
+        while True:
+            values, missing = {}, None
+            for source in self.container.get("envFrom") or []:
+                ref = source.get("secretRef") or source.get("configMapRef")
+                kind = "secret" if source.get("secretRef") else "configmap"
+                read = (self.runner.core.read_namespaced_secret if kind == "secret"
+                        else self.runner.core.read_namespaced_config_map)
+                try:
+                    raw = json.loads(read(ref["name"], self.namespace, _preload_content=False).data)
+                except ApiException as e:
+                    if e.status == 404 and ref.get("optional"):
+                        continue
+                    missing = f'{kind} "{ref["name"]}" not found' if e.status == 404 else str(e)
+                    break
+                data = raw.get("data") or {}
+                for k, v in data.items():
+                    values[source.get("prefix", "") + k] = base64.b64decode(v).decode() if kind == "secret" else v
+            if missing is None:
+                return values
+            self.event("Failed", f"Error: {missing}", "Warning")
+            self.waiting("CreateContainerConfigError", missing)
+            if not self.sleep(2.0):
+                return None
 
     def expand(self, words):
         """$(VAR) references to the container's env, as the kubelet expands them in command and args."""
@@ -426,9 +568,10 @@ class Run:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
 
-    def start(self, argv, work):
+    def start(self, argv, work, env_from=None):
         env = {"PATH": f"{Path(self.runner.python).parent}:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.name,
                "HOME": str(work), "LANG": "C.UTF-8"}
+        env.update(env_from or {})
         env.update(self.env_values())
         env.update(http_proxy=self.runner.proxy_url, HTTP_PROXY=self.runner.proxy_url)
         self.started_at = now()
@@ -659,6 +802,65 @@ class Runner:
             except Exception:
                 pass  # events are best effort, for a kubelet too
 
+    # -- the data plane: ready cluster nodes are servers of HAProxy's round-robin backend
+    def haproxy(self, command):
+        sock = os.environ.get("RIG_DATAPLANE_SOCKET")
+        if not sock:
+            return ""
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(sock)
+                s.sendall(command.encode() + b"\n")
+                chunks = []
+                while chunk := s.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks).decode()
+        except OSError as e:
+            log(f"data plane: {command}: {e}")
+            return ""
+
+    @staticmethod
+    def server_name(run):
+        return f"pod.{run.namespace}.{run.name}"
+
+    def dataplane_join(self, run, address, port):
+        name = f"{DATAPLANE_BACKEND}/{self.server_name(run)}"
+        said = self.haproxy(f"add server {name} {address}:{port} check inter 1s").strip()
+        self.haproxy(f"enable health {name}")
+        self.haproxy(f"enable server {name}")
+        log(f"data plane: {name} at {address}:{port}: {said}")
+
+    def dataplane_leave(self, run):
+        self.remove_server(self.server_name(run))
+
+    def remove_server(self, server):
+        name = f"{DATAPLANE_BACKEND}/{server}"
+        if "No such server" in self.haproxy(f"set server {name} state maint") or \
+                not self.haproxy(f"show servers state {DATAPLANE_BACKEND}").count(f" {server} "):
+            return
+        self.haproxy(f"shutdown sessions server {name}")
+        for _ in range(20):
+            said = self.haproxy(f"del server {name}").strip()
+            if said.startswith("Server deleted") or "No such server" in said:
+                log(f"data plane: {name} removed")
+                return
+            time.sleep(0.25)
+        log(f"data plane: {name} left in maintenance ({said})")
+
+    def sweep_dataplane(self):
+        """Servers an earlier runner (or a lost pod) left in the data plane."""
+        for line in self.haproxy(f"show servers state {DATAPLANE_BACKEND}").splitlines():
+            fields = line.split()
+            if len(fields) > 3 and fields[3].startswith("pod."):
+                self.remove_server(fields[3])
+
+    def loopback(self, pod_ip):
+        """The pod's own loopback address, 127.A.B.<last octet of its pod IP>, A.B from this rig's state
+        directory: the node binds its real ports there, and two rigs on one machine do not meet."""
+        digest = hashlib.sha256(str(self.state.resolve()).encode()).digest()
+        return f"127.{1 + digest[0] % 254}.{digest[1]}.{pod_ip.rsplit('.', 1)[1]}"
+
     def reset(self):
         with self.lock:
             runs = list(self.runs.values())
@@ -672,6 +874,8 @@ class Runner:
             self.runs.clear()
             self.ips.clear()
         shutil.rmtree(self.state / "pods", ignore_errors=True)
+        shutil.rmtree(self.state / "cluster-transactions", ignore_errors=True)
+        self.sweep_dataplane()
         log(f"reset: stopped {len(runs)} pod(s), removed their logs")
         return len(runs)
 
@@ -959,6 +1163,7 @@ def main():
     threading.Thread(target=runner.post_events, name="events", daemon=True).start()
     log(f"kubelet API on 127.0.0.1:{kubelet_port}, VPC proxy on 127.0.0.1:{proxy_port}, "
         f"admin on 127.0.0.1:{admin_port}; running images {', '.join(IMAGES)}")
+    runner.sweep_dataplane()
     runner.watch()
 
 

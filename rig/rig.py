@@ -59,7 +59,8 @@ DEDICATED_NODES = ["graphql-1", "graphql-2", "graphql-3"]
 GENERAL_NODES = ["general-1", "general-2"]
 POOL_LABEL = ("agentpool", "scalardbgraphqlpool")
 CHART_VERSIONS = {"aws-load-balancer-controller": [("3.4.0", "v3.4.0"), ("3.5.0", "v3.5.0")],
-                  "scalardb-graphql": [("1.8.5", "3.13.5"), ("1.8.6", "3.13.6")]}
+                  "scalardb-graphql": [("1.8.5", "3.13.5"), ("1.8.6", "3.13.6")],
+                  "scalardb-cluster": [("1.10.0", "3.17.0"), ("1.11.0", "3.18.0")]}
 BACKENDS = ["graphql-a", "graphql-b"]
 # The rig's VPC has one PostgreSQL database; its account, as a DBA would give it out.
 DATABASE = {"host": "db", "port": 5432, "user": "scalar", "password": "rig-db-password-7e3f9a"}
@@ -404,6 +405,9 @@ def write_egress_selector(socket_path):
     return path
 
 
+# The images the pod runner runs (pod_runner.py's IMAGES); kwok leaves their pods to it.
+RUNNER_IMAGES = ["python", "scalardb-schema-loader", "scalardb-cluster-node", "scalardb-cluster-node-byol-premium",
+                 "scalardb-cluster-node-byol-standard"]
 RUNNER_IMAGES_JQ = ('.spec.containers.[0].image | split("@") | .[0] | split("/") | .[-1] | split(":") | .[0]')
 
 
@@ -420,7 +424,7 @@ def hand_runner_pods_to_the_runner(bins, env, cluster_dir):
                 and doc["metadata"]["name"] in ("pod-ready", "pod-complete")):
             continue
         doc["spec"]["selector"].setdefault("matchExpressions", []).append(
-            {"jq": {"key": RUNNER_IMAGES_JQ, "operator": "NotIn", "values": ["python", "scalardb-schema-loader"]}})
+            {"jq": {"key": RUNNER_IMAGES_JQ, "operator": "NotIn", "values": RUNNER_IMAGES}})
         docs[i] = yaml.safe_dump(doc, sort_keys=False, width=1000)
         changed += 1
     if changed != 2:

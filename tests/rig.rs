@@ -761,3 +761,292 @@ fn throttled_aws_requests_get_each_services_own_throttling_error_and_change_noth
     assert_eq!(rig.aws(&["iam", "list-policies", "--scope", "Local"])["Policies"][0]["PolicyName"], "throttled");
     rig.reset();
 }
+
+// --- the stand-in scalardb-cluster chart and its nodes -----------------------------------------
+
+/// The node properties a `--target cluster` install gives: GraphQL on, the three membership
+/// properties from the chart's env, and a value from the Secret (`envFrom`).
+const CLUSTER_PROPERTIES: &str = "scalar.db.cluster.membership.type=KUBERNETES
+scalar.db.cluster.membership.kubernetes.endpoint.namespace_name=${env:SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAMESPACE_NAME}
+scalar.db.cluster.membership.kubernetes.endpoint.name=${env:SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAME}
+scalar.db.cluster.node.licensing.license_key=${env:SCALAR_DB_CLUSTER_LICENSE_KEY}
+scalar.db.storage=jdbc
+scalar.db.contact_points=jdbc:postgresql://db:5432/postgres
+scalar.db.username=${env:SCALAR_DB_CLUSTER_POSTGRES_USERNAME}
+scalar.db.password=${env:SCALAR_DB_CLUSTER_POSTGRES_PASSWORD}
+scalar.db.graphql.enabled=true
+";
+
+/// The Secret the chart's `scalardbCluster.secretName` names.
+fn cluster_secret(rig: &common::Rig, ns: &str) {
+    rig.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "scalardb-cluster-credentials",
+        "--from-literal=SCALAR_DB_CLUSTER_LICENSE_KEY=rig-license",
+        "--from-literal=SCALAR_DB_CLUSTER_POSTGRES_USERNAME=scalar",
+        &format!("--from-literal=SCALAR_DB_CLUSTER_POSTGRES_PASSWORD={}", common::DB_PASSWORD),
+    ]);
+}
+
+/// `helm install` of the stand-in scalardb-cluster chart from the rig's repository, properties from a file.
+fn install_cluster(
+    rig: &common::Rig,
+    helm: &str,
+    ns: &str,
+    release: &str,
+    version: &str,
+    properties: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scalardb-cluster-node.properties");
+    std::fs::write(&file, properties).unwrap();
+    let set_file = format!("scalardbCluster.scalardbClusterNodeProperties={}", file.display());
+    rig.cmd(helm)
+        .args(["install", release, "scalardb-cluster", "--repo", rig.get("RIG_CHART_REPO_URL")])
+        .args(["--version", version, "-n", ns, "--set-file", &set_file])
+        .args(["--set", "scalardbCluster.secretName=scalardb-cluster-credentials"])
+        .args(["--set", "scalardbCluster.image.repository=ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn pods_of(rig: &common::Rig, ns: &str, release: &str) -> Vec<Value> {
+    let selector = format!("app.kubernetes.io/app=scalardb-cluster,app.kubernetes.io/instance={release}");
+    rig.kubectl_json(&["-n", ns, "get", "pods", "-l", &selector])["items"].as_array().unwrap().clone()
+}
+
+fn condition(pod: &Value, kind: &str) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+}
+
+#[test]
+fn helm_3_and_helm_4_install_the_stand_in_cluster_chart_and_its_nodes_become_ready_behind_a_graphql_service() {
+    let rig = rig();
+    rig.reset();
+    for helm in ["helm3", "helm4"] {
+        for version in ["1.10.0", "1.11.0"] {
+            let ns = format!("cluster-{helm}-{}", version.replace('.', "-"));
+            rig.kubectl_ok(&["create", "namespace", &ns]);
+            cluster_secret(&rig, &ns);
+            let out = install_cluster(
+                &rig,
+                helm,
+                &ns,
+                "scalardb-cluster",
+                version,
+                CLUSTER_PROPERTIES,
+                &["--set", "scalardbCluster.graphql.enabled=true", "--set", "scalardbCluster.replicaCount=2"],
+            );
+            expect_code(&out, 0, &format!("{helm} install scalardb-cluster {version}"));
+            let list = rig.cmd(helm).args(["list", "-n", &ns, "-o", "json"]).output().unwrap();
+            let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+            assert_eq!(v[0]["status"], "deployed", "{helm}");
+            assert_eq!(v[0]["chart"], format!("scalardb-cluster-{version}"), "{helm}");
+            // The release name contains the chart's name: the release name alone is the fullname.
+            let svc = rig.kubectl_json(&["-n", &ns, "get", "service", "scalardb-cluster-graphql"]);
+            assert_eq!(svc["spec"]["type"], "ClusterIP");
+            assert_eq!(
+                svc["spec"]["ports"],
+                json!([{"name": "graphql", "port": 8080, "protocol": "TCP", "targetPort": 8080}])
+            );
+            assert_eq!(svc["spec"]["sessionAffinity"], "None", "{svc}");
+            assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/app"], "scalardb-cluster");
+            let headless = rig.kubectl_json(&["-n", &ns, "get", "service", "scalardb-cluster-headless"]);
+            assert_eq!(headless["spec"]["clusterIP"], "None");
+            rig.kubectl_ok(&["-n", &ns, "get", "service", "scalardb-cluster-metrics"]);
+            rig.kubectl_ok(&["-n", &ns, "get", "deployment", "scalardb-cluster-node"]);
+            rig.kubectl_ok(&["-n", &ns, "get", "serviceaccount/scalardb-cluster-sa", "role/scalardb-cluster-role"]);
+            let binding = rig.kubectl_json(&["-n", &ns, "get", "rolebinding", "scalardb-cluster-rolebinding"]);
+            assert_eq!(binding["subjects"][0]["name"], "scalardb-cluster-sa");
+            let since = std::time::Instant::now();
+            rig.eventually(&format!("two Ready nodes ({helm}, {version})"), 90, || {
+                let pods = pods_of(&rig, &ns, "scalardb-cluster");
+                pods.len() == 2 && pods.iter().all(|p| condition(p, "Ready"))
+            });
+            eprintln!("{helm} {version}: 2 nodes Ready {:.1}s after the install", since.elapsed().as_secs_f64());
+            let pod = &pods_of(&rig, &ns, "scalardb-cluster")[0];
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            let logs = rig.kubectl_ok(&["-n", &ns, "logs", name]);
+            assert!(logs.contains(&format!("member of {ns}_scalardb-cluster-headless")), "{logs}");
+            assert!(logs.contains(":8080/graphql"), "{logs}");
+            expect_code(
+                &rig.cmd(helm).args(["uninstall", "scalardb-cluster", "-n", &ns, "--wait"]).output().unwrap(),
+                0,
+                "uninstall",
+            );
+        }
+    }
+    rig.reset();
+}
+
+#[test]
+fn a_cluster_node_without_graphql_enabled_or_the_membership_properties_never_becomes_ready_and_its_log_says_why() {
+    let rig = rig();
+    rig.reset();
+    let ns = "cluster-misconfigured";
+    rig.kubectl_ok(&["create", "namespace", ns]);
+    cluster_secret(&rig, ns);
+    let without_graphql = CLUSTER_PROPERTIES.replace("scalar.db.graphql.enabled=true\n", "");
+    let without_membership: String = CLUSTER_PROPERTIES
+        .lines()
+        .filter(|l| !l.starts_with("scalar.db.cluster.membership."))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Neither switch: the chart value off (no -graphql Service) and the property missing.
+    let out = install_cluster(
+        &rig,
+        "helm3",
+        ns,
+        "nogql",
+        "1.11.0",
+        &without_graphql,
+        &["--set", "scalardbCluster.replicaCount=1"],
+    );
+    expect_code(&out, 0, "helm install without GraphQL");
+    let services = rig.kubectl_ok(&["-n", ns, "get", "services", "-o", "name"]);
+    assert!(!services.contains("nogql-scalardb-cluster-graphql"), "{services}");
+    assert!(services.contains("nogql-scalardb-cluster-headless"), "{services}");
+    let out = install_cluster(
+        &rig,
+        "helm3",
+        ns,
+        "nomember",
+        "1.11.0",
+        &without_membership,
+        &["--set", "scalardbCluster.replicaCount=1", "--set", "scalardbCluster.graphql.enabled=true"],
+    );
+    expect_code(&out, 0, "helm install without membership");
+    for (release, missing) in [
+        ("nogql", vec!["scalar.db.graphql.enabled"]),
+        (
+            "nomember",
+            vec![
+                "scalar.db.cluster.membership.type",
+                "scalar.db.cluster.membership.kubernetes.endpoint.namespace_name",
+                "scalar.db.cluster.membership.kubernetes.endpoint.name",
+            ],
+        ),
+    ] {
+        let mut pod = Value::Null;
+        rig.eventually(&format!("{release}'s node to crash"), 60, || {
+            pod = pods_of(&rig, ns, release).pop().unwrap_or(Value::Null);
+            pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
+        });
+        assert!(!condition(&pod, "Ready"), "{pod}");
+        assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff", "{pod}");
+        let logs = rig.kubectl_ok(&["-n", ns, "logs", pod["metadata"]["name"].as_str().unwrap()]);
+        for key in missing {
+            assert!(
+                logs.lines().any(|l| l.starts_with("ERROR") && l.contains(&format!("{key} is not"))),
+                "{key}: {logs}"
+            );
+        }
+        assert!(logs.contains("refusing to start"), "{logs}");
+    }
+    rig.reset();
+}
+
+/// POSTs `query` to `url` without a cookie; the backend that answered (X-Rig-Backend) and the body.
+fn post_once(url: &str, query: &str) -> (String, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-H", "Content-Type: application/json"])
+        .args(["--data", &json!({"query": query}).to_string(), url])
+        .output()
+        .unwrap();
+    let raw = text(&out.stdout);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer from {url}: {raw}"));
+    let backend = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-rig-backend:").then(|| l[14..].trim().to_string()))
+        .unwrap_or_else(|| panic!("no X-Rig-Backend in {head}"));
+    (backend, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+/// Begins a transaction through the round-robin data plane, then continues it until it has
+/// reached `others` backends other than the one it began on; each continuation's backend and answer.
+fn continue_elsewhere(url: &str, others: usize) -> (String, String, Vec<(String, Value)>) {
+    let (first, start) = post_once(url, "query @transaction { __typename }");
+    let id = start["extensions"]["transaction"]["id"].as_str().unwrap_or_else(|| panic!("{start}")).to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut answers = vec![];
+    for _ in 0..20 {
+        let (backend, r) = post_once(url, &format!("query @transaction(id: \"{id}\") {{ __typename }}"));
+        if backend != first {
+            seen.insert(backend.clone());
+            answers.push((backend, r));
+        }
+        if seen.len() >= others {
+            break;
+        }
+    }
+    assert!(seen.len() >= others, "round robin reached only {seen:?} besides {first}");
+    (first, id, answers)
+}
+
+#[test]
+fn without_the_cookie_a_cluster_transaction_continues_and_commits_on_other_nodes_where_standalone_loses_it() {
+    let rig = rig();
+    rig.reset();
+    let url = format!("{}/graphql", rig.get("RIG_ALB_URL"));
+    rig.dataplane(&["sticky", "off"]);
+    // Standalone: each server keeps its transactions in its own memory.
+    let (first, id, answers) = continue_elsewhere(&url, 1);
+    for (backend, r) in &answers {
+        let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not found") && message.contains(&id), "{first} -> {backend}: {r}");
+    }
+
+    let ns = "cluster-routing";
+    rig.kubectl_ok(&["create", "namespace", ns]);
+    cluster_secret(&rig, ns);
+    let out = install_cluster(
+        &rig,
+        "helm4",
+        ns,
+        "scalardb-cluster",
+        "1.11.0",
+        CLUSTER_PROPERTIES,
+        &["--set", "scalardbCluster.graphql.enabled=true", "--set", "scalardbCluster.replicaCount=3"],
+    );
+    expect_code(&out, 0, "helm install scalardb-cluster");
+    let names: Vec<String> = {
+        rig.eventually("three Ready nodes", 90, || {
+            let pods = pods_of(&rig, ns, "scalardb-cluster");
+            pods.len() == 3 && pods.iter().all(|p| condition(p, "Ready"))
+        });
+        pods_of(&rig, ns, "scalardb-cluster")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The ALB's targets are the cluster's nodes alone.
+    rig.dataplane(&["backend", "graphql-a", "down"]);
+    rig.dataplane(&["backend", "graphql-b", "down"]);
+    rig.eventually("every node answering through the data plane", 30, || {
+        let seen: std::collections::BTreeSet<String> = (0..6).map(|_| post_once(&url, "{ __typename }").0).collect();
+        seen == names.iter().cloned().collect()
+    });
+    let (first, id, answers) = continue_elsewhere(&url, 2);
+    assert!(names.contains(&first), "{first} is not a node of the release");
+    for (backend, r) in &answers {
+        assert!(r.get("errors").is_none(), "begun on {first}, continued on {backend}: {r}");
+        assert_eq!(r["extensions"]["transaction"]["id"], id.as_str());
+    }
+    let commit = format!("query @transaction(id: \"{id}\", commit: true) {{ __typename }}");
+    let (committed_on, r) = post_once(&url, &commit);
+    assert!(r.get("errors").is_none(), "commit on {committed_on}: {r}");
+    eprintln!(
+        "begun on {first}, continued on {:?}, committed on {committed_on}",
+        answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    // Committed is over, on every node.
+    let (_, r) = post_once(&url, &format!("query @transaction(id: \"{id}\") {{ __typename }}"));
+    assert!(r["errors"][0]["message"].as_str().is_some_and(|m| m.contains("not found")), "{r}");
+    rig.reset();
+}
