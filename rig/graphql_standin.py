@@ -13,11 +13,13 @@ Cluster mode stands for one ScalarDB Cluster node with GraphQL on (the pod
 runner starts it for a `scalardb-cluster-node` container). It reads the
 node's properties file, `${env:NAME}` and `${env:NAME:-default}` resolved
 from its environment, and refuses to start (exit 1, one log line per
-problem) without `scalar.db.graphql.enabled=true` or without any of the
-three membership properties the chart's docs require. Otherwise it serves
-GraphQL on `scalar.db.graphql.port` (8080) at `scalar.db.graphql.path`
-(/graphql) of its own loopback address, and listens on the gRPC port (60053)
-for the startup probe. The nodes of one membership (the endpoint's namespace
+problem) without any of the three membership properties the chart's docs
+require. It listens on the gRPC port (60053), which is all the chart's
+probes look at; with `scalar.db.graphql.enabled=true` it also serves GraphQL
+on `scalar.db.graphql.port` (8080) at `scalar.db.graphql.path` (/graphql) of
+its own loopback address. Without it the node runs and goes Ready serving no
+GraphQL, as a node does (GraphQL is off by default): only a health check of
+the GraphQL port shows it. The nodes of one membership (the endpoint's namespace
 and name) share their transactions through a file under STORE_DIR, locked
 for every change, so any node continues a transaction begun on another, as
 the Cluster's routing lets it.
@@ -233,8 +235,7 @@ def cluster_node(properties, address, name, store_dir):
             problems.append(f"{key} is not set (required for membership on Kubernetes)")
     if props.get(MEMBERSHIP[0]) and props[MEMBERSHIP[0]] != "KUBERNETES":
         problems.append(f"{MEMBERSHIP[0]}={props[MEMBERSHIP[0]]}: only KUBERNETES is supported")
-    if props.get("scalar.db.graphql.enabled", "").strip().lower() != "true":
-        problems.append("scalar.db.graphql.enabled is not true: this node would serve no GraphQL")
+    graphql = props.get("scalar.db.graphql.enabled", "").strip().lower() == "true"
     port = props.get("scalar.db.graphql.port", "8080").strip()
     if not port.isdigit():
         problems.append(f"scalar.db.graphql.port={port}: not a port number")
@@ -245,7 +246,10 @@ def cluster_node(properties, address, name, store_dir):
         print(f"ERROR node {name}: refusing to start ({len(problems)} problem(s) in {properties})", flush=True)
         return None
     members = f"{props[MEMBERSHIP[1]]}_{props[MEMBERSHIP[2]]}"
-    return int(port), path, Path(store_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', members)}.json", members
+    if not graphql:
+        print(f"INFO node {name}: scalar.db.graphql.enabled is not true: no GraphQL server", flush=True)
+    store = Path(store_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', members)}.json"
+    return int(port) if graphql else None, path, store, members
 
 
 def listen_grpc(address):
@@ -275,9 +279,12 @@ def main():
         if node is None:
             sys.exit(1)
         port, path, store, members = node
+        listen_grpc(address)
+        if port is None:
+            print(f"INFO node {name}: member of {members}; gRPC on {address}:{GRPC_PORT}", flush=True)
+            threading.Event().wait()  # a node serving gRPC only, until it is stopped
         TRANSACTIONS = SharedTransactions(store)
         server = NodeServer((address, port), Handler)
-        listen_grpc(address)
         print(f"INFO node {name}: member of {members}; GraphQL on http://{address}:{port}{path}, "
               f"gRPC on {address}:{GRPC_PORT}", flush=True)
     else:
