@@ -29,8 +29,11 @@ test: rig-up
 demo: build rig-up
 	scripts/demo.sh "$(BIN)"
 
-bench: build rig-up
-	scripts/bench.sh "$(BIN)"
+# The figures are the release binary's (the one users run). BENCH_RUNS=3
+# BENCH_SCALE_NODES=100 make bench for a quick run.
+bench: rig-up
+	cargo build --release
+	scripts/bench.sh "$(RELEASE_BIN)"
 
 # Release archives (binary, LICENSE, README, plugin.yaml) for krew and helm, in dist/.
 dist:

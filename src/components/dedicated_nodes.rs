@@ -2,7 +2,11 @@
 //! --nodes, and then get the label) receive the `NoSchedule` taint, so only
 //! GraphQL pods (which tolerate it) run there. Only the labels and taints
 //! this tool added are recorded, and only those are removed. Changes to many
-//! nodes go out concurrently, a bounded number at a time.
+//! nodes go out concurrently, a bounded number at a time. Each patch is
+//! guarded by the node's resourceVersion; a node changed meanwhile (the
+//! controller manager writes nodes too: the not-ready taint, the TTL
+//! annotation for the cluster's size, the beta labels) is read again and its
+//! patch decided again.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +29,11 @@ const PAGE: u32 = 500;
 /// Up to this many dedicated nodes, their pods are listed node by node;
 /// beyond it, one paged list of the cluster's running pods is cheaper.
 const PER_NODE_POD_LISTS: usize = 16;
+/// Named (or recorded) nodes without the pool label, up to this many, are read
+/// one by one; beyond it, one paged list of every node is cheaper.
+const NODE_GETS: usize = 16;
+/// How many times one node's patch is decided again after a conflict.
+const CONFLICT_ATTEMPTS: usize = 5;
 
 /// Every object a list matches, a page at a time.
 async fn list_paged<K>(api: &Api<K>, params: ListParams, what: &str) -> Result<Vec<K>>
@@ -39,6 +48,61 @@ where
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(items),
+        }
+    }
+}
+
+/// A node as listed here: only the fields this component uses are decoded
+/// (status and managed fields, most of a node's size, are skipped).
+#[derive(serde::Deserialize)]
+struct ListedNode {
+    metadata: ListedMeta,
+    spec: Option<ListedSpec>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedMeta {
+    name: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedSpec {
+    taints: Option<Vec<KubeTaint>>,
+}
+
+#[derive(serde::Deserialize)]
+struct NodePage {
+    items: Vec<ListedNode>,
+    metadata: PageMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct PageMeta {
+    #[serde(rename = "continue")]
+    continue_: Option<String>,
+}
+
+/// Every node a list matches, a page at a time, decoded as `ListedNode`.
+async fn list_nodes(env: &Env, params: ListParams) -> Result<Vec<NodeState>> {
+    let mut nodes = vec![];
+    let mut params = params.limit(PAGE);
+    loop {
+        let request = kube::core::Request::new("/api/v1/nodes")
+            .list(&params)
+            .map_err(|e| Error::failed(format!("listing nodes: {e}")))?;
+        let page: NodePage = env.kube().request(request).await.context("listing nodes")?;
+        nodes.extend(page.items.into_iter().map(|n| NodeState {
+            name: n.metadata.name.unwrap_or_default(),
+            resource_version: n.metadata.resource_version.unwrap_or_default(),
+            labels: n.metadata.labels.unwrap_or_default(),
+            taints: n.spec.and_then(|s| s.taints).unwrap_or_default(),
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(nodes),
         }
     }
 }
@@ -61,6 +125,14 @@ struct NodeState {
 }
 
 impl NodeState {
+    fn from_node(n: Node) -> NodeState {
+        NodeState {
+            name: n.metadata.name.unwrap_or_default(),
+            resource_version: n.metadata.resource_version.unwrap_or_default(),
+            labels: n.metadata.labels.unwrap_or_default(),
+            taints: n.spec.and_then(|s| s.taints).unwrap_or_default(),
+        }
+    }
     fn has_label(&self, spec: &NodeSpec) -> bool {
         self.labels.get(&spec.label_key) == Some(&spec.label_value)
     }
@@ -83,6 +155,40 @@ fn patch_for(node: &NodeState, label: Option<(&str, Option<&str>)>, taints: Vec<
         patch["metadata"]["labels"] = json!({ k: v });
     }
     patch
+}
+
+/// A node as read, and the patch to send it.
+type NodePatch = (NodeState, serde_json::Value);
+
+/// The patch that dedicates `node` (label and taint), or None when it already is.
+fn dedication(node: &NodeState, spec: &NodeSpec) -> Option<serde_json::Value> {
+    let add_label = !node.has_label(spec);
+    let add_taint = !node.has_taint(&spec.taint);
+    if !add_label && !add_taint {
+        return None;
+    }
+    let mut taints = node.taints.clone();
+    if add_taint {
+        taints.push(kube_taint(&spec.taint));
+    }
+    let label = add_label.then_some((spec.label_key.as_str(), Some(spec.label_value.as_str())));
+    Some(patch_for(node, label, taints))
+}
+
+/// The patch that takes back what install added to `node` (the recorded
+/// `change`), or None when the node no longer carries any of it.
+fn undoing(node: &NodeState, change: &NodeChange) -> Result<Option<serde_json::Value>> {
+    let taints: Vec<KubeTaint> = match &change.taint {
+        Some(t) => {
+            let t = crate::spec::parse_taint(t)
+                .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
+            node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
+        }
+        None => node.taints.clone(),
+    };
+    let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
+    let ours_left = taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k));
+    Ok(ours_left.then(|| patch_for(node, label, taints)))
 }
 
 impl DedicatedNodes {
@@ -150,38 +256,53 @@ impl DedicatedNodes {
 
     /// Uninstall's one decision, node by node: a patch taking back what install
     /// added, for the nodes that still carry it.
-    fn fates<'a>(&self, env: &'a Env) -> Result<Vec<(&'a NodeChange, Fate<serde_json::Value>)>> {
+    fn fates<'a>(&self, env: &'a Env) -> Result<Vec<(&'a NodeChange, Fate<NodePatch>)>> {
         let mut fates = vec![];
         for change in &env.record.nodes {
-            let Some(node) = self.nodes.iter().find(|n| n.name == change.node) else {
-                fates.push((change, Fate::Absent));
-                continue;
+            let fate = match self.nodes.iter().find(|n| n.name == change.node) {
+                Some(node) => match undoing(node, change)? {
+                    Some(patch) => Fate::Remove((node.clone(), patch)),
+                    None => Fate::Absent,
+                },
+                None => Fate::Absent,
             };
-            let taints: Vec<KubeTaint> = match &change.taint {
-                Some(t) => {
-                    let t = crate::spec::parse_taint(t)
-                        .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
-                    node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
-                }
-                None => node.taints.clone(),
-            };
-            let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
-            let ours_left =
-                taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k));
-            fates.push((change, if ours_left { Fate::Remove(patch_for(node, label, taints)) } else { Fate::Absent }));
+            fates.push((change, fate));
         }
         Ok(fates)
     }
 
-    async fn patch_all(env: &Env, patches: Vec<(String, serde_json::Value)>) -> Result<()> {
+    /// Sends each node's patch, a bounded number at a time. A patch refused
+    /// because the node changed since it was read (409) is decided again by
+    /// `decide` on the node as it is now: sent with its new resourceVersion, or
+    /// dropped when the node no longer needs it.
+    async fn patch_all<F>(env: &Env, patches: Vec<NodePatch>, decide: F) -> Result<()>
+    where
+        F: Fn(&NodeState) -> Result<Option<serde_json::Value>> + Sync,
+    {
         let api: Api<Node> = Api::all(env.kube().clone());
+        let decide = &decide;
         stream::iter(patches)
-            .map(|(name, patch)| {
+            .map(|(node, patch)| {
                 let api = api.clone();
                 async move {
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .context(format!("patching node {name}"))
+                    let name = node.name;
+                    let mut patch = patch;
+                    for _ in 0..CONFLICT_ATTEMPTS {
+                        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                            Err(kube::Error::Api(e)) if e.code == 409 => {
+                                let now = api.get(&name).await.context(format!("reading node {name} again"))?;
+                                match decide(&NodeState::from_node(now))? {
+                                    Some(again) => patch = again,
+                                    None => return Ok(()),
+                                }
+                            }
+                            done => return done.map(drop).context(format!("patching node {name}")),
+                        }
+                    }
+                    Err(Error::failed(format!(
+                        "patching node {name}: it changed under every one of {CONFLICT_ATTEMPTS} attempts"
+                    ))
+                    .hint("something keeps rewriting the node; re-run install"))
                 }
             })
             .buffer_unordered(CONCURRENCY)
@@ -206,31 +327,38 @@ impl Component for DedicatedNodes {
             return Ok(());
         };
         let api: Api<Node> = Api::all(env.kube().clone());
-        let recorded: Vec<&str> = env.record.nodes.iter().map(|n| n.node.as_str()).collect();
-        // Only the labelled nodes matter unless nodes are named or recorded
-        // changes are to be undone: then the API server filters, not this process.
+        // The labelled nodes, filtered by the API server; then the named nodes (and,
+        // unless only labelled nodes matter, the recorded ones) that lack the label:
+        // read one by one when they are few (a status after install: none), else
+        // found in one list of every node (an install naming many new nodes).
+        let selector = format!("{}={}", spec.label_key, spec.label_value);
+        let mut nodes = list_nodes(env, ListParams::default().labels(&selector)).await?;
         let labelled_only = spec.names.is_empty() && env.options.mode != crate::spec::Mode::Uninstall;
-        let params = if labelled_only {
-            ListParams::default().labels(&format!("{}={}", spec.label_key, spec.label_value))
+        let mut missing = std::collections::BTreeSet::new();
+        if !labelled_only {
+            let recorded = env.record.nodes.iter().map(|n| n.node.as_str());
+            missing.extend(spec.names.iter().map(String::as_str).chain(recorded));
+            for n in &nodes {
+                missing.remove(n.name.as_str());
+            }
+        }
+        if missing.len() > NODE_GETS {
+            let all = list_nodes(env, ListParams::default()).await?;
+            nodes.extend(all.into_iter().filter(|n| missing.contains(n.name.as_str())));
         } else {
-            ListParams::default()
-        };
-        self.nodes = list_paged(&api, params, "listing nodes")
-            .await?
-            .into_iter()
-            .filter(|n| {
-                let name = n.metadata.name.as_deref().unwrap_or_default();
-                let labelled =
-                    n.metadata.labels.as_ref().and_then(|l| l.get(&spec.label_key)) == Some(&spec.label_value);
-                labelled || spec.names.iter().any(|x| x == name) || recorded.contains(&name)
-            })
-            .map(|n| NodeState {
-                name: n.metadata.name.unwrap_or_default(),
-                resource_version: n.metadata.resource_version.unwrap_or_default(),
-                labels: n.metadata.labels.unwrap_or_default(),
-                taints: n.spec.and_then(|s| s.taints).unwrap_or_default(),
-            })
-            .collect();
+            let missing: Vec<String> = missing.into_iter().map(str::to_string).collect();
+            let found: Vec<Option<Node>> = stream::iter(missing)
+                .map(|name: String| {
+                    let api = api.clone();
+                    async move { api.get_opt(&name).await.context(format!("reading node {name}")) }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+            nodes.extend(found.into_iter().flatten().map(NodeState::from_node));
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.nodes = nodes;
         if env.options.mode == crate::spec::Mode::Status {
             self.pods = crate::lookups::graphql_pods(env)
                 .await?
@@ -284,11 +412,7 @@ impl Component for DedicatedNodes {
         let mut changes: Vec<NodeChange> = env.record.nodes.clone();
         let mut patches = vec![];
         for n in &targets {
-            let add_label = !n.has_label(spec);
-            let add_taint = !n.has_taint(&spec.taint);
-            if !add_label && !add_taint {
-                continue;
-            }
+            let Some(patch) = dedication(n, spec) else { continue };
             let entry = match changes.iter_mut().find(|c| c.node == n.name) {
                 Some(e) => e,
                 None => {
@@ -296,18 +420,13 @@ impl Component for DedicatedNodes {
                     changes.last_mut().expect("just pushed")
                 }
             };
-            if add_taint {
+            if !n.has_taint(&spec.taint) {
                 entry.taint = Some(spec.taint.to_string());
             }
-            if add_label {
+            if !n.has_label(spec) {
                 entry.label = Some(format!("{}={}", spec.label_key, spec.label_value));
             }
-            let mut taints = n.taints.clone();
-            if add_taint {
-                taints.push(kube_taint(&spec.taint));
-            }
-            let label = add_label.then_some((spec.label_key.as_str(), Some(spec.label_value.as_str())));
-            patches.push((n.name.clone(), patch_for(n, label, taints)));
+            patches.push(((*n).clone(), patch));
         }
         if patches.is_empty() {
             return Ok(());
@@ -315,7 +434,7 @@ impl Component for DedicatedNodes {
         // Intent first: an interrupted run still knows which nodes it may have changed.
         record.update(|r| r.nodes = changes).await?;
         let count = patches.len();
-        Self::patch_all(env, patches).await?;
+        Self::patch_all(env, patches, |now| Ok(dedication(now, spec))).await?;
         env.progress.done(&format!("dedicated {count} node(s) to GraphQL ({})", spec.taint));
         Ok(())
     }
@@ -412,13 +531,18 @@ impl Component for DedicatedNodes {
         let patches: Vec<_> = self
             .fates(env)?
             .into_iter()
-            .filter_map(|(c, fate)| match fate {
-                Fate::Remove(patch) => Some((c.node.clone(), patch)),
+            .filter_map(|(_, fate)| match fate {
+                Fate::Remove(patch) => Some(patch),
                 _ => None,
             })
             .collect();
         let count = patches.len();
-        Self::patch_all(env, patches).await?;
+        let changes = &env.record.nodes;
+        Self::patch_all(env, patches, |now| match changes.iter().find(|c| c.node == now.name) {
+            Some(change) => undoing(now, change),
+            None => Ok(None),
+        })
+        .await?;
         if count > 0 {
             env.progress.done(&format!("removed this tool's taints and labels from {count} node(s)"));
         }
@@ -441,5 +565,33 @@ mod tests {
         assert_eq!(p["spec"]["taints"][0]["effect"], "NoSchedule");
         let removal = patch_for(&node, Some(("agentpool", None)), vec![]);
         assert_eq!(removal["metadata"]["labels"]["agentpool"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_patch_is_decided_on_the_node_as_it_is_now() {
+        let t = Taint { key: "k".into(), value: "v".into(), effect: "NoSchedule".into() };
+        let spec =
+            NodeSpec { label_key: "pool".into(), label_value: "x".into(), taint: t.clone(), names: vec!["n".into()] };
+        let other = KubeTaint { key: "o".into(), value: None, effect: "PreferNoSchedule".into(), time_added: None };
+        let bare = NodeState {
+            name: "n".into(),
+            resource_version: "7".into(),
+            labels: BTreeMap::new(),
+            taints: vec![other.clone()],
+        };
+        let p = dedication(&bare, &spec).expect("a bare node needs both");
+        assert_eq!(p["metadata"]["labels"]["pool"], "x");
+        assert_eq!(p["spec"]["taints"].as_array().unwrap().len(), 2, "the other taint is kept");
+        let done = NodeState {
+            labels: [("pool".to_string(), "x".to_string())].into(),
+            taints: vec![other, kube_taint(&t)],
+            ..bare.clone()
+        };
+        assert_eq!(dedication(&done, &spec), None);
+        let change = NodeChange { node: "n".into(), taint: Some(t.to_string()), label: Some("pool=x".into()) };
+        assert_eq!(undoing(&bare, &change).unwrap(), None, "nothing of ours is left");
+        let undo = undoing(&done, &change).unwrap().expect("ours is there");
+        assert_eq!(undo["spec"]["taints"].as_array().unwrap().len(), 1);
+        assert_eq!(undo["metadata"]["labels"]["pool"], serde_json::Value::Null);
     }
 }
