@@ -16,6 +16,7 @@ usage: run.py PLUGIN_BINARY  (with .rig/env sourced)
 BENCH_RUNS=3 BENCH_SCALE_NODES=100 for a quick run.
 """
 
+import base64
 import json
 import os
 import statistics
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import scale
@@ -44,6 +46,80 @@ def timed(argv, runs=RUNS, **kw):
         if out.returncode != 0:
             raise SystemExit(f"bench: {' '.join(map(str, argv))} failed:\n{out.stdout}{out.stderr}")
     return statistics.median(samples), out
+
+
+def paired(a, b, runs=RUNS, **kw):
+    """Runs a and b alternately, `runs` times each, so that drift of a shared machine falls
+    on both alike: the median wall time of each, the median of the per-pair ratios a/b,
+    and each one's last output."""
+    ta, tb = [], []
+    for _ in range(runs):
+        for argv, samples in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            out = subprocess.run(argv, capture_output=True, text=True, **kw)
+            samples.append(time.perf_counter() - start)
+            if out.returncode != 0:
+                raise SystemExit(f"bench: {' '.join(map(str, argv))} failed:\n{out.stdout}{out.stderr}")
+            if argv is a:
+                out_a = out
+            else:
+                out_b = out
+    ratio = statistics.median(x / y for x, y in zip(ta, tb))
+    return statistics.median(ta), statistics.median(tb), ratio, out_a, out_b
+
+
+MUTATING = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def kube_mutations_since(path, mark):
+    """The plugin's and its helm's requests after byte `mark` of the audit log that change
+    something (server-side dry runs and access reviews persist nothing)."""
+    found = []
+    with open(path, "rb") as f:
+        f.seek(mark)
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            agent, uri = e.get("userAgent", ""), e.get("requestURI", "")
+            ours = agent.startswith(("kubectl-scalardb-graphql", "Helm/", "helm/"))
+            if ours and e.get("verb") in MUTATING and "dryRun=All" not in uri and "accessreviews" not in uri:
+                found.append(f"{e['verb']} {uri}")
+    return found
+
+
+def aws_mutations(env, since_reset):
+    """The plugin's AWS actions since moto's recording was restarted that are not reads."""
+    url = f"{env['AWS_ENDPOINT_URL']}/moto-api/recorder"
+    if since_reset:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/reset-recording", data=b""), timeout=10)
+        urllib.request.urlopen(urllib.request.Request(f"{url}/start-recording", data=b""), timeout=10)
+        return []
+    raw = urllib.request.urlopen(f"{url}/download-recording", timeout=30).read().decode()
+    urllib.request.urlopen(urllib.request.Request(f"{url}/stop-recording", data=b""), timeout=10)
+    found = []
+    for line in raw.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        headers = {k.lower(): v for k, v in (e.get("headers") or {}).items()}
+        if "aws-sdk-rust" not in headers.get("user-agent", ""):
+            continue
+        body = e.get("body") or ""
+        if e.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        action = next((kv[len("Action="):] for kv in body.split("&") if kv.startswith("Action=")), None)
+        action = action or f"{e.get('method')} {e.get('url')}"
+        if not action.startswith(("Describe", "Get", "List", "GET ")):
+            found.append(action)
+    return found
+
+
+def helm_revisions(env):
+    listed = subprocess.run(["helm", "list", "-A", "-o", "json"], env=env, capture_output=True, text=True, check=True)
+    return sorted((r["namespace"], r["name"], r["revision"]) for r in json.loads(listed.stdout))
 
 
 def measured(argv, env):
@@ -162,16 +238,28 @@ def main():
     guide = ["bash", str(ROOT / "bench/guide_verification.sh"), "scalardb-graphql", alb]
     scale.poll("the guide's verification to pass", lambda: subprocess.run(
         guide, env=env, capture_output=True).returncode == 0, timeout=120)
-    status_t, status_out = timed([plugin, "status", "--probe-url", alb, "-o", "json"], env=env)
+    status_t, guide_t, ratio, status_out, guide_out = paired(
+        [plugin, "status", "--probe-url", alb, "-o", "json"], guide, env=env)
     _, _, status_peak, status_tree = measured([plugin, "status", "--probe-url", alb, "-o", "json"], env)
     status_facts = len(json.loads(status_out.stdout)["checks"])
-    guide_t, guide_out = timed(guide, env=env)
     guide_facts = int(guide_out.stdout.strip().rsplit(" ", 1)[1])
-    print(f"status vs the guide's verification ({RUNS} runs each, median wall time):")
+    print(f"status vs the guide's verification ({RUNS} paired runs, median wall time):")
     print(f"  kubectl scalardb-graphql status   {status_t * 1000:8.0f} ms   {status_facts} facts verified")
     print(f"  guide verification (kubectl+aws+curl) {guide_t * 1000:4.0f} ms   {guide_facts} facts verified")
-    print(f"  ratio status/guide: {status_t / guide_t:.2f}; facts per second: status {status_facts / status_t:.0f}, guide {guide_facts / guide_t:.0f}")
+    print(f"  ratio status/guide (median of pairs): {ratio:.2f} (target <= 0.15); "
+          f"facts per second: status {status_facts / status_t:.0f}, guide {guide_facts / guide_t:.0f}")
     print(f"  status peak memory {status_peak / MIB:.1f} MiB (target <= 32; with helm {status_tree / MIB:.0f} MiB)")
+
+    revisions = helm_revisions(env)
+    mark = os.path.getsize(env["RIG_AUDIT_LOG"])
+    aws_mutations(env, since_reset=True)
+    noop_t, noop_out = timed(install_argv(plugin, env), env=env)
+    kube_changed, aws_changed = kube_mutations_since(env["RIG_AUDIT_LOG"], mark), aws_mutations(env, False)
+    same = "the same" if helm_revisions(env) == revisions else "CHANGED"
+    said = "nothing to change" in noop_out.stdout
+    print(f"no-op install (everything installed, local probe): median {noop_t * 1000:.0f} ms over {RUNS} runs "
+          f"(target <= 500); {len(kube_changed)} Kubernetes and {len(aws_changed)} AWS mutating calls "
+          f"(target 0), helm revisions {same}, {'says' if said else 'does NOT say'} nothing to change")
 
     pod_t, _ = timed([plugin, "status", "--category", "probe", "-o", "json"], env=env)
     local_t, _ = timed([plugin, "status", "--category", "probe", "--probe-url", alb, "-o", "json"], env=env)
