@@ -242,6 +242,36 @@ fn wait_shows_the_last_state_and_exits_4_on_timeout_and_category_selects() {
 }
 
 #[test]
+fn pods_on_nodes_an_earlier_install_dedicated_pass_placement_after_nodes_are_named_anew() {
+    let rig = rig();
+    rig.reset();
+    rig.install_ok();
+    // Named anew: graphql-3 keeps the pool label and the taint, and the pods on it stay.
+    expect_code(&rig.install(&["--nodes", "graphql-1,graphql-2"]), 0, "install --nodes graphql-1,graphql-2");
+    let (code, report) = status_json(&rig, &["--category", "nodes"]);
+    let placement = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "nodes.placement").unwrap();
+    assert_eq!(placement["result"], "pass", "{report:#}");
+    assert_eq!(code, Some(0), "{report:#}");
+    // A node that has lost its taint is no longer dedicated in effect.
+    rig.kubectl_ok(&["taint", "node", "graphql-3", "kubernetes.io/app-"]);
+    let (code, report) = status_json(&rig, &["--category", "nodes"]);
+    let placement = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "nodes.placement").unwrap();
+    let hosts = rig.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/instance=scalardb-graphql",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert!(hosts.contains("graphql-3"), "no GraphQL pod on graphql-3 to prove the failure with: {hosts}");
+    assert_eq!(placement["result"], "fail", "a pod on an untainted, unnamed node passed: {report:#}");
+    assert!(placement["message"].as_str().unwrap().contains("on graphql-3"), "{placement}");
+    assert_eq!(code, Some(1));
+    rig.reset();
+}
+
+#[test]
 fn before_any_install_status_fails_with_hints() {
     let rig = rig();
     rig.reset();

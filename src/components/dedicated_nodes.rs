@@ -456,7 +456,15 @@ impl Component for DedicatedNodes {
         } else {
             Check::pass(c, "nodes.dedicated", format!("{} node(s) carry {selector} and {}", targets.len(), spec.taint))
         };
-        let names: Vec<&str> = targets.iter().map(|n| n.name.as_str()).collect();
+        // Dedicated in effect: the nodes named (or labelled) now, and any other that carries
+        // both the pool label and the taint, as one named by an earlier `install --nodes` does:
+        // the release's affinity and toleration admit its pods there.
+        let names: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| targets.iter().any(|t| t.name == n.name) || (n.has_label(spec) && n.has_taint(&spec.taint)))
+            .map(|n| n.name.as_str())
+            .collect();
         let elsewhere: Vec<_> = self
             .pods
             .iter()
