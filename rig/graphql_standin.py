@@ -191,6 +191,7 @@ class Handler(BaseHTTPRequestHandler):
 
 MEMBERSHIP = ("scalar.db.cluster.membership.type", "scalar.db.cluster.membership.kubernetes.endpoint.namespace_name",
               "scalar.db.cluster.membership.kubernetes.endpoint.name")
+LICENSE = ("scalar.db.cluster.node.licensing.license_key", "scalar.db.cluster.node.licensing.license_check_cert_pem")
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 GRPC_PORT = 60053
 
@@ -235,6 +236,14 @@ def cluster_node(properties, address, name, store_dir):
             problems.append(f"{key} is not set (required for membership on Kubernetes)")
     if props.get(MEMBERSHIP[0]) and props[MEMBERSHIP[0]] != "KUBERNETES":
         problems.append(f"{MEMBERSHIP[0]}={props[MEMBERSHIP[0]]}: only KUBERNETES is supported")
+    # A node checks its license before it serves: the key, and the certificate it checks the key with.
+    if not props.get(LICENSE[0], "").strip():
+        problems.append(f"{LICENSE[0]} is not set (a node needs a license)")
+    cert = props.get(LICENSE[1], "")
+    if not cert.strip():
+        problems.append(f"{LICENSE[1]} is not set (the license is checked with it)")
+    elif "-----BEGIN CERTIFICATE-----" not in cert or "-----END CERTIFICATE-----" not in cert:
+        problems.append(f"{LICENSE[1]}: not a PEM certificate")
     graphql = props.get("scalar.db.graphql.enabled", "").strip().lower() == "true"
     port = props.get("scalar.db.graphql.port", "8080").strip()
     if not port.isdigit():

@@ -107,6 +107,26 @@ impl Category {
     }
 }
 
+/// What serves GraphQL: the standalone server's chart, or ScalarDB Cluster's nodes.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The scalardb-graphql chart (the guide's standalone GraphQL server)
+    #[default]
+    Graphql,
+    /// The scalardb-cluster chart with its nodes' GraphQL on, behind an Ingress this tool owns
+    Cluster,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Graphql => "graphql",
+            Target::Cluster => "cluster",
+        }
+    }
+}
+
 /// Where the end-to-end probe runs.
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
 pub enum ProbeFrom {
@@ -195,6 +215,9 @@ pub struct InstallArgs {
     pub wait_args: WaitArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    /// What serves GraphQL: graphql (the scalardb-graphql chart) or cluster (ScalarDB Cluster's nodes)
+    #[arg(long, value_enum, default_value_t = Target::Graphql, value_name = "TARGET")]
+    pub target: Target,
 
     #[command(flatten)]
     pub chart: ChartArgs,
@@ -212,12 +235,14 @@ pub struct InstallArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub license: LicenseArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "GraphQL chart")]
 pub struct ChartArgs {
-    /// Version of the scalardb-graphql chart
+    /// Version of the chart (scalardb-graphql, or scalardb-cluster with --target cluster)
     #[arg(long, value_name = "VERSION")]
     pub chart_version: Option<String>,
     /// Chart repository URL (a mirror), or a local chart directory or .tgz
@@ -357,6 +382,32 @@ pub struct DatabaseArgs {
     /// Read the database password from this environment variable
     #[arg(long, value_name = "VAR")]
     pub db_password_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "ScalarDB Cluster license (--target cluster)")]
+pub struct LicenseArgs {
+    /// Read the license key from standard input
+    #[arg(long)]
+    pub license_key_stdin: bool,
+    /// Read the license key from a file
+    #[arg(long, value_name = "FILE")]
+    pub license_key_file: Option<PathBuf>,
+    /// Read the license key from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pub license_key_env: Option<String>,
+    /// Read the license check certificate (PEM) from standard input
+    #[arg(long)]
+    pub license_cert_stdin: bool,
+    /// Read the license check certificate (PEM) from a file
+    #[arg(long, value_name = "FILE")]
+    pub license_cert_file: Option<PathBuf>,
+    /// Read the license check certificate (PEM) from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pub license_cert_env: Option<String>,
+    /// The node image (the Premium edition serves GraphQL)
+    #[arg(long, value_name = "REPOSITORY")]
+    pub node_image: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -221,10 +221,28 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         let existing = existing?;
         if let Some(s) = &existing {
             s.record.vet(&spec.namespace, &spec.release)?;
+            // Only while the other target's release is there: an uninstall that kept the controller and IAM keeps
+            // the record of them, and then either target installs over what both share.
+            let release_there = s.record.graphql_release.is_some() || s.record.owned_ingress.is_some();
+            if let Some(installed) =
+                s.record.spec.as_ref().map(|r| r.target).filter(|t| *t != spec.target && release_there)
+            {
+                return Err(Error::prerequisite(format!(
+                    "release {}/{} is installed with --target {}; this install is --target {}",
+                    spec.namespace,
+                    spec.release,
+                    installed.as_str(),
+                    spec.target.as_str()
+                ))
+                .hint(format!(
+                    "to switch, remove it first and keep what both share: kubectl scalardb-graphql uninstall --release {} --keep-lb-controller --keep-iam; or install under another --release",
+                    spec.release
+                )));
+            }
         }
         let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
         let env = env(ctx, facts, spec, record, options, secrets, &shown);
-        let mut components = deployment::components();
+        let mut components = deployment::components(env.spec.target);
         shown.stage("observing what is installed");
         let plan = deployment::plan_install(&mut components, &env).await?;
         Ok((env, components, plan, existing))
@@ -356,7 +374,7 @@ async fn status_until(
         .and_then(|r| r.spec.clone())
         .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
     let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), shown);
-    let mut components = deployment::components();
+    let mut components = deployment::components(env.spec.target);
     shown.stage("the checks");
     let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, a.wait.then_some(deadline)).await;
     printer.stop_spinner();
@@ -391,10 +409,11 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &shown);
         shown.stage("observing what is installed");
         if existing.record.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
-            let ours = crate::lookups::release_ingress(&env, &env.options.user_values).await?.display();
+            let values = crate::values::release(&env.spec, &env.options.user_values);
+            let ours = crate::lookups::release_ingress(&env, &values).await?.display();
             env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
         }
-        let mut components = deployment::components();
+        let mut components = deployment::components(env.spec.target);
         let plan = deployment::plan_uninstall(&mut components, &env).await?;
         Ok(Ok((env, components, plan, existing)))
     })
@@ -537,6 +556,7 @@ struct VersionInfo {
 async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Result<()> {
     let defaults = json!({
         "graphqlChart": format!("{} {} (app {})", pins::GRAPHQL_CHART, pins::GRAPHQL_CHART_VERSION, pins::GRAPHQL_APP_VERSION),
+        "clusterChart": format!("{} {} ({})", pins::CLUSTER_CHART, pins::CLUSTER_CHART_VERSION, pins::CLUSTER_NODE_IMAGE),
         "lbControllerChart": format!("{} {}", pins::LBC_CHART, pins::LBC_CHART_VERSION),
         "iamPolicy": format!("{} (sha256 {})", pins::IAM_POLICY.version, pins::IAM_POLICY.sha256),
         "schemaLoader": format!("{}:{}", pins::SCHEMA_LOADER_IMAGE, pins::SCHEMA_LOADER_VERSION),

@@ -9,22 +9,28 @@ use futures::future::join_all;
 use crate::component::Env;
 use crate::component::{Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
-    alb::Alb, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
+    alb::Alb, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
-    owned_secret::OwnedSecret, probe::Probe, readiness_gates::ReadinessGates, registry_secret, schema_load::SchemaLoad,
-    subnet_tags::SubnetTags,
+    owned_ingress::OwnedIngress, owned_secret::OwnedSecret, probe::Probe, readiness_gates::ReadinessGates,
+    registry_secret, schema_load::SchemaLoad, subnet_tags::SubnetTags,
 };
 use crate::error::{Error, Result};
 use crate::record::Recorder;
+use crate::spec::Target;
 
 /// Install order; uninstall walks it backwards. The dedicated nodes are
 /// tainted first, before anything else is scheduled (the controller's pods
 /// must not land there). The controller's CRDs come next and the subnet
 /// tags before IAM so that uninstall removes the CRDs after the subnet
 /// tags, when nothing can use them any more.
-pub fn components() -> Vec<Box<dyn Component>> {
-    vec![
+///
+/// The two targets share all but the GraphQL part: the standalone server
+/// pulls a private image (registry Secret) and its chart makes the Ingress;
+/// ScalarDB Cluster's nodes read one Secret of environment variables, and
+/// the Ingress is this tool's, after the release (so it goes first).
+pub fn components(target: Target) -> Vec<Box<dyn Component>> {
+    let mut list: Vec<Box<dyn Component>> = vec![
         Box::new(DedicatedNodes::default()),
         Box::new(ControllerCrds::default()),
         Box::new(SubnetTags::default()),
@@ -33,15 +39,28 @@ pub fn components() -> Vec<Box<dyn Component>> {
         Box::new(IamRole::default()),
         Box::new(ControllerServiceAccount::default()),
         Box::new(LbController::default()),
-        Box::new(OwnedSecret::new(&registry_secret::KIND)),
-        Box::new(OwnedSecret::new(&database_secret::KIND)),
-        Box::new(SchemaLoad::default()),
-        Box::new(GraphqlRelease::default()),
-        Box::new(Ingress::default()),
+    ];
+    match target {
+        Target::Graphql => {
+            list.push(Box::new(OwnedSecret::new(&registry_secret::KIND)));
+            list.push(Box::new(OwnedSecret::new(&database_secret::KIND)));
+            list.push(Box::new(SchemaLoad::default()));
+            list.push(Box::new(GraphqlRelease::default()));
+        }
+        Target::Cluster => {
+            list.push(Box::new(OwnedSecret::new(&cluster_secret::KIND)));
+            list.push(Box::new(SchemaLoad::default()));
+            list.push(Box::new(GraphqlRelease::default()));
+            list.push(Box::new(OwnedIngress::default()));
+        }
+    }
+    list.extend([
+        Box::new(Ingress::default()) as Box<dyn Component>,
         Box::new(ReadinessGates::default()),
         Box::new(Alb::default()),
         Box::new(Probe::default()),
-    ]
+    ]);
+    list
 }
 
 /// Observes every component; they only read, so they run concurrently.

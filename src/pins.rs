@@ -6,6 +6,14 @@ pub const GRAPHQL_CHART_REPO: &str = "https://scalar-labs.github.io/helm-charts"
 pub const GRAPHQL_CHART_VERSION: &str = "1.8.6";
 pub const GRAPHQL_APP_VERSION: &str = "3.13.6";
 
+/// The scalardb-cluster chart (`--target cluster`): its nodes serve GraphQL
+/// themselves; the node image is public (GraphQL needs the Premium edition).
+pub const CLUSTER_CHART: &str = "scalardb-cluster";
+pub const CLUSTER_CHART_VERSION: &str = "1.11.0";
+pub const CLUSTER_NODE_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium";
+/// The port of the nodes' GraphQL server and of the chart's `<fullname>-graphql` Service.
+pub const CLUSTER_GRAPHQL_PORT: u16 = 8080;
+
 /// The Schema Loader image matching the GraphQL chart's app version.
 pub const SCHEMA_LOADER_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-schema-loader";
 pub const SCHEMA_LOADER_VERSION: &str = GRAPHQL_APP_VERSION;

@@ -98,6 +98,9 @@ pub struct Record {
     #[serde(default)]
     pub schema_loader: Option<Owned>,
     pub graphql_release: Option<Owned>,
+    /// `--target cluster`: the ALB Ingress this tool made for the release.
+    #[serde(default)]
+    pub owned_ingress: Option<Owned>,
     /// Whether install added the pod-readiness-gate label to the release namespace.
     #[serde(default)]
     pub readiness_gate_label: bool,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::cli::ProbeFrom;
 use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
+pub use crate::cli::{ProbeFrom, Target};
 use crate::error::{Error, Result};
 use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;
@@ -29,9 +29,15 @@ pub struct ChartRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
+    /// What serves GraphQL; records written before targets existed are `graphql`.
+    #[serde(default)]
+    pub target: Target,
     pub release: String,
     pub namespace: String,
     pub chart: ChartRef,
+    /// The node image repository (`--target cluster`); the chart's appVersion is its tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_image: Option<String>,
     pub replicas: u32,
     pub scalardb: ScalarDbConfig,
     pub iam: IamSpec,
@@ -199,6 +205,8 @@ impl fmt::Debug for Secret {
 pub struct Secrets {
     pub registry: Option<(String, Secret)>,
     pub database: Option<(String, Secret)>,
+    /// ScalarDB Cluster's license key and its check certificate (PEM).
+    pub license: Option<(Secret, Secret)>,
 }
 
 pub fn default_role_name(cluster: &str) -> String {
@@ -403,6 +411,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         }
         (None, Some(_)) => return Err(Error::usage("a registry token was given without --registry-username")),
     };
+    if a.target == Target::Cluster && (registry.is_some() || r.image_pull_secret.is_some()) {
+        return Err(Error::usage("--target cluster pulls ScalarDB Cluster's public node images: no registry Secret")
+            .hint("drop the --registry-… and --image-pull-secret flags (a private mirror goes in with -f values)"));
+    }
     let d = &a.database;
     let db_password =
         read_secret("db-password", d.db_password_stdin, &d.db_password_file, &d.db_password_env, &mut stdin_used)?
@@ -435,20 +447,44 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         let (label_key, label_value) = parse_label(&a.nodes.node_selector)?;
         Some(NodeSpec { label_key, label_value, taint: parse_taint(&a.nodes.taint)?, names: a.nodes.nodes.clone() })
     };
+    let (chart_name, chart_version) = match a.target {
+        Target::Graphql => (pins::GRAPHQL_CHART, pins::GRAPHQL_CHART_VERSION),
+        Target::Cluster => (pins::CLUSTER_CHART, pins::CLUSTER_CHART_VERSION),
+    };
     let chart = match &a.chart.chart_repo {
         Some(repo) if std::path::Path::new(repo).exists() => ChartRef { name: repo.clone(), repo: None, version: None },
         repo => ChartRef {
-            name: pins::GRAPHQL_CHART.into(),
+            name: chart_name.into(),
             repo: Some(repo.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_REPO.into())),
-            version: Some(a.chart.chart_version.clone().unwrap_or_else(|| pins::GRAPHQL_CHART_VERSION.into())),
+            version: Some(a.chart.chart_version.clone().unwrap_or_else(|| chart_version.into())),
         },
     };
-    let db_secret_name =
-        d.existing_db_secret.clone().or(d.db_secret.clone()).unwrap_or_else(|| format!("{}-db", a.release.release));
+    let license = read_license(a, &mut stdin_used)?;
+    if a.target == Target::Cluster && database.is_some() != license.is_some() {
+        return Err(Error::usage(if database.is_some() {
+            "--target cluster: database credentials were given without the license"
+        } else {
+            "--target cluster: the license was given without database credentials"
+        })
+        .hint("the nodes' Secret holds both: give --license-key-… and --license-cert-… with the database credentials, or name a Secret with --existing-db-secret"));
+    }
+    if license.is_some() && d.existing_db_secret.is_some() {
+        return Err(Error::usage("the license was given together with --existing-db-secret").hint(
+            "either let install create the Secret from the credentials and the license, or name an existing one",
+        ));
+    }
+    let db_secret_default = match a.target {
+        Target::Graphql => format!("{}-db", a.release.release),
+        Target::Cluster => format!("{}-cluster-env", a.release.release),
+    };
+    let db_secret_name = d.existing_db_secret.clone().or(d.db_secret.clone()).unwrap_or(db_secret_default);
     let spec = Spec {
+        target: a.target,
         release: a.release.release.clone(),
         namespace: String::new(),
         chart,
+        node_image: (a.target == Target::Cluster)
+            .then(|| a.license.node_image.clone().unwrap_or_else(|| pins::CLUSTER_NODE_IMAGE.into())),
         replicas: a.chart.replicas,
         scalardb: ScalarDbConfig {
             storage: a.scalardb.storage.clone().or(props.storage),
@@ -500,7 +536,34 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         probe_requests: 8,
         ..Options::default()
     };
-    Ok((spec, options, Secrets { registry, database }))
+    Ok((spec, options, Secrets { registry, database, license }))
+}
+
+/// `--license-key-…` and `--license-cert-…`: both or neither, and only for `--target cluster`.
+fn read_license(a: &InstallArgs, stdin_used: &mut bool) -> Result<Option<(Secret, Secret)>> {
+    let l = &a.license;
+    let key = read_secret("license-key", l.license_key_stdin, &l.license_key_file, &l.license_key_env, stdin_used)?;
+    let cert =
+        read_secret("license-cert", l.license_cert_stdin, &l.license_cert_file, &l.license_cert_env, stdin_used)?;
+    if a.target != Target::Cluster && (key.is_some() || cert.is_some() || l.node_image.is_some()) {
+        return Err(Error::usage("the license and --node-image are for ScalarDB Cluster's nodes")
+            .hint("add --target cluster, or drop the --license-… and --node-image flags"));
+    }
+    if let Some(image) = &l.node_image {
+        inputs::check_image("--node-image", image)?;
+        if image.contains('@') || image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            return Err(Error::usage(format!("--node-image {image:?} names a tag or digest; it takes a repository"))
+                .hint("drop the tag: the chart's version picks it (or set scalardbCluster.image.tag with -f)"));
+        }
+    }
+    match (key, cert) {
+        (Some(k), Some(c)) => Ok(Some((k, c))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::usage("a license key was given without its check certificate")
+            .hint("give the PEM with --license-cert-file, --license-cert-env or --license-cert-stdin")),
+        (None, Some(_)) => Err(Error::usage("a license check certificate was given without the license key")
+            .hint("give the key with --license-key-file, --license-key-env or --license-key-stdin")),
+    }
 }
 
 /// The spec status and uninstall act on when there is no install record: the defaults.

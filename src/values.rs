@@ -1,5 +1,6 @@
-//! Chart values: what install gives the scalardb-graphql chart and the
-//! controller's chart, and helm's way of merging values files.
+//! Chart values: what install gives the scalardb-graphql chart, the
+//! scalardb-cluster chart and the controller's chart, and helm's way of
+//! merging values files.
 
 use serde_json::{Map, Value, json};
 
@@ -67,24 +68,112 @@ pub fn graphql(spec: &Spec) -> Value {
             "hosts": [{"host": "", "paths": [{"path": c.path, "pathType": "Exact"}]}],
         },
     });
-    if let Some(nodes) = &spec.nodes {
-        values["affinity"] = json!({
-            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
-                "matchExpressions": [{"key": nodes.label_key, "operator": "In", "values": [nodes.label_value]}]
-            }]}},
-            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-                "weight": 50,
-                "podAffinityTerm": {
-                    "labelSelector": {"matchExpressions": [{"key": "app.kubernetes.io/app", "operator": "In", "values": ["scalardb-graphql"]}]},
-                    "topologyKey": "kubernetes.io/hostname",
-                },
-            }]},
-        });
-        values["tolerations"] = json!([{
-            "key": nodes.taint.key, "operator": "Equal", "value": nodes.taint.value, "effect": nodes.taint.effect,
-        }]);
+    if let Some((affinity, tolerations)) = placement(spec, "scalardb-graphql") {
+        values["affinity"] = affinity;
+        values["tolerations"] = tolerations;
     }
     values
+}
+
+/// The dedicated-node placement both charts take: the pool's label required,
+/// its taint tolerated, pods of the same app spread over the nodes.
+fn placement(spec: &Spec, app: &str) -> Option<(Value, Value)> {
+    let nodes = spec.nodes.as_ref()?;
+    let affinity = json!({
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+            "matchExpressions": [{"key": nodes.label_key, "operator": "In", "values": [nodes.label_value]}]
+        }]}},
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 50,
+            "podAffinityTerm": {
+                "labelSelector": {"matchExpressions": [{"key": "app.kubernetes.io/app", "operator": "In", "values": [app]}]},
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }]},
+    });
+    let tolerations = json!([{
+        "key": nodes.taint.key, "operator": "Equal", "value": nodes.taint.value, "effect": nodes.taint.effect,
+    }]);
+    Some((affinity, tolerations))
+}
+
+/// `--target cluster`: the environment variables the node properties refer
+/// to, each a key of the nodes' Secret (`components::cluster_secret`).
+pub mod cluster_env {
+    pub const DB_USERNAME: &str = "SCALAR_DB_CLUSTER_DB_USERNAME";
+    pub const DB_PASSWORD: &str = "SCALAR_DB_CLUSTER_DB_PASSWORD";
+    pub const LICENSE_KEY: &str = "SCALAR_DB_CLUSTER_LICENSE_KEY";
+    pub const LICENSE_CHECK_CERT_PEM: &str = "SCALAR_DB_CLUSTER_LICENSE_CHECK_CERT_PEM";
+}
+
+/// The node properties of `--target cluster`: membership on Kubernetes (the
+/// chart fills the two endpoint variables), the database, GraphQL on, and
+/// every credential as a reference to the nodes' Secret.
+pub fn cluster_node_properties(spec: &Spec) -> String {
+    use cluster_env::{DB_PASSWORD, DB_USERNAME, LICENSE_CHECK_CERT_PEM, LICENSE_KEY};
+    let c = &spec.scalardb;
+    let env = |name: &str| format!("${{env:{name}}}");
+    let mut lines: Vec<(String, String)> = vec![
+        ("scalar.db.cluster.membership.type".into(), "KUBERNETES".into()),
+        (
+            "scalar.db.cluster.membership.kubernetes.endpoint.namespace_name".into(),
+            env("SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAMESPACE_NAME"),
+        ),
+        (
+            "scalar.db.cluster.membership.kubernetes.endpoint.name".into(),
+            env("SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAME"),
+        ),
+    ];
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            lines.push((k.to_string(), v));
+        }
+    };
+    put("scalar.db.storage", c.storage.clone());
+    put("scalar.db.contact_points", c.contact_points.clone());
+    put("scalar.db.contact_port", c.contact_port.map(|p| p.to_string()));
+    put("scalar.db.username", Some(env(DB_USERNAME)));
+    put("scalar.db.password", Some(env(DB_PASSWORD)));
+    put("scalar.db.transaction_manager", c.transaction_manager.clone());
+    put("scalar.db.consensus_commit.isolation_level", c.isolation_level.clone());
+    put("scalar.db.consensus_commit.serializable_strategy", c.serializable_strategy.clone());
+    put("scalar.db.graphql.enabled", Some("true".into()));
+    put("scalar.db.graphql.port", Some(crate::pins::CLUSTER_GRAPHQL_PORT.to_string()));
+    put("scalar.db.graphql.path", Some(c.path.clone()));
+    put("scalar.db.graphql.namespaces", Some(c.namespaces.join(",")));
+    put("scalar.db.graphql.graphiql", c.graphiql.clone());
+    put("scalar.db.cluster.node.licensing.license_key", Some(env(LICENSE_KEY)));
+    put("scalar.db.cluster.node.licensing.license_check_cert_pem", Some(env(LICENSE_CHECK_CERT_PEM)));
+    lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// Values for the scalardb-cluster chart (`--target cluster`), before the
+/// user's -f files. The full name is the release's, so the GraphQL Service
+/// is `<release>-graphql`; the chart makes no Ingress (this tool does).
+pub fn cluster(spec: &Spec) -> Value {
+    let mut node = json!({
+        "replicaCount": spec.replicas,
+        "image": {"repository": spec.node_image.clone().unwrap_or_else(|| crate::pins::CLUSTER_NODE_IMAGE.into())},
+        // The node images are public.
+        "imagePullSecrets": [],
+        "scalardbClusterNodeProperties": cluster_node_properties(spec),
+        "secretName": spec.database_secret.name,
+        "graphql": {"enabled": true},
+    });
+    if let Some((affinity, tolerations)) = placement(spec, "scalardb-cluster") {
+        node["affinity"] = affinity;
+        node["tolerations"] = tolerations;
+    }
+    json!({"fullnameOverride": spec.release, "scalardbCluster": node})
+}
+
+/// The chart values of the spec's target, with the user's files merged over them.
+pub fn release(spec: &Spec, user: &Value) -> Value {
+    let generated = match spec.target {
+        crate::spec::Target::Graphql => graphql(spec),
+        crate::spec::Target::Cluster => cluster(spec),
+    };
+    with_user_values(generated, user)
 }
 
 /// Values for the controller's chart.
@@ -102,7 +191,9 @@ pub fn lb_controller(spec: &Spec, facts: &ClusterFacts) -> Value {
 /// The generated values with the user's files merged over them.
 pub fn with_user_values(generated: Value, user: &Value) -> Value {
     let mut v = generated;
-    merge(&mut v, user.clone());
+    if !user.is_null() {
+        merge(&mut v, user.clone()); // status and uninstall have no -f files
+    }
     v
 }
 
@@ -224,6 +315,49 @@ mod tests {
         assert!(v["scalarDbGraphQlConfiguration"].get("username").is_none());
         assert_eq!(v["scalarDbGraphQlConfiguration"]["namespaces"], "emoney,sample");
         assert_eq!(v["imagePullSecrets"], json!([{"name": "reg-docker-secrets"}]));
+    }
+
+    #[test]
+    fn the_cluster_target_turns_graphql_on_and_refers_to_every_credential_by_environment_variable() {
+        let mut s = spec();
+        s.target = crate::spec::Target::Cluster;
+        s.database_secret.name = "scalardb-graphql-cluster-env".into();
+        s.scalardb.contact_points = Some("jdbc:postgresql://db:5432/scalardb".into());
+        let v = cluster(&s);
+        let node = &v["scalardbCluster"];
+        assert_eq!(v["fullnameOverride"], "scalardb-graphql");
+        assert_eq!(node["graphql"]["enabled"], true);
+        assert_eq!(node["secretName"], "scalardb-graphql-cluster-env");
+        assert_eq!(node["imagePullSecrets"], json!([]));
+        let props = node["scalardbClusterNodeProperties"].as_str().unwrap();
+        let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_string);
+        assert_eq!(get("scalar.db.cluster.membership.type").as_deref(), Some("KUBERNETES"));
+        assert_eq!(get("scalar.db.graphql.enabled").as_deref(), Some("true"));
+        assert_eq!(get("scalar.db.graphql.namespaces").as_deref(), Some("emoney,sample"));
+        assert_eq!(get("scalar.db.storage").as_deref(), Some("dynamo"));
+        for k in [
+            "scalar.db.username",
+            "scalar.db.password",
+            "scalar.db.cluster.node.licensing.license_key",
+            "scalar.db.cluster.node.licensing.license_check_cert_pem",
+        ] {
+            assert!(
+                get(k).is_some_and(|v| v.starts_with("${env:SCALAR_DB_CLUSTER_") && v.ends_with('}')),
+                "{k}: {props}"
+            );
+        }
+        let anti = &node["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(
+            anti["podAffinityTerm"]["labelSelector"]["matchExpressions"][0]["values"],
+            json!(["scalardb-cluster"])
+        );
+        assert_eq!(node["tolerations"], graphql(&spec())["tolerations"]);
+        assert!(v.get("ingress").is_none() && node.get("ingress").is_none(), "the chart has no Ingress: {v}");
+    }
+
+    #[test]
+    fn status_without_values_files_keeps_the_generated_values() {
+        assert_eq!(with_user_values(graphql(&spec()), &Value::Null), graphql(&spec()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! component trait → shared lookups → the components → the deployment list →
 //! the commands → main), so the module graph has no circle; and no component
 //! imports another (what several share lives in `lookups`, or in the shared
-//! pieces of `components/mod.rs` and `owned_secret.rs`).
+//! pieces of `components/mod.rs`, `owned_secret.rs` and `ingress_teardown.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -43,7 +43,7 @@ const ORDER: &[&str] = &[
 ];
 
 /// Shared pieces of `components/` that components may import.
-const SHARED: &[&str] = &["owned_secret"];
+const SHARED: &[&str] = &["owned_secret", "ingress_teardown"];
 
 fn code_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(str::trim_start).filter(|l| !l.starts_with("//"))

@@ -112,6 +112,56 @@ fn every_kind_of_bad_input_gets_one_line_its_exit_code_and_changes_nothing() {
             "pass -y",
         ),
         row(&["status", "--context", "nope"], 3, "kube context \"nope\" not found", "--context"),
+        row(&with(&install, &["--target", "nodes"]), 2, "invalid value 'nodes'", "--help"),
+        row(
+            &with(&install, &["--license-key-env", "RIG_LICENSE_KEY", "--license-cert-env", "RIG_LICENSE_CERT"]),
+            2,
+            "are for ScalarDB Cluster's nodes",
+            "add --target cluster",
+        ),
+        row(
+            &with(
+                &install,
+                &["--target", "cluster", "--registry-username", "u", "--registry-password-env", "RIG_DB_PASSWORD"],
+            ),
+            2,
+            "pulls ScalarDB Cluster's public node images",
+            "drop the --registry-",
+        ),
+        row(
+            &with(&install, &["--target", "cluster", "--license-key-env", "RIG_LICENSE_KEY"]),
+            2,
+            "license key was given without its check certificate",
+            "--license-cert-file",
+        ),
+        row(
+            &with(
+                &install,
+                &[
+                    "--target",
+                    "cluster",
+                    "--license-key-env",
+                    "RIG_LICENSE_KEY",
+                    "--license-cert-env",
+                    "RIG_LICENSE_CERT",
+                ],
+            ),
+            2,
+            "the license was given without database credentials",
+            "--existing-db-secret",
+        ),
+        row(
+            &with(&install, &["--target", "cluster", "--node-image", "ghcr.io/Scalar/node"]),
+            2,
+            "is not an image reference",
+            "in lower case",
+        ),
+        row(
+            &with(&install, &["--target", "cluster", "--node-image", "ghcr.io/scalar/node:3.18.0"]),
+            2,
+            "names a tag or digest",
+            "drop the tag",
+        ),
     ];
     // An argument that is not UTF-8.
     let mut not_utf8: Vec<OsString> = ["status", "--release"].iter().map(OsString::from).collect();

@@ -770,6 +770,7 @@ const CLUSTER_PROPERTIES: &str = "scalar.db.cluster.membership.type=KUBERNETES
 scalar.db.cluster.membership.kubernetes.endpoint.namespace_name=${env:SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAMESPACE_NAME}
 scalar.db.cluster.membership.kubernetes.endpoint.name=${env:SCALAR_DB_CLUSTER_MEMBERSHIP_KUBERNETES_ENDPOINT_NAME}
 scalar.db.cluster.node.licensing.license_key=${env:SCALAR_DB_CLUSTER_LICENSE_KEY}
+scalar.db.cluster.node.licensing.license_check_cert_pem=${env:SCALAR_DB_CLUSTER_LICENSE_CHECK_CERT_PEM}
 scalar.db.storage=jdbc
 scalar.db.contact_points=jdbc:postgresql://db:5432/postgres
 scalar.db.username=${env:SCALAR_DB_CLUSTER_POSTGRES_USERNAME}
@@ -787,6 +788,7 @@ fn cluster_secret(rig: &common::Rig, ns: &str) {
         "generic",
         "scalardb-cluster-credentials",
         "--from-literal=SCALAR_DB_CLUSTER_LICENSE_KEY=rig-license",
+        &format!("--from-literal=SCALAR_DB_CLUSTER_LICENSE_CHECK_CERT_PEM={}", common::LICENSE_CERT_PEM),
         "--from-literal=SCALAR_DB_CLUSTER_POSTGRES_USERNAME=scalar",
         &format!("--from-literal=SCALAR_DB_CLUSTER_POSTGRES_PASSWORD={}", common::DB_PASSWORD),
     ]);
@@ -886,7 +888,7 @@ fn helm_3_and_helm_4_install_the_stand_in_cluster_chart_and_its_nodes_become_rea
 }
 
 #[test]
-fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_properties_never_starts() {
+fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_properties_or_license_never_starts() {
     let rig = rig();
     rig.reset();
     let ns = "cluster-misconfigured";
@@ -954,6 +956,33 @@ fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_pro
         assert!(logs.lines().any(|l| l.starts_with("ERROR") && l.contains(&format!("{key} is not"))), "{key}: {logs}");
     }
     assert!(logs.contains("refusing to start"), "{logs}");
+    // Nor without its license: a key and a PEM certificate to check it with.
+    let without_cert: String = CLUSTER_PROPERTIES
+        .lines()
+        .filter(|l| !l.contains("license_check_cert_pem"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = install_cluster(
+        &rig,
+        "helm3",
+        ns,
+        "nolicense",
+        "1.11.0",
+        &without_cert,
+        &["--set", "scalardbCluster.replicaCount=1", "--set", "scalardbCluster.graphql.enabled=true"],
+    );
+    expect_code(&out, 0, "helm install without the license certificate");
+    rig.eventually("nolicense's node to crash", 60, || {
+        pod = pods_of(&rig, ns, "nolicense").pop().unwrap_or(Value::Null);
+        pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
+    });
+    assert!(!condition(&pod, "Ready"), "{pod}");
+    let logs = rig.kubectl_ok(&["-n", ns, "logs", pod["metadata"]["name"].as_str().unwrap()]);
+    assert!(
+        logs.lines().any(|l| l.starts_with("ERROR")
+            && l.contains("scalar.db.cluster.node.licensing.license_check_cert_pem is not set")),
+        "{logs}"
+    );
     rig.reset();
 }
 

@@ -1,24 +1,28 @@
-//! The scalardb-graphql Helm release with the generated values (ALB Ingress,
-//! dedicated-node affinity, secrets by reference) and the user's -f files
-//! merged last. Uninstall removes it while the controller still runs, then
-//! waits until the Ingress and its ALB are gone, and explains an Ingress
-//! stuck on the controller's finalizer instead of hanging.
+//! The GraphQL Helm release: the scalardb-graphql chart, or with `--target
+//! cluster` the scalardb-cluster chart, with the generated values
+//! (dedicated-node affinity, secrets by reference, the chart's ALB Ingress
+//! or the nodes' GraphQL switch) and the user's -f files merged last; a
+//! release of the other target's chart is refused. Uninstall removes it
+//! while the controller still runs; the chart's Ingress goes with it, and
+//! uninstall waits until that Ingress and its ALB are gone, explaining an
+//! Ingress stuck on the controller's finalizer instead of hanging.
 
 use async_trait::async_trait;
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, ReleaseIngress, graphql_pods, pod_ready};
 use crate::ownership;
 use crate::record::{Owned, Recorder};
 use crate::releases;
+use crate::spec::Target;
 use crate::values;
 use crate::wait;
+
+use super::ingress_teardown as teardown;
 
 #[derive(Default)]
 pub struct GraphqlRelease {
@@ -39,11 +43,20 @@ struct Seen {
 
 impl GraphqlRelease {
     fn desired_values(env: &Env) -> Value {
-        values::with_user_values(values::graphql(&env.spec), &env.options.user_values)
+        values::release(&env.spec, &env.options.user_values)
     }
 
     fn replicas(env: &Env) -> usize {
-        Self::desired_values(env)["replicaCount"].as_u64().unwrap_or(env.spec.replicas as u64) as usize
+        Self::replicas_in(env, &Self::desired_values(env))
+    }
+
+    /// The replica count in a release's values, where the target's chart keeps it.
+    fn replicas_in(env: &Env, values: &Value) -> usize {
+        let at = match env.spec.target {
+            Target::Graphql => &values["replicaCount"],
+            Target::Cluster => &values["scalardbCluster"]["replicaCount"],
+        };
+        at.as_u64().unwrap_or(env.spec.replicas as u64) as usize
     }
 
     async fn pods(env: &Env) -> Result<(usize, usize)> {
@@ -83,81 +96,6 @@ impl GraphqlRelease {
     fn marked(&self) -> bool {
         self.seen.as_ref().is_some_and(|s| s.marked)
     }
-
-    /// Waits until the ALB the controller made for the Ingress is gone (in an
-    /// IngressGroup: this Ingress's target groups, and the ALB once no other
-    /// member is left); with no controller left to delete it, says so (and
-    /// lists it) instead of waiting.
-    async fn wait_alb_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
-        let cluster = lookups::tagging_cluster_name(env).await?;
-        let others = match ingress.group() {
-            Some(g) => lookups::group_members(env, g, ingress).await?,
-            None => vec![],
-        };
-        wait::until(env, "the ALB and its target groups to be deleted", || async {
-            let mut now = lookups::alb::locate(env, ingress, &cluster).await?;
-            if !others.is_empty() {
-                now.load_balancers.clear(); // shared with the rest of the group: it stays
-            }
-            if now.is_empty() {
-                return Ok(Ok(()));
-            }
-            if lookups::controller_up(env).await? {
-                return Ok(Err(now.summary()));
-            }
-            let listed = now.load_balancer_arns().join(", ");
-            if env.options.force_finalizers {
-                env.progress
-                    .warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
-                return Ok(Ok(()));
-            }
-            Err(Error::failed(format!(
-                "the ALB of Ingress {} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
-                ingress.display()
-            ))
-            .hint(
-                "install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers",
-            ))
-        })
-        .await
-    }
-
-    /// Waits until the release's Ingress is gone, explaining a stuck finalizer.
-    async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
-        let (ns, name) = (&ingress.namespace, &ingress.name);
-        let finalizer = ingress.finalizer();
-        let cluster = lookups::tagging_cluster_name(env).await?;
-        let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
-        wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
-            let Some(ing) = ingresses.get_opt(name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
-            let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
-            if ing.metadata.deletion_timestamp.is_none() || !finalizers.contains(&finalizer) {
-                return Ok(Err("still present".into()));
-            }
-            if lookups::controller_up(env).await? {
-                return Ok(Err("the controller is removing its ALB".into()));
-            }
-            let arns = lookups::alb::locate(env, ingress, &cluster).await?.load_balancer_arns();
-            let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
-            if !env.options.force_finalizers {
-                return Err(Error::failed(format!(
-                    "Ingress {ns}/{name} is stuck on finalizer {finalizer}: the AWS Load Balancer Controller is not running, so nothing deletes its ALB ({listed})"
-                ))
-                .hint("install the controller again so it cleans up (kubectl scalardb-graphql install …), then re-run uninstall; or pass --force-finalizers to drop the finalizer and delete the ALB yourself"));
-            }
-            env.progress.warn(&format!("removing finalizer {finalizer} from Ingress {ns}/{name}; its ALB may be left in AWS: {listed}"));
-            let rest: Vec<_> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
-            let patch = json!({"metadata": {"finalizers": rest}});
-            if let Err(e) = ingresses.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                if let Some(refused) = crate::error::webhook_refusal(&e.to_string()) {
-                    return Err(refused);
-                }
-                return Err(e).context("removing the Ingress finalizer");
-            }
-            Ok(Err("finalizer removed".into()))
-        })
-        .await
-    }
 }
 
 #[async_trait]
@@ -184,6 +122,24 @@ impl Component for GraphqlRelease {
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
+        if let Some(r) = &seen.release
+            && env.spec.chart.repo.is_some()
+            && r.chart != env.spec.chart.name
+        {
+            let other = if env.spec.target == Target::Cluster { "graphql" } else { "cluster" };
+            return Err(Error::prerequisite(format!(
+                "release {}/{} is a {} release, and --target {} installs chart {}",
+                env.spec.namespace,
+                env.spec.release,
+                r.chart,
+                env.spec.target.as_str(),
+                env.spec.chart.name
+            ))
+            .hint(format!(
+                "to switch targets, remove it first (kubectl scalardb-graphql uninstall --release {} --keep-lb-controller --keep-iam), or keep it with --target {other}",
+                env.spec.release
+            )));
+        }
         if seen.release.is_some() && !seen.marked && !env.options.adopt {
             return Err(Error::prerequisite(format!(
                 "release {}/{} exists and was not installed by this tool",
@@ -266,7 +222,7 @@ impl Component for GraphqlRelease {
                 format!("release {target} deployed, chart {} {} (app {})", r.chart, r.version, r.app_version),
             ),
         };
-        let want = seen.values["replicaCount"].as_u64().map(|n| n as usize).unwrap_or(env.spec.replicas as usize);
+        let want = Self::replicas_in(env, &seen.values);
         let pods = if seen.release.is_none() {
             Check::skip(c, "graphql.pods", "no release")
         } else {
@@ -289,6 +245,13 @@ impl Component for GraphqlRelease {
         let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.namespace, env.spec.release);
         let ingress = &seen.ingress;
+        if env.spec.target == Target::Cluster {
+            return Ok(match self.fate(env) {
+                Fate::Absent => vec![],
+                Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
+                Fate::Remove(()) => vec![Action::helm(Verb::Delete, "uninstall", target)],
+            });
+        }
         Ok(match self.fate(env) {
             Fate::Absent => vec![Action::wait(format!("Ingress {} and its ALB are gone", ingress.display()))],
             Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
@@ -312,9 +275,12 @@ impl Component for GraphqlRelease {
             env.ctx.helm()?.uninstall(&env.spec.release, &env.spec.namespace).await?;
             env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }
-        let ingress = seen.ingress.clone();
-        Self::wait_ingress_gone(env, &ingress).await?;
-        Self::wait_alb_gone(env, &ingress).await?;
+        if env.spec.target == Target::Graphql {
+            // The chart's Ingress goes with the release (`owned_ingress` waits for its own).
+            let ingress = seen.ingress.clone();
+            teardown::wait_ingress_gone(env, &ingress).await?;
+            teardown::wait_alb_gone(env, &ingress).await?;
+        }
         record.update(|r| r.graphql_release = None).await
     }
 }

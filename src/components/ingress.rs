@@ -1,4 +1,5 @@
-//! The release's Ingress, as the AWS Load Balancer Controller reads it:
+//! The release's Ingress (the chart's, or with `--target cluster` the one
+//! `owned_ingress` makes), as the AWS Load Balancer Controller reads it:
 //! class `alb`, `target-type: ip`, a correctly spelled
 //! `stickiness.enabled=true` in `target-group-attributes`, and a hostname
 //! once the controller made the ALB. Owns nothing; install waits for the
@@ -102,7 +103,7 @@ pub fn stickiness_problem(value: Option<&str>) -> Option<String> {
 
 impl Ingress {
     pub async fn look(env: &Env) -> Result<Seen> {
-        let found = lookups::release_ingress(env, &env.options.user_values).await?;
+        let found = lookups::release_ingress(env, &crate::values::release(&env.spec, &env.options.user_values)).await?;
         let name = found.display();
         let hostname = found.hostname();
         let Some(ing) = found.ingress else {

@@ -3,6 +3,7 @@
 //! mark this tool's resources, and small kube helpers.
 
 pub mod alb;
+pub mod cluster_secret;
 pub mod controller_crds;
 pub mod database_secret;
 pub mod dedicated_nodes;
@@ -10,9 +11,11 @@ pub mod graphql_release;
 pub mod iam_policy;
 pub mod iam_role;
 pub mod ingress;
+pub mod ingress_teardown;
 pub mod lb_controller;
 pub mod lbc_service_account;
 pub mod oidc_provider;
+pub mod owned_ingress;
 pub mod owned_secret;
 pub mod preflight;
 pub mod probe;

@@ -13,7 +13,11 @@ use serde_json::Value;
 
 use crate::component::Env;
 use crate::error::{Context, Result};
-use crate::pins::{ANNOTATION_PREFIX, GRAPHQL_CHART, INGRESS_FINALIZER};
+use crate::pins::{ANNOTATION_PREFIX, CLUSTER_CHART, GRAPHQL_CHART, INGRESS_FINALIZER, MANAGED_BY, MANAGED_BY_KEY};
+use crate::spec::{Spec, Target};
+
+/// The label naming the release of the Ingress this tool owns (`--target cluster`).
+pub const INGRESS_RELEASE_LABEL: &str = "kubectl-scalardb-graphql/release";
 
 /// The label the controller's chart puts on its Deployment and pods.
 pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=aws-load-balancer-controller";
@@ -85,15 +89,31 @@ pub async fn tagging_cluster_name(env: &Env) -> Result<String> {
     Ok(controller_cluster_name(&controller_deployments(env).await?).unwrap_or_else(|| env.facts.name.clone()))
 }
 
-/// The chart's full name, as its helper computes it from the release name
-/// and the values: only for messages before the release exists.
-pub fn chart_fullname(release: &str, values: &Value) -> String {
+/// The chart's full name, as both charts' helpers compute it from the
+/// release name and the values.
+pub fn chart_fullname(spec: &Spec, values: &Value) -> String {
     let trim = |s: &str| s.chars().take(63).collect::<String>().trim_end_matches('-').to_string();
     if let Some(full) = values["fullnameOverride"].as_str().filter(|s| !s.is_empty()) {
         return trim(full);
     }
-    let name = values["nameOverride"].as_str().filter(|s| !s.is_empty()).unwrap_or(GRAPHQL_CHART);
+    let chart = match spec.target {
+        Target::Graphql => GRAPHQL_CHART,
+        Target::Cluster => CLUSTER_CHART,
+    };
+    let name = values["nameOverride"].as_str().filter(|s| !s.is_empty()).unwrap_or(chart);
+    let release = &spec.release;
     if release.contains(name) { trim(release) } else { trim(&format!("{release}-{name}")) }
+}
+
+/// `--target cluster`: the chart's GraphQL Service, and the name of the
+/// Ingress this tool makes for it, given the release's values.
+pub fn cluster_graphql_service(spec: &Spec, values: &Value) -> String {
+    format!("{}-graphql", chart_fullname(spec, values))
+}
+
+/// The labels of the Ingress this tool owns for a release.
+pub fn owned_ingress_selector(release: &str) -> String {
+    format!("{MANAGED_BY_KEY}={MANAGED_BY},{INGRESS_RELEASE_LABEL}={release}")
 }
 
 /// The release's Ingress: found by the release annotations helm puts on
@@ -148,22 +168,36 @@ pub fn released_by(meta: &ObjectMeta, release: &str, namespace: &str) -> bool {
         && a.and_then(|a| a.get("meta.helm.sh/release-namespace")).map(String::as_str) == Some(namespace)
 }
 
-/// The release's Ingress in the release namespace; `values` names it while it does not exist.
+/// The release's Ingress in the release namespace: the chart's (found by
+/// helm's release annotations) or, for `--target cluster`, the one this tool
+/// owns (found by its labels). `values` names it while it does not exist.
 pub async fn release_ingress(env: &Env, values: &Value) -> Result<ReleaseIngress> {
     let ns = &env.spec.namespace;
     let api: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
-    let found = api
-        .list(&ListParams::default())
-        .await
-        .context(format!("listing Ingresses in {ns}"))?
-        .into_iter()
-        .find(|i| released_by(&i.metadata, &env.spec.release, ns));
+    let (found, name) = match env.spec.target {
+        Target::Graphql => {
+            let found = api
+                .list(&ListParams::default())
+                .await
+                .context(format!("listing Ingresses in {ns}"))?
+                .into_iter()
+                .find(|i| released_by(&i.metadata, &env.spec.release, ns));
+            (found, chart_fullname(&env.spec, values))
+        }
+        Target::Cluster => {
+            let found = api
+                .list(&ListParams::default().labels(&owned_ingress_selector(&env.spec.release)))
+                .await
+                .context(format!("listing Ingresses in {ns}"))?
+                .items
+                .into_iter()
+                .next();
+            (found, cluster_graphql_service(&env.spec, values))
+        }
+    };
     Ok(ReleaseIngress {
         namespace: ns.clone(),
-        name: found
-            .as_ref()
-            .and_then(|i| i.metadata.name.clone())
-            .unwrap_or_else(|| chart_fullname(&env.spec.release, values)),
+        name: found.as_ref().and_then(|i| i.metadata.name.clone()).unwrap_or(name),
         ingress: found,
     })
 }
@@ -221,13 +255,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn spec(release: &str, target: Target) -> Spec {
+        let mut s = crate::spec::defaults(release, "prod", "default");
+        s.target = target;
+        s
+    }
+
     #[test]
     fn fullname_follows_the_charts_helper() {
-        assert_eq!(chart_fullname("scalardb-graphql", &json!({})), "scalardb-graphql");
-        assert_eq!(chart_fullname("my-release-scalardb-graphql", &json!({})), "my-release-scalardb-graphql");
-        assert_eq!(chart_fullname("prod", &json!(null)), "prod-scalardb-graphql");
-        assert_eq!(chart_fullname("prod", &json!({"nameOverride": "gql"})), "prod-gql");
-        assert_eq!(chart_fullname("prod", &json!({"fullnameOverride": "api"})), "api");
+        let g = |release: &str| spec(release, Target::Graphql);
+        assert_eq!(chart_fullname(&g("scalardb-graphql"), &json!({})), "scalardb-graphql");
+        assert_eq!(chart_fullname(&g("my-release-scalardb-graphql"), &json!({})), "my-release-scalardb-graphql");
+        assert_eq!(chart_fullname(&g("prod"), &json!(null)), "prod-scalardb-graphql");
+        assert_eq!(chart_fullname(&g("prod"), &json!({"nameOverride": "gql"})), "prod-gql");
+        assert_eq!(chart_fullname(&g("prod"), &json!({"fullnameOverride": "api"})), "api");
+        let c = spec("prod", Target::Cluster);
+        assert_eq!(chart_fullname(&c, &json!({})), "prod-scalardb-cluster");
+        assert_eq!(cluster_graphql_service(&c, &crate::values::cluster(&c)), "prod-graphql");
     }
 
     #[test]

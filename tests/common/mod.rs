@@ -34,6 +34,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kubectl-scalardb_graphql");
 pub const REGISTRY_TOKEN: &str = "ghp_RigRegistryToken0123456789abcdef";
 /// The password of the rig's database account (rig.py's DATABASE; `rig()` checks they agree).
 pub const DB_PASSWORD: &str = "rig-db-password-7e3f9a";
+/// A ScalarDB Cluster license key and check certificate for the rig's nodes
+/// (the stand-in checks that both are there and that the certificate is PEM).
+pub const LICENSE_KEY: &str = "rig-license-key-5b1c";
+pub const LICENSE_CERT_PEM: &str =
+    "-----BEGIN CERTIFICATE-----\nUmlnTGljZW5zZUNoZWNrQ2VydGlmaWNhdGU=\n-----END CERTIFICATE-----";
 
 /// The checkout under test: cargo sets this when it runs a test, and a test
 /// binary shared by two checkouts through one target directory is still right.
@@ -111,6 +116,7 @@ impl Rig {
     pub fn plugin(&self) -> Command {
         let mut c = self.cmd(BIN);
         c.env("RIG_REGISTRY_TOKEN", REGISTRY_TOKEN).env("RIG_DB_PASSWORD", DB_PASSWORD);
+        c.env("RIG_LICENSE_KEY", LICENSE_KEY).env("RIG_LICENSE_CERT", LICENSE_CERT_PEM);
         c
     }
 
@@ -150,6 +156,18 @@ impl Rig {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// The install flags of `--target cluster` for the rig: no registry Secret, the license from the environment.
+    pub fn cluster_install_args(&self) -> Vec<String> {
+        let mut args = self.install_args();
+        let at = args.iter().position(|a| a == "--registry-username").expect("registry flags");
+        args.drain(at..at + 4);
+        args.extend(
+            ["--target", "cluster", "--license-key-env", "RIG_LICENSE_KEY", "--license-cert-env", "RIG_LICENSE_CERT"]
+                .map(String::from),
+        );
+        args
     }
 
     pub fn install(&self, extra: &[&str]) -> Output {

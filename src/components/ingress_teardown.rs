@@ -1,0 +1,85 @@
+//! Waiting for an Ingress and its ALB to go, shared by the chart's Ingress
+//! (removed with the release) and the one this tool owns (`--target
+//! cluster`): while the controller runs it deletes the ALB and then drops
+//! its finalizer; without it, the wait says so instead of hanging.
+
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::component::Env;
+use crate::error::{Context, Error, Result};
+use crate::lookups::{self, ReleaseIngress};
+use crate::wait;
+
+/// Waits until the ALB the controller made for the Ingress is gone (in an
+/// IngressGroup: this Ingress's target groups, and the ALB once no other
+/// member is left); with no controller left to delete it, says so (and
+/// lists it) instead of waiting.
+pub async fn wait_alb_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
+    let cluster = lookups::tagging_cluster_name(env).await?;
+    let others = match ingress.group() {
+        Some(g) => lookups::group_members(env, g, ingress).await?,
+        None => vec![],
+    };
+    wait::until(env, "the ALB and its target groups to be deleted", || async {
+        let mut now = lookups::alb::locate(env, ingress, &cluster).await?;
+        if !others.is_empty() {
+            now.load_balancers.clear(); // shared with the rest of the group: it stays
+        }
+        if now.is_empty() {
+            return Ok(Ok(()));
+        }
+        if lookups::controller_up(env).await? {
+            return Ok(Err(now.summary()));
+        }
+        let listed = now.load_balancer_arns().join(", ");
+        if env.options.force_finalizers {
+            env.progress.warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
+            return Ok(Ok(()));
+        }
+        Err(Error::failed(format!(
+            "the ALB of Ingress {} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
+            ingress.display()
+        ))
+        .hint("install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers"))
+    })
+    .await
+}
+
+/// Waits until the release's Ingress is gone, explaining a stuck finalizer.
+pub async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
+    let (ns, name) = (&ingress.namespace, &ingress.name);
+    let finalizer = ingress.finalizer();
+    let cluster = lookups::tagging_cluster_name(env).await?;
+    let ingresses: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
+    wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
+        let Some(ing) = ingresses.get_opt(name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
+        let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
+        if ing.metadata.deletion_timestamp.is_none() || !finalizers.contains(&finalizer) {
+            return Ok(Err("still present".into()));
+        }
+        if lookups::controller_up(env).await? {
+            return Ok(Err("the controller is removing its ALB".into()));
+        }
+        let arns = lookups::alb::locate(env, ingress, &cluster).await?.load_balancer_arns();
+        let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
+        if !env.options.force_finalizers {
+            return Err(Error::failed(format!(
+                "Ingress {ns}/{name} is stuck on finalizer {finalizer}: the AWS Load Balancer Controller is not running, so nothing deletes its ALB ({listed})"
+            ))
+            .hint("install the controller again so it cleans up (kubectl scalardb-graphql install …), then re-run uninstall; or pass --force-finalizers to drop the finalizer and delete the ALB yourself"));
+        }
+        env.progress.warn(&format!("removing finalizer {finalizer} from Ingress {ns}/{name}; its ALB may be left in AWS: {listed}"));
+        let rest: Vec<_> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
+        let patch = json!({"metadata": {"finalizers": rest}});
+        if let Err(e) = ingresses.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if let Some(refused) = crate::error::webhook_refusal(&e.to_string()) {
+                return Err(refused);
+            }
+            return Err(e).context("removing the Ingress finalizer");
+        }
+        Ok(Err("finalizer removed".into()))
+    })
+    .await
+}
