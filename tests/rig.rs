@@ -895,11 +895,10 @@ fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_pro
     rig.kubectl_ok(&["create", "namespace", ns]);
     cluster_secret(&rig, ns);
     let without_graphql = CLUSTER_PROPERTIES.replace("scalar.db.graphql.enabled=true\n", "");
-    let without_membership: String = CLUSTER_PROPERTIES
-        .lines()
-        .filter(|l| !l.starts_with("scalar.db.cluster.membership."))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let without = |part: &str| -> String {
+        CLUSTER_PROPERTIES.lines().filter(|l| !l.contains(part)).map(|l| format!("{l}\n")).collect()
+    };
+    let without_membership = without("scalar.db.cluster.membership.");
     // Neither switch: the chart value off (no -graphql Service) and the property missing.
     let out = install_cluster(
         &rig,
@@ -957,11 +956,7 @@ fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_pro
     }
     assert!(logs.contains("refusing to start"), "{logs}");
     // Nor without its license: a key and a PEM certificate to check it with.
-    let without_cert: String = CLUSTER_PROPERTIES
-        .lines()
-        .filter(|l| !l.contains("license_check_cert_pem"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let without_cert = without("license_check_cert_pem");
     let out = install_cluster(
         &rig,
         "helm3",
