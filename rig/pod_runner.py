@@ -28,10 +28,22 @@ other pod to kwok:
   DeadlineExceeded). A pod being deleted, or gone, has its process killed
   at once. restartPolicy is honoured for cluster nodes only (Never for the rest).
 - The rig's VPC: each process gets `http_proxy` pointing at this process's
-  forward proxy, which sends a request on to the ALB data plane (HAProxy)
-  only when its host is the DNS name of a load balancer in the rig's AWS
-  account (port 80), Host, Cookie and Set-Cookie untouched; any other name
-  gets 502 saying it does not resolve in the rig's VPC.
+  forward proxy, which serves a request only when its host is the DNS name
+  of a load balancer in the rig's AWS account (port 80); any other name
+  gets 502 saying it does not resolve in the rig's VPC. It then acts as
+  that ALB does: its listener's target group, the targets registered there
+  and their health, its stickiness attributes, all read from the AWS
+  server. Targets that are pods this process runs (ScalarDB Cluster's
+  nodes) get the request themselves: healthy ones only (all registered ones
+  when none is healthy, as an ALB fails open), round robin, and with
+  `stickiness.enabled=true,stickiness.type=lb_cookie` by the `AWSALB`
+  cookie, which the response sets (with `AWSALBCORS`) on every answer, an
+  opaque value naming the target, expiring after
+  `stickiness.lb_cookie.duration_seconds`; a cookie naming a target that is
+  gone or unhealthy is routed anew. A load balancer with no such target
+  (the GraphQL chart's pods, which kwok only pretends to run) goes on to
+  the rig's fixed data plane (HAProxy and its two stand-ins), Host, Cookie
+  and Set-Cookie untouched.
 - A kubelet API (HTTPS, self-signed) for the API server, reached only
   through the cluster egress proxy: `GET /containerLogs/NS/POD/CONTAINER`
   with tailLines, limitBytes, timestamps, sinceSeconds, sinceTime and
@@ -649,6 +661,7 @@ class Runner:
         self.ips = {}
         self.events = queue.Queue()
         self.nodes = {}
+        self.serving = {}  # pod IP -> (loopback address, GraphQL port) of a Ready cluster node
 
     def allocate_ip(self, uid):
         with self.lock:
@@ -825,6 +838,8 @@ class Runner:
         return f"pod.{run.namespace}.{run.name}"
 
     def dataplane_join(self, run, address, port):
+        with self.lock:
+            self.serving[run.pod_ip] = (address, port)
         name = f"{DATAPLANE_BACKEND}/{self.server_name(run)}"
         said = self.haproxy(f"add server {name} {address}:{port} check inter 1s").strip()
         self.haproxy(f"enable health {name}")
@@ -832,7 +847,14 @@ class Runner:
         log(f"data plane: {name} at {address}:{port}: {said}")
 
     def dataplane_leave(self, run):
+        with self.lock:
+            self.serving.pop(run.pod_ip, None)
         self.remove_server(self.server_name(run))
+
+    def endpoint(self, pod_ip):
+        """Where a Ready cluster node with this pod IP serves GraphQL, or None."""
+        with self.lock:
+            return self.serving.get(pod_ip)
 
     def remove_server(self, server):
         name = f"{DATAPLANE_BACKEND}/{server}"
@@ -1000,22 +1022,85 @@ class TLSServer(ThreadingHTTPServer):
 
 
 # --- the VPC --------------------------------------------------------------------------------
+class Route:
+    """What an ALB's listener forwards to: its target group's targets and stickiness, as read."""
+
+    def __init__(self, arn, targets, sticky, duration):
+        self.arn, self.targets, self.sticky, self.duration = arn, targets, sticky, duration
+
+
 class LoadBalancers:
-    """The DNS names of the account's load balancers, read from the AWS server, cached briefly."""
+    """The account's load balancers, read from the AWS server, cached briefly: which DNS names resolve,
+    and where each one's listener forwards."""
 
     def __init__(self):
         self.elb = boto3.client("elbv2")
         self.lock = threading.Lock()
-        self.names, self.read_at = set(), 0.0
+        self.names, self.read_at = {}, 0.0
+        self.routes = {}  # DNS name -> (read at, Route)
+        self.turn = {}  # target group ARN -> requests routed (round robin)
 
     def resolves(self, host):
         with self.lock:
             if time.monotonic() - self.read_at > LB_CACHE_SECONDS:
-                names = set()
+                names = {}
                 for page in self.elb.get_paginator("describe_load_balancers").paginate():
-                    names.update(lb["DNSName"].lower() for lb in page["LoadBalancers"])
+                    names.update({lb["DNSName"].lower(): lb["LoadBalancerArn"] for lb in page["LoadBalancers"]})
                 self.names, self.read_at = names, time.monotonic()
             return host.lower().rstrip(".") in self.names
+
+    def route(self, host):
+        """The Route of the load balancer named `host` (its listener's default forward), or None."""
+        host = host.lower().rstrip(".")
+        with self.lock:
+            cached = self.routes.get(host)
+            if cached and time.monotonic() - cached[0] <= LB_CACHE_SECONDS:
+                return cached[1]
+            arn = self.names.get(host)
+        route = None
+        if arn:
+            listeners = self.elb.describe_listeners(LoadBalancerArn=arn)["Listeners"]
+            forward = next((a for l in listeners for a in l["DefaultActions"] if a.get("TargetGroupArn")), None)
+            if forward:
+                tg = forward["TargetGroupArn"]
+                health = self.elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+                targets = [(h["Target"]["Id"], h["Target"].get("Port"), h["TargetHealth"]["State"]) for h in health]
+                attrs = {a["Key"]: a["Value"] for a in
+                         self.elb.describe_target_group_attributes(TargetGroupArn=tg)["Attributes"]}
+                sticky = attrs.get("stickiness.enabled") == "true" and attrs.get("stickiness.type", "lb_cookie") == \
+                    "lb_cookie"
+                route = Route(tg, targets, sticky, int(attrs.get("stickiness.lb_cookie.duration_seconds") or 86400))
+        with self.lock:
+            self.routes[host] = (time.monotonic(), route)
+        return route
+
+    def next_turn(self, tg_arn):
+        with self.lock:
+            n = self.turn.get(tg_arn, 0)
+            self.turn[tg_arn] = n + 1
+            return n
+
+
+def alb_cookie(target):
+    """An AWSALB value naming the target: opaque to the client, as the ALB's encrypted one is."""
+    raw = json.dumps({"t": target, "n": os.urandom(6).hex()}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cookie_target(value):
+    try:
+        return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))["t"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def request_cookie(headers, name):
+    for header in headers.get_all("Cookie") or []:
+        for pair in header.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key == name:
+                return value
+    return None
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
@@ -1077,6 +1162,17 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.refuse(502, f"{host}:{port}: the load balancer has no listener on port {port} in the rig's VPC")
             return
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
+        try:
+            route = self.server.load_balancers.route(host)
+        except Exception as e:
+            log(f"vpc: {self.command} http://{host}{path}: cannot read the load balancer ({e})")
+            self.refuse(502, f"{host}: the rig's VPC cannot read the load balancer right now ({e})")
+            return
+        runner = self.server.runner
+        served = [t for t in (route.targets if route else []) if t[2] != "draining" and runner.endpoint(t[0])]
+        if served:
+            self.to_target(host, path, headers, body, route, served)
+            return
         alb = urllib.parse.urlsplit(self.server.alb_url)
         conn = http.client.HTTPConnection(alb.hostname, alb.port, timeout=60)
         try:
@@ -1099,6 +1195,51 @@ class ProxyHandler(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in HOP_BY_HOP:
                 self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def to_target(self, host, path, headers, body, route, served):
+        """As the ALB: a healthy target (any registered one when none is), by the AWSALB cookie when sticky."""
+        healthy = [t for t in served if t[2] == "healthy"] or served
+        target = None
+        if route.sticky:
+            named = cookie_target(request_cookie(self.headers, "AWSALB") or "")
+            target = next((t for t in healthy if t[0] == named), None)
+        if target is None:
+            target = healthy[self.server.load_balancers.next_turn(route.arn) % len(healthy)]
+        address, port = self.server.runner.endpoint(target[0]) or (None, None)
+        if address is None:
+            self.refuse(502, f"{host}: the target {target[0]} went away")
+            return
+        conn = http.client.HTTPConnection(address, port, timeout=60)
+        try:
+            conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in headers:
+                conn.putheader(k, v)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+        except OSError as e:
+            log(f"vpc: {self.command} http://{host}{path}: target {target[0]} failed ({e})")
+            self.refuse(502, f"{host}: the target did not answer ({e})")
+            return
+        finally:
+            conn.close()
+        log(f"vpc: {self.command} http://{host}{path} -> target {target[0]} -> {resp.status}")
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP:
+                self.send_header(k, v)
+        if route.sticky:
+            value = alb_cookie(target[0])
+            expires = (now() + datetime.timedelta(seconds=route.duration)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+            self.send_header("Set-Cookie", f"AWSALB={value}; Expires={expires}; Path=/")
+            self.send_header("Set-Cookie", f"AWSALBCORS={value}; Expires={expires}; Path=/; SameSite=None")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
@@ -1155,6 +1296,7 @@ def main():
     proxy.daemon_threads = True
     proxy.load_balancers = LoadBalancers()
     proxy.alb_url = os.environ["RIG_ALB_URL"]
+    proxy.runner = runner
     admin = ThreadingHTTPServer(("127.0.0.1", int(admin_port)), AdminHandler)
     admin.daemon_threads = True
     admin.runner = runner

@@ -16,6 +16,38 @@ const RELEASE: &str = "scalardb-graphql";
 const INGRESS: &str = "scalardb-graphql-graphql";
 const SECRET: &str = "scalardb-graphql-cluster-env";
 
+/// Sends 6 requests through the rig's VPC to the ALB `host` with the cookie the first one got, then 6
+/// without a cookie; returns the targets each group reached, as the ALB stand-in logged them.
+fn targets_through_the_alb(rig: &Rig, host: &str) -> (Vec<String>, Vec<String>) {
+    const CLIENT: &str = r#"
+import sys, urllib.request
+proxy, host = sys.argv[1], sys.argv[2]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+def get(cookie):
+    req = urllib.request.Request(f"http://{host}/graphql?query=%7B__typename%7D", headers={"Cookie": cookie} if cookie else {})
+    with opener.open(req, timeout=10) as r:
+        assert r.status == 200, r.status
+        return [c.split(";")[0] for c in r.headers.get_all("Set-Cookie") or []]
+alb = next(c for c in get(None) if c.startswith("AWSALB="))
+for _ in range(5):
+    assert any(c.startswith("AWSALB=") for c in get(alb)), "the ALB re-issues its cookie on every answer"
+for _ in range(6):
+    get(None)
+"#;
+    let log = rig.get("RIG_POD_RUNNER_LOG").to_string();
+    let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+    let out = rig.cmd("python3").args(["-c", CLIENT, rig.get("RIG_VPC_PROXY_URL"), host]).output().unwrap();
+    expect_code(&out, 0, &format!("requests through the ALB: {}", text(&out.stderr)));
+    let text_after = String::from_utf8_lossy(&std::fs::read(&log).unwrap()[from..]).to_string();
+    let targets: Vec<String> = text_after
+        .lines()
+        .filter(|l| l.contains(&format!("http://{host}/graphql")))
+        .filter_map(|l| l.split("-> target ").nth(1).and_then(|t| t.split(' ').next()).map(str::to_string))
+        .collect();
+    assert_eq!(targets.len(), 12, "the stand-in did not log every request:\n{text_after}");
+    (targets[..6].to_vec(), targets[6..].to_vec())
+}
+
 fn install_cluster(rig: &Rig) -> std::process::Output {
     rig.plugin().args(rig.cluster_install_args()).output().expect("running install --target cluster")
 }
@@ -125,10 +157,42 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
         &format!("Ingress default/{INGRESS} is this tool's"),
         &format!("Service default/{INGRESS} serves port 8080"),
         "all 3 GraphQL pod(s) run on dedicated nodes",
-        "sticky:",
+        "sticky: 10/10 requests kept the transaction",
+        "without the cookie: 10/10 requests of a transaction committed",
     ] {
         assert!(report.contains(seen), "{seen:?} not in:\n{report}");
     }
+
+    // The ALB stand-in sends the nodes' traffic to the nodes: by the cookie to one, without it to each in turn.
+    let host = ing["status"]["loadBalancer"]["ingress"][0]["hostname"].as_str().unwrap();
+    let (sticky, spread) = targets_through_the_alb(&rig, host);
+    assert_eq!(sticky.iter().collect::<std::collections::BTreeSet<_>>().len(), 1, "with the cookie: {sticky:?}");
+    assert_eq!(spread.iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "without it: {spread:?}");
+    // Stickiness turned off in AWS by hand: no cookie, and the probe says so (the routing is not probed then).
+    let tgs = rig.aws(&["elbv2", "describe-target-groups"]);
+    let arn = tgs["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap();
+    rig.aws(&[
+        "elbv2",
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        arn,
+        "--attributes",
+        "Key=stickiness.enabled,Value=false",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(2)); // the stand-in reads the ALB at most 1.5 s old
+    let off = rig.status(&["--category", "probe"]);
+    let report = text(&off.stdout);
+    expect_code(&off, 1, &format!("status with stickiness off:\n{report}"));
+    assert!(report.contains("the ALB set no AWSALB cookie"), "{report}");
+    assert!(report.contains("not probed: the sticky transaction did not pass"), "{report}");
+    rig.aws(&[
+        "elbv2",
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        arn,
+        "--attributes",
+        "Key=stickiness.enabled,Value=true",
+    ]);
 
     // A re-run changes nothing.
     let revisions = |r: &Rig| text(&r.cmd("helm").args(["list", "-A", "-o", "json"]).output().unwrap().stdout);

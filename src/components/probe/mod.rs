@@ -1,7 +1,10 @@
 //! The end-to-end probe, the guide's curl and what it leaves open: through
 //! the ALB, `{__typename}` answers 200 with `{"data":{"__typename":"Query"}}`
 //! and sets the `AWSALB` cookie; then one transaction (start, N
-//! continuations carrying the cookie, commit) stays on one pod.
+//! continuations carrying the cookie, commit) stays on one pod. For
+//! ScalarDB Cluster (`--target cluster`) one more transaction without the
+//! cookie commits too: the ALB spreads it over the nodes, and they route
+//! each request to the node that holds the transaction.
 //!
 //! An internal ALB answers only inside the VPC, so by default the probe runs
 //! from a Pod in the cluster (`pod.rs`) against the Ingress hostname;
@@ -17,7 +20,7 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component};
 use crate::error::{Error, Result};
 use crate::record::Recorder;
-use crate::spec::ProbeFrom;
+use crate::spec::{ProbeFrom, Target};
 
 use crate::lookups;
 use trace::{Origin, Outcome};
@@ -44,13 +47,14 @@ fn unreachable_hint(from: &Origin) -> &'static str {
 /// One probe of `url` from where the options say, judged.
 async fn probe(env: &Env, url: &str, keep_trying: bool) -> Outcome {
     let requests = env.options.probe_requests;
+    let routing = env.spec.target == Target::Cluster;
     match env.options.probe_from {
         ProbeFrom::Local => {
-            let trace = trace::local(url, requests).await;
-            trace::judge(&trace, &Origin::Here, unreachable_hint(&Origin::Here))
+            let trace = trace::local(url, requests, routing).await;
+            trace::judge(&trace, &Origin::Here, unreachable_hint(&Origin::Here), routing)
         }
         ProbeFrom::Cluster => match pod::run(env, &env.options.probe_image, url, requests, keep_trying).await {
-            Ok((trace, from)) => trace::judge(&trace, &from, unreachable_hint(&from)),
+            Ok((trace, from)) => trace::judge(&trace, &from, unreachable_hint(&from), routing),
             Err(not_run) => Outcome::not_run(not_run.message, not_run.hint),
         },
     }
@@ -120,7 +124,7 @@ impl Component for Probe {
             ProbeFrom::Local => {
                 crate::wait::until(env, &format!("a sticky transaction through {url}"), || async {
                     let outcome = probe(env, &url, false).await;
-                    Ok(if outcome.unreachable || outcome.sticky.passed() {
+                    Ok(if outcome.unreachable || outcome.passed() {
                         Ok(outcome)
                     } else {
                         Err(outcome.sticky.message.clone())
@@ -136,10 +140,17 @@ impl Component for Probe {
                 outcome.typename.message,
                 outcome.typename.hint.as_deref().unwrap_or("check with `kubectl scalardb-graphql status`")
             ));
-        } else if outcome.sticky.passed() {
+        } else if outcome.passed() {
             env.progress.done(&outcome.sticky.message);
+            if let Some(routing) = &outcome.routing {
+                env.progress.done(&routing.message);
+            }
         } else {
-            let failed = if outcome.typename.passed() { &outcome.sticky } else { &outcome.typename };
+            let failed = [Some(&outcome.typename), Some(&outcome.sticky), outcome.routing.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|c| !c.passed())
+                .expect("a check failed");
             return Err(Error::timeout(format!(
                 "timed out waiting for a sticky transaction through {url}; last seen: {}",
                 failed.message
@@ -165,7 +176,7 @@ impl Component for Probe {
             ];
         };
         let outcome = probe(env, url, false).await;
-        vec![outcome.typename, outcome.sticky]
+        [Some(outcome.typename), Some(outcome.sticky), outcome.routing].into_iter().flatten().collect()
     }
 
     fn removal(&self, _env: &Env) -> Result<Vec<Action>> {

@@ -55,7 +55,8 @@ pub async fn run(
         Duration::ZERO
     };
     let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &ns);
-    let manifest = manifest(image, url, continuations, retry_for, deadline);
+    let routing = env.spec.target == crate::spec::Target::Cluster;
+    let manifest = manifest(image, url, continuations, routing, retry_for, deadline);
     let created = pods.create(&PostParams::default(), &manifest).await.map_err(|e| refused(&ns, e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
     let undo = {
@@ -88,11 +89,22 @@ pub async fn run(
 /// The Pod: this tool's labels, the pinned image, nothing secret, restricted
 /// security settings (a policy engine's "restricted" profile admits it), small
 /// requests and limits (a quota that demands them admits it).
-fn manifest(image: &str, url: &str, continuations: u32, retry_for: Duration, deadline: Instant) -> Pod {
+fn manifest(image: &str, url: &str, continuations: u32, routing: bool, retry_for: Duration, deadline: Instant) -> Pod {
     let mut labels = managed_labels();
     labels.insert("app.kubernetes.io/name".into(), "scalardb-graphql-probe".into());
     labels.insert("app.kubernetes.io/component".into(), "probe".into());
     let active = deadline.saturating_duration_since(Instant::now()).as_secs() + 5;
+    let mut args = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--continuations".into(),
+        continuations.to_string(),
+        "--retry-for".into(),
+        retry_for.as_secs().to_string(),
+    ];
+    if routing {
+        args.push("--routing".into());
+    }
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -112,8 +124,7 @@ fn manifest(image: &str, url: &str, continuations: u32, retry_for: Duration, dea
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["python3", "-c", SCRIPT],
-                "args": ["--url", url, "--continuations", continuations.to_string(),
-                         "--retry-for", retry_for.as_secs().to_string()],
+                "args": args,
                 "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
                 "resources": {
                     "requests": {"cpu": "50m", "memory": "32Mi"},

@@ -1,10 +1,12 @@
 # The in-cluster probe of kubectl-scalardb-graphql. It runs in a short-lived
 # Pod and does what the plugin does from a bastion: GET {__typename} through
 # the ALB, keep the AWSALB cookie, then start a transaction, continue it N
-# times and commit it, each request carrying the cookie. It stops at the
-# first answer that is not right and prints one JSON line per attempt (the
-# last line is the result); the plugin reads the log and judges it. Only the
-# URL, the parameters and what came back are printed: no secret is known here.
+# times and commit it, each request carrying the cookie. With --routing
+# (ScalarDB Cluster), one more transaction without any cookie: the nodes
+# route it to the node that holds it. It stops at the first answer that is
+# not right and prints one JSON line per attempt (the last line is the
+# result); the plugin reads the log and judges it. Only the URL, the
+# parameters and what came back are printed: no secret is known here.
 import argparse
 import json
 import time
@@ -16,6 +18,7 @@ parser.add_argument("--url", required=True)
 parser.add_argument("--continuations", type=int, default=8)
 parser.add_argument("--retry-for", type=float, default=0.0)
 parser.add_argument("--request-timeout", type=float, default=10.0)
+parser.add_argument("--routing", action="store_true")
 args = parser.parse_args()
 
 
@@ -68,14 +71,10 @@ def transaction_id(parsed):
     return tx if isinstance(tx, str) else None
 
 
-def attempt():
-    """The exchanges of one attempt, and whether all of them were right."""
-    seen, cookie, parsed = exchange("typename", args.url + "?query=%7B__typename%7D")
-    steps = [seen]
-    if seen.get("status") != 200 or parsed != TYPENAME or cookie is None:
-        return steps, False
+def transaction(cookie):
+    """Start, the continuations and the commit, each with `cookie` (None: none); and whether all were right."""
     seen, _, parsed = exchange("start", args.url, "query @transaction { __typename }", cookie)
-    steps.append(seen)
+    steps = [seen]
     tx = transaction_id(parsed)
     if not good(seen, parsed) or tx is None:
         return steps, False
@@ -89,13 +88,30 @@ def attempt():
     return steps, good(seen, parsed)
 
 
+def attempt():
+    """The exchanges of one attempt, those of the routing transaction (None: not run), and whether all were right."""
+    seen, cookie, parsed = exchange("typename", args.url + "?query=%7B__typename%7D")
+    steps = [seen]
+    if seen.get("status") != 200 or parsed != TYPENAME or cookie is None:
+        return steps, None, False
+    more, done = transaction(cookie)
+    steps += more
+    if not done or not args.routing:
+        return steps, None, done
+    routing, done = transaction(None)
+    return steps, routing, done
+
+
 deadline = time.monotonic() + args.retry_for
 number = 0
 while True:
     number += 1
-    steps, done = attempt()
-    print(json.dumps({"probe": "scalardb-graphql", "url": args.url, "continuations": args.continuations,
-                      "attempt": number, "exchanges": steps}), flush=True)
+    steps, routing, done = attempt()
+    line = {"probe": "scalardb-graphql", "url": args.url, "continuations": args.continuations,
+            "attempt": number, "exchanges": steps}
+    if routing is not None:
+        line["routing"] = routing
+    print(json.dumps(line), flush=True)
     if done or time.monotonic() + 2 > deadline:
         break
     time.sleep(2)

@@ -1,7 +1,9 @@
 //! What a probe saw, and the one judgement of it. The exchanges are the same
 //! wherever the probe ran — from this machine (`local`, below) or from a Pod
-//! (`probe.py`, read back from its log) — and `judge` turns them into the two
-//! checks.
+//! (`probe.py`, read back from its log) — and `judge` turns them into the
+//! checks: `probe.typename`, `probe.sticky` and, for ScalarDB Cluster,
+//! `probe.routing` (a transaction without the cookie, which the nodes route
+//! to the node that holds it).
 
 use std::time::Duration;
 
@@ -36,6 +38,9 @@ pub struct Trace {
     pub url: String,
     pub continuations: u32,
     pub exchanges: Vec<Exchange>,
+    /// The transaction sent without the cookie (start, continuations, commit), when asked for and reached.
+    #[serde(default)]
+    pub routing: Option<Vec<Exchange>>,
 }
 
 /// Where the probe ran, as the checks say it.
@@ -60,6 +65,8 @@ impl std::fmt::Display for Origin {
 pub struct Outcome {
     pub typename: Check,
     pub sticky: Check,
+    /// `probe.routing`, when the target routes transactions itself (ScalarDB Cluster).
+    pub routing: Option<Check>,
     /// The endpoint could not be reached at all (not the same as a wrong answer).
     pub unreachable: bool,
     /// The probe ran (false: it could not even start, see `not_run`).
@@ -72,9 +79,92 @@ impl Outcome {
         Outcome {
             typename: Check::fail(C, "probe.typename", message).hint(hint),
             sticky: Check::skip(C, "probe.sticky", "transaction not probed: the probe did not run"),
+            routing: None,
             unreachable: true,
             ran: false,
         }
+    }
+
+    /// Whether every check it holds passed.
+    pub fn passed(&self) -> bool {
+        self.typename.passed() && self.sticky.passed() && self.routing.as_ref().is_none_or(Check::passed)
+    }
+
+    /// With `routing` asked for, the routing check: skipped unless the sticky one passed.
+    fn with_routing(mut self, routing: bool, judged: impl FnOnce() -> Check) -> Outcome {
+        if routing {
+            self.routing = Some(if self.sticky.passed() {
+                judged()
+            } else {
+                Check::skip(C, "probe.routing", "not probed: the sticky transaction did not pass")
+            });
+        }
+        self
+    }
+}
+
+/// Where a transaction (start, `continuations`, commit) went wrong: how many
+/// requests kept it, and what happened next; None when it committed.
+fn lost_at(exchanges: &[Exchange], continuations: u32) -> Option<(u32, String)> {
+    let total = continuations + 2;
+    let mut rest = exchanges.iter();
+    match rest.next() {
+        None => return Some((0, "the probe stopped before starting it".into())),
+        Some(Exchange { error: Some(e), .. }) => return Some((0, format!("starting it failed: {e}"))),
+        Some(x) if x.status != Some(200) => {
+            return Some((0, format!("starting it answered HTTP {}", x.status.unwrap_or(0))));
+        }
+        Some(x) => {
+            let v: Value = serde_json::from_str(&x.body).unwrap_or(Value::Null);
+            if transaction_id(&v).is_none() {
+                return Some((
+                    0,
+                    format!("starting it returned no transaction id ({})", graphql_error(&v).unwrap_or_default()),
+                ));
+            }
+        }
+    }
+    for i in 1..=total - 1 {
+        let what = if i == total - 1 { "the commit".to_string() } else { format!("continuation {i}") };
+        let kept = if i == total - 1 { total - 1 } else { i };
+        match rest.next() {
+            None => return Some((kept, format!("the probe stopped before {what}"))),
+            Some(Exchange { error: Some(e), .. }) => return Some((kept, format!("{what} failed: {e}"))),
+            Some(x) => {
+                let v: Value = serde_json::from_str(&x.body).unwrap_or(Value::Null);
+                if x.status != Some(200) || graphql_error(&v).is_some() {
+                    return Some((
+                        kept,
+                        format!("{what} got HTTP {}: {}", x.status.unwrap_or(0), graphql_error(&v).unwrap_or_default()),
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `probe.routing`: the transaction sent without the cookie committed.
+fn judge_routing(trace: &Trace, from: &Origin) -> Check {
+    let total = trace.continuations + 2;
+    let Some(exchanges) = &trace.routing else {
+        return Check::fail(C, "probe.routing", format!("the probe {from} sent no transaction without the cookie"))
+            .hint("run status again; the probe stopped before it");
+    };
+    match lost_at(exchanges, trace.continuations) {
+        None => Check::pass(
+            C,
+            "probe.routing",
+            format!(
+                "without the cookie: {total}/{total} requests of a transaction committed through the ALB's round robin, the nodes routing it ({from})"
+            ),
+        ),
+        Some((kept, why)) => Check::fail(
+            C,
+            "probe.routing",
+            format!("without the cookie: {kept}/{total} requests kept the transaction ({from}); then {why}"),
+        )
+        .hint("the nodes did not route the transaction to the node holding it: check their membership (the -headless Service's endpoints, the chart's Role on endpoints) in the nodes' logs"),
     }
 }
 
@@ -93,7 +183,11 @@ fn transaction_id(body: &Value) -> Option<&str> {
 
 /// Judges one attempt. `from` says where it ran; `unreachable_hint` what to do
 /// when the endpoint did not answer from there.
-pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
+pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str, routing: bool) -> Outcome {
+    judge_sticky(trace, from, unreachable_hint).with_routing(routing, || judge_routing(trace, from))
+}
+
+fn judge_sticky(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
     let url = &trace.url;
     let skip = |why: &str| Check::skip(C, "probe.sticky", format!("transaction not probed: {why}"));
     let Some(first) = trace.exchanges.first() else {
@@ -104,6 +198,7 @@ pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
             typename: Check::fail(C, "probe.typename", format!("cannot reach {url} {from}: {e}"))
                 .hint(unreachable_hint),
             sticky: skip("endpoint unreachable"),
+            routing: None,
             unreachable: true,
             ran: true,
         };
@@ -122,6 +217,7 @@ pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
             )
             .hint("check the GraphQL pods' logs and that the path matches scalarDbGraphQlConfiguration.path"),
             sticky: skip("the endpoint does not answer GraphQL"),
+            routing: None,
             unreachable: false,
             ran: true,
         };
@@ -138,54 +234,21 @@ pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
                 format!("the ALB set no AWSALB cookie ({from}): its target group is not sticky"),
             )
             .hint("enable stickiness.enabled=true on the target group (the Ingress's target-group-attributes)"),
+            routing: None,
             unreachable: false,
             ran: true,
         };
     }
     let total = trace.continuations + 2;
-    let lost = |n: u32, why: String| {
-        Outcome {
-        typename: typename(),
-        sticky: Check::fail(C, "probe.sticky", format!("sticky: {n}/{total} requests kept the transaction ({from}); then {why}"))
-            .hint("the request reached another pod: the ALB is not routing by its AWSALB cookie (target-type ip and stickiness.enabled=true are both needed)"),
-        unreachable: false,
-        ran: true,
-    }
-    };
-    let mut rest = trace.exchanges[1..].iter();
-    let start = rest.next();
-    match start {
-        None => return lost(0, "the probe stopped before starting it".into()),
-        Some(Exchange { error: Some(e), .. }) => return lost(0, format!("starting it failed: {e}")),
-        Some(x) if x.status != Some(200) => {
-            return lost(0, format!("starting it answered HTTP {}", x.status.unwrap_or(0)));
-        }
-        Some(x) => {
-            let v: Value = serde_json::from_str(&x.body).unwrap_or(Value::Null);
-            if transaction_id(&v).is_none() {
-                return lost(
-                    0,
-                    format!("starting it returned no transaction id ({})", graphql_error(&v).unwrap_or_default()),
-                );
-            }
-        }
-    }
-    for i in 1..=total - 1 {
-        let what = if i == total - 1 { "the commit".to_string() } else { format!("continuation {i}") };
-        let kept = if i == total - 1 { total - 1 } else { i };
-        match rest.next() {
-            None => return lost(kept, format!("the probe stopped before {what}")),
-            Some(Exchange { error: Some(e), .. }) => return lost(kept, format!("{what} failed: {e}")),
-            Some(x) => {
-                let v: Value = serde_json::from_str(&x.body).unwrap_or(Value::Null);
-                if x.status != Some(200) || graphql_error(&v).is_some() {
-                    return lost(
-                        kept,
-                        format!("{what} got HTTP {}: {}", x.status.unwrap_or(0), graphql_error(&v).unwrap_or_default()),
-                    );
-                }
-            }
-        }
+    if let Some((kept, why)) = lost_at(&trace.exchanges[1..], trace.continuations) {
+        return Outcome {
+            typename: typename(),
+            sticky: Check::fail(C, "probe.sticky", format!("sticky: {kept}/{total} requests kept the transaction ({from}); then {why}"))
+                .hint("the request reached another pod: the ALB is not routing by its AWSALB cookie (target-type ip and stickiness.enabled=true are both needed)"),
+            routing: None,
+            unreachable: false,
+            ran: true,
+        };
     }
     Outcome {
         typename: typename(),
@@ -197,14 +260,15 @@ pub fn judge(trace: &Trace, from: &Origin, unreachable_hint: &str) -> Outcome {
                 trace.continuations
             ),
         ),
+        routing: None,
         unreachable: false,
         ran: true,
     }
 }
 
 /// The probe from this machine: the same exchanges `probe.py` makes in a Pod.
-pub async fn local(url: &str, continuations: u32) -> Trace {
-    let mut trace = Trace { url: url.to_string(), continuations, exchanges: vec![] };
+pub async fn local(url: &str, continuations: u32, routing: bool) -> Trace {
+    let mut trace = Trace { url: url.to_string(), continuations, exchanges: vec![], routing: None };
     let client = match HttpClient::new(Duration::from_secs(10)) {
         Ok(c) => c,
         Err(e) => {
@@ -224,39 +288,55 @@ pub async fn local(url: &str, continuations: u32) -> Trace {
     let Some(cookie) = cookie.filter(|_| go_on) else {
         return trace;
     };
-    let post = |step: String, query: String| {
-        let (client, cookie) = (&client, cookie.clone());
-        async move {
-            let body = serde_json::to_vec(&json!({"query": query})).expect("JSON");
-            match client.send("POST", url, Some("application/json"), body, Some(&cookie)).await {
-                Ok(res) => answered(&step, res.status, &res.body, false),
-                Err(e) => failed(&step, e.to_string()),
-            }
+    let (sticky, committed) = transaction(&client, url, continuations, Some(&cookie)).await;
+    trace.exchanges.extend(sticky);
+    if committed && routing {
+        trace.routing = Some(transaction(&client, url, continuations, None).await.0);
+    }
+    trace
+}
+
+/// One transaction through `url` (start, `continuations`, commit), each
+/// request with `cookie` (None: no cookie), stopped at the first wrong
+/// answer; and whether it committed.
+async fn transaction(
+    client: &HttpClient,
+    url: &str,
+    continuations: u32,
+    cookie: Option<&str>,
+) -> (Vec<Exchange>, bool) {
+    let post = |step: String, query: String| async move {
+        let body = serde_json::to_vec(&json!({"query": query})).expect("JSON");
+        match client.send("POST", url, Some("application/json"), body, cookie).await {
+            Ok(res) => answered(&step, res.status, &res.body, false),
+            Err(e) => failed(&step, e.to_string()),
         }
     };
     let good = |x: &Exchange| {
         x.status == Some(200)
             && serde_json::from_str::<Value>(&x.body).ok().is_some_and(|v| graphql_error(&v).is_none())
     };
+    let mut steps = vec![];
     let start = post("start".into(), "query @transaction { __typename }".into()).await;
     let id = serde_json::from_str::<Value>(&start.body).ok().and_then(|v| transaction_id(&v).map(str::to_string));
     let ok = good(&start);
-    trace.exchanges.push(start);
+    steps.push(start);
     let Some(id) = id.filter(|_| ok) else {
-        return trace;
+        return (steps, false);
     };
     for i in 1..=continuations {
         let x = post(format!("continue-{i}"), format!("query @transaction(id: \"{id}\") {{ __typename }}")).await;
         let ok = good(&x);
-        trace.exchanges.push(x);
+        steps.push(x);
         if !ok {
-            return trace;
+            return (steps, false);
         }
     }
-    trace
-        .exchanges
-        .push(post("commit".into(), format!("query @transaction(id: \"{id}\", commit: true) {{ __typename }}")).await);
-    trace
+    let commit =
+        post("commit".into(), format!("query @transaction(id: \"{id}\", commit: true) {{ __typename }}")).await;
+    let ok = good(&commit);
+    steps.push(commit);
+    (steps, ok)
 }
 
 fn answered(step: &str, status: u16, body: &[u8], cookie: bool) -> Exchange {
@@ -278,7 +358,7 @@ mod tests {
     use super::*;
 
     fn trace(exchanges: Vec<Exchange>) -> Trace {
-        Trace { url: "http://alb/graphql".into(), continuations: 2, exchanges }
+        Trace { url: "http://alb/graphql".into(), continuations: 2, exchanges, routing: None }
     }
     fn ok(step: &str, body: &str, cookie: bool) -> Exchange {
         answered(step, 200, body.as_bytes(), cookie)
@@ -296,7 +376,7 @@ mod tests {
             ok("commit", TYPENAME, false),
         ]);
         let from = Origin::Pod { name: "ns/p".into(), node: "n1".into(), zone: Some("z1".into()) };
-        let o = judge(&t, &from, "");
+        let o = judge(&t, &from, "", false);
         assert!(o.typename.passed() && o.sticky.passed(), "{o:?}");
         assert!(o.sticky.message.contains("4/4") && o.sticky.message.contains("from Pod ns/p on node n1 (z1)"));
     }
@@ -305,19 +385,50 @@ mod tests {
     fn a_lost_transaction_counts_what_was_kept() {
         let lost = r#"{"errors":[{"message":"transaction t1 not found"}]}"#;
         let t = trace(vec![ok("typename", TYPENAME, true), ok("start", TX, false), ok("continue-1", lost, false)]);
-        let o = judge(&t, &Origin::Here, "");
+        let o = judge(&t, &Origin::Here, "", false);
         assert!(o.typename.passed() && !o.sticky.passed());
         assert!(o.sticky.message.contains("1/4") && o.sticky.message.contains("not found"), "{}", o.sticky.message);
     }
 
     #[test]
     fn no_cookie_unreachable_and_wrong_answers_fail_the_right_check() {
-        let o = judge(&trace(vec![ok("typename", TYPENAME, false)]), &Origin::Here, "");
+        let o = judge(&trace(vec![ok("typename", TYPENAME, false)]), &Origin::Here, "", false);
         assert!(o.typename.passed() && o.sticky.message.contains("no AWSALB cookie"));
-        let o = judge(&trace(vec![failed("typename", "refused".into())]), &Origin::Here, "use a bastion");
+        let o = judge(&trace(vec![failed("typename", "refused".into())]), &Origin::Here, "use a bastion", false);
         assert!(o.unreachable && !o.typename.passed() && o.typename.hint.as_deref() == Some("use a bastion"));
-        let o = judge(&trace(vec![answered("typename", 400, b"bad", true)]), &Origin::Here, "");
+        let o = judge(&trace(vec![answered("typename", 400, b"bad", true)]), &Origin::Here, "", false);
         assert!(!o.unreachable && o.typename.message.contains("answered 400 bad"));
+    }
+
+    #[test]
+    fn routing_is_judged_only_when_asked_and_only_after_the_sticky_transaction() {
+        let sticky = vec![
+            ok("typename", TYPENAME, true),
+            ok("start", TX, false),
+            ok("continue-1", TX, false),
+            ok("continue-2", TX, false),
+            ok("commit", TYPENAME, false),
+        ];
+        let whole = vec![
+            ok("start", TX, false),
+            ok("continue-1", TX, false),
+            ok("continue-2", TX, false),
+            ok("commit", TYPENAME, false),
+        ];
+        let mut t = trace(sticky.clone());
+        assert!(judge(&t, &Origin::Here, "", false).routing.is_none());
+        t.routing = Some(whole);
+        let o = judge(&t, &Origin::Here, "", true);
+        assert!(o.passed() && o.routing.as_ref().unwrap().message.contains("4/4"), "{o:?}");
+        let lost = r#"{"errors":[{"message":"transaction t1 not found"}]}"#;
+        t.routing = Some(vec![ok("start", TX, false), ok("continue-1", lost, false)]);
+        let o = judge(&t, &Origin::Here, "", true);
+        let routing = o.routing.as_ref().unwrap();
+        assert!(!o.passed() && routing.message.contains("1/4") && routing.message.contains("not found"), "{o:?}");
+        t.routing = None;
+        assert!(!judge(&t, &Origin::Here, "", true).routing.unwrap().passed());
+        let o = judge(&trace(sticky[..2].to_vec()), &Origin::Here, "", true);
+        assert_eq!(o.routing.unwrap().result, crate::component::Outcome::Skip);
     }
 
     #[test]
