@@ -22,7 +22,9 @@ GraphQL, as a node does (GraphQL is off by default): only a health check of
 the GraphQL port shows it. The nodes of one membership (the endpoint's namespace
 and name) share their transactions through a file under STORE_DIR, locked
 for every change, so any node continues a transaction begun on another, as
-the Cluster's routing lets it.
+the Cluster's routing lets it: the routing reaches the node that began it,
+which holds the transaction in its memory, so once that node has stopped
+(its gRPC port no longer answers) no node can continue it.
 
 usage: graphql_standin.py PORT NAME
        graphql_standin.py --cluster PROPERTIES ADDRESS NAME STORE_DIR
@@ -72,10 +74,11 @@ class Transactions:
 
 
 class SharedTransactions:
-    """The transactions of every node of one cluster, in one JSON file ({id: deadline, wall clock})."""
+    """The transactions of every node of one cluster, in one JSON file ({id: [deadline, wall clock; the
+    address of the node that began it]})."""
 
-    def __init__(self, path):
-        self._path = path
+    def __init__(self, path, me):
+        self._path, self._me = path, me
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -87,7 +90,7 @@ class SharedTransactions:
             except (FileNotFoundError, ValueError):
                 table = {}
             now = time.time()
-            table = {tx: d for tx, d in table.items() if d >= now}
+            table = {tx: e for tx, e in table.items() if isinstance(e, list) and e[0] >= now}
             result = change(table, now)
             tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(table))
@@ -96,11 +99,19 @@ class SharedTransactions:
 
     def begin(self):
         tx = str(uuid.uuid4())
-        self._change(lambda table, now: table.__setitem__(tx, now + TRANSACTION_TTL))
+        self._change(lambda table, now: table.__setitem__(tx, [now + TRANSACTION_TTL, self._me]))
         return tx
 
     def known(self, tx):
-        return self._change(lambda table, now: tx in table)
+        owner = self._change(lambda table, now: table[tx][1] if tx in table else None)
+        if owner is None or owner == self._me:
+            return owner is not None
+        try:  # routed to the node that holds it: that node must still run
+            socket.create_connection((owner, GRPC_PORT), timeout=1).close()
+            return True
+        except OSError:
+            self.end(tx)
+            return False
 
     def end(self, tx):
         self._change(lambda table, now: table.pop(tx, None))
@@ -292,7 +303,7 @@ def main():
         if port is None:
             print(f"INFO node {name}: member of {members}; gRPC on {address}:{GRPC_PORT}", flush=True)
             threading.Event().wait()  # a node serving gRPC only, until it is stopped
-        TRANSACTIONS = SharedTransactions(store)
+        TRANSACTIONS = SharedTransactions(store, address)
         server = NodeServer((address, port), Handler)
         print(f"INFO node {name}: member of {members}; GraphQL on http://{address}:{port}{path}, "
               f"gRPC on {address}:{GRPC_PORT}", flush=True)

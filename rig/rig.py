@@ -837,12 +837,16 @@ def aws_state(env):
 
 
 def kube_state(objects):
-    """What the baseline compares: every object by kind, namespace and name; node labels and taints."""
+    """What the baseline compares: every object by kind, namespace and name; node labels and taints;
+    namespace labels (a label on a namespace the rig keeps, such as the readiness-gate one on
+    `default`, changes what the next install sees)."""
     nodes = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}),
                          "taints": o["object"]["spec"].get("taints", [])}
              for o in objects if o["resource"] == "nodes"}
+    namespaces = {o["name"]: o["object"]["metadata"].get("labels", {})
+                  for o in objects if o["resource"] == "namespaces"}
     return {"kubernetes": sorted(f"{o['resource']} {o['namespace']}/{o['name']}" for o in objects),
-            "nodes": nodes}
+            "nodes": nodes, "namespaces": namespaces}
 
 
 def snapshot(env):
@@ -874,7 +878,8 @@ def reset():
     namespaces = {o["real_name"] for o in objects if o["resource"] == "namespaces"}
     delete([o for o in objects if o["namespace"] not in namespaces and o["resource"] != "namespaces"])
     delete([o for o in objects if o["resource"] == "namespaces"])
-    current = kube_state(listed)["nodes"]
+    listed_state = kube_state(listed)
+    current = listed_state["nodes"]
     for name, want in baseline["nodes"].items():
         if current.get(name) == want:
             continue
@@ -882,6 +887,13 @@ def reset():
         labels.update(want["labels"])
         api.merge_patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": labels},
                                                   "spec": {"taints": want["taints"] or None}})
+    kept_namespaces = baseline.get("namespaces", {})
+    for name, want in kept_namespaces.items():
+        now_labels = listed_state["namespaces"].get(name, {})
+        if now_labels != want:
+            labels = {k: None for k in now_labels if k not in want}
+            labels.update(want)
+            api.merge_patch(f"/api/v1/namespaces/{name}", {"metadata": {"labels": labels}})
     sock = env["RIG_DATAPLANE_SOCKET"]
     haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode sticky")
     (STATE / "dataplane.map").write_text("mode sticky\n")
@@ -894,7 +906,8 @@ def reset():
         # still running (the ALB simulator) could add them back before that.
         now = kube_objects(env, api)
         state = kube_state(now)
-        if state["kubernetes"] == baseline["kubernetes"] and state["nodes"] == baseline["nodes"]:
+        if state["kubernetes"] == baseline["kubernetes"] and state["nodes"] == baseline["nodes"] \
+                and all(state["namespaces"].get(n) == want for n, want in kept_namespaces.items()):
             return True
         terminating = {o["real_name"] for o in now if o["resource"] == "namespaces"
                        and o["object"]["metadata"].get("deletionTimestamp")}
@@ -910,7 +923,8 @@ def reset():
         api.each(finalized, lambda path: api.merge_patch(path, {"metadata": {"finalizers": None}}))
         delete(missed)
         return False
-    if objects or any(current.get(n) != want for n, want in baseline["nodes"].items()):
+    if objects or any(current.get(n) != want for n, want in baseline["nodes"].items()) \
+            or any(listed_state["namespaces"].get(n) != want for n, want in kept_namespaces.items()):
         wait_for("the cluster to be back at its baseline", clean, timeout=90)
     # Whatever the runner still runs (a pod it lost track of), and every log.
     http_ok(f"{env['RIG_POD_RUNNER_URL']}/reset", data=b"")

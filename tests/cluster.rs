@@ -69,8 +69,19 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
     let rig = rig();
     rig.reset();
     let clean = rig.snapshot();
-    let out = install_cluster(&rig);
+    // A helm that logs its command line, then runs the real one.
+    let dir = tempfile::tempdir().unwrap();
+    let argv_log = dir.path().join("argv.log");
+    let real = rig.get("PATH").split(':').next().map(|d| format!("{d}/helm")).unwrap();
+    let shim = dir.path().join("helm");
+    std::fs::write(&shim, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {real} \"$@\"\n", argv_log.display())).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = rig.plugin().args(rig.cluster_install_args()).env("HELM_BIN", &shim).output().unwrap();
     expect_code(&out, 0, "install --target cluster");
+    let dry = rig.plugin().args(rig.cluster_install_args()).args(["--dry-run", "-o", "yaml"]).output().unwrap();
+    expect_code(&dry, 0, "install --target cluster --dry-run -o yaml");
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    assert!(argv.contains("upgrade --install") && argv.contains("scalardb-cluster"), "helm's installs: {argv}");
     let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(shown.contains(&format!("created Ingress default/{INGRESS}")), "{shown}");
 
@@ -144,6 +155,11 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
         assert!(!configmaps.contains(secret), "the {what} is in a ConfigMap");
         assert!(!values.contains(secret), "the {what} is in the release's values");
         assert!(!shown.contains(secret), "the {what} is in install's output");
+        assert!(!argv.contains(secret), "the {what} is in helm's argv");
+        assert!(
+            !text(&dry.stdout).contains(secret) && !text(&dry.stderr).contains(secret),
+            "the {what} is in --dry-run"
+        );
     }
 
     // The nodes run with it: Ready on the dedicated nodes, status all green.

@@ -1077,5 +1077,14 @@ fn without_the_cookie_a_cluster_transaction_continues_and_commits_on_other_nodes
     // Committed is over, on every node.
     let (_, r) = post_once(&url, &format!("query @transaction(id: \"{id}\") {{ __typename }}"));
     assert!(r["errors"][0]["message"].as_str().is_some_and(|m| m.contains("not found")), "{r}");
+    // A transaction lives in the memory of the node that began it: once that node is gone, none continues it.
+    let (owner, r) = post_once(&url, "query @transaction { __typename }");
+    let id = r["extensions"]["transaction"]["id"].as_str().unwrap_or_else(|| panic!("no transaction: {r}")).to_string();
+    rig.kubectl_ok(&["-n", ns, "delete", "pod", &owner, "--wait=true"]);
+    for _ in 0..4 {
+        let (node, r) = post_once(&url, &format!("query @transaction(id: \"{id}\") {{ __typename }}"));
+        assert_ne!(node, owner, "the deleted node still answers");
+        assert!(r["errors"][0]["message"].as_str().is_some_and(|m| m.contains("not found")), "{node}: {r}");
+    }
     rig.reset();
 }
