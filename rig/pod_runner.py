@@ -1174,7 +1174,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.to_target(host, path, headers, body, route, served)
             return
         alb = urllib.parse.urlsplit(self.server.alb_url)
-        conn = http.client.HTTPConnection(alb.hostname, alb.port, timeout=60)
+        self.relay(host, path, headers, body, (alb.hostname, alb.port), "the ALB data plane")
+
+    def relay(self, host, path, headers, body, to, what, set_cookies=()):
+        """Sends the request on to `to` (address, port) and its answer back, with `set_cookies` added."""
+        conn = http.client.HTTPConnection(*to, timeout=60)
         try:
             conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
             for k, v in headers:
@@ -1185,16 +1189,18 @@ class ProxyHandler(BaseHTTPRequestHandler):
             resp = conn.getresponse()
             data = resp.read()
         except OSError as e:
-            log(f"vpc: {self.command} http://{host}{path}: the ALB data plane failed ({e})")
+            log(f"vpc: {self.command} http://{host}{path}: {what} failed ({e})")
             self.refuse(502, f"{host}: the load balancer did not answer ({e})")
             return
         finally:
             conn.close()
-        log(f"vpc: {self.command} http://{host}{path} -> {resp.status}")
+        log(f"vpc: {self.command} http://{host}{path} -> {what} -> {resp.status}")
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
             if k.lower() not in HOP_BY_HOP:
                 self.send_header(k, v)
+        for cookie in set_cookies:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
@@ -1210,41 +1216,17 @@ class ProxyHandler(BaseHTTPRequestHandler):
             target = next((t for t in healthy if t[0] == named), None)
         if target is None:
             target = healthy[self.server.load_balancers.next_turn(route.arn) % len(healthy)]
-        address, port = self.server.runner.endpoint(target[0]) or (None, None)
-        if address is None:
+        endpoint = self.server.runner.endpoint(target[0])
+        if endpoint is None:
             self.refuse(502, f"{host}: the target {target[0]} went away")
             return
-        conn = http.client.HTTPConnection(address, port, timeout=60)
-        try:
-            conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
-            for k, v in headers:
-                conn.putheader(k, v)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            data = resp.read()
-        except OSError as e:
-            log(f"vpc: {self.command} http://{host}{path}: target {target[0]} failed ({e})")
-            self.refuse(502, f"{host}: the target did not answer ({e})")
-            return
-        finally:
-            conn.close()
-        log(f"vpc: {self.command} http://{host}{path} -> target {target[0]} -> {resp.status}")
-        self.send_response(resp.status, resp.reason)
-        for k, v in resp.getheaders():
-            if k.lower() not in HOP_BY_HOP:
-                self.send_header(k, v)
+        cookies = []
         if route.sticky:
             value = alb_cookie(target[0])
             expires = (now() + datetime.timedelta(seconds=route.duration)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-            self.send_header("Set-Cookie", f"AWSALB={value}; Expires={expires}; Path=/")
-            self.send_header("Set-Cookie", f"AWSALBCORS={value}; Expires={expires}; Path=/; SameSite=None")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+            cookies = [f"AWSALB={value}; Expires={expires}; Path=/",
+                       f"AWSALBCORS={value}; Expires={expires}; Path=/; SameSite=None"]
+        self.relay(host, path, headers, body, endpoint, f"target {target[0]}", cookies)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = forward
 

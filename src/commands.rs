@@ -556,7 +556,7 @@ struct VersionInfo {
 async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Result<()> {
     let defaults = json!({
         "graphqlChart": format!("{} {} (app {})", pins::GRAPHQL_CHART, pins::GRAPHQL_CHART_VERSION, pins::GRAPHQL_APP_VERSION),
-        "clusterChart": format!("{} {} ({})", pins::CLUSTER_CHART, pins::CLUSTER_CHART_VERSION, pins::CLUSTER_NODE_IMAGE),
+        "clusterChart": format!("{} {} (app {}, {})", pins::CLUSTER_CHART, pins::CLUSTER_CHART_VERSION, pins::CLUSTER_APP_VERSION, pins::CLUSTER_NODE_IMAGE),
         "lbControllerChart": format!("{} {}", pins::LBC_CHART, pins::LBC_CHART_VERSION),
         "iamPolicy": format!("{} (sha256 {})", pins::IAM_POLICY.version, pins::IAM_POLICY.sha256),
         "schemaLoader": format!("{}:{}", pins::SCHEMA_LOADER_IMAGE, pins::SCHEMA_LOADER_VERSION),

@@ -10,11 +10,13 @@ pub const GRAPHQL_APP_VERSION: &str = "3.13.6";
 /// themselves; the node image is public (GraphQL needs the Premium edition).
 pub const CLUSTER_CHART: &str = "scalardb-cluster";
 pub const CLUSTER_CHART_VERSION: &str = "1.11.0";
+pub const CLUSTER_APP_VERSION: &str = "3.18.0";
 pub const CLUSTER_NODE_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium";
 /// The port of the nodes' GraphQL server and of the chart's `<fullname>-graphql` Service.
 pub const CLUSTER_GRAPHQL_PORT: u16 = 8080;
 
-/// The Schema Loader image matching the GraphQL chart's app version.
+/// The Schema Loader image matching the GraphQL chart's app version (with
+/// `--target cluster`, the cluster chart's: `CLUSTER_APP_VERSION`).
 pub const SCHEMA_LOADER_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-schema-loader";
 pub const SCHEMA_LOADER_VERSION: &str = GRAPHQL_APP_VERSION;
 

@@ -71,11 +71,7 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
     let clean = rig.snapshot();
     // A helm that logs its command line, then runs the real one.
     let dir = tempfile::tempdir().unwrap();
-    let argv_log = dir.path().join("argv.log");
-    let real = rig.get("PATH").split(':').next().map(|d| format!("{d}/helm")).unwrap();
-    let shim = dir.path().join("helm");
-    std::fs::write(&shim, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {real} \"$@\"\n", argv_log.display())).unwrap();
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (shim, argv_log) = rig.helm_logging_argv(dir.path());
     let out = rig.plugin().args(rig.cluster_install_args()).env("HELM_BIN", &shim).output().unwrap();
     expect_code(&out, 0, "install --target cluster");
     let dry = rig.plugin().args(rig.cluster_install_args()).args(["--dry-run", "-o", "yaml"]).output().unwrap();
@@ -187,28 +183,18 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
     // Stickiness turned off in AWS by hand: no cookie, and the probe says so (the routing is not probed then).
     let tgs = rig.aws(&["elbv2", "describe-target-groups"]);
     let arn = tgs["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap();
-    rig.aws(&[
-        "elbv2",
-        "modify-target-group-attributes",
-        "--target-group-arn",
-        arn,
-        "--attributes",
-        "Key=stickiness.enabled,Value=false",
-    ]);
+    let sticky = |on: &str| {
+        let attribute = format!("Key=stickiness.enabled,Value={on}");
+        rig.aws(&["elbv2", "modify-target-group-attributes", "--target-group-arn", arn, "--attributes", &attribute]);
+    };
+    sticky("false");
     std::thread::sleep(std::time::Duration::from_secs(2)); // the stand-in reads the ALB at most 1.5 s old
     let off = rig.status(&["--category", "probe"]);
     let report = text(&off.stdout);
     expect_code(&off, 1, &format!("status with stickiness off:\n{report}"));
     assert!(report.contains("the ALB set no AWSALB cookie"), "{report}");
     assert!(report.contains("not probed: the sticky transaction did not pass"), "{report}");
-    rig.aws(&[
-        "elbv2",
-        "modify-target-group-attributes",
-        "--target-group-arn",
-        arn,
-        "--attributes",
-        "Key=stickiness.enabled,Value=true",
-    ]);
+    sticky("true");
 
     // A re-run changes nothing.
     let revisions = |r: &Rig| text(&r.cmd("helm").args(["list", "-A", "-o", "json"]).output().unwrap().stdout);

@@ -233,11 +233,7 @@ fn no_secret_reaches_output_argv_configmaps_or_the_record() {
     rig.reset();
     // A helm that logs its command line, then runs the real one.
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("argv.log");
-    let real = rig.get("PATH").split(':').next().map(|d| format!("{d}/helm")).unwrap();
-    let shim = dir.path().join("helm");
-    std::fs::write(&shim, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {real} \"$@\"\n", log.display())).unwrap();
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (shim, log) = rig.helm_logging_argv(dir.path());
     let out = rig.plugin().args(rig.install_args()).env("HELM_BIN", &shim).output().unwrap();
     expect_code(&out, 0, "install");
     let dry = rig

@@ -940,13 +940,7 @@ fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_pro
     assert!(std::net::TcpStream::connect((address.as_str(), 60053)).is_ok(), "the node's gRPC port is closed");
     assert!(std::net::TcpStream::connect((address.as_str(), 8080)).is_err(), "a node without GraphQL serves 8080");
     // Without the membership properties a node cannot start.
-    rig.eventually("nomember's node to crash", 60, || {
-        pod = pods_of(&rig, ns, "nomember").pop().unwrap_or(Value::Null);
-        pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
-    });
-    assert!(!condition(&pod, "Ready"), "{pod}");
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff", "{pod}");
-    let logs = rig.kubectl_ok(&["-n", ns, "logs", pod["metadata"]["name"].as_str().unwrap()]);
+    let logs = crashed(&rig, ns, "nomember");
     for key in [
         "scalar.db.cluster.membership.type",
         "scalar.db.cluster.membership.kubernetes.endpoint.namespace_name",
@@ -967,18 +961,22 @@ fn a_cluster_node_without_graphql_serves_none_and_one_without_the_membership_pro
         &["--set", "scalardbCluster.replicaCount=1", "--set", "scalardbCluster.graphql.enabled=true"],
     );
     expect_code(&out, 0, "helm install without the license certificate");
-    rig.eventually("nolicense's node to crash", 60, || {
-        pod = pods_of(&rig, ns, "nolicense").pop().unwrap_or(Value::Null);
+    let logs = crashed(&rig, ns, "nolicense");
+    let key = "scalar.db.cluster.node.licensing.license_check_cert_pem is not set";
+    assert!(logs.lines().any(|l| l.starts_with("ERROR") && l.contains(key)), "{logs}");
+    rig.reset();
+}
+
+/// Waits until the release's one node has exited 1 and is restarted with back-off, never Ready; its log.
+fn crashed(rig: &common::Rig, ns: &str, release: &str) -> String {
+    let mut pod = Value::Null;
+    rig.eventually(&format!("{release}'s node to crash"), 60, || {
+        pod = pods_of(rig, ns, release).pop().unwrap_or(Value::Null);
         pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
     });
     assert!(!condition(&pod, "Ready"), "{pod}");
-    let logs = rig.kubectl_ok(&["-n", ns, "logs", pod["metadata"]["name"].as_str().unwrap()]);
-    assert!(
-        logs.lines().any(|l| l.starts_with("ERROR")
-            && l.contains("scalar.db.cluster.node.licensing.license_check_cert_pem is not set")),
-        "{logs}"
-    );
-    rig.reset();
+    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff", "{pod}");
+    rig.kubectl_ok(&["-n", ns, "logs", pod["metadata"]["name"].as_str().unwrap()])
 }
 
 /// POSTs `query` to `url` without a cookie; the backend that answered (X-Rig-Backend) and the body.

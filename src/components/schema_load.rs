@@ -346,7 +346,9 @@ impl Component for SchemaLoad {
         let (Some(schema), Some(properties)) = (&env.options.schema, &env.options.db_properties) else {
             return Ok(());
         };
-        self.job = Some(LoaderJob::new(&env.spec.namespace, schema, properties.clone(), None, true, false));
+        // The loader of the ScalarDB version the target's chart runs.
+        let version = (env.spec.target == crate::spec::Target::Cluster).then_some(crate::pins::CLUSTER_APP_VERSION);
+        self.job = Some(LoaderJob::new(&env.spec.namespace, schema, properties.clone(), version, true, false));
         Ok(())
     }
 

@@ -170,6 +170,17 @@ impl Rig {
         args
     }
 
+    /// A helm in `dir` that appends its command line to `dir/argv.log`, then runs the rig's helm:
+    /// give it as HELM_BIN. Returns the shim and the log.
+    pub fn helm_logging_argv(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let log = dir.join("argv.log");
+        let real = self.get("PATH").split(':').next().map(|d| format!("{d}/helm")).expect("the rig's bin directory");
+        let shim = dir.join("helm");
+        std::fs::write(&shim, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {real} \"$@\"\n", log.display())).unwrap();
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        (shim, log)
+    }
+
     pub fn install(&self, extra: &[&str]) -> Output {
         self.plugin().args(self.install_args()).args(extra).output().expect("running install")
     }
