@@ -8,7 +8,11 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Where release archives are published; the krew manifest points there.
 RELEASE_URL ?= https://github.com/kubectl-scalardb-graphql/kubectl-scalardb-graphql/releases/download
 
-.PHONY: build test demo bench rig-up rig-down rig-status dist krew-manifest clean
+# The platforms of a release: an archive each, all in one krew manifest.
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+ARCHIVES := dist/kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz
+
+.PHONY: build test demo bench rig-up rig-down rig-status dist-tools dist krew-manifest clean
 
 build:
 	cargo build
@@ -35,13 +39,24 @@ bench: rig-up
 	cargo build --release
 	scripts/bench.sh "$(RELEASE_BIN)"
 
-# Release archives (binary, LICENSE, README, plugin.yaml) for krew and helm, in dist/.
-dist:
-	cargo build --release
-	scripts/dist.sh "$(RELEASE_BIN)" dist
+# The cross toolchains (rustup targets, zig and cargo-zigbuild, mingw-w64,
+# qemu-user, wine), installed once under ~/.cache.
+dist-tools:
+	scripts/dist-tools.sh
 
+# A release archive per platform (binary, LICENSE, README, plugin.yaml) for
+# krew and helm, in dist/, each built (release profile) then checked here.
+dist:
+	rm -f $(ARCHIVES) dist/SHA256SUMS dist/scalardb-graphql.yaml
+	scripts/dist.sh dist $(PLATFORMS)
+	scripts/dist-check.sh $(ARCHIVES)
+
+# The krew manifest of dist/'s archives at RELEASE_URL, validated by
+# installing every platform's archive; and dist/SHA256SUMS.
 krew-manifest: dist
-	scripts/krew-manifest.sh dist "$(RELEASE_URL)/v$(VERSION)" > krew/scalardb-graphql.yaml
+	scripts/krew-manifest.sh dist "$(RELEASE_URL)/v$(VERSION)" > dist/scalardb-graphql.yaml
+	scripts/krew-validate.sh dist
+	cd dist && sha256sum kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz > SHA256SUMS
 
 clean:
 	rm -rf dist

@@ -145,8 +145,20 @@ def debian(package, also=()):
     return install
 
 
+def ensure_krew():
+    """kubectl, krew and krew's manifest validator (what `make krew-manifest` needs of the rig)."""
+    k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
+    krew = timed(f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
+                 go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
+                            f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",
+                            rename={"krew": "kubectl-krew"}))
+    return {"kubectl": k8s / "kubectl", "kubectl-krew": krew / "kubectl-krew",
+            "validate-krew-manifest": krew / "validate-krew-manifest"}
+
+
 def ensure_all():
     """Returns {tool name: path to its binary}, building what is missing."""
+    krew = ensure_krew()
     k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
     etcd = timed(f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd)
     kwok = timed(f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
@@ -158,10 +170,6 @@ def ensure_all():
     helm4 = timed(f"helm {HELM4}", CACHE / f"helm-{HELM4}-stamped", ["helm4"],
                   go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"},
                              stamp=f"-X helm.sh/helm/v4/internal/version.version={HELM4}"))
-    krew = timed(f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
-                 go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
-                            f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",
-                            rename={"krew": "kubectl-krew"}))
     py = timed(f"python tools (moto {MOTO})", CACHE / f"python-moto-{MOTO}-awscli-{AWSCLI}",
                ["venv/bin/python", "venv/bin/aws"], python_venv)
     ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], debian("haproxy", also=["openssl"]))
@@ -171,12 +179,14 @@ def ensure_all():
         **{c: k8s / c for c in KUBE_COMMANDS},
         "etcd": etcd / "etcd", "kwok": kwok / "kwok", "kwokctl": kwok / "kwokctl",
         "helm3": helm3 / "helm3", "helm4": helm4 / "helm4",
-        "kubectl-krew": krew / "kubectl-krew", "validate-krew-manifest": krew / "validate-krew-manifest",
+        **krew,
         "python": py / "venv" / "bin" / "python", "aws": py / "venv" / "bin" / "aws", "haproxy": ha / "haproxy",
         "strace": st / "strace",
     }
 
 
 if __name__ == "__main__":
-    for name, path in ensure_all().items():
+    # `tools.py krew`: only krew's tools; else every tool.
+    tools = ensure_krew() if sys.argv[1:] == ["krew"] else ensure_all()
+    for name, path in tools.items():
         print(f"{name}\t{path}")

@@ -1,19 +1,70 @@
 #!/usr/bin/env bash
-# dist.sh BINARY OUTDIR: a release archive for this machine's OS and CPU,
-# holding bin/kubectl-scalardb_graphql, LICENSE, README.md and the helm
-# plugin files, so that one archive serves krew and `helm plugin install`.
+# dist.sh OUTDIR [PLATFORM[=BINARY]]...: release archives, one per platform
+# (default: all five), each holding bin/kubectl-scalardb_graphql (.exe on
+# Windows), LICENSE, README.md and the helm plugin files, so that one archive
+# serves krew and `helm plugin install`. Prints each archive's path.
+#
+#   PLATFORM  linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+#   =BINARY   package this binary instead of building one
+#   DIST_PROFILE  the cargo profile to build with (default: release)
+#
+# Builds run one after another, on this Linux amd64 machine: cargo-zigbuild
+# (zig as the linker) for Linux, against glibc 2.17, and for macOS; cargo with
+# mingw-w64 for Windows. scripts/dist-tools.sh installs all of it.
 set -euo pipefail
-binary="$1"; out="$2"
 root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$1"; shift
+[ $# -gt 0 ] || set -- linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+profile="${DIST_PROFILE:-release}"
 version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
-os="$(uname -s | tr '[:upper:]' '[:lower:]')"
-case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64|arm64) arch=arm64 ;; *) arch="$(uname -m)" ;; esac
-name="kubectl-scalardb-graphql_${version}_${os}_${arch}"
-stage="$(mktemp -d)"; trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/bin" "$stage/scripts" "$out"
-cp "$binary" "$stage/bin/kubectl-scalardb_graphql"
-cp "$root/LICENSE" "$root/README.md" "$root/plugin.yaml" "$stage/"
-cp "$root/scripts/helm-plugin-install.sh" "$stage/scripts/"
-# Reproducible: fixed order, owner and time.
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2026-01-01 00:00Z' -C "$stage" -czf "$out/$name.tar.gz" .
-echo "$out/$name.tar.gz"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+# rust target, the suffix cargo-zigbuild takes (glibc version), and the binary's name.
+triple() {
+  case "$1" in
+    linux/amd64) echo x86_64-unknown-linux-gnu ;;
+    linux/arm64) echo aarch64-unknown-linux-gnu ;;
+    darwin/amd64) echo x86_64-apple-darwin ;;
+    darwin/arm64) echo aarch64-apple-darwin ;;
+    windows/amd64) echo x86_64-pc-windows-gnu ;;
+    *) echo "dist.sh: unknown platform $1; use linux/amd64, linux/arm64, darwin/amd64, darwin/arm64 or windows/amd64" >&2
+       return 2 ;;
+  esac
+}
+exe() { case "$1" in windows/*) echo kubectl-scalardb_graphql.exe ;; *) echo kubectl-scalardb_graphql ;; esac; }
+
+tools=""
+build() {
+  local platform="$1" target; target="$(triple "$platform")"
+  if [ -z "$tools" ]; then tools="$("$root/scripts/dist-tools.sh" "${platforms[@]}")"; fi
+  local dir; dir="$([ "$profile" = dev ] && echo debug || echo "$profile")"
+  echo "dist.sh: building $platform ($target, profile $profile)" >&2
+  case "$platform" in
+    linux/*) PATH="$tools:$PATH" cargo zigbuild --locked --profile "$profile" --target "$target.2.17" --manifest-path "$root/Cargo.toml" >&2 ;;
+    darwin/*) PATH="$tools:$PATH" cargo zigbuild --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
+    windows/*) CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
+                 cargo build --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
+  esac
+  echo "$target_dir/$target/$dir/$(exe "$platform")"
+}
+
+platforms=("$@")
+mkdir -p "$out"
+for spec in "$@"; do
+  platform="${spec%%=*}"
+  triple "$platform" >/dev/null
+  if [ "$spec" != "$platform" ]; then binary="${spec#*=}"; else binary="$(build "$platform")"; fi
+  name="kubectl-scalardb-graphql_${version}_${platform%/*}_${platform#*/}"
+  stage="$(mktemp -d)"
+  mkdir -p "$stage/bin" "$stage/scripts"
+  cp "$binary" "$stage/bin/$(exe "$platform")"
+  chmod 0755 "$stage/bin/$(exe "$platform")"
+  cp "$root/LICENSE" "$root/README.md" "$root/plugin.yaml" "$stage/"
+  cp "$root/scripts/helm-plugin-install.sh" "$stage/scripts/"
+  # Reproducible: fixed order, owner, modes and time. No "./" entry: Helm 3
+  # makes each directory entry's directory anew, and its own already exists.
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mode='go-w' --mtime='2026-01-01 00:00Z' \
+    -C "$stage" -cf - LICENSE README.md bin plugin.yaml scripts | gzip -n -9 > "$out/$name.tar.gz"
+  rm -rf "$stage"
+  echo "$out/$name.tar.gz"
+done

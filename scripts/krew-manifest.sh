@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # krew-manifest.sh DISTDIR BASEURL: the krew manifest for the archives in
-# DISTDIR, each with its sha256, downloadable at BASEURL/<archive>.
+# DISTDIR (one platform each), each with its sha256, downloadable at
+# BASEURL/<archive>. Windows' binary ends in .exe, as krew requires there.
 set -euo pipefail
 dist="$1"; base="$2"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,9 +24,12 @@ spec:
     install did, in the order that leaks no ALB).
   platforms:
 YAML
-for archive in "$dist"/kubectl-scalardb-graphql_"${version}"_*.tar.gz; do
+archives=("$dist"/kubectl-scalardb-graphql_"${version}"_*.tar.gz)
+[ -e "${archives[0]}" ] || { echo "krew-manifest.sh: no ${version} archive in $dist; run make dist" >&2; exit 1; }
+for archive in "${archives[@]}"; do
   file="$(basename "$archive")"
   platform="${file#kubectl-scalardb-graphql_${version}_}"; platform="${platform%.tar.gz}"
+  exe=kubectl-scalardb_graphql; [ "${platform%_*}" = windows ] && exe=kubectl-scalardb_graphql.exe
   cat <<YAML
   - selector:
       matchLabels:
@@ -34,10 +38,10 @@ for archive in "$dist"/kubectl-scalardb-graphql_"${version}"_*.tar.gz; do
     uri: ${base}/${file}
     sha256: $(sha256sum "$archive" | cut -d' ' -f1)
     files:
-    - from: bin/kubectl-scalardb_graphql
+    - from: bin/${exe}
       to: .
     - from: LICENSE
       to: .
-    bin: kubectl-scalardb_graphql
+    bin: ${exe}
 YAML
 done

@@ -197,10 +197,7 @@ impl Kube {
         let namespace_explicit = s.namespace.is_some();
         let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
-        let client = kube::client::ClientBuilder::try_from(config)
-            .map_err(|e| Error::prerequisite(format!("cannot build a Kubernetes client for context {context:?}: {e}")))?
-            .with_layer(&TrackRequests)
-            .build();
+        let client = crate::transport::kube_client(config)?.with_layer(&TrackRequests).build();
         Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
     }
 
@@ -357,10 +354,8 @@ pub struct Aws {
 
 impl Aws {
     /// Loads configuration (env, profile, SSO, process credentials); contacts nothing yet.
-    pub async fn load(region: Option<String>, profile: Option<String>) -> Aws {
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    pub async fn load(region: Option<String>, profile: Option<String>) -> Result<Aws> {
+        let http = crate::transport::Aws::new()?;
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(AWS_CONNECT_TIMEOUT)
             .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
@@ -380,7 +375,7 @@ impl Aws {
             loader = loader.profile_name(p);
         }
         let sdk = loader.load().await;
-        Aws {
+        Ok(Aws {
             region: sdk.region().map(|r| r.to_string()),
             iam: aws_sdk_iam::Client::from_conf(
                 aws_sdk_iam::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
@@ -397,7 +392,7 @@ impl Aws {
             sts: aws_sdk_sts::Client::from_conf(
                 aws_sdk_sts::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
             ),
-        }
+        })
     }
 }
 
@@ -424,6 +419,7 @@ impl Context {
             Aws::load(region, settings.profile.clone()),
             Helm::find(settings.helm_bin.clone(), &kube_flags)
         );
+        let aws = aws?;
         let helm = helm.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string)));
         Ok(Context { settings, kube, aws, helm, cluster_name })
     }

@@ -64,7 +64,8 @@ fn os(items: &[&str]) -> Vec<OsString> {
 }
 
 /// The process group of a running helm; SIGKILLed as a whole when dropped armed.
-struct Group(Option<libc::pid_t>);
+/// Windows has no such group: there `kill_on_drop` ends helm itself (not what helm started).
+struct Group(Option<u32>);
 
 impl Group {
     /// helm ended by itself: nothing to kill (and its group id may be reused).
@@ -75,11 +76,12 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        #[cfg(unix)]
         if let Some(pgid) = self.0.take() {
             // SAFETY: killpg only sends a signal, to the group this process made for helm
             // (process_group(0)); helm is not yet reaped, so the id is still that group's.
             unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
+                libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
             }
         }
     }
@@ -95,9 +97,10 @@ async fn run_bounded(
 ) -> Result<std::process::Output> {
     let mut cmd = Command::new(path);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    #[cfg(unix)]
     cmd.process_group(0);
     let child = cmd.spawn().context(format!("running helm to {what}"))?;
-    let mut group = Group(child.id().map(|p| p as libc::pid_t));
+    let mut group = Group(child.id());
     let _waiting = crate::cleanup::call(format!("helm to {what}"));
     let finished = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), child.wait_with_output()).await.ok(),
@@ -389,6 +392,7 @@ mod tests {
         assert_eq!(command_line(os(&["version", "--short"]), &[], &[]), os(&["version", "--short"]));
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_helm_past_its_deadline_is_killed_with_its_whole_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -411,6 +415,7 @@ mod tests {
         assert!(gone, "the background child {child} of helm survived");
     }
 
+    #[cfg(unix)]
     #[test]
     fn values_files_are_private() {
         use std::os::unix::fs::PermissionsExt;

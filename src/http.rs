@@ -1,7 +1,7 @@
 //! A small HTTP(S) client for the two requests the plugin makes outside the
 //! Kubernetes and AWS APIs: fetching the pinned IAM policy document, and
 //! probing GraphQL through the ALB from this machine. Built on hyper's
-//! one-connection client with rustls on ring, as kube uses.
+//! one-connection client on the plugin's one TLS setup (`tls`).
 //!
 //! Like curl, it honours the proxy environment (`https_proxy`/`HTTPS_PROXY`,
 //! `http_proxy`/`HTTP_PROXY`, `all_proxy`/`ALL_PROXY`, `no_proxy`/`NO_PROXY`):
@@ -189,48 +189,13 @@ fn parse_proxy(text: &str) -> std::result::Result<Proxy, String> {
     Ok(Proxy { host, port, credentials })
 }
 
-/// The CA roots: `SSL_CERT_FILE` when set (as curl and OpenSSL take it), else the built-in web PKI roots.
-fn root_store() -> Result<rustls::RootCertStore> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
-        Some(file) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&file)
-                .and_then(|i| i.collect::<std::result::Result<_, _>>())
-                .map_err(|e| {
-                    Error::prerequisite(format!(
-                        "cannot read CA certificates from SSL_CERT_FILE={}: {e}",
-                        file.to_string_lossy()
-                    ))
-                    .hint("point SSL_CERT_FILE at a PEM bundle, or unset it")
-                })?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(Error::prerequisite(format!(
-                    "SSL_CERT_FILE={} holds no usable CA certificate",
-                    file.to_string_lossy()
-                ))
-                .hint("point SSL_CERT_FILE at a PEM bundle, or unset it"));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    Ok(roots)
-}
-
 /// Anything the request can run over: plain TCP or TLS over TCP (through a tunnel or not).
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 impl HttpClient {
     pub fn new(timeout: Duration) -> Result<HttpClient> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("setting up TLS")?
-            .with_root_certificates(root_store()?)
-            .with_no_client_auth();
+        let config = crate::tls::client_config(crate::tls::roots()?, None)?;
         Ok(HttpClient {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout,

@@ -42,32 +42,50 @@ pub struct Held {
 const HOST_KEY: &str = "kubectl-scalardb-graphql/host";
 const PID_KEY: &str = "kubectl-scalardb-graphql/pid";
 
-fn host() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown host".into())
+/// This machine's name, or none when it cannot be told (then no holder is judged dead by its pid).
+fn host() -> Option<String> {
+    #[cfg(unix)]
+    let name = {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        ok.then(|| String::from_utf8_lossy(buf.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
+    };
+    #[cfg(not(unix))]
+    let name = std::env::var("COMPUTERNAME").ok();
+    name.map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
 }
 
 /// Who this run is, as a second run will be told.
 fn identity(command: &str) -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
-    format!("kubectl scalardb-graphql {command} by {user}@{}, pid {}", host(), std::process::id())
+    let user = std::env::var(if cfg!(windows) { "USERNAME" } else { "USER" }).unwrap_or_else(|_| "unknown user".into());
+    let host = host().unwrap_or_else(|| "unknown host".into());
+    format!("kubectl scalardb-graphql {command} by {user}@{host}, pid {}", std::process::id())
+}
+
+/// Whether the process `pid` of this machine is gone; where that cannot be asked, it is not.
+fn process_gone(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        !alive
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
 }
 
 /// Whether the holder ran on this machine and its process is gone: a crash, whatever the renewal time says.
 fn holder_died_here(lease: &Lease) -> bool {
     let annotations = lease.metadata.annotations.clone().unwrap_or_default();
-    let pid = annotations.get(PID_KEY).and_then(|p| p.parse::<i32>().ok());
-    match (annotations.get(HOST_KEY), pid) {
-        (Some(h), Some(pid)) if *h == host() && pid > 0 && pid as u32 != std::process::id() => {
-            // SAFETY: signal 0 only asks whether the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-            !alive
-        }
+    let pid = annotations.get(PID_KEY).and_then(|p| p.parse::<u32>().ok());
+    match (annotations.get(HOST_KEY), host(), pid) {
+        (Some(h), Some(here), Some(pid)) if *h == here && pid > 0 && pid != std::process::id() => process_gone(pid),
         _ => false,
     }
 }
@@ -112,7 +130,11 @@ pub async fn acquire(client: &kube::Client, namespace: &str, release: &str, comm
             name: Some(name.clone()),
             labels: Some(crate::ownership::managed_labels()),
             annotations: Some(
-                [(HOST_KEY.to_string(), host()), (PID_KEY.to_string(), std::process::id().to_string())].into(),
+                host()
+                    .map(|h| (HOST_KEY.to_string(), h))
+                    .into_iter()
+                    .chain([(PID_KEY.to_string(), std::process::id().to_string())])
+                    .collect(),
             ),
             ..Default::default()
         },

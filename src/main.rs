@@ -26,6 +26,8 @@ mod record;
 mod releases;
 mod schema;
 mod spec;
+mod tls;
+mod transport;
 mod values;
 mod wait;
 

@@ -23,11 +23,13 @@ const ORDER: &[&str] = &[
     "ownership",
     // resolved settings, clients and what they need
     "spec",
+    "tls",
     "http",
     "helm",
     "releases",
     "record",
     "lease",
+    "transport",
     "context",
     "values",
     "wait",

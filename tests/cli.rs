@@ -1,10 +1,10 @@
 //! The binary as users meet it: through kubectl's plugin mechanism, as a
-//! Helm 3 and Helm 4 plugin, installed by krew from a release archive, with
-//! kubectl's completion shim, and with bad connection settings.
+//! Helm 3 and Helm 4 plugin from a checkout, with kubectl's completion shim,
+//! and with bad connection settings (release archives: tests/dist.rs).
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{BIN, expect_code, rig, root, text};
@@ -100,54 +100,6 @@ fn helm_3_and_helm_4_install_the_checkout_as_a_plugin_and_pass_namespace_and_con
         assert!(stdout.contains("kube context: second (namespace team-x), run as a helm plugin"), "{helm}: {stdout}");
         let major = if helm == "helm3" { "major 3" } else { "major 4" };
         assert!(stdout.contains(major), "{helm} should call back the helm that runs it (HELM_BIN): {stdout}");
-    }
-}
-
-fn dist(out: &Path) -> PathBuf {
-    let o = Command::new(root().join("scripts/dist.sh")).arg(BIN).arg(out).output().unwrap();
-    expect_code(&o, 0, "scripts/dist.sh");
-    PathBuf::from(text(&o.stdout).trim())
-}
-
-#[test]
-fn krew_installs_the_release_archive_and_validates_the_manifest() {
-    let rig = rig();
-    let work = tempfile::tempdir().unwrap();
-    let archive = dist(&work.path().join("dist"));
-    let manifest = work.path().join("scalardb-graphql.yaml");
-    let o = Command::new(root().join("scripts/krew-manifest.sh"))
-        .arg(work.path().join("dist"))
-        .arg("https://example.invalid/releases/v0.1.0")
-        .output()
-        .unwrap();
-    expect_code(&o, 0, "scripts/krew-manifest.sh");
-    std::fs::write(&manifest, &o.stdout).unwrap();
-    let v = rig.cmd("validate-krew-manifest").arg("-manifest").arg(&manifest).arg("-skip-install").output().unwrap();
-    expect_code(&v, 0, "validate-krew-manifest");
-    let krew_root = work.path().join("krew");
-    let install = rig
-        .cmd("kubectl")
-        .args(["krew", "install"])
-        .arg(format!("--manifest={}", manifest.display()))
-        .arg(format!("--archive={}", archive.display()))
-        .env("KREW_ROOT", &krew_root)
-        .output()
-        .unwrap();
-    expect_code(&install, 0, "kubectl krew install");
-    let path = path_with(&[&krew_root.join("bin")], &rig);
-    let run = rig
-        .cmd("kubectl")
-        .args(["scalardb-graphql", "version", "--client"])
-        .env("PATH", path)
-        .env("KREW_ROOT", &krew_root)
-        .output()
-        .unwrap();
-    expect_code(&run, 0, "the krew-installed plugin");
-    assert!(text(&run.stdout).contains("kubectl-scalardb-graphql 0.1.0"));
-    // The archive carries the license and the readme.
-    let list = Command::new("tar").arg("tzf").arg(&archive).output().unwrap();
-    for f in ["./bin/kubectl-scalardb_graphql", "./LICENSE", "./README.md", "./plugin.yaml"] {
-        assert!(text(&list.stdout).lines().any(|l| l == f), "{f} missing from the archive");
     }
 }
 

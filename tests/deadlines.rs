@@ -4,7 +4,8 @@
 //! NO_PROXY), and a body beyond the limit is refused. Every server here is
 //! on 127.0.0.1: a loopback server that accepts and never answers, a CONNECT
 //! proxy that terminates the tunnel with a test CA (as a TLS-inspecting
-//! proxy does) instead of dialling out, and a forwarding proxy for plain http.
+//! proxy does) instead of dialling out, a forwarding proxy for plain http,
+//! and a CONNECT proxy that relays to 127.0.0.1 (the kubeconfig's proxy-url).
 
 mod common;
 
@@ -272,7 +273,76 @@ fn wait_for_file(path: &Path, secs: u64) -> String {
     panic!("{} did not appear within {secs}s", path.display());
 }
 
+/// A CONNECT proxy that relays each tunnel to its target (127.0.0.1 only) and
+/// logs `CONNECT host:port <Proxy-Authorization>`.
+fn relay_proxy() -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let log = log.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let head = read_head(&mut reader)?;
+                let target = head.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_string();
+                let auth = head
+                    .iter()
+                    .find_map(|h| {
+                        h.strip_prefix("Proxy-Authorization: ").or_else(|| h.strip_prefix("proxy-authorization: "))
+                    })
+                    .unwrap_or("no Proxy-Authorization");
+                log.lock().unwrap().push(format!("CONNECT {target} {auth}"));
+                let mut conn = conn;
+                assert!(target.starts_with("127.0.0.1:"), "the proxy was asked to leave loopback: {target}");
+                let upstream = TcpStream::connect(&target)?;
+                conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+                let (mut up_read, mut up_write) = (upstream.try_clone()?, upstream);
+                let mut down_write = conn;
+                let pump = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut reader, &mut up_write);
+                    let _ = up_write.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut up_read, &mut down_write);
+                let _ = down_write.shutdown(std::net::Shutdown::Write);
+                let _ = pump.join();
+                Ok(())
+            });
+        }
+    });
+    Proxy { url: format!("http://127.0.0.1:{port}"), seen }
+}
+
 // --- tests -----------------------------------------------------------------------------
+
+#[test]
+fn the_api_server_is_reached_through_the_kubeconfigs_proxy_url_with_its_credentials() {
+    let rig = rig();
+    let proxy = relay_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(rig.get("KUBECONFIG"), &kubeconfig).unwrap();
+    let cluster = rig.kubectl_ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].name}"]);
+    let server = rig.kubectl_ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+    // user:p@ss, written percent-encoded in the URL as it must be.
+    let with_credentials = proxy.url.replace("http://", "http://user:p%40ss@");
+    let set = rig
+        .cmd("kubectl")
+        .args(["config", "set-cluster", cluster.trim(), &format!("--proxy-url={with_credentials}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    expect_code(&set, 0, "kubectl config set-cluster --proxy-url");
+    let out = rig.plugin().args(["status", "--timeout", "60s"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Kubernetes v1.35"), "status did not reach the API server: {stdout}{}", text(&out.stderr));
+    let authority = server.trim().trim_start_matches("https://").trim_end_matches('/').to_string();
+    // Basic base64("user:p@ss")
+    let expected = format!("CONNECT {authority} Basic dXNlcjpwQHNz");
+    let seen = proxy.seen();
+    assert!(!seen.is_empty() && seen.iter().all(|r| *r == expected), "{expected:?} expected, the proxy saw {seen:?}");
+}
 
 #[test]
 fn a_hung_aws_endpoint_ends_status_by_its_timeout_with_exit_4_naming_the_call() {

@@ -120,9 +120,8 @@ async fn the_aws_sdk_for_rust_reads_the_caller_and_the_eks_issuer_from_moto() {
             unsafe { std::env::set_var(k, v) };
         }
     }
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+    let sdk =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(PlainHttp::default()).load().await;
     let who = aws_sdk_sts::Client::new(&sdk).get_caller_identity().send().await.unwrap();
     assert_eq!(who.account(), Some("123456789012"));
     let cluster =
@@ -133,6 +132,50 @@ async fn the_aws_sdk_for_rust_reads_the_caller_and_the_eks_issuer_from_moto() {
     assert_eq!(cluster.resources_vpc_config().unwrap().subnet_ids().len(), 4);
     let server = rig.kubectl_ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
     assert_eq!(cluster.endpoint().unwrap().trim_end_matches('/'), server.trim().trim_end_matches('/'));
+}
+
+/// The SDK's HTTP client for the rig's AWS server (plain http on loopback): hyper's pooled client.
+#[derive(Debug, Clone)]
+struct PlainHttp(
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        aws_smithy_types::body::SdkBody,
+    >,
+);
+
+impl Default for PlainHttp {
+    fn default() -> Self {
+        let builder = hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new());
+        PlainHttp(builder.build_http())
+    }
+}
+
+impl aws_smithy_runtime_api::client::http::HttpClient for PlainHttp {
+    fn http_connector(
+        &self,
+        _settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for PlainHttp {
+    fn call(
+        &self,
+        request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let client = self.0.clone();
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
+            let request = request.try_into_http1x().map_err(|e| ConnectorError::user(e.into()))?;
+            let response = client.request(request).await.map_err(|e| ConnectorError::io(e.into()))?;
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse::try_from(
+                response.map(aws_smithy_types::body::SdkBody::from_body_1_x),
+            )
+            .map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
 }
 
 #[test]
