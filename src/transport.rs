@@ -5,9 +5,10 @@
 //! kube: the kubeconfig's CA (else `tls::roots`), client certificate and
 //! `insecure-skip-tls-verify`, `tls-server-name`, a `proxy-url` (or the
 //! HTTPS_PROXY `context` picked) as an `http://` CONNECT tunnel, the connect
-//! and read timeouts, and kube's own layers for the base URL, credentials
-//! (tokens, exec plugins) and headers. AWS: the SDK's connect and read
-//! timeouts, with failures classed as the SDK classes them for its retries.
+//! and read timeouts, and kube's own layers for the base URL, retries of
+//! 429/503/504, credentials (tokens, exec plugins) and headers. AWS: the
+//! SDK's connect and read timeouts, with failures classed as the SDK classes
+//! them for its retries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -90,8 +91,13 @@ fn stack(connector: HttpsConnector<MaybeTunnel>, config: &kube::Config) -> Resul
         Error::prerequisite(format!("cannot use the kubeconfig's credentials: {e}"))
             .hint("check the user of the context with `kubectl config view --minify`")
     };
+    // kube's own order: the base URL, then its retries of 429/503/504 (with
+    // backoff, re-sending the credentials), then credentials and headers.
+    let retry =
+        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(retry)
         .option_layer(config.auth_layer().map_err(unusable)?)
         .layer(config.extra_headers_layer().map_err(unusable)?)
         .map_err(tower::BoxError::from)
