@@ -4,7 +4,8 @@
 # that fails.
 #   linux/amd64    runs `version --client`; needs glibc 2.17 at most
 #   linux/arm64    an AArch64 ELF; runs `version --client` under qemu-aarch64
-#   darwin/*       a Mach-O executable for the platform's CPU that loads only
+#   darwin/*       a Mach-O executable for the platform's CPU, for macOS 10.12
+#                  (amd64) or 11.0 (arm64) and later, that loads only
 #                  libraries every macOS has under /usr/lib (no framework);
 #                  its code signature (ad-hoc; Apple silicon requires one)
 #                  matches every page (scripts/macho-signature.py); it
@@ -71,7 +72,10 @@ for archive in "$@"; do
           *) fail "$base: loads $lib, which is not a library every macOS has" ;;
         esac
       done <<<"$libs"
-      ok "$base: Mach-O $cpu executable loading only $(tr '\n' ' ' <<<"$libs")"
+      minos="$(awk '/cmd LC_BUILD_VERSION/ {b=1} b && $1 == "minos" {print $2; exit} /cmd LC_VERSION_MIN_MACOSX/ {v=1} v && $1 == "version" {print $2; exit}' <<<"$headers")"
+      want=10.12; [ "$cpu" = ARM64 ] && want=11.0
+      [ "$minos" = "$want" ] || fail "$base: made for macOS $minos and later, not $want"
+      ok "$base: Mach-O $cpu executable for macOS $minos and later, loading only $(tr '\n' ' ' <<<"$libs")"
       # Apple silicon runs only signed code; a signature (ad-hoc, from the linker) must match every page.
       if [ "$cpu" = ARM64 ] || grep -q 'cmd LC_CODE_SIGNATURE' <<<"$headers"; then
         said="$("$root/scripts/macho-signature.py" "$bin")" || fail "$base: $said"

@@ -39,12 +39,18 @@ build() {
   if [ -z "$tools" ]; then tools="$("$root/scripts/dist-tools.sh" "${platforms[@]}")"; fi
   local dir; dir="$([ "$profile" = dev ] && echo debug || echo "$profile")"
   echo "dist.sh: building $platform ($target, profile $profile)" >&2
+  local started=$SECONDS
   case "$platform" in
     linux/*) PATH="$tools:$PATH" cargo zigbuild --locked --profile "$profile" --target "$target.2.17" --manifest-path "$root/Cargo.toml" >&2 ;;
-    darwin/*) PATH="$tools:$PATH" cargo zigbuild --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
+    # The oldest macOS Rust supports on each CPU (zig alone would say 13.0).
+    darwin/arm64) MACOSX_DEPLOYMENT_TARGET=11.0 PATH="$tools:$PATH" \
+                    cargo zigbuild --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
+    darwin/amd64) MACOSX_DEPLOYMENT_TARGET=10.12 PATH="$tools:$PATH" \
+                    cargo zigbuild --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
     windows/*) CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
                  cargo build --locked --profile "$profile" --target "$target" --manifest-path "$root/Cargo.toml" >&2 ;;
   esac
+  echo "dist.sh: built $platform in $((SECONDS - started)) s" >&2
   echo "$target_dir/$target/$dir/$(exe "$platform")"
 }
 

@@ -68,8 +68,11 @@ pub fn kube_client(config: kube::Config) -> Result<kube::client::ClientBuilder<S
             }
             Ok(stack(https.wrap_connector(MaybeTunnel::Tunnel(tunnel)), &config)?)
         }
+        // Named without its user:password@.
         Some(proxy) => Err(Error::prerequisite(format!(
-            "the proxy {proxy} for the API server is not an http:// proxy, the only kind supported"
+            "the proxy {}://{} for the API server is not an http:// proxy, the only kind supported",
+            proxy.scheme_str().unwrap_or("?"),
+            proxy.authority().map(|a| a.as_str().rsplit('@').next().unwrap_or_default()).unwrap_or_default()
         ))
         .hint("use an http:// proxy (a CONNECT tunnel) in proxy-url or HTTPS_PROXY")),
     }

@@ -342,6 +342,20 @@ fn the_api_server_is_reached_through_the_kubeconfigs_proxy_url_with_its_credenti
     let expected = format!("CONNECT {authority} Basic dXNlcjpwQHNz");
     let seen = proxy.seen();
     assert!(!seen.is_empty() && seen.iter().all(|r| *r == expected), "{expected:?} expected, the proxy saw {seen:?}");
+
+    // An https:// proxy is refused in one line that does not repeat its password.
+    let set = rig
+        .cmd("kubectl")
+        .args(["config", "set-cluster", cluster.trim(), "--proxy-url=https://user:s3cret@127.0.0.1:9"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    expect_code(&set, 0, "kubectl config set-cluster --proxy-url=https://…");
+    let out = rig.plugin().arg("status").env("KUBECONFIG", &kubeconfig).output().unwrap();
+    expect_code(&out, 3, "status through an https:// proxy-url");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the proxy https://127.0.0.1:9 for the API server is not an http:// proxy"), "{stderr}");
+    assert!(!stderr.contains("s3cret") && stderr.trim().lines().count() == 1, "{stderr}");
 }
 
 #[test]
