@@ -14,19 +14,23 @@
 #                  Windows' own DLLs; runs `version --client` under wine
 #                  (DIST_WINE=0: headers and imports only)
 set -euo pipefail
+# A failure inside $(…) fails the assignment too.
+shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
-readobj="$(command -v llvm-readobj || command -v llvm-readobj-14)"
-objdump="$(command -v llvm-objdump || command -v llvm-objdump-14)"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
 fail() { echo "dist-check: FAIL $*" >&2; exit 1; }
 ok() { echo "dist-check: ok   $*"; }
 
+[ $# -gt 0 ] || fail "no archive to check; run make dist"
+readobj="$(command -v llvm-readobj || command -v llvm-readobj-14)" || fail "no llvm-readobj (scripts/dist-tools.sh installs llvm)"
+objdump="$(command -v llvm-objdump || command -v llvm-objdump-14)" || fail "no llvm-objdump (scripts/dist-tools.sh installs llvm)"
+
 # The glibc symbol versions an ELF needs, at most 2.17 (the oldest distribution kubectl users still run).
 glibc_at_most_2_17() {
   local need
-  need="$("$objdump" -T "$1" | grep -o 'GLIBC_[0-9.]*' | sort -u -t. -k2,2n -k3,3n | tail -1)"
+  need="$("$objdump" -T "$1" | { grep -o 'GLIBC_[0-9.]*' || true; } | sort -u -t. -k2,2n -k3,3n | tail -1)"
   [ -n "$need" ] || fail "$2: no glibc symbol versions found"
   printf '%s\n%s\n' "$need" GLIBC_2.17 | sort -C -t. -k2,2n -k3,3n || fail "$2: needs $need, above GLIBC_2.17"
   ok "$2: needs $need at most"
@@ -52,13 +56,16 @@ for archive in "$@"; do
     linux/amd64)
       "$readobj" --file-headers "$bin" | grep -q 'Machine: EM_X86_64' || fail "$base: not an x86-64 ELF"
       glibc_at_most_2_17 "$bin" "$base"
-      says_version "$("$bin" version --client 2>&1)" "$base" native
+      said="$("$bin" version --client 2>&1)" || fail "$base: \`version --client\` failed: $said"
+      says_version "$said" "$base" native
       ;;
     linux/arm64)
       "$readobj" --file-headers "$bin" | grep -q 'Machine: EM_AARCH64' || fail "$base: not an AArch64 ELF"
       glibc_at_most_2_17 "$bin" "$base"
       command -v qemu-aarch64 >/dev/null || fail "$base: qemu-aarch64 is missing (scripts/dist-tools.sh installs it)"
-      says_version "$(qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" version --client 2>&1)" "$base" "qemu-aarch64"
+      said="$(qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" version --client 2>&1)" ||
+        fail "$base: under qemu-aarch64, \`version --client\` failed: $said"
+      says_version "$said" "$base" "qemu-aarch64"
       ;;
     darwin/*)
       cpu=X86_64; [ "${platform#*/}" = arm64 ] && cpu=ARM64
@@ -101,8 +108,13 @@ for archive in "$@"; do
         # Debian's wine64 package keeps the loader off PATH.
         wine="$(command -v wine64 || ls /usr/lib/wine/wine64 2>/dev/null)" ||
           fail "$base: wine64 is missing (scripts/dist-tools.sh installs it; DIST_WINE=0 skips the run)"
+        # wine 8 has no bcryptprimitives.dll, whose ProcessPrng Rust's std imports:
+        # a stand-in next to the program (found first) answers it.
+        x86_64-w64-mingw32-gcc -O2 -shared -o "$dir/bin/bcryptprimitives.dll" "$root/scripts/wine/processprng.c" -lbcrypt ||
+          fail "$base: cannot build the bcryptprimitives.dll stand-in (x86_64-w64-mingw32-gcc)"
         export WINEPREFIX="${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-scalardb-graphql/dist-tools/wineprefix"
-        said="$(WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" "$wine" "$bin" version --client 2>&1 | tr -d '\r')"
+        said="$(WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" "$wine" "$bin" version --client 2>&1 | tr -d '\r')" ||
+          fail "$base: under wine, \`version --client\` failed: $said"
         says_version "$said" "$base" "wine $("$wine" --version 2>/dev/null | sed 's/^wine-//')"
       fi
       ;;

@@ -10,6 +10,8 @@
 #   - qemu-user and arm64 glibc: run the linux/arm64 binary; wine: the Windows one
 #   - LLVM's object tools, to read the binaries' headers
 set -euo pipefail
+# A failure inside $(…) fails the assignment too.
+shopt -s inherit_errexit
 ZIG_VERSION=0.15.2
 ZIGBUILD_VERSION=0.24.1
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-scalardb-graphql/dist-tools"

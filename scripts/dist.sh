@@ -12,6 +12,8 @@
 # (zig as the linker) for Linux, against glibc 2.17, and for macOS; cargo with
 # mingw-w64 for Windows. scripts/dist-tools.sh installs all of it.
 set -euo pipefail
+# A failure inside $(…) fails the assignment too.
+shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$1"; shift
 [ $# -gt 0 ] || set -- linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
@@ -60,8 +62,10 @@ for spec in "$@"; do
   platform="${spec%%=*}"
   triple "$platform" >/dev/null
   if [ "$spec" != "$platform" ]; then binary="${spec#*=}"; else binary="$(build "$platform")"; fi
+  [ -f "$binary" ] || { echo "dist.sh: no binary at $binary for $platform" >&2; exit 1; }
   name="kubectl-scalardb-graphql_${version}_${platform%/*}_${platform#*/}"
   stage="$(mktemp -d)"
+  trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage/bin" "$stage/scripts"
   cp "$binary" "$stage/bin/$(exe "$platform")"
   chmod 0755 "$stage/bin/$(exe "$platform")"

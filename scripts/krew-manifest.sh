@@ -3,6 +3,8 @@
 # DISTDIR (one platform each), each with its sha256, downloadable at
 # BASEURL/<archive>. Windows' binary ends in .exe, as krew requires there.
 set -euo pipefail
+# A failure inside $(…) fails the assignment too.
+shopt -s inherit_errexit
 dist="$1"; base="$2"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"

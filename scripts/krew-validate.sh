@@ -5,6 +5,8 @@
 # served from 127.0.0.1 for it; the published manifest differs only in the
 # base of each uri.
 set -euo pipefail
+# A failure inside $(…) fails the assignment too.
+shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dist="$(cd "$1" && pwd)"
 work="$(mktemp -d)"

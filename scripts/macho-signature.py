@@ -55,6 +55,8 @@ def main(path):
     if code_limit != dataoff:
         fail(f"the signature covers {code_limit} bytes, the code ends at {dataoff}")
     page = 1 << page_log2
+    if code_slots * page < code_limit:
+        fail(f"{code_slots} page hashes of {page} bytes do not cover the {code_limit} bytes signed")
     for slot in range(code_slots):
         start = slot * page
         digest = HASHES[hash_type](data[start:min(start + page, code_limit)]).digest()[:hash_size]

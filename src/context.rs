@@ -188,8 +188,11 @@ impl Kube {
         }
         config.proxy_url = match proxy_url {
             Some(url) => Some(url.parse().map_err(|e| {
-                Error::prerequisite(format!("the kubeconfig's proxy-url {url:?} is not a URL: {e}"))
-                    .hint("fix proxy-url in the kubeconfig's cluster")
+                Error::prerequisite(format!(
+                    "the kubeconfig's proxy-url {:?} is not a URL: {e}",
+                    crate::http::without_credentials(&url)
+                ))
+                .hint("fix proxy-url in the kubeconfig's cluster")
             })?),
             None => api_server_proxy(&config.cluster_url)?,
         };
@@ -235,8 +238,11 @@ fn api_server_proxy(server: &http::Uri) -> Result<Option<http::Uri>> {
             // A proxy given as host:port is http://host:port, as curl and kubectl take it.
             let url = if proxy.contains("://") { proxy.to_string() } else { format!("http://{proxy}") };
             Ok(Some(url.parse().map_err(|e| {
-                Error::prerequisite(format!("the proxy {proxy:?} for the API server is not a URL: {e}"))
-                    .hint("fix or unset HTTPS_PROXY")
+                Error::prerequisite(format!(
+                    "the proxy {:?} for the API server is not a URL: {e}",
+                    crate::http::without_credentials(proxy)
+                ))
+                .hint("fix or unset HTTPS_PROXY")
             })?))
         }
         _ => Ok(None),

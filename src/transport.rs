@@ -68,11 +68,9 @@ pub fn kube_client(config: kube::Config) -> Result<kube::client::ClientBuilder<S
             }
             Ok(stack(https.wrap_connector(MaybeTunnel::Tunnel(tunnel)), &config)?)
         }
-        // Named without its user:password@.
         Some(proxy) => Err(Error::prerequisite(format!(
-            "the proxy {}://{} for the API server is not an http:// proxy, the only kind supported",
-            proxy.scheme_str().unwrap_or("?"),
-            proxy.authority().map(|a| a.as_str().rsplit('@').next().unwrap_or_default()).unwrap_or_default()
+            "the proxy {} for the API server is not an http:// proxy, the only kind supported",
+            crate::http::without_credentials(proxy.to_string().trim_end_matches('/'))
         ))
         .hint("use an http:// proxy (a CONNECT tunnel) in proxy-url or HTTPS_PROXY")),
     }
@@ -87,7 +85,9 @@ fn stack(connector: HttpsConnector<MaybeTunnel>, config: &kube::Config) -> Resul
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
-    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    // A pooled connection idle longer than the read timeout is not a timeout
+    // when it is used again: a request's write starts the read clock anew.
+    connector.set_reset_reader_on_write(true);
     let client: hyper_util::client::legacy::Client<_, Body> =
         hyper_util::client::legacy::Builder::new(TokioExecutor::new()).build(connector);
     let unusable = |e: kube::Error| {
@@ -98,10 +98,18 @@ fn stack(connector: HttpsConnector<MaybeTunnel>, config: &kube::Config) -> Resul
     // backoff, re-sending the credentials), then credentials and headers.
     let retry =
         config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let auth = config.auth_layer().map_err(unusable)?;
+    if auth.is_none() && config.auth_info.exec.is_some() {
+        // The exec plugin answered with a client certificate instead of a token.
+        return Err(Error::prerequisite(
+            "the kubeconfig's exec credential plugin gives a client certificate, which this plugin does not use",
+        )
+        .hint("use a context whose credential plugin gives a token (as `aws eks get-token` does)"));
+    }
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
-        .option_layer(config.auth_layer().map_err(unusable)?)
+        .option_layer(auth)
         .layer(config.extra_headers_layer().map_err(unusable)?)
         .map_err(tower::BoxError::from)
         .service(client)
