@@ -19,33 +19,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-/// `kubectl proxy` on a free loopback port, stopped when dropped.
-struct KubectlProxy(std::process::Child);
-
-impl Drop for KubectlProxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// kube-rs reaching the rig's API server through `kubectl proxy` (plain http
-/// on 127.0.0.1, kubectl doing TLS and credentials): the crate's kube has no
-/// TLS of its own, the plugin gives it its connection (src/transport.rs).
-fn kube_client(rig: &common::Rig) -> (kube::Client, KubectlProxy) {
-    use std::io::BufRead;
-    let mut child =
-        rig.cmd("kubectl").args(["proxy", "--port=0", "--address=127.0.0.1"]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let proxy = KubectlProxy(child);
-    // "Starting to serve on 127.0.0.1:PORT"
-    let address = line.trim().rsplit(' ').next().unwrap_or_default();
-    assert!(address.starts_with("127.0.0.1:"), "kubectl proxy said {line:?}");
-    let config = kube::Config::new(format!("http://{address}").parse().unwrap());
-    (kube::Client::try_from(config).unwrap(), proxy)
-}
-
 #[test]
 fn a_missing_rig_is_a_failure_that_says_how_to_start_it() {
     let e = read_env_file(std::path::Path::new("/nonexistent/.rig/env")).unwrap_err();
@@ -55,7 +28,7 @@ fn a_missing_rig_is_a_failure_that_says_how_to_start_it() {
 #[tokio::test]
 async fn kube_rs_lists_the_five_nodes_three_of_them_in_the_graphql_pool() {
     let rig = rig();
-    let (client, _proxy) = kube_client(&rig);
+    let (client, _proxy) = rig.kube_client();
     let nodes: Api<Node> = Api::all(client);
     let all = nodes.list(&ListParams::default()).await.unwrap();
     assert_eq!(all.items.len(), 5);
@@ -67,7 +40,7 @@ async fn kube_rs_lists_the_five_nodes_three_of_them_in_the_graphql_pool() {
 async fn a_deployment_with_the_guides_affinity_lands_on_the_pool_and_becomes_ready_and_a_job_completes() {
     let rig = rig();
     rig.reset();
-    let (client, _proxy) = kube_client(&rig);
+    let (client, _proxy) = rig.kube_client();
     rig.kubectl_ok(&["create", "namespace", "rig-smoke"]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "rig-smoke");
     let d: Deployment = serde_json::from_value(json!({

@@ -107,6 +107,7 @@ fn taint_keys(n: &Node) -> Vec<String> {
 struct ScaleNodes {
     rt: tokio::runtime::Runtime,
     api: Api<Node>,
+    _proxy: common::KubectlProxy,
 }
 
 impl ScaleNodes {
@@ -138,12 +139,11 @@ impl ScaleNodes {
     /// written here instead, guarded by resourceVersion as it guards its own.
     fn create(rig: &Rig) -> ScaleNodes {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let api: Api<Node> = rt.block_on(async {
-            let kubeconfig = kube::config::Kubeconfig::read_from(rig.get("KUBECONFIG")).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-            Api::all(kube::Client::try_from(config).unwrap())
-        });
-        let nodes = ScaleNodes { rt, api };
+        let (client, proxy) = {
+            let _in_runtime = rt.enter();
+            rig.kube_client()
+        };
+        let nodes = ScaleNodes { rt, api: Api::all(client), _proxy: proxy };
         let api = &nodes.api;
         nodes
             .rt

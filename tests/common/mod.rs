@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `kubectl proxy` on a free loopback port, stopped when dropped.
+pub struct KubectlProxy(std::process::Child);
+
+impl Drop for KubectlProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every rig test changes the one cluster and the one AWS account: one at a time.
 static RIG_LOCK: Mutex<()> = Mutex::new(());
 
@@ -266,6 +276,27 @@ impl Rig {
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.cmd("kubectl").args(args).output().expect("running kubectl")
+    }
+
+    /// kube-rs reaching the rig's API server through `kubectl proxy` (plain
+    /// http on 127.0.0.1, kubectl doing TLS and credentials): the crate's kube
+    /// has no TLS of its own, the plugin gives it its connection
+    /// (src/transport.rs). Keep the proxy while the client is used.
+    pub fn kube_client(&self) -> (kube::Client, KubectlProxy) {
+        let mut child = self
+            .cmd("kubectl")
+            .args(["proxy", "--port=0", "--address=127.0.0.1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let proxy = KubectlProxy(child);
+        // "Starting to serve on 127.0.0.1:PORT"
+        let address = line.trim().rsplit(' ').next().unwrap_or_default();
+        assert!(address.starts_with("127.0.0.1:"), "kubectl proxy said {line:?}");
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        (kube::Client::try_from(config).unwrap(), proxy)
     }
 
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
