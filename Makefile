@@ -8,8 +8,9 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Where release archives are published; the krew manifest points there.
 RELEASE_URL ?= https://github.com/kubectl-scalardb-graphql/kubectl-scalardb-graphql/releases/download
 
-# The platforms of a release: an archive each, all in one krew manifest.
-PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+# The platforms to build, as os/arch (default: all five of scripts/platforms.sh);
+# an archive each, all in one krew manifest.
+PLATFORMS ?=
 ARCHIVES := dist/kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz
 
 .PHONY: build test demo bench rig-up rig-down rig-status dist-tools dist krew-manifest clean

@@ -159,7 +159,8 @@ def ensure_krew():
 def ensure_all():
     """Returns {tool name: path to its binary}, building what is missing."""
     krew = ensure_krew()
-    k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
+    # ensure_krew built (or found) the whole Kubernetes build; its kubectl's directory holds the rest.
+    k8s = krew["kubectl"].parent
     etcd = timed(f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd)
     kwok = timed(f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
                  go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK}"))

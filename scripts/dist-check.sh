@@ -18,6 +18,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+. "$root/scripts/platforms.sh"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
 fail() { echo "dist-check: FAIL $*" >&2; exit 1; }
@@ -43,8 +44,7 @@ says_version() {
 
 for archive in "$@"; do
   base="$(basename "$archive" .tar.gz)"
-  platform="${base#kubectl-scalardb-graphql_v${version}_}"; platform="${platform/_//}"
-  exe=kubectl-scalardb_graphql; [ "${platform%/*}" = windows ] && exe=kubectl-scalardb_graphql.exe
+  platform="$(archive_platform "$archive")"; exe="$(exe "$platform")"
   dir="$work/$base"; mkdir -p "$dir"
   tar -xzf "$archive" -C "$dir"
   for f in "bin/$exe" LICENSE README.md plugin.yaml scripts/helm-plugin-install.sh; do

@@ -16,16 +16,16 @@ ZIG_VERSION=0.15.2
 ZIGBUILD_VERSION=0.24.1
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-scalardb-graphql/dist-tools"
 venv="$cache/venv-zig-$ZIG_VERSION-zigbuild-$ZIGBUILD_VERSION"
-[ $# -gt 0 ] || set -- linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+. "$(dirname "$0")/platforms.sh"
+[ $# -gt 0 ] || set -- "${PLATFORMS[@]}"
 targets=() packages=()
 for platform in "$@"; do
-  case "${platform%%=*}" in
-    linux/amd64) targets+=(x86_64-unknown-linux-gnu) ;;
-    linux/arm64) targets+=(aarch64-unknown-linux-gnu); packages+=(qemu-user libc6-arm64-cross) ;;
-    darwin/amd64) targets+=(x86_64-apple-darwin) ;;
-    darwin/arm64) targets+=(aarch64-apple-darwin) ;;
-    windows/amd64) targets+=(x86_64-pc-windows-gnu); packages+=(gcc-mingw-w64-x86-64)
-                   [ "${DIST_WINE:-1}" = 1 ] && packages+=(wine64) ;;
+  platform="${platform%%=*}"
+  targets+=("$(rust_target "$platform")")
+  # What links and runs each platform's binary here, beyond zig.
+  case "$platform" in
+    linux/arm64) packages+=(qemu-user libc6-arm64-cross) ;;
+    windows/*) packages+=(gcc-mingw-w64-x86-64); [ "${DIST_WINE:-1}" = 1 ] && packages+=(wine64) ;;
   esac
 done
 # dist-check.sh reads ELF, Mach-O and PE headers with LLVM's tools.

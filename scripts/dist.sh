@@ -16,28 +16,15 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$1"; shift
-[ $# -gt 0 ] || set -- linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+. "$root/scripts/platforms.sh"
+[ $# -gt 0 ] || set -- "${PLATFORMS[@]}"
 profile="${DIST_PROFILE:-release}"
 version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
-# rust target, the suffix cargo-zigbuild takes (glibc version), and the binary's name.
-triple() {
-  case "$1" in
-    linux/amd64) echo x86_64-unknown-linux-gnu ;;
-    linux/arm64) echo aarch64-unknown-linux-gnu ;;
-    darwin/amd64) echo x86_64-apple-darwin ;;
-    darwin/arm64) echo aarch64-apple-darwin ;;
-    windows/amd64) echo x86_64-pc-windows-gnu ;;
-    *) echo "dist.sh: unknown platform $1; use linux/amd64, linux/arm64, darwin/amd64, darwin/arm64 or windows/amd64" >&2
-       return 2 ;;
-  esac
-}
-exe() { case "$1" in windows/*) echo kubectl-scalardb_graphql.exe ;; *) echo kubectl-scalardb_graphql ;; esac; }
-
 tools=""
 build() {
-  local platform="$1" target; target="$(triple "$platform")"
+  local platform="$1" target; target="$(rust_target "$platform")"
   if [ -z "$tools" ]; then tools="$("$root/scripts/dist-tools.sh" "${platforms[@]}")"; fi
   local dir; dir="$([ "$profile" = dev ] && echo debug || echo "$profile")"
   echo "dist.sh: building $platform ($target, profile $profile)" >&2
@@ -60,7 +47,7 @@ platforms=("$@")
 mkdir -p "$out"
 for spec in "$@"; do
   platform="${spec%%=*}"
-  triple "$platform" >/dev/null
+  rust_target "$platform" >/dev/null || exit 2
   if [ "$spec" != "$platform" ]; then binary="${spec#*=}"; else binary="$(build "$platform")"; fi
   [ -f "$binary" ] || { echo "dist.sh: no binary at $binary for $platform" >&2; exit 1; }
   name="kubectl-scalardb-graphql_${version}_${platform%/*}_${platform#*/}"

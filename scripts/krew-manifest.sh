@@ -7,6 +7,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 dist="$1"; base="$2"
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/platforms.sh"
 version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
 cat <<YAML
 apiVersion: krew.googlecontainertools.github.com/v1alpha2
@@ -30,13 +31,12 @@ archives=("$dist"/kubectl-scalardb-graphql_"${version}"_*.tar.gz)
 [ -e "${archives[0]}" ] || { echo "krew-manifest.sh: no ${version} archive in $dist; run make dist" >&2; exit 1; }
 for archive in "${archives[@]}"; do
   file="$(basename "$archive")"
-  platform="${file#kubectl-scalardb-graphql_${version}_}"; platform="${platform%.tar.gz}"
-  exe=kubectl-scalardb_graphql; [ "${platform%_*}" = windows ] && exe=kubectl-scalardb_graphql.exe
+  platform="$(archive_platform "$file")"; exe="$(exe "$platform")"
   cat <<YAML
   - selector:
       matchLabels:
-        os: ${platform%_*}
-        arch: ${platform#*_}
+        os: ${platform%/*}
+        arch: ${platform#*/}
     uri: ${base}/${file}
     sha256: $(sha256sum "$archive" | cut -d' ' -f1)
     files:
