@@ -1117,7 +1117,8 @@ fn without_the_cookie_a_cluster_transaction_continues_and_commits_on_other_nodes
     let (owner, r) = post_once(&url, "query @transaction { __typename }");
     let id = r["extensions"]["transaction"]["id"].as_str().unwrap_or_else(|| panic!("no transaction: {r}")).to_string();
     rig.kubectl_ok(&["-n", ns, "delete", "pod", &owner, "--wait=true"]);
-    // The Pod object goes first; its process ends a moment later (as a kubelet's would).
+    // In the rig the Pod object can go before its process ends (kwok deletes the object, the pod
+    // runner kills the process on the watch event); a kubelet ends the containers first.
     rig.eventually("the deleted node's transaction to be gone everywhere", 30, || {
         let (_, r) = post_once(&url, &format!("query @transaction(id: \"{id}\") {{ __typename }}"));
         r["errors"][0]["message"].as_str().is_some_and(|m| m.contains("not found"))
