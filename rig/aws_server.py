@@ -34,6 +34,10 @@ ELBv2 is made to behave as ELBv2 does where moto is lenient:
   one it has only on other load balancer types (InvalidConfigurationRequest)
   and a value outside the attribute's documented range or set.
 - an internal load balancer's DNS name starts with `internal-`.
+- DescribeTags refuses the whole request when one ARN in it names a load
+  balancer, target group, listener or rule that does not exist
+  (LoadBalancerNotFound, TargetGroupNotFound, ...), where moto answers it
+  with empty tags.
 
 `POST /rig/reset` clears the health state too.
 
@@ -51,6 +55,16 @@ answers HTTP 503 `<Response><Errors>` with Code RequestLimitExceeded; EKS
 answers, by service and by client, the client being the first word of the
 User-Agent, e.g. `aws-sdk-rust`). `POST /rig/reset` turns faults off.
 
+`{"gone": [ARN, ...], "gone_client": "aws-sdk-rust"}` freezes the moment
+between a listing and a read while the controller deletes: the listings
+(DescribeLoadBalancers, DescribeTargetGroups) still show those resources,
+and any other ELBv2 request naming one of them is answered with the
+not-found error ELBv2 sends once it is deleted (TargetGroupNotFound,
+LoadBalancerNotFound), to that client only when `gone_client` is given,
+and only in the actions `gone_actions` lists when it is given (e.g.
+`["DescribeTargetHealth"]`: deleted after its tags were read).
+`GET /rig/faults` counts those answers by client (`gone_by_client`).
+
 usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE
 """
 
@@ -64,6 +78,7 @@ import sys
 import threading
 import time
 import uuid
+import urllib.parse
 from collections import Counter
 
 import boto3
@@ -268,6 +283,17 @@ def patch_target_group_attributes():
 
 
 # --- load balancer DNS names ---------------------------------------------------------------
+def patch_describe_tags():
+    original = ELBv2Backend.describe_tags
+
+    def strict(self, resource_arns):
+        for arn in resource_arns:
+            self._get_resource_by_arn(arn)  # raises the resource's not-found error
+        return original(self, resource_arns)
+
+    ELBv2Backend.describe_tags = strict
+
+
 def patch_dns_names():
     create = ELBv2Backend.create_load_balancer
 
@@ -327,35 +353,84 @@ def throttled_answer(service):
     return None
 
 
+def not_found_answer(arn):
+    """(status, headers, body) of ELBv2's answer to a request naming `arn` once it is deleted."""
+    request_id = str(uuid.uuid4())
+    code, message = (("TargetGroupNotFound", "One or more target groups not found") if ":targetgroup/" in arn
+                     else ("LoadBalancerNotFound", "One or more load balancers not found"))
+    body = (f'<ErrorResponse xmlns="{QUERY_NAMESPACES["elasticloadbalancing"]}"><Error><Type>Sender</Type>'
+            f'<Code>{code}</Code><Message>{message}</Message></Error>'
+            f'<RequestId>{request_id}</RequestId></ErrorResponse>')
+    return 400, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+
+
+# ELBv2's listings, which still show a resource that is `gone`.
+ELBV2_LISTINGS = {"DescribeLoadBalancers", "DescribeTargetGroups"}
+
+
 class Faults:
     def __init__(self):
         self.lock = threading.Lock()
         self.set(0.0, 0)
 
-    def set(self, throttle, seed):
+    def set(self, throttle, seed, gone=(), gone_client=None, gone_actions=None):
         if not 0.0 <= throttle <= 1.0:
             raise ValueError(f"throttle {throttle} is not a fraction between 0 and 1")
+        if isinstance(gone, str) or not all(isinstance(a, str) and a.startswith("arn:") for a in gone):
+            raise ValueError(f"gone {gone!r} is not a list of ARNs")
+        if gone_actions is not None and (isinstance(gone_actions, str)
+                                         or not all(isinstance(a, str) for a in gone_actions)):
+            raise ValueError(f"gone_actions {gone_actions!r} is not a list of ELBv2 actions")
         with self.lock:
             self.throttle, self.seed = throttle, seed
+            self.gone, self.gone_client = set(gone), gone_client
+            self.gone_actions = None if gone_actions is None else set(gone_actions)
             self.random = random.Random(seed)
             self.requests, self.throttled = 0, 0
-            self.by_service, self.by_client = Counter(), Counter()
+            self.by_service, self.by_client, self.gone_by_client = Counter(), Counter(), Counter()
 
     def state(self):
         with self.lock:
             return {"throttle": self.throttle, "seed": self.seed, "requests": self.requests,
                     "throttled": self.throttled, "throttled_by_service": dict(self.by_service),
-                    "throttled_by_client": dict(self.by_client)}
+                    "throttled_by_client": dict(self.by_client), "gone": sorted(self.gone),
+                    "gone_client": self.gone_client, "gone_by_client": dict(self.gone_by_client),
+                    "gone_actions": None if self.gone_actions is None else sorted(self.gone_actions)}
 
     def intercept(self, environ):
-        """The throttling answer for this AWS API request, or None to let moto serve it."""
-        if self.throttle <= 0:
+        """The fault's answer to this AWS API request, or None to let moto serve it."""
+        if self.throttle <= 0 and not self.gone:
             return None
         service = signing_service(environ)
+        client = (environ.get("HTTP_USER_AGENT") or "-").split("/", 1)[0].split(" ", 1)[0]
+        return self.gone_answer(environ, service, client) or self.throttled_answer(environ, service, client)
+
+    def gone_answer(self, environ, service, client):
+        with self.lock:
+            gone, only, actions = set(self.gone), self.gone_client, self.gone_actions
+        if not gone or service != "elasticloadbalancing" or (only and client != only):
+            return None
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+        params = urllib.parse.parse_qs(body.decode())
+        action = params.get("Action", [""])[0]
+        if action in ELBV2_LISTINGS or (actions is not None and action not in actions):
+            return None
+        named = sorted({v for values in params.values() for v in values} & gone)
+        if not named:
+            return None
+        with self.lock:
+            self.gone_by_client[client] += 1
+        print(f"aws: {named[0]} answered as gone to {client} ({action})", flush=True)
+        return not_found_answer(named[0])
+
+    def throttled_answer(self, environ, service, client):
+        if self.throttle <= 0:
+            return None
         answer = throttled_answer(service)
         if answer is None:
             return None
-        client = (environ.get("HTTP_USER_AGENT") or "-").split("/", 1)[0].split(" ", 1)[0]
         with self.lock:
             self.requests += 1
             if self.random.random() >= self.throttle:
@@ -439,7 +514,8 @@ def main():
             length = int(environ.get("CONTENT_LENGTH") or 0)
             try:
                 want = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                FAULTS.set(float(want.get("throttle", 0)), int(want.get("seed", 0)))
+                FAULTS.set(float(want.get("throttle", 0)), int(want.get("seed", 0)), want.get("gone", []),
+                           want.get("gone_client"), want.get("gone_actions"))
             except (ValueError, TypeError, AttributeError) as e:
                 return Response(f"{e}\n", status=400)(environ, start_response)
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
@@ -453,6 +529,7 @@ def main():
     patch_target_health()
     patch_target_group_attributes()
     patch_dns_names()
+    patch_describe_tags()
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=reset, daemon=True).start()
     threading.Thread(target=HEALTH.run, daemon=True).start()

@@ -153,6 +153,44 @@ fn status_reports_draining_targets_after_a_pod_goes_and_fails_an_unhealthy_one()
 }
 
 #[test]
+fn a_target_group_deleted_between_listing_and_reading_is_gone_for_status_and_uninstall_not_an_error() {
+    let rig = rig();
+    rig.reset();
+    let before = rig.snapshot();
+    rig.install_ok();
+    let tg = rig.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The controller deleting it as the plugin reads: listed, then TargetGroupNotFound for the reads by
+    // ARN: from its tags on, then (tags read) from its attributes and health on.
+    let tags_on: Option<&[&str]> = None;
+    let details_on: Option<&[&str]> = Some(&["DescribeTargetGroupAttributes", "DescribeTargetHealth"]);
+    for (when, actions) in [("from its tags on", tags_on), ("after its tags", details_on)] {
+        rig.aws_gone(&[&tg], "aws-sdk-rust", actions);
+        let out = rig.status(&["-o", "json"]);
+        let stderr = text(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert!(
+            errors.iter().all(|l| l.ends_with("check(s) failed")) && !stderr.contains("NotFound"),
+            "{when}: an error instead of a finding: {stderr}"
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{when}: {e}: {stderr}"));
+        assert_eq!(out.status.code(), Some(1), "{when}: {:#?}", not_passing(&report));
+        assert_eq!(check(&report, "alb.stickiness")["message"], "the ALB has no target groups", "{when}: {report}");
+        assert_eq!(check(&report, "alb.load-balancer")["result"], "pass", "{when}: {report}");
+        let faults = rig.aws_faults();
+        assert!(faults["gone_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0) > 0, "{when}: never read: {faults}");
+    }
+    // Uninstall reads the same way before and while it waits for the controller to delete the ALB.
+    rig.aws_gone(&[&tg], "aws-sdk-rust", None);
+    rig.uninstall_ok();
+    assert!(rig.aws_faults()["gone_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0) > 0, "{}", rig.aws_faults());
+    rig.aws_faults_off();
+    rig.eventually_same(&before, "the snapshot after uninstall");
+}
+
+#[test]
 fn force_finalizers_with_the_controller_at_zero_replicas_is_one_line_and_exit_3() {
     let rig = rig();
     rig.reset();

@@ -288,6 +288,7 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
         !hostname.is_empty()
     });
     let lbs = rig.aws(&["elbv2", "describe-load-balancers"]);
+    let lb = lbs["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap().to_string();
     assert_eq!(lbs["LoadBalancers"][0]["DNSName"], hostname.as_str());
     assert_eq!(lbs["LoadBalancers"][0]["Scheme"], "internal");
     let tg = rig.aws(&["elbv2", "describe-target-groups"])["TargetGroups"][0]["TargetGroupArn"]
@@ -320,6 +321,12 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
     rig.eventually("the Ingress to be gone", 30, || {
         !rig.kubectl(&["get", "ingress", "g-scalardb-graphql"]).status.success()
     });
+    // As ELBv2 does, DescribeTags refuses a request naming a deleted resource (moto alone answers empty tags).
+    for (arn, code) in [(&tg, "TargetGroupNotFound"), (&lb, "LoadBalancerNotFound")] {
+        let out = rig.shell(&["aws", "elbv2", "describe-tags", "--resource-arns", arn]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&format!("({code})")), "describe-tags {arn}: {stderr}");
+    }
     rig.reset();
 }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
+use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::component::Env;
 use crate::error::{self, Context, Result};
@@ -56,33 +57,52 @@ impl AlbState {
     }
 }
 
+/// Whether an ELBv2 read failed because the load balancer or target group it
+/// names is gone: the controller deleted it between our listing and this
+/// read. That is an answer (it no longer exists), not an error.
+fn vanished<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "TargetGroupNotFound" || c == "LoadBalancerNotFound")
+}
+
 /// Tags of each resource (by ARN) that carries this cluster's and stack's tags.
+/// DescribeTags refuses a whole batch when one ARN in it is gone: that batch
+/// is read again one ARN at a time and the gone ones are left out.
 async fn tagged(
     elb: &Elb,
     arns: Vec<String>,
     cluster: &str,
     stack: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-    let mut found = BTreeMap::new();
+    let describe = |arns: &[String]| elb.describe_tags().set_resource_arns(Some(arns.to_vec())).send();
+    let mut descriptions = vec![];
     for chunk in arns.chunks(20) {
-        let out = elb
-            .describe_tags()
-            .set_resource_arns(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading ELBv2 tags")?;
-        for d in out.tag_descriptions() {
-            let tags: BTreeMap<String, String> = d
-                .tags()
-                .iter()
-                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
-                .collect();
-            if tags.get("elbv2.k8s.aws/cluster").map(String::as_str) == Some(cluster)
-                && tags.get("ingress.k8s.aws/stack").map(String::as_str) == Some(stack)
-            {
-                found.insert(d.resource_arn().unwrap_or_default().to_string(), tags);
+        match describe(chunk).await {
+            Ok(out) => descriptions.extend(out.tag_descriptions().to_vec()),
+            Err(e) if vanished(&e) => {
+                for arn in chunk {
+                    match describe(std::slice::from_ref(arn)).await {
+                        Ok(out) => descriptions.extend(out.tag_descriptions().to_vec()),
+                        Err(e) if vanished(&e) => {}
+                        Err(e) => return Err(error::aws(e)).context("reading ELBv2 tags"),
+                    }
+                }
             }
+            Err(e) => return Err(error::aws(e)).context("reading ELBv2 tags"),
+        }
+    }
+    let mut found = BTreeMap::new();
+    for d in descriptions {
+        let tags: BTreeMap<String, String> = d
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .collect();
+        if tags.get("elbv2.k8s.aws/cluster").map(String::as_str) == Some(cluster)
+            && tags.get("ingress.k8s.aws/stack").map(String::as_str) == Some(stack)
+        {
+            found.insert(d.resource_arn().unwrap_or_default().to_string(), tags);
         }
     }
     Ok(found)
@@ -142,29 +162,30 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
     Ok(AlbState { load_balancers, target_groups })
 }
 
-/// The ALB and target groups with each target group's attributes and target health.
+/// The ALB and target groups with each target group's attributes and target
+/// health. A target group deleted while it is read is left out, as it would
+/// be from a listing made a moment later.
 pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
     let mut state = locate(env, ingress, cluster).await?;
     let elb = &env.aws().elb;
-    for tg in &mut state.target_groups {
-        tg.attributes = elb
-            .describe_target_group_attributes()
-            .target_group_arn(&tg.arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target group attributes")?
+    let mut present = vec![];
+    for mut tg in std::mem::take(&mut state.target_groups) {
+        let attributes = match elb.describe_target_group_attributes().target_group_arn(&tg.arn).send().await {
+            Ok(out) => out,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(error::aws(e)).context("reading target group attributes"),
+        };
+        tg.attributes = attributes
             .attributes()
             .iter()
             .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
             .collect();
-        tg.targets = elb
-            .describe_target_health()
-            .target_group_arn(&tg.arn)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading target health")?
+        let health = match elb.describe_target_health().target_group_arn(&tg.arn).send().await {
+            Ok(out) => out,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(error::aws(e)).context("reading target health"),
+        };
+        tg.targets = health
             .target_health_descriptions()
             .iter()
             .map(|h| {
@@ -184,6 +205,8 @@ pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<
                 }
             })
             .collect();
+        present.push(tg);
     }
+    state.target_groups = present;
     Ok(state)
 }

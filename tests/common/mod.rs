@@ -723,7 +723,15 @@ impl Rig {
         self.faults_request(Some(&serde_json::json!({"throttle": throttle, "seed": seed}).to_string()))
     }
 
-    /// No more throttling; zeroes the counters.
+    /// ELBv2 answers `client`'s requests naming these ARNs as if they were just deleted, while
+    /// its listings still show them (the moment between a listing and a read): in every action,
+    /// or only in `actions`; zeroes the counters.
+    pub fn aws_gone(&self, arns: &[&str], client: &str, actions: Option<&[&str]>) -> Value {
+        let fault = serde_json::json!({"gone": arns, "gone_client": client, "gone_actions": actions});
+        self.faults_request(Some(&fault.to_string()))
+    }
+
+    /// No more faults; zeroes the counters.
     pub fn aws_faults_off(&self) -> Value {
         self.faults_request(Some(r#"{"throttle": 0}"#))
     }
