@@ -5,6 +5,8 @@
 //! 0 ok · 1 a check or step failed · 2 usage error · 3 a prerequisite is
 //! missing · 4 timed out waiting · 130 interrupted.
 
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::RequestId;
 use std::fmt;
 
 /// Why a command stopped, in words a platform engineer can act on.
@@ -115,14 +117,35 @@ impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
     }
 }
 
-/// The AWS SDK's errors print only "service error" through Display; this
-/// keeps the code and message the service sent.
-pub fn aws<E>(e: aws_sdk_sts::error::SdkError<E>) -> anyhow::Error
+/// An AWS SDK error as one line. An answer from the service: its code, its
+/// message and the request id (what AWS support asks for); the SDK's own
+/// Display says only "service error", and its full context appends a debug
+/// dump of the raw response. Anything else (a timeout, a refused
+/// connection): each cause in the chain, once.
+pub fn aws<E>(e: SdkError<E>) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let text = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
-    anyhow::anyhow!(text)
+    if let Some(code) = e.code() {
+        let mut line = match e.message() {
+            Some(message) if !message.is_empty() => format!("{code}: {message}"),
+            _ => code.to_string(),
+        };
+        if let Some(id) = e.request_id() {
+            line.push_str(&format!(" (request id {id})"));
+        }
+        return anyhow::anyhow!(line);
+    }
+    let mut causes: Vec<String> = vec![];
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        next = cause.source();
+    }
+    anyhow::anyhow!(causes.join(": "))
 }
 
 /// A change the API server refused because an admission webhook with
@@ -170,6 +193,40 @@ mod tests {
         assert!(!e.to_string().contains('\n'));
         assert!(e.hint_text().unwrap().contains("scale deployment aws-load-balancer-controller"));
         assert!(webhook_refusal("forbidden: User cannot patch").is_none());
+    }
+
+    #[test]
+    fn an_aws_service_error_is_its_code_message_and_request_id_on_one_line() {
+        use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthError;
+        use aws_sdk_elasticloadbalancingv2::types::error::TargetGroupNotFoundException;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let meta = ErrorMetadata::builder().code("TargetGroupNotFound").message("One or more target groups not found");
+        let err = DescribeTargetHealthError::TargetGroupNotFoundException(
+            TargetGroupNotFoundException::builder()
+                .message("One or more target groups not found")
+                .meta(meta.build())
+                .build(),
+        );
+        let mut raw = Response::new(StatusCode::try_from(400).unwrap(), SdkBody::from("<ErrorResponse/>"));
+        raw.headers_mut().insert("x-amzn-requestid", "req-1");
+        let e = aws(SdkError::service_error(err, raw));
+        assert_eq!(e.to_string(), "TargetGroupNotFound: One or more target groups not found (request id req-1)");
+    }
+
+    #[test]
+    fn an_aws_error_without_an_answer_names_each_cause_once() {
+        use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e: SdkError<DescribeTargetHealthError> = SdkError::dispatch_failure(ConnectorError::io(Box::new(io)));
+        let text = aws(e).to_string();
+        assert!(text.starts_with("dispatch failure") && text.ends_with("connection refused"), "{text}");
+        assert_eq!(text.matches("connection refused").count(), 1, "{text}");
+        assert!(!text.contains('\n') && !text.contains("DispatchFailure("), "{text}");
     }
 
     #[test]
