@@ -22,7 +22,9 @@ other pod to kwok:
   into a mount rewritten to the materialised files. A ScalarDB Cluster node
   runs rig/graphql_standin.py in cluster mode; see Run.run_cluster_node.
 - Status as a kubelet writes it (status subresource): Running with
-  startTime, hostIP, a made-up podIP (10.0.1.0/24, never dialled) and the
+  startTime, hostIP, a made-up podIP (10.0.1.0/24, never dialled; given
+  round the range as host-local IPAM does, so a replacement pod does not
+  get its predecessor's address at once) and the
   Ready conditions; then Succeeded or Failed with the container's exit
   code. `activeDeadlineSeconds` kills the process (Failed,
   DeadlineExceeded). A pod being deleted, or gone, has its process killed
@@ -659,18 +661,25 @@ class Runner:
         self.runs = {}  # uid -> Run
         self.done = set()  # uids finished here: not taken on again
         self.ips = {}
+        self.last_ip = -1  # index in POD_NETWORK's hosts of the address given last
         self.events = queue.Queue()
         self.nodes = {}
         self.serving = {}  # pod IP -> (loopback address, GraphQL port) of a Ready cluster node
 
     def allocate_ip(self, uid):
+        """The next free address after the last one given, round the pool, as the host-local IPAM
+        plugin allocates (and EKS's VPC CNI keeps a freed address cooling down): an address freed by
+        a deleted pod is not given to its replacement at once."""
+        hosts = list(POD_NETWORK.hosts())
         with self.lock:
             used = set(self.ips.values())
-            for host in POD_NETWORK.hosts():
-                if str(host) not in used:
-                    self.ips[uid] = str(host)
-                    return str(host)
-        return str(next(POD_NETWORK.hosts()))
+            for step in range(1, len(hosts) + 1):
+                at = (self.last_ip + step) % len(hosts)
+                if str(hosts[at]) not in used:
+                    self.last_ip = at
+                    self.ips[uid] = str(hosts[at])
+                    return str(hosts[at])
+        return str(hosts[0])
 
     def host_ip(self, node_name):
         """The node's InternalIP as a kubelet reports it; kwok's nodes have none, and their kubelet is here."""
@@ -895,6 +904,7 @@ class Runner:
         with self.lock:
             self.runs.clear()
             self.ips.clear()
+            self.last_ip = -1
         shutil.rmtree(self.state / "pods", ignore_errors=True)
         shutil.rmtree(self.state / "cluster-transactions", ignore_errors=True)
         self.sweep_dataplane()
