@@ -121,7 +121,8 @@ impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
 /// message and the request id (what AWS support asks for); the SDK's own
 /// Display says only "service error", and its full context appends a debug
 /// dump of the raw response. Anything else (a timeout, a refused
-/// connection): each cause in the chain, once.
+/// connection, an answer with no AWS error code): each cause in the chain,
+/// once, and the HTTP status when there was an answer.
 pub fn aws<E>(e: SdkError<E>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -139,13 +140,23 @@ where
     let mut causes: Vec<String> = vec![];
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(cause) = next {
-        let text = cause.to_string();
-        if !causes.iter().any(|c| c.contains(&text)) {
+        let text = cause.to_string().replace('\n', " ");
+        // A cause that only repeats the end of the one it explains adds nothing.
+        if !causes.last().is_some_and(|c| c.ends_with(&text)) {
             causes.push(text);
         }
         next = cause.source();
     }
-    anyhow::anyhow!(causes.join(": "))
+    let mut line = causes.join(": ");
+    // An answer without an AWS error code (often a proxy's own page): its status says most.
+    if let Some(raw) = e.raw_response() {
+        line.push_str(&format!(" (HTTP {}", raw.status().as_u16()));
+        if let Some(id) = e.request_id() {
+            line.push_str(&format!(", request id {id}"));
+        }
+        line.push(')');
+    }
+    anyhow::anyhow!(line)
 }
 
 /// A change the API server refused because an admission webhook with
@@ -214,6 +225,19 @@ mod tests {
         raw.headers_mut().insert("x-amzn-requestid", "req-1");
         let e = aws(SdkError::service_error(err, raw));
         assert_eq!(e.to_string(), "TargetGroupNotFound: One or more target groups not found (request id req-1)");
+    }
+
+    #[test]
+    fn an_answer_without_an_aws_error_code_shows_its_http_status() {
+        use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthError;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+
+        let err = DescribeTargetHealthError::generic(aws_smithy_types::error::ErrorMetadata::builder().build());
+        let raw = Response::new(StatusCode::try_from(502).unwrap(), SdkBody::from("<html>Bad Gateway</html>"));
+        let text = aws(SdkError::service_error(err, raw)).to_string();
+        assert!(text.ends_with("(HTTP 502)"), "{text}");
+        assert!(!text.contains("SdkBody") && !text.contains('\n'), "{text}");
     }
 
     #[test]
