@@ -763,6 +763,13 @@ class KubeApi:
         if r.status not in (200, 202, 404, 409):
             raise SystemExit(f"rig: DELETE {path}: HTTP {r.status}: {r.data[:200]!r}")
 
+    def create(self, path, obj):
+        """Creates `obj` at `path`; there already is fine."""
+        r = self.http.request("POST", self.host + path, timeout=30, body=json.dumps(obj),
+                              headers={"Content-Type": "application/json"})
+        if r.status not in (200, 201, 409):
+            raise SystemExit(f"rig: POST {path}: HTTP {r.status}: {r.data[:200]!r}")
+
     def merge_patch(self, path, patch):
         r = self.http.request("PATCH", self.host + path, timeout=30, body=json.dumps(patch),
                               headers={"Content-Type": "application/merge-patch+json"})
@@ -854,7 +861,8 @@ def snapshot(env):
 
 
 def reset():
-    """Deletes every object `up` did not make, restores node labels and taints, reseeds AWS.
+    """Deletes every object `up` did not make, makes again a node that was deleted (as a
+    cluster's node group replaces one), restores node labels and taints, reseeds AWS.
     Through the API in-process, many requests at once: a kubectl per object cost a process
     and a discovery each, seconds per reset on a loaded machine."""
     env = read_env()
@@ -880,6 +888,9 @@ def reset():
     delete([o for o in objects if o["resource"] == "namespaces"])
     listed_state = kube_state(listed)
     current = listed_state["nodes"]
+    for node in node_manifest()["items"]:
+        if node["metadata"]["name"] in baseline["nodes"] and node["metadata"]["name"] not in current:
+            api.create("/api/v1/nodes", node)
     for name, want in baseline["nodes"].items():
         if current.get(name) == want:
             continue

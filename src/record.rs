@@ -274,9 +274,12 @@ impl Recorder {
                 .context("reading the namespace")?
                 .is_some_and(|n| crate::ownership::is_managed(&n.metadata))
             {
-                ns.delete(&self.namespace, &Default::default())
-                    .await
-                    .context(format!("deleting namespace {}", self.namespace))?;
+                match ns.delete(&self.namespace, &Default::default()).await {
+                    // Gone, or already being deleted (an earlier run, or someone else).
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(e).context(format!("deleting namespace {}", self.namespace)),
+                }
             }
         }
         self.saved = None;

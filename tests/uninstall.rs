@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+
 use common::{expect_code, rig, text};
 use serde_json::json;
 
@@ -105,6 +108,50 @@ fn what_install_did_not_create_survives_and_the_controller_stays_for_a_foreign_i
     ]);
     assert_eq!(tags["Tags"].as_array().unwrap().len(), 1, "the pre-existing subnet tag was removed");
     rig.reset();
+}
+
+#[test]
+fn a_dedicated_node_deleted_while_uninstall_runs_is_named_and_skipped_and_the_others_are_given_back() {
+    let rig = rig();
+    rig.reset();
+    rig.install_ok();
+    let mut child = rig
+        .plugin()
+        .args(["uninstall", "-y", "--timeout", "180s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running uninstall");
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s).unwrap_or_default()
+    });
+    // The nodes were read at its start and are given back last: an autoscaler takes one in between.
+    let mut stdout = vec![];
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        let released = line.contains("uninstalled release default/scalardb-graphql");
+        stdout.push(line);
+        if released {
+            break;
+        }
+    }
+    assert!(stdout.last().is_some_and(|l| l.contains("uninstalled release")), "{stdout:#?}");
+    rig.kubectl_ok(&["delete", "node", "graphql-3", "--wait=true"]);
+    stdout.extend(lines);
+    let code = child.wait().expect("uninstall").code();
+    let (stdout, stderr) = (stdout.join("\n"), stderr.join().unwrap());
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("node graphql-3 was deleted since it was read: nothing to change on it"), "{stderr}");
+    assert!(stdout.contains("removed this tool's taints and labels from 2 node(s)"), "{stdout}");
+    for node in ["graphql-1", "graphql-2"] {
+        let n = rig.kubectl_json(&["get", "node", node]);
+        assert!(n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()), "{node} keeps a taint: {n}");
+    }
+    // The node group replaces the node; the next test starts from the rig as it was.
+    rig.reset();
+    rig.kubectl_ok(&["get", "node", "graphql-3"]);
 }
 
 #[test]

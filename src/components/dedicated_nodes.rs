@@ -274,8 +274,10 @@ impl DedicatedNodes {
     /// Sends each node's patch, a bounded number at a time. A patch refused
     /// because the node changed since it was read (409) is decided again by
     /// `decide` on the node as it is now: sent with its new resourceVersion, or
-    /// dropped when the node no longer needs it.
-    async fn patch_all<F>(env: &Env, patches: Vec<NodePatch>, decide: F) -> Result<()>
+    /// dropped when the node no longer needs it. A node deleted since it was
+    /// read (404: an autoscaler or a spot reclaim took it) has nothing left to
+    /// change: it is named and skipped. Returns how many nodes were patched.
+    async fn patch_all<F>(env: &Env, patches: Vec<NodePatch>, decide: F) -> Result<usize>
     where
         F: Fn(&NodeState) -> Result<Option<serde_json::Value>> + Sync,
     {
@@ -286,17 +288,27 @@ impl DedicatedNodes {
                 let api = api.clone();
                 async move {
                     let name = node.name;
+                    let gone = || {
+                        env.progress
+                            .warn(&format!("node {name} was deleted since it was read: nothing to change on it"));
+                        Ok(false)
+                    };
                     let mut patch = patch;
                     for _ in 0..CONFLICT_ATTEMPTS {
                         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                            Err(kube::Error::Api(e)) if e.code == 404 => return gone(),
                             Err(kube::Error::Api(e)) if e.code == 409 => {
-                                let now = api.get(&name).await.context(format!("reading node {name} again"))?;
+                                let Some(now) =
+                                    api.get_opt(&name).await.context(format!("reading node {name} again"))?
+                                else {
+                                    return gone();
+                                };
                                 match decide(&NodeState::from_node(now))? {
                                     Some(again) => patch = again,
-                                    None => return Ok(()),
+                                    None => return Ok(false),
                                 }
                             }
-                            done => return done.map(drop).context(format!("patching node {name}")),
+                            done => return done.map(|_| true).context(format!("patching node {name}")),
                         }
                     }
                     Err(Error::failed(format!(
@@ -306,9 +318,9 @@ impl DedicatedNodes {
                 }
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<_>>()
+            .try_collect::<Vec<bool>>()
             .await
-            .map(drop)
+            .map(|patched| patched.into_iter().filter(|p| *p).count())
     }
 }
 
@@ -433,8 +445,7 @@ impl Component for DedicatedNodes {
         }
         // Intent first: an interrupted run still knows which nodes it may have changed.
         record.update(|r| r.nodes = changes).await?;
-        let count = patches.len();
-        Self::patch_all(env, patches, |now| Ok(dedication(now, spec))).await?;
+        let count = Self::patch_all(env, patches, |now| Ok(dedication(now, spec))).await?;
         env.progress.done(&format!("dedicated {count} node(s) to GraphQL ({})", spec.taint));
         Ok(())
     }
@@ -544,9 +555,8 @@ impl Component for DedicatedNodes {
                 _ => None,
             })
             .collect();
-        let count = patches.len();
         let changes = &env.record.nodes;
-        Self::patch_all(env, patches, |now| match changes.iter().find(|c| c.node == now.name) {
+        let count = Self::patch_all(env, patches, |now| match changes.iter().find(|c| c.node == now.name) {
             Some(change) => undoing(now, change),
             None => Ok(None),
         })

@@ -74,6 +74,9 @@ pub async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()
         let rest: Vec<_> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
         let patch = json!({"metadata": {"finalizers": rest}});
         if let Err(e) = ingresses.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                return Ok(Ok(())); // the controller came back and finished first
+            }
             if let Some(refused) = crate::error::webhook_refusal(&e.to_string()) {
                 return Err(refused);
             }

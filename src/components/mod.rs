@@ -26,3 +26,20 @@ pub mod subnet_tags;
 
 pub use crate::ownership::{iam_tags, iam_tags_ours, is_managed, managed_labels};
 pub use crate::pins::sha256_hex;
+
+use kube::api::{Api, DeleteParams};
+
+use crate::error::{Context, Result};
+
+/// Deletes one object; one that is already gone (deleted by someone else
+/// since it was read) is fine.
+pub async fn delete_gone<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e).context(format!("deleting {what}")),
+    }
+}

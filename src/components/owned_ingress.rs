@@ -26,7 +26,7 @@ use crate::record::{Owned, Recorder};
 use crate::values;
 
 use super::ingress_teardown as teardown;
-use super::{is_managed, managed_labels};
+use super::{delete_gone, is_managed, managed_labels};
 
 #[derive(Default)]
 pub struct OwnedIngress {
@@ -250,9 +250,13 @@ impl Component for OwnedIngress {
             Fate::Keep(_) => return Ok(()),
             Fate::Remove(()) => {
                 let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &seen.found.namespace);
-                api.delete(&seen.found.name, &DeleteParams::default())
-                    .await
-                    .context(format!("deleting Ingress {}", seen.found.display()))?;
+                delete_gone(
+                    &api,
+                    &seen.found.name,
+                    &DeleteParams::default(),
+                    &format!("Ingress {}", seen.found.display()),
+                )
+                .await?;
                 env.progress.done(&format!("deleted Ingress {}", seen.found.display()));
                 teardown::wait_ingress_gone(env, &seen.found).await?;
             }

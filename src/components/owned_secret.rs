@@ -18,7 +18,7 @@ use crate::error::{Context, Error, Result};
 use crate::record::{Owned, Record, Recorder};
 use crate::spec::{SecretRef, Spec};
 
-use super::{is_managed, managed_labels};
+use super::{delete_gone, is_managed, managed_labels};
 
 /// A Secret's data, key by key.
 pub type Data = BTreeMap<String, Vec<u8>>;
@@ -153,7 +153,7 @@ impl Component for OwnedSecret {
         if self.fate(env) == Fate::Remove(()) {
             let r = self.kind.slot.secret(&env.spec);
             let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-            api.delete(&r.name, &DeleteParams::default()).await.context(format!("deleting Secret {}", r.name))?;
+            delete_gone(&api, &r.name, &DeleteParams::default(), &format!("Secret {}", r.name)).await?;
             env.progress.done(&format!("deleted Secret {}", target(env, r)));
         }
         let slot = self.kind.slot;

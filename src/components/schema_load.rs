@@ -28,7 +28,7 @@ use crate::record::{Owned, Recorder};
 use crate::schema::Schema;
 use crate::wait::{self, Clock, Progress};
 
-use super::managed_labels;
+use super::{delete_gone, managed_labels};
 
 const PROPERTIES_DIR: &str = "/scalardb/config";
 const SCHEMA_DIR: &str = "/scalardb/schema";
@@ -288,18 +288,6 @@ async fn delete_objects(client: &kube::Client, ns: &str, name: &str) -> Result<(
         "the loader ConfigMap",
     )
     .await
-}
-
-/// Deletes one object; one that is already gone is fine.
-async fn delete_gone<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e).context(format!("deleting {what}")),
-    }
 }
 
 /// Names the run by what it does: the schema, the properties without their
