@@ -318,6 +318,16 @@ QUERY_NAMESPACES = {
 UNSIGNED_STS_ACTIONS = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
 
 
+def request_body(environ):
+    """The request's body, put back for moto to read again; empty without a Content-Length."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if not length:
+        return b""
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
 def signing_service(environ):
     """The service a request is for, from its SigV4 credential scope
     (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`); an unsigned STS call by its Action."""
@@ -327,9 +337,7 @@ def signing_service(environ):
         return scope[3] if len(scope) > 3 else None
     if environ.get("REQUEST_METHOD") != "POST":
         return None
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+    body = request_body(environ)
     action = next((kv[len(b"Action="):].decode() for kv in body.split(b"&") if kv.startswith(b"Action=")), None)
     return "sts" if action in UNSIGNED_STS_ACTIONS else None
 
@@ -356,8 +364,11 @@ def throttled_answer(service):
 def not_found_answer(arn):
     """(status, headers, body) of ELBv2's answer to a request naming `arn` once it is deleted."""
     request_id = str(uuid.uuid4())
-    code, message = (("TargetGroupNotFound", "One or more target groups not found") if ":targetgroup/" in arn
-                     else ("LoadBalancerNotFound", "One or more load balancers not found"))
+    code, message = next(((code, message) for kind, code, message in (
+        (":targetgroup/", "TargetGroupNotFound", "One or more target groups not found"),
+        (":listener-rule/", "RuleNotFound", "One or more rules not found"),
+        (":listener/", "ListenerNotFound", "One or more listeners not found"),
+    ) if kind in arn), ("LoadBalancerNotFound", "One or more load balancers not found"))
     body = (f'<ErrorResponse xmlns="{QUERY_NAMESPACES["elasticloadbalancing"]}"><Error><Type>Sender</Type>'
             f'<Code>{code}</Code><Message>{message}</Message></Error>'
             f'<RequestId>{request_id}</RequestId></ErrorResponse>')
@@ -410,10 +421,7 @@ class Faults:
             gone, only, actions = set(self.gone), self.gone_client, self.gone_actions
         if not gone or service != "elasticloadbalancing" or (only and client != only):
             return None
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
-        params = urllib.parse.parse_qs(body.decode())
+        params = urllib.parse.parse_qs(request_body(environ).decode())
         action = params.get("Action", [""])[0]
         if action in ELBV2_LISTINGS or (actions is not None and action not in actions):
             return None

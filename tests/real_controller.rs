@@ -162,7 +162,18 @@ fn a_target_group_deleted_between_listing_and_reading_is_gone_for_status_and_uni
         .as_str()
         .unwrap()
         .to_string();
-    // The controller deleting it as the plugin reads: listed, then TargetGroupNotFound for the reads by
+    // Another cluster's target group deleted as the plugin reads: the DescribeTags batch it shares with
+    // ours is refused, ours is read again alone and found whole.
+    let other = rig.create_ip_target_group("another-cluster", 80);
+    rig.aws_gone(&[&other], "aws-sdk-rust", None);
+    let out = rig.status(&["-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{:#?}", not_passing(&report));
+    assert_eq!(check(&report, "alb.stickiness")["result"], "pass", "{report}");
+    let faults = rig.aws_faults();
+    assert!(faults["gone_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0) > 0, "never read: {faults}");
+    rig.aws(&["elbv2", "delete-target-group", "--target-group-arn", &other]);
+    // The controller deleting ours as the plugin reads: listed, then TargetGroupNotFound for the reads by
     // ARN: from its tags on, then (tags read) from its attributes and health on.
     let tags_on: Option<&[&str]> = None;
     let details_on: Option<&[&str]> = Some(&["DescribeTargetGroupAttributes", "DescribeTargetHealth"]);

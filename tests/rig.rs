@@ -437,24 +437,8 @@ fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates
     expect_code(&create(&rig, "gates", &service("web", "ClusterIP"), false), 0, "a ClusterIP Service");
     assert!(rig.kubectl_json(&["-n", "gates", "get", "service", "web"])["spec"]["loadBalancerClass"].is_null());
 
-    let vpc = rig.aws(&["ec2", "describe-vpcs"])["Vpcs"][0]["VpcId"].as_str().unwrap().to_string();
-    let tg = rig.aws(&[
-        "elbv2",
-        "create-target-group",
-        "--name",
-        "rig-gates",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "8080",
-        "--vpc-id",
-        &vpc,
-        "--target-type",
-        "ip",
-    ])["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vpc = rig.vpc();
+    let tg = rig.create_ip_target_group("rig-gates", 8080);
     let binding = |name: &str, target: Value| {
         let mut spec = json!({"serviceRef": {"name": "web", "port": 80}});
         spec.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());

@@ -723,6 +723,19 @@ impl Rig {
         self.faults_request(Some(&serde_json::json!({"throttle": throttle, "seed": seed}).to_string()))
     }
 
+    /// The rig VPC's id (its only VPC).
+    pub fn vpc(&self) -> String {
+        self.aws(&["ec2", "describe-vpcs"])["Vpcs"][0]["VpcId"].as_str().unwrap().to_string()
+    }
+
+    /// Creates an HTTP target group of type `ip` in the rig's VPC, as someone else's; its ARN.
+    pub fn create_ip_target_group(&self, name: &str, port: u16) -> String {
+        let (vpc, port) = (self.vpc(), port.to_string());
+        let args = ["elbv2", "create-target-group", "--name", name, "--protocol", "HTTP", "--port", &port];
+        let tg = self.aws(&[&args[..], &["--vpc-id", &vpc, "--target-type", "ip"]].concat());
+        tg["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap().to_string()
+    }
+
     /// ELBv2 answers `client`'s requests naming these ARNs as if they were just deleted, while
     /// its listings still show them (the moment between a listing and a read): in every action,
     /// or only in `actions`; zeroes the counters.
