@@ -917,7 +917,11 @@ def reset():
         # still running (the ALB simulator) could add them back before that.
         now = kube_objects(env, api)
         state = kube_state(now)
-        if state["kubernetes"] == baseline["kubernetes"] and state["nodes"] == baseline["nodes"] \
+        # A node made again counts once kwok has made it Ready, as the baseline's were.
+        ready = all(any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in (o["object"].get("status") or {}).get("conditions") or [])
+                    for o in now if o["resource"] == "nodes")
+        if state["kubernetes"] == baseline["kubernetes"] and state["nodes"] == baseline["nodes"] and ready \
                 and all(state["namespaces"].get(n) == want for n, want in kept_namespaces.items()):
             return True
         terminating = {o["real_name"] for o in now if o["resource"] == "namespaces"

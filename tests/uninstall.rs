@@ -138,7 +138,11 @@ fn a_dedicated_node_deleted_while_uninstall_runs_is_named_and_skipped_and_the_ot
         }
     }
     assert!(stdout.last().is_some_and(|l| l.contains("uninstalled release")), "{stdout:#?}");
-    rig.kubectl_ok(&["delete", "node", "graphql-3", "--wait=true"]);
+    let deleted = rig.kubectl(&["delete", "node", "graphql-3", "--wait=true"]);
+    if !deleted.status.success() {
+        let _ = child.kill(); // not into the next test
+    }
+    expect_code(&deleted, 0, "kubectl delete node graphql-3");
     stdout.extend(lines);
     let code = child.wait().expect("uninstall").code();
     let (stdout, stderr) = (stdout.join("\n"), stderr.join().unwrap());

@@ -446,7 +446,9 @@ impl Component for DedicatedNodes {
         // Intent first: an interrupted run still knows which nodes it may have changed.
         record.update(|r| r.nodes = changes).await?;
         let count = Self::patch_all(env, patches, |now| Ok(dedication(now, spec))).await?;
-        env.progress.done(&format!("dedicated {count} node(s) to GraphQL ({})", spec.taint));
+        if count > 0 {
+            env.progress.done(&format!("dedicated {count} node(s) to GraphQL ({})", spec.taint));
+        }
         Ok(())
     }
 

@@ -32,14 +32,14 @@ use kube::api::{Api, DeleteParams};
 use crate::error::{Context, Result};
 
 /// Deletes one object; one that is already gone (deleted by someone else
-/// since it was read) is fine.
-pub async fn delete_gone<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<()>
+/// since it was read) is fine. Whether this call deleted it.
+pub async fn delete_gone<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<bool>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => Err(e).context(format!("deleting {what}")),
     }
 }

@@ -250,14 +250,13 @@ impl Component for OwnedIngress {
             Fate::Keep(_) => return Ok(()),
             Fate::Remove(()) => {
                 let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &seen.found.namespace);
-                delete_gone(
-                    &api,
-                    &seen.found.name,
-                    &DeleteParams::default(),
-                    &format!("Ingress {}", seen.found.display()),
-                )
-                .await?;
-                env.progress.done(&format!("deleted Ingress {}", seen.found.display()));
+                let what = format!("Ingress {}", seen.found.display());
+                let deleted = delete_gone(&api, &seen.found.name, &DeleteParams::default(), &what).await?;
+                env.progress.done(&if deleted {
+                    format!("deleted {what}")
+                } else {
+                    format!("{what} was already gone")
+                });
                 teardown::wait_ingress_gone(env, &seen.found).await?;
             }
             Fate::Absent => {}

@@ -153,8 +153,9 @@ impl Component for OwnedSecret {
         if self.fate(env) == Fate::Remove(()) {
             let r = self.kind.slot.secret(&env.spec);
             let api: Api<Secret> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-            delete_gone(&api, &r.name, &DeleteParams::default(), &format!("Secret {}", r.name)).await?;
-            env.progress.done(&format!("deleted Secret {}", target(env, r)));
+            let deleted = delete_gone(&api, &r.name, &DeleteParams::default(), &format!("Secret {}", r.name)).await?;
+            let what = format!("Secret {}", target(env, r));
+            env.progress.done(&if deleted { format!("deleted {what}") } else { format!("{what} was already gone") });
         }
         let slot = self.kind.slot;
         record.update(|r| slot.record(r, None)).await

@@ -247,7 +247,7 @@ impl LoaderJob {
 
     async fn delete_secret(&self, client: &kube::Client) -> Result<()> {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
-        delete_gone(&secrets, &self.name, &DeleteParams::default(), "the loader Secret").await
+        delete_gone(&secrets, &self.name, &DeleteParams::default(), "the loader Secret").await.map(drop)
     }
 
     async fn log(&self, client: &kube::Client, progress: &dyn Progress) -> Option<String> {
@@ -288,6 +288,7 @@ async fn delete_objects(client: &kube::Client, ns: &str, name: &str) -> Result<(
         "the loader ConfigMap",
     )
     .await
+    .map(drop)
 }
 
 /// Names the run by what it does: the schema, the properties without their
