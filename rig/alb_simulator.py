@@ -239,20 +239,12 @@ class Simulator:
         return groups.values()
 
     # --- AWS lookups by the controller's tags ---------------------------------------------------
-    def described_tags(self, arns):
-        """DescribeTags of `arns`; ELBv2 refuses a whole batch naming one deleted since it was
-        listed, so that batch is read again one ARN at a time, the deleted ones left out."""
-        try:
-            return self.elb.describe_tags(ResourceArns=arns)["TagDescriptions"]
-        except ClientError as e:
-            if e.response["Error"]["Code"] not in ("LoadBalancerNotFound", "TargetGroupNotFound"):
-                raise
-            return [] if len(arns) == 1 else [d for arn in arns for d in self.described_tags([arn])]
-
     def tagged(self, arns, cluster, stack):
         found = []
         for i in range(0, len(arns), 20):
-            for desc in self.described_tags(arns[i:i + 20]):
+            # As the controller's tagging manager: a batch ELBv2 refuses (one ARN in it deleted since
+            # the listing) fails this pass, which is tried again, as the controller requeues.
+            for desc in self.elb.describe_tags(ResourceArns=arns[i:i + 20])["TagDescriptions"]:
                 tags = {t["Key"]: t["Value"] for t in desc["Tags"]}
                 if tags.get("elbv2.k8s.aws/cluster") == cluster and tags.get("ingress.k8s.aws/stack") == stack:
                     found.append((desc["ResourceArn"], tags))
