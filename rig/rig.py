@@ -843,14 +843,23 @@ def aws_state(env):
             "ec2_tags": tags, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
 
 
+# The plugin's marks on objects it changed but did not create (annotations with this prefix).
+MARK_PREFIX = "kubectl-scalardb-graphql/"
+
+
+def marks(obj):
+    return {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k.startswith(MARK_PREFIX)}
+
+
 def kube_state(objects):
-    """What the baseline compares: every object by kind, namespace and name; node labels and taints;
-    namespace labels (a label on a namespace the rig keeps, such as the readiness-gate one on
-    `default`, changes what the next install sees)."""
+    """What the baseline compares: every object by kind, namespace and name; node labels, taints
+    and the plugin's marks; namespace labels and marks (a label on a namespace the rig keeps, such
+    as the readiness-gate one on `default`, changes what the next install sees)."""
     nodes = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}),
-                         "taints": o["object"]["spec"].get("taints", [])}
+                         "taints": o["object"]["spec"].get("taints", []),
+                         "marks": marks(o["object"])}
              for o in objects if o["resource"] == "nodes"}
-    namespaces = {o["name"]: o["object"]["metadata"].get("labels", {})
+    namespaces = {o["name"]: {"labels": o["object"]["metadata"].get("labels", {}), "marks": marks(o["object"])}
                   for o in objects if o["resource"] == "namespaces"}
     return {"kubernetes": sorted(f"{o['resource']} {o['namespace']}/{o['name']}" for o in objects),
             "nodes": nodes, "namespaces": namespaces}
@@ -896,15 +905,19 @@ def reset():
             continue
         labels = {k: None for k in current.get(name, {}).get("labels", {}) if k not in want["labels"]}
         labels.update(want["labels"])
-        api.merge_patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": labels},
+        annotations = {k: None for k in current.get(name, {}).get("marks", {}) if k not in want["marks"]}
+        annotations.update(want["marks"])
+        api.merge_patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": labels, "annotations": annotations},
                                                   "spec": {"taints": want["taints"] or None}})
     kept_namespaces = baseline.get("namespaces", {})
     for name, want in kept_namespaces.items():
-        now_labels = listed_state["namespaces"].get(name, {})
-        if now_labels != want:
-            labels = {k: None for k in now_labels if k not in want}
-            labels.update(want)
-            api.merge_patch(f"/api/v1/namespaces/{name}", {"metadata": {"labels": labels}})
+        now = listed_state["namespaces"].get(name, {"labels": {}, "marks": {}})
+        if now != want:
+            labels = {k: None for k in now["labels"] if k not in want["labels"]}
+            labels.update(want["labels"])
+            annotations = {k: None for k in now["marks"] if k not in want["marks"]}
+            annotations.update(want["marks"])
+            api.merge_patch(f"/api/v1/namespaces/{name}", {"metadata": {"labels": labels, "annotations": annotations}})
     sock = env["RIG_DATAPLANE_SOCKET"]
     haproxy_command(sock, f"set map {STATE / 'dataplane.map'} mode sticky")
     (STATE / "dataplane.map").write_text("mode sticky\n")

@@ -29,7 +29,7 @@ use crate::record::{self, Recorder};
 use crate::schema::Schema;
 use crate::spec::{self, Options, Secrets};
 use crate::wait::Deadline;
-use crate::{completion, lease, pins};
+use crate::{completion, pins};
 
 /// The printer, seen by components as a progress channel; it keeps the
 /// last thing waited for, for a command cut off at its deadline.
@@ -157,7 +157,7 @@ fn env(
     secrets: Secrets,
     shown: &Arc<Shown>,
 ) -> Env {
-    Env { ctx, progress: shown.clone(), facts, spec, record, options, secrets }
+    Env { ctx, progress: shown.clone(), facts, spec, record, options, secrets, shared: Default::default() }
 }
 
 fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::Plan, verb: &str) -> Result<()> {
@@ -268,25 +268,17 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing);
     let started = Instant::now();
-    let run = async {
-        // One changing run at a time; the Lease lives in the release namespace.
-        let held = if plan.mutations() > 0 {
-            recorder.ensure_namespace().await?;
-            Some(lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?)
-        } else {
-            None
-        };
-        let result = deployment::install(&mut components, &env, &mut recorder).await;
-        let released = match held {
-            Some(h) => h.release().await,
-            None => Ok(()),
-        };
-        result.and(released)
-    };
-    let result = bounded(deadline, timeout, &shown, run).await;
-    printer.stop_spinner();
-    result?;
-    if plan.mutations() == 0 {
+    if plan.mutations() > 0 {
+        let run = deployment::install(&mut components, &env, &mut recorder);
+        let result = bounded(deadline, timeout, &shown, run).await;
+        printer.stop_spinner();
+        result?;
+    } else {
+        // Nothing to change, nothing held: only what install waits for (the ALB, the probe).
+        let run = deployment::converged(&mut components, &env, &mut recorder);
+        let result = bounded(deadline, timeout, &shown, run).await;
+        printer.stop_spinner();
+        result?;
         printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
     printer.line(Mark::Pass, &format!(
@@ -407,14 +399,9 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         let spec =
             existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
         let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &shown);
-        shown.stage("observing what is installed");
-        if existing.record.lb_controller.as_ref().is_some_and(|c| c.installed) && !env.options.keep_lb_controller {
-            let values = crate::values::release(&env.spec, &env.options.user_values);
-            let ours = crate::lookups::release_ingress(&env, &values).await?.display();
-            env.options.controller_needed_by = crate::lookups::other_alb_ingresses(&env, &ours).await?;
-        }
+        shown.stage("observing what is installed, and who else uses what releases share");
         let mut components = deployment::components(env.spec.target);
-        let plan = deployment::plan_uninstall(&mut components, &env).await?;
+        let plan = deployment::plan_uninstall(&mut components, &mut env).await?;
         Ok(Ok((env, components, plan, existing)))
     })
     .await;
@@ -430,31 +417,26 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
         return print_plan(&printer, a.change.output, &plan, "uninstall");
     }
     let mut deadline = deadline;
-    if confirm_plan(
+    let asked = confirm_plan(
         &printer,
         a.change.yes,
         &plan,
         "uninstall",
         &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
     )
-    .await?
-    {
+    .await?;
+    if asked {
         deadline = restart_deadline(&mut env);
     }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing));
     let started = Instant::now();
-    let run = async {
-        let held = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "uninstall").await?;
-        let result = deployment::uninstall(&mut components, &env, &mut recorder).await;
-        let released = held.release().await;
-        let kept = result?;
-        released.map(|()| kept)
-    };
+    shown.stage("taking the Leases, and observing again");
+    let run = deployment::uninstall(&mut components, &mut env, &mut recorder, asked.then_some(&plan));
     let result = bounded(deadline, timeout, &shown, run).await;
     printer.stop_spinner();
-    let kept = result?;
+    let done = result?;
     // What stayed, and why: also what a forged or stale record named but this tool may not delete.
-    for action in plan.steps.iter().flat_map(|s| &s.actions).filter(|a| a.verb == crate::component::Verb::Keep) {
+    for action in done.actions().filter(|a| a.verb == crate::component::Verb::Keep) {
         printer.warn(&format!(
             "kept {} {}: {}",
             action.operation,
@@ -462,24 +444,14 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
             action.reason.as_deref().unwrap_or("left in place")
         ));
     }
-    if kept {
-        if let Some(why) = env.options.controller_kept() {
-            printer.warn(&format!(
-                "kept release {}/{} and what it needs (its ServiceAccount, IAM role, policy and OIDC provider, CRDs, subnet tags): {why}",
-                env.spec.lb_controller.namespace, env.spec.lb_controller.release
-            ));
-        } else if let Some(why) = env.options.iam_kept() {
-            printer.warn(&format!("kept the IAM role, policy and OIDC provider: {why}"));
-        }
+    let (ns, release) = (&env.spec.namespace, &env.spec.release);
+    if done.record_stays() {
         printer.line(
             Mark::Warn,
             &format!(
-                "uninstalled release {}/{}; the install record {}/{} stays, listing what was kept \
+                "uninstalled release {ns}/{release}; the install record {ns}/{} stays, listing what was kept \
                  (a later `kubectl scalardb-graphql uninstall` removes them) ({:.0?})",
-                env.spec.namespace,
-                env.spec.release,
-                env.spec.namespace,
-                crate::record::configmap_name(&env.spec.release),
+                crate::record::configmap_name(release),
                 started.elapsed()
             ),
         )?;
@@ -487,12 +459,7 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     }
     printer.line(
         Mark::Pass,
-        &format!(
-            "uninstalled release {}/{} and what install created ({:.0?})",
-            env.spec.namespace,
-            env.spec.release,
-            started.elapsed()
-        ),
+        &format!("uninstalled release {ns}/{release} and what install created ({:.0?})", started.elapsed()),
     )?;
     Ok(())
 }

@@ -23,6 +23,12 @@ pub trait Component: Send + Sync {
     /// Where its checks appear in `status`.
     fn category(&self) -> Category;
 
+    /// Whether it is one of the pieces several releases share (the controller and
+    /// what it needs, the dedicated nodes): changed only under the cluster's Lease.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Reads the world; never changes it. Called again before each retry of a wait.
     async fn observe(&mut self, env: &Env) -> Result<()>;
 
@@ -53,6 +59,8 @@ pub struct Env {
     pub record: Record,
     pub options: Options,
     pub secrets: Secrets,
+    /// Uninstall's decision about the shared pieces.
+    pub shared: Shared,
 }
 
 impl crate::wait::Clock for Env {
@@ -84,16 +92,55 @@ impl Env {
 // --- uninstall's one decision -------------------------------------------------------------
 
 /// What uninstall does with what a component owns. Each component decides it
-/// once (its `fate`); `removal()` shows that decision and `remove()` carries
-/// it out, so what is listed is what is done.
+/// once (its `fate`, a pure function of its observation and `Env`);
+/// `removal()` shows that decision and `remove()` carries it out, so what is
+/// listed is what is done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fate<T = ()> {
     /// Nothing there.
     Absent,
-    /// Left in place, and why.
+    /// Left in place, and why; nothing for a later uninstall of this release to do.
     Keep(String),
+    /// This tool's, left in place for now (a --keep flag, or something outside
+    /// this tool still needs it): a later uninstall of this release removes it,
+    /// so the install record stays.
+    Defer(String),
     /// Removed; `T` says what removing it takes.
     Remove(T),
+}
+
+impl<T> Fate<T> {
+    /// The fate of a piece of this tool's that the shared-pieces decision keeps.
+    pub fn kept(kept: &Kept) -> Fate<T> {
+        if kept.later { Fate::Defer(kept.reason.clone()) } else { Fate::Keep(kept.reason.clone()) }
+    }
+}
+
+/// Why uninstall leaves one of the shared pieces in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub reason: String,
+    /// Only a later uninstall of this release can remove it (another release
+    /// of this tool that still uses it removes it itself when it goes last).
+    pub later: bool,
+}
+
+/// Uninstall's one decision about the pieces that several releases and other
+/// users share, made once from what the live cluster shows (see
+/// `lookups::users`): None removes (what this tool's own marks prove is its),
+/// Some keeps. Install and status leave it empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shared {
+    /// The controller's release, CRDs and the subnet tags it finds subnets by.
+    pub controller: Option<Kept>,
+    /// The controller's ServiceAccount: kept with the controller, or for a controller this tool did not install.
+    pub service_account: Option<Kept>,
+    /// The controller's IAM role, policy and the OIDC provider.
+    pub iam: Option<Kept>,
+    /// The label and taint of the dedicated nodes.
+    pub nodes: Option<Kept>,
+    /// The readiness-gate label of the release namespace.
+    pub namespace_label: Option<Kept>,
 }
 
 // --- actions ------------------------------------------------------------------------------
@@ -113,6 +160,9 @@ pub struct Action {
     /// Rendered values or documents, secrets redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// A keep that a later uninstall of this release must finish: the install record stays.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub later: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -140,7 +190,15 @@ impl Verb {
 
 impl Action {
     fn new(system: &'static str, verb: Verb, operation: impl Into<String>, target: impl Into<String>) -> Self {
-        Action { system, verb, operation: operation.into(), target: target.into(), reason: None, detail: None }
+        Action {
+            system,
+            verb,
+            operation: operation.into(),
+            target: target.into(),
+            reason: None,
+            detail: None,
+            later: false,
+        }
     }
     pub fn aws(verb: Verb, call: &str, target: impl Into<String>) -> Self {
         Self::new("aws", verb, call, target)
@@ -166,9 +224,32 @@ impl Action {
     pub fn keep(system: &'static str, what: &str, target: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::new(system, Verb::Keep, what, target).because(reason)
     }
+    /// What a fate that keeps says: `Keep` or `Defer` (the record stays for a later uninstall); None otherwise.
+    pub fn kept<T>(system: &'static str, what: &str, target: impl Into<String>, fate: &Fate<T>) -> Option<Self> {
+        match fate {
+            Fate::Keep(why) => Some(Self::keep(system, what, target, why.clone())),
+            Fate::Defer(why) => {
+                let mut a = Self::keep(system, what, target, why.clone());
+                a.later = true;
+                Some(a)
+            }
+            Fate::Absent | Fate::Remove(_) => None,
+        }
+    }
     /// Whether it changes anything (a wait or a keep does not).
     pub fn mutates(&self) -> bool {
         !matches!(self.verb, Verb::Wait | Verb::Keep)
+    }
+}
+
+/// `+ aws iam:CreateRole my-role  (why)`
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} {}", self.verb.sign(), self.system, self.operation, self.target)?;
+        match &self.reason {
+            Some(why) => write!(f, "  ({why})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -186,7 +267,14 @@ pub struct PlanStep {
 
 impl Plan {
     pub fn mutations(&self) -> usize {
-        self.steps.iter().flat_map(|s| &s.actions).filter(|a| a.mutates()).count()
+        self.actions().filter(|a| a.mutates()).count()
+    }
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.steps.iter().flat_map(|s| &s.actions)
+    }
+    /// Uninstall keeps something of this tool's for a later uninstall of this release: the record stays.
+    pub fn record_stays(&self) -> bool {
+        self.actions().any(|a| a.later)
     }
 }
 

@@ -7,15 +7,16 @@ use std::time::Instant;
 use futures::future::join_all;
 
 use crate::component::Env;
-use crate::component::{Check, Component, Outcome, Plan, PlanStep};
+use crate::component::{Action, Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
     alb::Alb, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
     owned_ingress::OwnedIngress, owned_secret::OwnedSecret, probe::Probe, readiness_gates::ReadinessGates,
-    registry_secret, schema_load::SchemaLoad, subnet_tags::SubnetTags,
+    registry_secret, release_namespace::ReleaseNamespace, schema_load::SchemaLoad, subnet_tags::SubnetTags,
 };
 use crate::error::{Error, Result};
+use crate::lease::{self, Held};
 use crate::record::Recorder;
 use crate::spec::Target;
 
@@ -31,6 +32,7 @@ use crate::spec::Target;
 /// the Ingress is this tool's, after the release (so it goes first).
 pub fn components(target: Target) -> Vec<Box<dyn Component>> {
     let mut list: Vec<Box<dyn Component>> = vec![
+        Box::new(ReleaseNamespace::default()),
         Box::new(DedicatedNodes::default()),
         Box::new(ControllerCrds::default()),
         Box::new(SubnetTags::default()),
@@ -80,18 +82,114 @@ pub async fn plan_install(components: &mut [Box<dyn Component>], env: &Env) -> R
     Ok(plan)
 }
 
-/// Applies, in order. Every component's apply runs: a converged one changes
-/// nothing and its waits return at once.
+/// The Leases a changing run holds: its release's, and while it changes (or
+/// starts to use) the shared pieces, the cluster's. Checked before each change.
+struct Leases {
+    release: Held,
+    shared: Option<Held>,
+}
+
+impl Leases {
+    /// The release's Lease, then the cluster's (one order everywhere: no deadlock).
+    async fn take(env: &Env, command: &str) -> Result<Leases> {
+        let release = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, command).await?;
+        let what = format!("{command} of {}/{}", env.spec.namespace, env.spec.release);
+        match lease::acquire_shared(env.kube(), &what).await {
+            Ok(shared) => Ok(Leases { release, shared: Some(shared) }),
+            Err(e) => {
+                let _ = release.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        self.release.check()?;
+        self.shared.as_ref().map_or(Ok(()), Held::check)
+    }
+
+    async fn release_shared(&mut self) -> Result<()> {
+        match self.shared.take() {
+            Some(shared) => shared.release().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn release(mut self) -> Result<()> {
+        let shared = self.release_shared().await;
+        self.release.release().await.and(shared)
+    }
+}
+
+/// Runs `work` under the Leases, giving them back whatever it returns.
+async fn holding<T>(leases: Leases, work: impl AsyncFnOnce(&mut Leases) -> Result<T>) -> Result<T> {
+    let mut leases = leases;
+    let result = work(&mut leases).await;
+    let released = leases.release().await;
+    let value = result?;
+    released.map(|()| value)
+}
+
+/// Applies, in order, under the Leases. The release is first written down as
+/// one of the cluster's (so that a concurrent uninstall counts it among the
+/// shared pieces' users), then everything is observed again and planned
+/// anew, as another run may have changed the shared pieces meanwhile. The
+/// cluster's Lease is given back after the last shared piece. Every
+/// component's apply runs: a converged one changes nothing and its waits
+/// return at once.
 pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
-    recorder.update(|r| r.spec = Some(env.spec.clone())).await?;
+    recorder.ensure_namespace().await?;
+    let release = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?;
+    let registered = recorder
+        .update(|r| {
+            r.spec = Some(env.spec.clone());
+            r.uninstalled = false;
+        })
+        .await;
+    let shared = match registered {
+        Ok(()) => {
+            lease::acquire_shared(env.kube(), &format!("install of {}/{}", env.spec.namespace, env.spec.release)).await
+        }
+        Err(e) => Err(e),
+    };
+    let leases = match shared {
+        Ok(shared) => Leases { release, shared: Some(shared) },
+        Err(e) => {
+            let _ = release.release().await;
+            return Err(e);
+        }
+    };
+    holding(leases, async |leases: &mut Leases| {
+        plan_install(components, env).await?;
+        let last_shared = components.iter().rposition(|c| c.shared());
+        for (i, c) in components.iter_mut().enumerate() {
+            leases.check()?;
+            c.apply(env, recorder).await?;
+            if Some(i) == last_shared {
+                leases.release_shared().await?;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Install with nothing to change: every component's apply still runs (a
+/// converged one changes nothing, and its waits return at once, or wait for
+/// what is still coming: the ALB, the probe), without Leases.
+pub async fn converged(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
     for c in components.iter_mut() {
         c.apply(env, recorder).await?;
     }
     Ok(())
 }
 
-/// Uninstall's plan: what each component would remove, in reverse order.
-pub async fn plan_uninstall(components: &mut [Box<dyn Component>], env: &Env) -> Result<Plan> {
+/// Uninstall's plan: who else uses the shared pieces (the one decision about
+/// them, in `env.shared`), then what each component would remove, in reverse order.
+pub async fn plan_uninstall(components: &mut [Box<dyn Component>], env: &mut Env) -> Result<Plan> {
+    let values = crate::values::release(&env.spec, &env.options.user_values);
+    let ours = crate::lookups::release_ingress(env, &values).await?;
+    env.shared = crate::lookups::users::shared(env, &ours).await?;
     for result in observe_all(components, env).await {
         result?;
     }
@@ -102,24 +200,52 @@ pub async fn plan_uninstall(components: &mut [Box<dyn Component>], env: &Env) ->
     Ok(plan)
 }
 
-/// Removes, in reverse order. When something this tool created stays (a
-/// --keep flag, or the controller still needed by another Ingress), the record
-/// stays too, so that a later uninstall can still remove it; returns whether it did.
-pub async fn uninstall(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<bool> {
-    for c in components.iter_mut().rev() {
-        c.remove(env, recorder).await?;
-    }
-    let r = &recorder.record;
-    let created = |o: &Option<crate::record::Owned>| o.as_ref().is_some_and(|o| o.created);
-    let keeps_ours = (env.options.controller_kept().is_some() && r.lb_controller.as_ref().is_some_and(|c| c.installed))
-        || (env.options.iam_kept().is_some()
-            && (created(&r.oidc_provider) || created(&r.iam_policy) || created(&r.iam_role)));
-    if keeps_ours {
-        recorder.save().await?;
-    } else {
-        recorder.delete().await?;
-    }
-    Ok(keeps_ours)
+/// The changes of `now` that `shown` did not list.
+fn unconfirmed(shown: &Plan, now: &Plan) -> Vec<String> {
+    let key = |a: &Action| (a.verb, a.operation.clone(), a.target.clone());
+    let confirmed: Vec<_> = shown.actions().filter(|a| a.mutates()).map(key).collect();
+    now.actions().filter(|a| a.mutates() && !confirmed.contains(&key(a))).map(|a| a.to_string()).collect()
+}
+
+/// Removes, in reverse order, under both Leases. Who else uses the shared
+/// pieces, and so every fate, is observed again once the Leases are held; a
+/// change the plan shown to the user did not list stops the run before
+/// anything is removed. When something this tool created stays for a later
+/// uninstall of this release (a --keep flag, something outside this tool
+/// still needing it), the record stays, marked uninstalled. Returns the plan
+/// carried out.
+pub async fn uninstall(
+    components: &mut [Box<dyn Component>],
+    env: &mut Env,
+    recorder: &mut Recorder,
+    shown: Option<&Plan>,
+) -> Result<Plan> {
+    let leases = Leases::take(env, "uninstall").await?;
+    holding(leases, async |leases: &mut Leases| {
+        let plan = plan_uninstall(components, env).await?;
+        if let Some(shown) = shown {
+            let new = unconfirmed(shown, &plan);
+            if !new.is_empty() {
+                return Err(Error::failed(format!(
+                    "the cluster changed while the plan was shown: uninstall would now also {}; nothing was changed",
+                    new.join("; ")
+                ))
+                .hint("run uninstall again to see the new plan"));
+            }
+        }
+        for c in components.iter_mut().rev() {
+            leases.check()?;
+            c.remove(env, recorder).await?;
+        }
+        leases.check()?;
+        if plan.record_stays() {
+            recorder.update(|r| r.uninstalled = true).await?;
+        } else {
+            recorder.delete().await?;
+        }
+        Ok(plan)
+    })
+    .await
 }
 
 /// One round of status: observe everything, then every component's checks.

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{ColorChoice, OutputFormat};
-use crate::component::{Action, Check, Outcome, Plan};
+use crate::component::{Check, Outcome, Plan};
 use crate::error::Error;
 
 pub struct Printer {
@@ -48,6 +48,19 @@ const RED: &str = "\x1b[31m";
 const DIM: &str = "\x1b[2m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
+
+/// One line as shown: every control character (an escape sequence, a
+/// carriage return, a newline) as `\u{…}`, so that text read from the
+/// cluster or AWS cannot redraw the terminal or fake a line of a plan.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
 
 fn use_color(choice: ColorChoice, terminal: bool) -> bool {
     match choice {
@@ -116,17 +129,19 @@ impl Printer {
 
     /// One result line: `√ text`, `‼ text`, `× text`, `- text`.
     pub fn line(&self, mark: Mark, text: &str) -> io::Result<()> {
-        self.out(&format!("{} {text}\n", self.symbol(self.color_out, mark)))
+        self.out(&format!("{} {}\n", self.symbol(self.color_out, mark), one_line(text)))
     }
 
     pub fn hint(&self, text: &str) -> io::Result<()> {
-        self.out(&format!("    {}\n", self.paint(self.color_out, DIM, &format!("hint: {text}"))))
+        self.out(&format!("    {}\n", self.paint(self.color_out, DIM, &format!("hint: {}", one_line(text)))))
     }
 
     pub fn heading(&self, text: &str) -> io::Result<()> {
-        self.out(&format!("{}\n{}\n", self.paint(self.color_out, BOLD, text), "-".repeat(text.chars().count())))
+        let text = one_line(text);
+        self.out(&format!("{}\n{}\n", self.paint(self.color_out, BOLD, &text), "-".repeat(text.chars().count())))
     }
 
+    /// Text of this tool's own (it may be painted, or span lines).
     pub fn text(&self, text: &str) -> io::Result<()> {
         self.out(&format!("{text}\n"))
     }
@@ -142,21 +157,21 @@ impl Printer {
     }
 
     pub fn warn(&self, text: &str) {
-        self.err(&format!("{} {text}\n", self.symbol(self.color_err, Mark::Warn)));
+        self.err(&format!("{} {}\n", self.symbol(self.color_err, Mark::Warn), one_line(text)));
     }
 
     /// One line: what went wrong, then what to do about it.
     pub fn error(&self, e: &Error) {
         self.stop_spinner();
         let hint = e.hint_text().map(|h| format!("; {h}")).unwrap_or_default();
-        self.err(&format!("{} {e}{hint}\n", self.paint(self.color_err, RED, "error:")));
+        self.err(&format!("{} {}\n", self.paint(self.color_err, RED, "error:"), one_line(&format!("{e}{hint}"))));
     }
 
     /// Shows what is being waited for, on a terminal only.
     pub fn spin(&self, message: &str) {
         let mut slot = self.spinner.lock().unwrap();
         if let Some(bar) = slot.as_ref() {
-            bar.set_message(message.to_string());
+            bar.set_message(one_line(message).into_owned());
             return;
         }
         if !self.progress {
@@ -164,7 +179,7 @@ impl Printer {
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
-        bar.set_message(message.to_string());
+        bar.set_message(one_line(message).into_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         *slot = Some(bar);
     }
@@ -177,7 +192,7 @@ impl Printer {
 
     /// Asks once on the terminal; anything but y/yes is no.
     pub fn confirm(&self, question: &str) -> io::Result<bool> {
-        self.err(&format!("{question} [y/N] "));
+        self.err(&format!("{} [y/N] ", one_line(question)));
         let mut answer = String::new();
         io::stdin().read_line(&mut answer)?;
         Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
@@ -225,11 +240,11 @@ impl Printer {
         for step in plan.steps.iter().filter(|s| !s.actions.is_empty()) {
             self.text(&self.paint(self.color_out, BOLD, step.component))?;
             for action in &step.actions {
-                self.text(&format!("  {}", describe(action)))?;
+                self.out(&format!("  {}\n", one_line(&action.to_string())))?;
                 if let Some(detail) = &action.detail {
                     let yaml = serde_saphyr::to_string(detail).map_err(io::Error::other)?;
                     for l in yaml.lines() {
-                        self.text(&format!("      {l}"))?;
+                        self.out(&format!("      {}\n", one_line(l)))?;
                     }
                 }
             }
@@ -242,18 +257,16 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `+ aws iam:CreateRole my-role (why)`
-pub fn describe(action: &Action) -> String {
-    let mut s = format!("{} {} {} {}", action.verb.sign(), action.system, action.operation, action.target);
-    if let Some(why) = &action.reason {
-        s.push_str(&format!("  ({why})"));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_the_cluster_are_shown_escaped() {
+        assert_eq!(one_line("kept x: \u{1b}[2K\u{1b}[1Aok"), "kept x: \\u{1b}[2K\\u{1b}[1Aok");
+        assert_eq!(one_line("a\rb\nc"), "a\\u{d}b\\u{a}c");
+        assert_eq!(one_line("plain — ünïcode"), "plain — ünïcode");
+    }
 
     #[test]
     fn never_means_no_color_even_on_a_terminal() {

@@ -55,3 +55,10 @@ pub fn unproven(recorded: bool, marked: bool) -> Option<String> {
         (false, false) => Some("not created by this tool".into()),
     }
 }
+
+/// Whether helm's release annotations name this release (helm puts them on every object it creates).
+pub fn released_by(meta: &kube::api::ObjectMeta, release: &str, namespace: &str) -> bool {
+    let a = meta.annotations.as_ref();
+    a.and_then(|a| a.get("meta.helm.sh/release-name")).map(String::as_str) == Some(release)
+        && a.and_then(|a| a.get("meta.helm.sh/release-namespace")).map(String::as_str) == Some(namespace)
+}

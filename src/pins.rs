@@ -73,6 +73,22 @@ pub const CLUSTER_TAG_KEY: &str = "kubectl-scalardb-graphql/cluster";
 /// AWS tag naming the policy document's version (or `sha256:<digest>` for a custom file).
 pub const POLICY_VERSION_TAG_KEY: &str = "kubectl-scalardb-graphql/policy-version";
 
+/// Marks this tool leaves on what it changes but did not create, each written in the
+/// same call as the change, so that uninstall undoes only what the live object proves:
+/// - a subnet tag naming the cluster for which it added the `INTERNAL_ELB_TAG`;
+pub const SUBNET_MARK_KEY: &str = "kubectl-scalardb-graphql/internal-elb-added-for";
+/// - a node annotation naming the label and taint it added (JSON: `{"label": "k=v", "taint": "k=v:E"}`);
+pub const NODE_MARK: &str = "kubectl-scalardb-graphql/dedicated";
+/// - on an adopted IAM role, the sha256 of the trust policy it replaced (the record holds the
+///   document; it is given back only when the digest matches) …
+pub const ADOPTED_TRUST_TAG_KEY: &str = "kubectl-scalardb-graphql/adopted-trust-sha256";
+/// - … and that it attached the controller's policy;
+pub const ADOPTED_POLICY_TAG_KEY: &str = "kubectl-scalardb-graphql/adopted-attached-policy";
+/// - on a ServiceAccount it did not create, the role annotation's value before it set it ("" for none);
+pub const ROLE_BEFORE_ANNOTATION: &str = "kubectl-scalardb-graphql/role-arn-before";
+/// - on the release namespace, that it added the readiness-gate label.
+pub const NAMESPACE_LABEL_MARK: &str = "kubectl-scalardb-graphql/added-readiness-gate-label";
+
 /// The ALB annotations the guide sets, and the controller's finalizer.
 pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
 pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";

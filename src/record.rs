@@ -104,6 +104,10 @@ pub struct Record {
     /// Whether install added the pod-readiness-gate label to the release namespace.
     #[serde(default)]
     pub readiness_gate_label: bool,
+    /// Uninstall ran and kept this record only for what it had to leave in place
+    /// (the release is gone): it no longer makes the release a user of the shared pieces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uninstalled: bool,
 }
 
 impl Record {
@@ -143,8 +147,17 @@ impl Record {
     }
 }
 
+/// A record's ConfigMap is named after its release, with this suffix.
+pub const NAME_SUFFIX: &str = "-install-record";
+
 pub fn configmap_name(release: &str) -> String {
-    format!("{release}-install-record")
+    format!("{release}{NAME_SUFFIX}")
+}
+
+/// The record a ConfigMap holds.
+pub fn parse(cm: &ConfigMap) -> serde_json::Result<Record> {
+    let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).map(String::as_str).unwrap_or_default();
+    serde_json::from_str(text)
 }
 
 /// The record as read, with the version of the ConfigMap that held it.
@@ -162,8 +175,7 @@ pub async fn load(client: &kube::Client, namespace: &str, release: &str) -> Resu
     let Some(cm) = api.get_opt(&name).await.context(format!("reading the install record {namespace}/{name}"))? else {
         return Ok(None);
     };
-    let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).cloned().unwrap_or_default();
-    let record = serde_json::from_str(&text).context(format!("parsing the install record {namespace}/{name}"))?;
+    let record = parse(&cm).context(format!("parsing the install record {namespace}/{name}"))?;
     Ok(Some(Stored { record, version: cm.metadata.resource_version.unwrap_or_default() }))
 }
 
@@ -259,28 +271,13 @@ impl Recorder {
         Ok(())
     }
 
-    /// Deletes the record itself (the last step of uninstall), and the namespace if install made it.
+    /// Deletes the record itself (the last step of uninstall).
     pub async fn delete(&mut self) -> Result<()> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        if api.get_opt(&self.name).await.context("reading the install record")?.is_some() {
-            api.delete(&self.name, &Default::default()).await.context("deleting the install record")?;
-        }
-        if self.record.namespace_created {
-            let ns: Api<Namespace> = Api::all(self.client.clone());
-            // Only a namespace carrying this tool's label: the record alone proves nothing.
-            if ns
-                .get_opt(&self.namespace)
-                .await
-                .context("reading the namespace")?
-                .is_some_and(|n| crate::ownership::is_managed(&n.metadata))
-            {
-                match ns.delete(&self.namespace, &Default::default()).await {
-                    // Gone, or already being deleted (an earlier run, or someone else).
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => return Err(e).context(format!("deleting namespace {}", self.namespace)),
-                }
-            }
+        match api.delete(&self.name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e).context("deleting the install record"),
         }
         self.saved = None;
         Ok(())

@@ -137,6 +137,191 @@ pub async fn read<'a>(
     Ok(None)
 }
 
+/// What a chart's release may name in its stored manifest: objects of these
+/// kinds in the release's own namespace, and cluster-scoped objects of these
+/// kinds that the live cluster shows helm made for this very release.
+pub struct Bounds {
+    pub namespaced: &'static [&'static str],
+    /// Cluster-scoped kinds: (kind, API group/version, plural).
+    pub cluster: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// The kinds the charts this tool installs render into their own namespace.
+const CHART_KINDS: &[&str] = &[
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "Deployment",
+    "Ingress",
+    "Role",
+    "RoleBinding",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "NetworkPolicy",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "Certificate",
+    "Issuer",
+];
+
+/// The GraphQL and ScalarDB Cluster charts: namespaced objects only.
+pub const RELEASE_BOUNDS: Bounds = Bounds { namespaced: CHART_KINDS, cluster: &[] };
+
+/// The controller's chart: its namespaced objects, its RBAC, webhooks and IngressClass.
+pub const CONTROLLER_BOUNDS: Bounds = Bounds {
+    namespaced: CHART_KINDS,
+    cluster: &[
+        ("ClusterRole", "rbac.authorization.k8s.io/v1", "clusterroles"),
+        ("ClusterRoleBinding", "rbac.authorization.k8s.io/v1", "clusterrolebindings"),
+        ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
+        ("ValidatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations"),
+        ("IngressClass", "networking.k8s.io/v1", "ingressclasses"),
+        ("IngressClassParams", "elbv2.k8s.aws/v1beta1", "ingressclassparams"),
+    ],
+};
+
+/// One object a stored manifest names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub kind: String,
+    pub name: String,
+    /// As written; empty when the manifest leaves it to helm's `-n`.
+    pub namespace: String,
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.namespace.as_str() {
+            "" => write!(f, "{} {}", self.kind, self.name),
+            ns => write!(f, "{} {ns}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// The objects of a helm manifest (YAML documents separated by `---`).
+pub fn manifest_objects(manifest: &str) -> Result<Vec<Named>> {
+    let mut found = vec![];
+    for doc in manifest.split("\n---").flat_map(|d| d.strip_prefix("---").or(Some(d))) {
+        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            continue;
+        }
+        let v: Value = serde_saphyr::from_str(doc).context("parsing a stored helm manifest")?;
+        let field = |path: &[&str]| path.iter().fold(&v, |v, k| &v[*k]).as_str().unwrap_or_default().to_string();
+        found.push(Named {
+            kind: field(&["kind"]),
+            name: field(&["metadata", "name"]),
+            namespace: field(&["metadata", "namespace"]),
+        });
+    }
+    Ok(found)
+}
+
+/// The manifest of every stored revision of a release (helm deletes what the
+/// newest names on uninstall, and what the last deployed names but the new
+/// one does not on upgrade: any revision may be the one that counts).
+async fn manifests(client: &kube::Client, namespace: &str, release: &str) -> Result<Vec<(String, String)>> {
+    #[derive(Deserialize)]
+    struct WithManifest {
+        #[serde(default)]
+        manifest: String,
+    }
+    let what = format!("reading release {namespace}/{release} from helm's storage");
+    let selector = ListParams::default().labels(&format!("owner=helm,name={release}"));
+    let mut found = vec![];
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for s in secrets.list(&selector).await.context(&what)? {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let payload = s.data.as_ref().and_then(|d| d.get("release")).map(|b| b.0.clone()).unwrap_or_default();
+        let stored: WithManifest = decode(&payload).map_err(|e| broken(namespace, &name, e))?;
+        found.push((name, stored.manifest));
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for m in maps.list(&selector).await.context(&what)? {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        let payload = m.data.as_ref().and_then(|d| d.get("release")).cloned().unwrap_or_default();
+        let stored: WithManifest = decode(payload.as_bytes()).map_err(|e| broken(namespace, &name, e))?;
+        found.push((name, stored.manifest));
+    }
+    Ok(found)
+}
+
+/// Before helm uninstalls or upgrades a release: every object its stored
+/// revisions name is one its chart makes, in the release's own namespace, or
+/// a cluster-scoped object helm made for this release. Anyone who can write
+/// Secrets in the namespace can write a revision; one naming anything else
+/// (another team's objects, `ClusterRole cluster-admin`) is refused before
+/// helm runs, naming the stray objects.
+/// Returns the stray objects (none: helm may act); `refusal` says why it may not.
+pub async fn strays(client: &kube::Client, namespace: &str, release: &str, bounds: &Bounds) -> Result<Vec<String>> {
+    if !driver_is_api() {
+        return Ok(vec![]); // helm's storage is not in the cluster: not writable by a namespace's users
+    }
+    let mut stray: Vec<String> = vec![];
+    for (revision, manifest) in manifests(client, namespace, release).await? {
+        let objects = manifest_objects(&manifest).map_err(|e| broken(namespace, &revision, e))?;
+        for o in objects {
+            let own_namespace = o.namespace.is_empty() || o.namespace == namespace;
+            let ok = if bounds.namespaced.contains(&o.kind.as_str()) {
+                own_namespace
+            } else if let Some((kind, api_version, plural)) = bounds.cluster.iter().find(|(k, ..)| *k == o.kind) {
+                made_for(client, kind, api_version, plural, &o.name, namespace, release).await?
+            } else {
+                false
+            };
+            if !ok && !stray.contains(&o.to_string()) {
+                stray.push(o.to_string());
+            }
+        }
+    }
+    Ok(stray)
+}
+
+/// Why helm may not act on a release whose stored revisions name `stray` objects.
+pub fn refusal(namespace: &str, release: &str, stray: &[String]) -> Error {
+    Error::prerequisite(format!(
+        "release {namespace}/{release} as helm stores it names objects its chart does not make here: {}; nothing was changed",
+        stray.join(", ")
+    ))
+    .hint(format!(
+        "helm's storage Secrets in {namespace} were edited; inspect them (`kubectl -n {namespace} get secret -l owner=helm,name={release}`) and delete the forged revision"
+    ))
+}
+
+/// Refuses, before helm runs, a release whose stored revisions name stray objects.
+pub async fn vet(client: &kube::Client, namespace: &str, release: &str, bounds: &Bounds) -> Result<()> {
+    let stray = strays(client, namespace, release, bounds).await?;
+    if stray.is_empty() { Ok(()) } else { Err(refusal(namespace, release, &stray)) }
+}
+
+/// Whether a cluster-scoped object is absent (nothing to delete) or carries helm's annotations for this release.
+async fn made_for(
+    client: &kube::Client,
+    kind: &str,
+    api_version: &str,
+    plural: &str,
+    name: &str,
+    namespace: &str,
+    release: &str,
+) -> Result<bool> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource = kube::discovery::ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+    match api.get_opt(name).await {
+        Ok(None) => Ok(true),
+        Ok(Some(o)) => Ok(crate::ownership::released_by(&o.metadata, release, namespace)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true), // no such kind here
+        Err(e) => Err(e).context(format!("reading {kind} {name}")),
+    }
+}
+
 fn broken(namespace: &str, name: &str, e: Error) -> Error {
     Error::failed(format!("helm's record {namespace}/{name} cannot be read: {e}"))
         .hint(format!("check it with `helm history -n {namespace}`; helm itself may have written it in a newer format"))
@@ -157,6 +342,14 @@ mod tests {
             json.as_bytes().to_vec()
         };
         base64::engine::general_purpose::STANDARD.encode(body).into_bytes()
+    }
+
+    #[test]
+    fn a_manifest_names_its_objects_with_the_namespace_as_written() {
+        let manifest = "---\n# Source: c/templates/a.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: api\n---\n# Source: c/templates/b.yaml\nkind: ClusterRole\nmetadata:\n  name: cluster-admin\n---\n# Source: empty\n---\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: other\n";
+        let objects = manifest_objects(manifest).unwrap();
+        let shown: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+        assert_eq!(shown, ["Service api", "ClusterRole cluster-admin", "ConfigMap other/x"]);
     }
 
     #[test]

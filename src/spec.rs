@@ -149,37 +149,8 @@ pub struct Options {
     pub probe_requests: u32,
     pub keep_iam: bool,
     pub keep_lb_controller: bool,
-    /// Ingresses of class alb, other than ours, that uninstall found (they
-    /// need the controller to delete their ALBs).
-    pub controller_needed_by: Vec<String>,
     pub force: bool,
     pub force_finalizers: bool,
-}
-
-impl Options {
-    /// Why uninstall leaves the controller in place, with what it needs to
-    /// keep working (ServiceAccount, IAM, CRDs, subnet tags); None when it goes.
-    pub fn controller_kept(&self) -> Option<String> {
-        if self.keep_lb_controller {
-            Some("--keep-lb-controller".into())
-        } else if !self.controller_needed_by.is_empty() && !self.force {
-            Some(format!(
-                "Ingresses of class alb still need the controller: {} (--force removes it anyway)",
-                self.controller_needed_by.join(", ")
-            ))
-        } else {
-            None
-        }
-    }
-
-    /// Why uninstall leaves the IAM role, policy and OIDC provider in place.
-    pub fn iam_kept(&self) -> Option<String> {
-        if self.keep_iam {
-            Some("--keep-iam".into())
-        } else {
-            self.controller_kept().map(|why| format!("the controller stays and needs it ({why})"))
-        }
-    }
 }
 
 /// A value that must not be printed.
@@ -652,22 +623,6 @@ pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_kept_controller_keeps_the_iam_it_needs_unless_forced() {
-        let none = Options::default();
-        assert_eq!((none.controller_kept(), none.iam_kept()), (None, None));
-        let iam_only = Options { keep_iam: true, ..Default::default() };
-        assert_eq!((iam_only.controller_kept(), iam_only.iam_kept().as_deref()), (None, Some("--keep-iam")));
-        let flag = Options { keep_lb_controller: true, ..Default::default() };
-        assert_eq!(flag.controller_kept().as_deref(), Some("--keep-lb-controller"));
-        assert!(flag.iam_kept().unwrap().contains("--keep-lb-controller"));
-        let needed = Options { controller_needed_by: vec!["team-b/web".into()], ..Default::default() };
-        assert!(needed.controller_kept().unwrap().contains("team-b/web"));
-        assert!(needed.iam_kept().unwrap().contains("team-b/web"));
-        let forced = Options { force: true, ..needed };
-        assert_eq!((forced.controller_kept(), forced.iam_kept()), (None, None));
-    }
 
     #[test]
     fn the_guides_taint_parses() {

@@ -1,8 +1,10 @@
-//! The controller chart's CRDs. `helm install` applies a chart's CRDs but
-//! `helm upgrade` does not, so before an upgrade of the controller install
-//! applies them (server-side). It records the CRDs the chart brought that
-//! were not there before; uninstall removes those last, and only when no
-//! custom resource of them remains (helm itself never removes CRDs).
+//! The controller chart's CRDs. `helm upgrade` does not apply a chart's CRDs
+//! (and `helm install` skips those already there), so before the controller
+//! is installed or upgraded install applies them itself (server-side): those
+//! that were not there are created with this tool's mark. Uninstall removes
+//! the marked ones last, and only while the controller release is this
+//! tool's, nothing else uses the controller, and no custom resource of them
+//! remains (helm itself never removes CRDs).
 //!
 //! This is first in the install order so that it is last in uninstall's.
 
@@ -15,7 +17,7 @@ use serde_json::Value;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
-use crate::pins::LBC_CRD_GROUPS;
+use crate::pins::{LBC_CRD_GROUPS, MANAGED_BY, MANAGED_BY_KEY};
 use crate::record::{ControllerRecord, Recorder};
 use crate::spec::Mode;
 
@@ -26,6 +28,10 @@ pub struct ControllerCrds {
     /// The chart's CRDs, when an install or upgrade of the chart is coming.
     chart: Vec<ChartCrd>,
     upgrade: bool,
+    /// Uninstall: the CRDs of the controller's groups that carry this tool's mark.
+    marked: Vec<String>,
+    /// Uninstall: the controller release exists and is not this tool's.
+    foreign_release: bool,
 }
 
 struct ChartCrd {
@@ -105,25 +111,34 @@ pub async fn custom_resource_count(client: &kube::Client, crd: &CustomResourceDe
 }
 
 impl ControllerCrds {
-    fn recorded(env: &Env) -> &[String] {
-        env.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.as_slice()).unwrap_or_default()
+    /// The chart's CRDs install applies itself: those missing, and on an upgrade those out of date.
+    fn to_apply(&self) -> impl Iterator<Item = &ChartCrd> {
+        self.chart.iter().filter(|c| !c.exists || (self.upgrade && !c.current))
     }
 
     /// Uninstall's one decision, CRD by CRD (each still only if no custom
-    /// resource of it remains). The record only lists names: a CRD outside the
-    /// controller's own API groups is never this tool's to delete.
-    fn fates<'a>(env: &Env, recorded: &'a [String]) -> Vec<(&'a String, Fate)> {
-        let kept = env.options.controller_kept();
-        recorded
-            .iter()
+    /// resource of it remains): the CRDs the record lists and those carrying
+    /// this tool's mark; only marked ones of the controller's own API groups go,
+    /// and only while the controller release is this tool's (or gone).
+    fn fates(&self, env: &Env) -> Vec<(String, Fate)> {
+        let recorded = env.record.lb_controller.as_ref().map(|c| c.crds.clone()).unwrap_or_default();
+        let mut names: Vec<String> = recorded.into_iter().chain(self.marked.iter().cloned()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
             .map(|name| {
                 let fate = if !LBC_CRD_GROUPS.iter().any(|g| name.strip_suffix(g).is_some_and(|p| p.ends_with('.'))) {
                     Fate::Keep(format!(
                         "the install record lists it, but the controller's chart brings CRDs only in {}",
                         LBC_CRD_GROUPS.join(", ")
                     ))
-                } else if let Some(why) = &kept {
-                    Fate::Keep(why.clone())
+                } else if !self.marked.contains(&name) {
+                    Fate::Keep("the install record lists it, but it carries no mark of this tool (or is gone)".into())
+                } else if self.foreign_release {
+                    Fate::Keep("the controller's release is not this tool's".into())
+                } else if let Some(kept) = &env.shared.controller {
+                    Fate::kept(kept)
                 } else {
                     Fate::Remove(())
                 };
@@ -143,10 +158,25 @@ impl Component for ControllerCrds {
         Category::LbController
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn observe(&mut self, env: &Env) -> Result<()> {
         self.chart.clear();
         let lbc = &env.spec.lb_controller;
-        // Only install looks at the chart (status and uninstall never fetch it).
+        let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
+        if env.options.mode == Mode::Uninstall {
+            let marked = api
+                .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_KEY}={MANAGED_BY}")))
+                .await
+                .context("listing the CRDs this tool made")?;
+            self.marked = marked.items.into_iter().filter_map(|c| c.metadata.name).collect();
+            let release = crate::releases::read(env.kube(), || env.ctx.helm(), &lbc.namespace, &lbc.release).await?;
+            self.foreign_release = release.is_some_and(|r| !r.marked);
+            return Ok(());
+        }
+        // Only install looks at the chart (status never fetches it).
         if lbc.external || env.options.mode != Mode::Install {
             return Ok(());
         }
@@ -164,10 +194,9 @@ impl Component for ControllerCrds {
             return Ok(()); // a controller this tool does not manage
         }
         self.upgrade = release.is_some();
-        let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         for doc in crds_of(&helm.show_crds(&lbc.chart).await?)? {
             let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let existing = crds.get_opt(&name).await.context(format!("reading CRD {name}"))?;
+            let existing = api.get_opt(&name).await.context(format!("reading CRD {name}"))?;
             let current = existing
                 .as_ref()
                 .is_some_and(|e| serde_json::to_value(&e.spec).is_ok_and(|have| is_subset(&doc["spec"], &have)));
@@ -177,16 +206,16 @@ impl Component for ControllerCrds {
     }
 
     fn plan(&self, _env: &Env) -> Result<Vec<Action>> {
-        if !self.upgrade {
-            return Ok(vec![]); // helm install applies them itself
-        }
         Ok(self
-            .chart
-            .iter()
-            .filter(|c| !c.current)
+            .to_apply()
             .map(|c| {
-                Action::kube(if c.exists { Verb::Update } else { Verb::Create }, "CustomResourceDefinition", &c.name)
-                    .because("server-side apply before the controller's upgrade (helm upgrade skips CRDs)")
+                if c.exists {
+                    Action::kube(Verb::Update, "CustomResourceDefinition", &c.name)
+                        .because("server-side apply before the controller's upgrade (helm upgrade skips CRDs)")
+                } else {
+                    Action::kube(Verb::Create, "CustomResourceDefinition", &c.name)
+                        .because("server-side apply, with this tool's mark, before the controller's chart")
+                }
             })
             .collect())
     }
@@ -211,12 +240,13 @@ impl Component for ControllerCrds {
                 })
                 .await?;
         }
-        if !self.upgrade {
-            return Ok(());
-        }
         let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
-        for crd in self.chart.iter().filter(|c| !c.current) {
-            api.patch(&crd.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd.doc))
+        for crd in self.to_apply() {
+            let mut doc = crd.doc.clone();
+            if !crd.exists {
+                doc["metadata"]["labels"][MANAGED_BY_KEY] = MANAGED_BY.into();
+            }
+            api.patch(&crd.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&doc))
                 .await
                 .context(format!("applying CRD {}", crd.name))?;
             env.progress.done(&format!("applied CRD {}", crd.name));
@@ -230,32 +260,30 @@ impl Component for ControllerCrds {
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
-        Ok(Self::fates(env, Self::recorded(env))
+        Ok(self
+            .fates(env)
             .into_iter()
             .filter_map(|(name, fate)| match fate {
-                Fate::Absent => None,
-                Fate::Keep(why) => Some(Action::keep("kubernetes", "CustomResourceDefinition", name, why)),
                 Fate::Remove(()) => Some(
                     Action::kube(Verb::Delete, "CustomResourceDefinition", name)
                         .because("if no custom resource of it remains"),
                 ),
+                kept => Action::kept("kubernetes", "CustomResourceDefinition", name, &kept),
             })
             .collect())
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        if env.options.controller_kept().is_some() {
+        let fates = self.fates(env);
+        if fates.iter().any(|(_, f)| matches!(f, Fate::Defer(_))) {
             return Ok(());
         }
         let api: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
-        // The live record: the controller's removal may have kept it (and with it, its CRDs).
-        let recorded: Vec<String> =
-            record.record.lb_controller.as_ref().filter(|c| c.installed).map(|c| c.crds.clone()).unwrap_or_default();
-        for (name, fate) in Self::fates(env, &recorded) {
+        for (name, fate) in fates {
             if fate != Fate::Remove(()) {
                 continue;
             }
-            let Some(crd) = api.get_opt(name).await.context(format!("reading CRD {name}"))? else {
+            let Some(crd) = api.get_opt(&name).await.context(format!("reading CRD {name}"))? else {
                 continue;
             };
             let count = custom_resource_count(env.kube(), &crd).await?;
@@ -263,10 +291,10 @@ impl Component for ControllerCrds {
                 env.progress.warn(&format!("kept CRD {name}: {count} custom resource(s) of it remain"));
                 continue;
             }
-            api.delete(name, &DeleteParams::default()).await.context(format!("deleting CRD {name}"))?;
+            api.delete(&name, &DeleteParams::default()).await.context(format!("deleting CRD {name}"))?;
             // A CRD goes only once its custom resources are cleaned up: said deleted when it is gone.
             crate::wait::until(env, &format!("CRD {name} to be gone"), || async {
-                Ok(match api.get_opt(name).await.context(format!("reading CRD {name}"))? {
+                Ok(match api.get_opt(&name).await.context(format!("reading CRD {name}"))? {
                     None => Ok(()),
                     Some(_) => Err("terminating".to_string()),
                 })

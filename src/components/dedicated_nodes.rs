@@ -7,6 +7,10 @@
 //! controller manager writes nodes too: the not-ready taint, the TTL
 //! annotation for the cluster's size, the beta labels) is read again and its
 //! patch decided again.
+//!
+//! Each patch that adds the label or taint also writes this tool's mark on the
+//! node (an annotation naming what it added); uninstall takes back only what
+//! the node's own mark names. The install record only says which nodes to look at.
 
 use std::collections::BTreeMap;
 
@@ -19,8 +23,30 @@ use serde_json::json;
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Error, Result};
+use crate::pins::NODE_MARK;
 use crate::record::{NodeChange, Recorder};
 use crate::spec::{NodeSpec, Taint};
+
+/// This tool's mark on a node: the label and the taint it added.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Mark {
+    /// `key=value`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    /// `key=value:Effect`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    taint: Option<String>,
+}
+
+impl Mark {
+    /// The mark a node carries, if any (an unreadable one marks nothing).
+    fn of(node: &NodeState) -> Option<Mark> {
+        node.annotations.get(NODE_MARK).map(|m| serde_json::from_str(m).unwrap_or_default())
+    }
+    fn text(&self) -> String {
+        serde_json::to_string(self).expect("a mark serializes")
+    }
+}
 
 /// How many nodes are patched (or their pods listed) at once.
 pub const CONCURRENCY: usize = 8;
@@ -66,6 +92,7 @@ struct ListedMeta {
     name: Option<String>,
     resource_version: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -98,6 +125,7 @@ async fn list_nodes(env: &Env, params: ListParams) -> Result<Vec<NodeState>> {
             name: n.metadata.name.unwrap_or_default(),
             resource_version: n.metadata.resource_version.unwrap_or_default(),
             labels: n.metadata.labels.unwrap_or_default(),
+            annotations: n.metadata.annotations.unwrap_or_default(),
             taints: n.spec.and_then(|s| s.taints).unwrap_or_default(),
         }));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -121,6 +149,7 @@ struct NodeState {
     name: String,
     resource_version: String,
     labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
     taints: Vec<KubeTaint>,
 }
 
@@ -130,6 +159,7 @@ impl NodeState {
             name: n.metadata.name.unwrap_or_default(),
             resource_version: n.metadata.resource_version.unwrap_or_default(),
             labels: n.metadata.labels.unwrap_or_default(),
+            annotations: n.metadata.annotations.unwrap_or_default(),
             taints: n.spec.and_then(|s| s.taints).unwrap_or_default(),
         }
     }
@@ -147,20 +177,28 @@ fn kube_taint(t: &Taint) -> KubeTaint {
     KubeTaint { key: t.key.clone(), value: Some(t.value.clone()), effect: t.effect.clone(), time_added: None }
 }
 
-/// The patch that adds (or removes) a label and a taint, guarded by the
-/// node's resourceVersion so that a concurrent change is not overwritten.
-fn patch_for(node: &NodeState, label: Option<(&str, Option<&str>)>, taints: Vec<KubeTaint>) -> serde_json::Value {
+/// The patch that sets (or removes, with None) a label, the taints and this
+/// tool's mark, guarded by the node's resourceVersion so that a concurrent
+/// change is not overwritten.
+fn patch_for(
+    node: &NodeState,
+    label: Option<(&str, Option<&str>)>,
+    taints: Vec<KubeTaint>,
+    mark: Option<&Mark>,
+) -> serde_json::Value {
     let mut patch = json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
     if let Some((k, v)) = label {
         patch["metadata"]["labels"] = json!({ k: v });
     }
+    patch["metadata"]["annotations"] = json!({ NODE_MARK: mark.map(Mark::text) });
     patch
 }
 
 /// A node as read, and the patch to send it.
 type NodePatch = (NodeState, serde_json::Value);
 
-/// The patch that dedicates `node` (label and taint), or None when it already is.
+/// The patch that dedicates `node` (label and taint, and the mark naming what it
+/// added besides what the mark named before), or None when it already is.
 fn dedication(node: &NodeState, spec: &NodeSpec) -> Option<serde_json::Value> {
     let add_label = !node.has_label(spec);
     let add_taint = !node.has_taint(&spec.taint);
@@ -168,27 +206,43 @@ fn dedication(node: &NodeState, spec: &NodeSpec) -> Option<serde_json::Value> {
         return None;
     }
     let mut taints = node.taints.clone();
+    let mut mark = Mark::of(node).unwrap_or_default();
     if add_taint {
         taints.push(kube_taint(&spec.taint));
+        mark.taint = Some(spec.taint.to_string());
+    }
+    if add_label {
+        mark.label = Some(format!("{}={}", spec.label_key, spec.label_value));
     }
     let label = add_label.then_some((spec.label_key.as_str(), Some(spec.label_value.as_str())));
-    Some(patch_for(node, label, taints))
+    Some(patch_for(node, label, taints, Some(&mark)))
 }
 
-/// The patch that takes back what install added to `node` (the recorded
-/// `change`), or None when the node no longer carries any of it.
-fn undoing(node: &NodeState, change: &NodeChange) -> Result<Option<serde_json::Value>> {
-    let taints: Vec<KubeTaint> = match &change.taint {
+/// The patch that takes back what the node's own mark says this tool added
+/// (and the mark), or None when it carries no mark.
+fn undoing(node: &NodeState) -> Result<Option<serde_json::Value>> {
+    let Some(mark) = Mark::of(node) else { return Ok(None) };
+    let taints: Vec<KubeTaint> = match &mark.taint {
         Some(t) => {
-            let t = crate::spec::parse_taint(t)
-                .map_err(|_| Error::failed(format!("the install record has a bad taint {t:?}")))?;
-            node.taints.iter().filter(|k| !(k.key == t.key && k.effect == t.effect)).cloned().collect()
+            let t = crate::spec::parse_taint(t).map_err(|_| {
+                Error::failed(format!("node {} carries a bad mark {NODE_MARK}: taint {t:?}", node.name))
+            })?;
+            node.taints
+                .iter()
+                .filter(|k| !(k.key == t.key && k.effect == t.effect && k.value.as_deref().unwrap_or("") == t.value))
+                .cloned()
+                .collect()
         }
         None => node.taints.clone(),
     };
-    let label = change.label.as_ref().and_then(|l| l.split_once('=')).map(|(k, _)| (k, None));
-    let ours_left = taints.len() != node.taints.len() || label.is_some_and(|(k, _)| node.labels.contains_key(k));
-    Ok(ours_left.then(|| patch_for(node, label, taints)))
+    // The label goes only while it still has the value this tool gave it.
+    let label = mark
+        .label
+        .as_ref()
+        .and_then(|l| l.split_once('='))
+        .filter(|(k, v)| node.labels.get(*k).map(String::as_str) == Some(*v))
+        .map(|(k, _)| (k, None));
+    Ok(Some(patch_for(node, label, taints, None)))
 }
 
 impl DedicatedNodes {
@@ -254,19 +308,28 @@ impl DedicatedNodes {
         Ok(found)
     }
 
-    /// Uninstall's one decision, node by node: a patch taking back what install
-    /// added, for the nodes that still carry it.
-    fn fates<'a>(&self, env: &'a Env) -> Result<Vec<(&'a NodeChange, Fate<NodePatch>)>> {
+    /// Uninstall's one decision, node by node: the nodes the record lists and the
+    /// pool's nodes that carry this tool's mark; a patch taking back what each
+    /// node's own mark names, unless another release uses the pool.
+    fn fates(&self, env: &Env) -> Result<Vec<(String, Fate<NodePatch>)>> {
+        let recorded: Vec<&str> = env.record.nodes.iter().map(|n| n.node.as_str()).collect();
         let mut fates = vec![];
-        for change in &env.record.nodes {
-            let fate = match self.nodes.iter().find(|n| n.name == change.node) {
-                Some(node) => match undoing(node, change)? {
-                    Some(patch) => Fate::Remove((node.clone(), patch)),
-                    None => Fate::Absent,
+        for name in recorded.iter().copied() {
+            if !self.nodes.iter().any(|n| n.name == name) {
+                fates.push((name.to_string(), Fate::Absent));
+            }
+        }
+        for node in &self.nodes {
+            let listed = recorded.contains(&node.name.as_str());
+            let fate = match undoing(node)? {
+                None if listed => Fate::Keep("the install record lists it, but it carries no mark of this tool".into()),
+                None => continue,
+                Some(patch) => match &env.shared.nodes {
+                    Some(kept) => Fate::kept(kept),
+                    None => Fate::Remove((node.clone(), patch)),
                 },
-                None => Fate::Absent,
             };
-            fates.push((change, fate));
+            fates.push((node.name.clone(), fate));
         }
         Ok(fates)
     }
@@ -332,6 +395,10 @@ impl Component for DedicatedNodes {
 
     fn category(&self) -> Category {
         Category::Nodes
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
@@ -532,37 +599,39 @@ impl Component for DedicatedNodes {
         Ok(self
             .fates(env)?
             .into_iter()
-            .filter_map(|(c, fate)| match fate {
-                Fate::Remove(_) => {
+            .filter_map(|(name, fate)| match &fate {
+                Fate::Remove((node, _)) => {
+                    let mark = Mark::of(node).unwrap_or_default();
                     let what: Vec<_> = [
-                        c.taint.as_ref().map(|t| format!("taint {t}")),
-                        c.label.as_ref().map(|l| format!("label {l}")),
+                        mark.taint.as_ref().map(|t| format!("taint {t}")),
+                        mark.label.as_ref().map(|l| format!("label {l}")),
                     ]
                     .into_iter()
                     .flatten()
                     .collect();
-                    Some(Action::kube(Verb::Update, "Node", &c.node).because(format!("remove {}", what.join(", "))))
+                    Some(Action::kube(Verb::Update, "Node", &name).because(format!(
+                        "remove what this tool's mark says it added: {}",
+                        if what.is_empty() { "nothing but the mark".to_string() } else { what.join(", ") }
+                    )))
                 }
-                _ => None,
+                kept => Action::kept("kubernetes", "Node", &name, kept),
             })
             .collect())
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        let patches: Vec<_> = self
-            .fates(env)?
+        let fates = self.fates(env)?;
+        if fates.iter().any(|(_, f)| matches!(f, Fate::Defer(_))) {
+            return Ok(());
+        }
+        let patches: Vec<_> = fates
             .into_iter()
             .filter_map(|(_, fate)| match fate {
                 Fate::Remove(patch) => Some(patch),
                 _ => None,
             })
             .collect();
-        let changes = &env.record.nodes;
-        let count = Self::patch_all(env, patches, |now| match changes.iter().find(|c| c.node == now.name) {
-            Some(change) => undoing(now, change),
-            None => Ok(None),
-        })
-        .await?;
+        let count = Self::patch_all(env, patches, undoing).await?;
         if count > 0 {
             env.progress.done(&format!("removed this tool's taints and labels from {count} node(s)"));
         }
@@ -574,44 +643,52 @@ impl Component for DedicatedNodes {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_node_patch_is_guarded_by_its_resource_version() {
-        let node =
-            NodeState { name: "n".into(), resource_version: "42".into(), labels: BTreeMap::new(), taints: vec![] };
-        let t = Taint { key: "k".into(), value: "v".into(), effect: "NoSchedule".into() };
-        let p = patch_for(&node, Some(("agentpool", Some("x"))), vec![kube_taint(&t)]);
-        assert_eq!(p["metadata"]["resourceVersion"], "42");
-        assert_eq!(p["metadata"]["labels"]["agentpool"], "x");
-        assert_eq!(p["spec"]["taints"][0]["effect"], "NoSchedule");
-        let removal = patch_for(&node, Some(("agentpool", None)), vec![]);
-        assert_eq!(removal["metadata"]["labels"]["agentpool"], serde_json::Value::Null);
+    fn node(labels: &[(&str, &str)], taints: Vec<KubeTaint>, mark: Option<&str>) -> NodeState {
+        NodeState {
+            name: "n".into(),
+            resource_version: "7".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: mark.map(|m| (NODE_MARK.to_string(), m.to_string())).into_iter().collect(),
+            taints,
+        }
     }
 
     #[test]
-    fn a_patch_is_decided_on_the_node_as_it_is_now() {
+    fn a_node_patch_is_guarded_by_its_resource_version_and_carries_the_mark() {
+        let n = node(&[], vec![], None);
+        let t = Taint { key: "k".into(), value: "v".into(), effect: "NoSchedule".into() };
+        let mark = Mark { label: Some("agentpool=x".into()), taint: Some(t.to_string()) };
+        let p = patch_for(&n, Some(("agentpool", Some("x"))), vec![kube_taint(&t)], Some(&mark));
+        assert_eq!(p["metadata"]["resourceVersion"], "7");
+        assert_eq!(p["metadata"]["labels"]["agentpool"], "x");
+        assert_eq!(p["spec"]["taints"][0]["effect"], "NoSchedule");
+        assert_eq!(p["metadata"]["annotations"][NODE_MARK], r#"{"label":"agentpool=x","taint":"k=v:NoSchedule"}"#);
+        let removal = patch_for(&n, Some(("agentpool", None)), vec![], None);
+        assert_eq!(removal["metadata"]["labels"]["agentpool"], serde_json::Value::Null);
+        assert_eq!(removal["metadata"]["annotations"][NODE_MARK], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn only_what_the_nodes_own_mark_names_is_taken_back() {
         let t = Taint { key: "k".into(), value: "v".into(), effect: "NoSchedule".into() };
         let spec =
             NodeSpec { label_key: "pool".into(), label_value: "x".into(), taint: t.clone(), names: vec!["n".into()] };
         let other = KubeTaint { key: "o".into(), value: None, effect: "PreferNoSchedule".into(), time_added: None };
-        let bare = NodeState {
-            name: "n".into(),
-            resource_version: "7".into(),
-            labels: BTreeMap::new(),
-            taints: vec![other.clone()],
-        };
-        let p = dedication(&bare, &spec).expect("a bare node needs both");
-        assert_eq!(p["metadata"]["labels"]["pool"], "x");
+        // The label was there before: install adds (and marks) only the taint.
+        let labelled = node(&[("pool", "x")], vec![other.clone()], None);
+        let p = dedication(&labelled, &spec).expect("the taint is missing");
         assert_eq!(p["spec"]["taints"].as_array().unwrap().len(), 2, "the other taint is kept");
-        let done = NodeState {
-            labels: [("pool".to_string(), "x".to_string())].into(),
-            taints: vec![other, kube_taint(&t)],
-            ..bare.clone()
-        };
+        assert_eq!(p["metadata"]["annotations"][NODE_MARK], r#"{"taint":"k=v:NoSchedule"}"#);
+        let mark = p["metadata"]["annotations"][NODE_MARK].as_str().unwrap().to_string();
+        let done = node(&[("pool", "x")], vec![other.clone(), kube_taint(&t)], Some(&mark));
         assert_eq!(dedication(&done, &spec), None);
-        let change = NodeChange { node: "n".into(), taint: Some(t.to_string()), label: Some("pool=x".into()) };
-        assert_eq!(undoing(&bare, &change).unwrap(), None, "nothing of ours is left");
-        let undo = undoing(&done, &change).unwrap().expect("ours is there");
-        assert_eq!(undo["spec"]["taints"].as_array().unwrap().len(), 1);
-        assert_eq!(undo["metadata"]["labels"]["pool"], serde_json::Value::Null);
+        let undo = undoing(&done).unwrap().expect("marked");
+        assert_eq!(undo["spec"]["taints"].as_array().unwrap().len(), 1, "only the marked taint goes");
+        assert!(undo["metadata"].get("labels").is_none(), "the label was not this tool's");
+        // Without a mark, nothing is taken back, whatever the record says.
+        assert_eq!(undoing(&node(&[("pool", "x")], vec![kube_taint(&t)], None)).unwrap(), None);
+        // A label since given another value is not taken.
+        let relabelled = node(&[("pool", "y")], vec![], Some(r#"{"label":"pool=x"}"#));
+        assert!(undoing(&relabelled).unwrap().unwrap()["metadata"].get("labels").is_none());
     }
 }

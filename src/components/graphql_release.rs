@@ -39,6 +39,8 @@ struct Seen {
     ready: usize,
     /// The release's Ingress as the chart rendered it (read before it is deleted).
     ingress: ReleaseIngress,
+    /// What its stored revisions name beyond its chart's objects (install and uninstall only).
+    strays: Vec<String>,
 }
 
 impl GraphqlRelease {
@@ -92,6 +94,21 @@ impl GraphqlRelease {
         }
     }
 
+    /// Before anything changes: helm would act on stray objects a forged revision names.
+    fn refuse_strays(&self, env: &Env) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        if seen.strays.is_empty() {
+            Ok(())
+        } else {
+            Err(releases::refusal(&env.spec.namespace, &env.spec.release, &seen.strays))
+        }
+    }
+
+    /// helm acts on what its stored revisions name: only objects of the chart's kinds in the release namespace.
+    async fn vet(env: &Env) -> Result<()> {
+        releases::vet(env.kube(), &env.spec.namespace, &env.spec.release, &releases::RELEASE_BOUNDS).await
+    }
+
     /// Only the release's own mark proves this tool installed it.
     fn marked(&self) -> bool {
         self.seen.as_ref().is_some_and(|s| s.marked)
@@ -116,12 +133,20 @@ impl Component for GraphqlRelease {
         };
         let (pods, ready) = Self::pods(env).await?;
         let ingress = lookups::release_ingress(env, &Self::desired_values(env)).await?;
-        self.seen = Some(Seen { release, marked, values, pods, ready, ingress });
+        let strays = if release.is_some() && env.options.mode != crate::spec::Mode::Status {
+            releases::strays(env.kube(), &env.spec.namespace, &env.spec.release, &releases::RELEASE_BOUNDS).await?
+        } else {
+            vec![]
+        };
+        self.seen = Some(Seen { release, marked, values, pods, ready, ingress, strays });
         Ok(())
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
+        if seen.release.is_some() && self.change(env).is_some() {
+            self.refuse_strays(env)?;
+        }
         if let Some(r) = &seen.release
             && env.spec.chart.repo.is_some()
             && r.chart != env.spec.chart.name
@@ -172,6 +197,9 @@ impl Component for GraphqlRelease {
         let seen = self.seen.clone().expect("observed");
         if let Some(why) = self.change(env) {
             let created = seen.release.is_none() || seen.marked;
+            if seen.release.is_some() {
+                Self::vet(env).await?;
+            }
             record.update(|r| r.graphql_release = Some(Owned { id: env.spec.release.clone(), created })).await?;
             // Everything helm gets goes through a private file, never the command line.
             let file = helm::values_file(&Self::desired_values(env))?;
@@ -243,18 +271,22 @@ impl Component for GraphqlRelease {
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
+        if self.fate(env) == Fate::Remove(()) {
+            self.refuse_strays(env)?;
+        }
         let target = format!("{}/{}", env.spec.namespace, env.spec.release);
         let ingress = &seen.ingress;
         if env.spec.target == Target::Cluster {
             return Ok(match self.fate(env) {
-                Fate::Absent => vec![],
-                Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
                 Fate::Remove(()) => vec![Action::helm(Verb::Delete, "uninstall", target)],
+                kept => Action::kept("helm", "release", target, &kept).into_iter().collect(),
             });
         }
         Ok(match self.fate(env) {
             Fate::Absent => vec![Action::wait(format!("Ingress {} and its ALB are gone", ingress.display()))],
-            Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
+            kept @ (Fate::Keep(_) | Fate::Defer(_)) => {
+                Action::kept("helm", "release", target, &kept).into_iter().collect()
+            }
             Fate::Remove(()) => vec![
                 Action::helm(Verb::Delete, "uninstall", target),
                 Action::wait(format!(
@@ -268,10 +300,11 @@ impl Component for GraphqlRelease {
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
         let fate = self.fate(env);
-        if matches!(fate, Fate::Keep(_)) {
+        if matches!(fate, Fate::Keep(_) | Fate::Defer(_)) {
             return Ok(());
         }
         if fate == Fate::Remove(()) {
+            Self::vet(env).await?;
             env.ctx.helm()?.uninstall(&env.spec.release, &env.spec.namespace).await?;
             env.progress.done(&format!("uninstalled release {}/{}", env.spec.namespace, env.spec.release));
         }

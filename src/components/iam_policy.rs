@@ -15,7 +15,7 @@ use crate::pins::{IAM_POLICY, POLICY_VERSION_TAG_KEY};
 use crate::policy::{self, PolicyDocument};
 use crate::record::{Owned, Recorder};
 
-use super::{iam_tags, iam_tags_ours, sha256_hex};
+use super::{iam_tags, iam_tags_ours, owned_iam_fate, sha256_hex};
 
 /// The pinned upstream document, verified byte for byte by its digest.
 async fn fetch_pinned() -> Result<PolicyDocument> {
@@ -90,15 +90,7 @@ impl IamPolicy {
 
     /// Uninstall's one decision.
     fn fate(&self, env: &Env) -> Fate {
-        if !self.seen.as_ref().is_some_and(|s| s.exists) {
-            Fate::Absent
-        } else if let Some(why) = self.unproven(env) {
-            Fate::Keep(why)
-        } else if let Some(why) = env.options.iam_kept() {
-            Fate::Keep(why)
-        } else {
-            Fate::Remove(())
-        }
+        owned_iam_fate(self.seen.as_ref().is_some_and(|s| s.exists), self.unproven(env), env)
     }
 
     /// Only this tool's tags (for this cluster) prove it created the policy.
@@ -119,6 +111,10 @@ impl Component for IamPolicy {
 
     fn category(&self) -> Category {
         Category::Iam
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
@@ -159,6 +155,9 @@ impl Component for IamPolicy {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        if env.spec.lb_controller.external {
+            return Ok(vec![]); // --skip-lb-controller: the controller's IAM is not this tool's
+        }
         let seen = self.seen.as_ref().expect("observed");
         let desired = Self::desired_label(env)?;
         let source = match &env.options.iam_policy {
@@ -189,6 +188,9 @@ impl Component for IamPolicy {
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        if env.spec.lb_controller.external {
+            return Ok(());
+        }
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         let created = !seen.exists || self.created_by_us();
@@ -239,6 +241,9 @@ impl Component for IamPolicy {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Iam;
+        if env.spec.lb_controller.external {
+            return vec![Check::skip(c, "iam.policy", "managed outside this tool (--skip-lb-controller)")];
+        }
         if !seen.exists {
             return vec![
                 Check::fail(c, "iam.policy", format!("IAM policy {} does not exist", seen.arn))
@@ -271,20 +276,20 @@ impl Component for IamPolicy {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("aws", "iam:Policy", &seen.arn, why)],
             Fate::Remove(()) => vec![
                 Action::aws(Verb::Delete, "iam:DeletePolicy", &seen.arn).because("unless something else still uses it"),
             ],
+            kept => Action::kept("aws", "iam:Policy", &seen.arn, &kept).into_iter().collect(),
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if env.options.iam_kept().is_some() {
+        let fate = self.fate(env);
+        if matches!(fate, Fate::Defer(_)) {
             return Ok(());
         }
-        if self.fate(env) == Fate::Remove(()) {
+        if fate == Fate::Remove(()) {
             let iam = &env.aws().iam;
             // Our role was detached just before; read the count now, not from the observation.
             let now = iam

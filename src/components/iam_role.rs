@@ -1,7 +1,10 @@
 //! The controller's IAM role (IRSA): trusted only by the cluster's OIDC
 //! provider, only for the controller's ServiceAccount and only for STS, with
 //! the controller's policy attached, tagged as this tool's. A role taken over
-//! with `--adopt` is given back on uninstall as install found it.
+//! with `--adopt` is given back on uninstall as install found it, as far as
+//! its own tags (written with each change) prove the change was install's:
+//! the trust policy install replaced (the record holds it; the tag holds its
+//! digest) and the controller's policy install attached.
 
 use async_trait::async_trait;
 
@@ -9,10 +12,11 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::ownership;
+use crate::pins::{ADOPTED_POLICY_TAG_KEY, ADOPTED_TRUST_TAG_KEY};
 use crate::policy;
 use crate::record::{AdoptedRole, Owned, Recorder};
 
-use super::{iam_tags, iam_tags_ours};
+use super::{iam_tags, iam_tags_ours, sha256_hex};
 
 #[derive(Default)]
 pub struct IamRole {
@@ -26,6 +30,10 @@ struct Seen {
     /// The trust policy as IAM holds it (percent-decoded text).
     trust_text: Option<String>,
     attached: Vec<String>,
+    /// This tool's adoption marks: the digest of the trust policy it replaced, and
+    /// whether it attached the controller's policy.
+    adopted_trust: Option<String>,
+    adopted_policy: bool,
 }
 
 impl IamRole {
@@ -65,6 +73,35 @@ impl IamRole {
         Ok(())
     }
 
+    async fn tag(env: &Env, key: &str, value: &str) -> Result<()> {
+        let name = &env.spec.iam.role_name;
+        let tag = aws_sdk_iam::types::Tag::builder().key(key).value(value).build().expect("key and value are set");
+        env.aws()
+            .iam
+            .tag_role()
+            .role_name(name)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(error::aws)
+            .context(format!("tagging IAM role {name}"))
+            .map(drop)
+    }
+
+    async fn untag(env: &Env, keys: &[&str]) -> Result<()> {
+        let name = &env.spec.iam.role_name;
+        env.aws()
+            .iam
+            .untag_role()
+            .role_name(name)
+            .set_tag_keys(Some(keys.iter().map(|k| k.to_string()).collect()))
+            .send()
+            .await
+            .map_err(error::aws)
+            .context(format!("untagging IAM role {name}"))
+            .map(drop)
+    }
+
     /// What an adopting install changes on a role it did not create, kept
     /// from the first run that changed it (a re-run sees it already changed).
     fn adoption(seen: &Seen, env: &Env, before: Option<&AdoptedRole>) -> AdoptedRole {
@@ -79,41 +116,40 @@ impl IamRole {
         }
     }
 
-    /// The adopted role's changes to undo: (trust policy to restore, policy to detach).
+    /// The adopted role's changes to undo, as far as its own tags prove them install's:
+    /// (the trust policy to restore, the policy to detach). The trust goes back only
+    /// while it is still the one install set, and only to a document whose digest the
+    /// role's tag holds; the policy only when the tag says install attached it.
     fn to_give_back(&self, env: &Env) -> (Option<String>, Option<String>) {
         let seen = self.seen.as_ref().expect("observed");
-        let Some(adopted) =
-            env.record.adopted_role.as_ref().filter(|_| seen.exists && env.options.iam_kept().is_none())
-        else {
-            return (None, None);
-        };
-        let restore = adopted.trust_before.clone().filter(|t| seen.trust_text.as_ref() != Some(t));
+        let recorded = env.record.adopted_role.as_ref();
+        let restore = recorded
+            .and_then(|a| a.trust_before.clone())
+            .filter(|t| seen.trust_problems.is_empty() && seen.trust_text.as_ref() != Some(t))
+            .filter(|t| seen.adopted_trust.as_deref() == Some(sha256_hex(t.as_bytes()).as_str()));
         let policy_arn = env.policy_arn();
-        let detach = (adopted.attached_policy && seen.attached.contains(&policy_arn)).then_some(policy_arn);
+        let detach = (seen.adopted_policy && seen.attached.contains(&policy_arn)).then_some(policy_arn);
         (restore, detach)
     }
 
-    /// Uninstall's one decision: delete ours; give an adopted role back what
-    /// install changed, but only while its trust is still the one install set
-    /// (the live proof that the record's adoption is real); leave anything else.
+    /// Uninstall's one decision: delete ours; give an adopted role back what its own
+    /// tags prove install changed; leave anything else; keep them while the controller stays.
     fn fate(&self, env: &Env) -> Fate<Undo> {
         let Some(seen) = self.seen.as_ref().filter(|s| s.exists) else {
             return Fate::Absent;
         };
-        if let Some(why) = env.options.iam_kept() {
-            Fate::Keep(why)
-        } else if self.created_by_us() {
-            Fate::Remove(Undo::Delete)
-        } else if Owned::claimed(env.record.iam_role.as_ref()) {
-            Fate::Keep(ownership::unproven(true, false).unwrap_or_default())
-        } else if env.record.adopted_role.is_some() && !seen.trust_problems.is_empty() {
-            Fate::Keep(
-                "the install record says install adopted it, but its trust policy is no longer the one install set \
-                 (the record may have been edited, or the role changed since): nothing given back"
-                    .into(),
-            )
+        let undo = if self.created_by_us() {
+            Undo::Delete
+        } else if seen.adopted_trust.is_some() || seen.adopted_policy {
+            Undo::GiveBack
+        } else if Owned::claimed(env.record.iam_role.as_ref()) || env.record.adopted_role.is_some() {
+            return Fate::Keep(ownership::unproven(true, false).unwrap_or_default());
         } else {
-            Fate::Remove(Undo::GiveBack)
+            return Fate::Keep("not created by this tool".into());
+        };
+        match &env.shared.iam {
+            Some(kept) => Fate::kept(kept),
+            None => Fate::Remove(undo),
         }
     }
 
@@ -139,6 +175,10 @@ impl Component for IamRole {
 
     fn category(&self) -> Category {
         Category::Iam
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
@@ -170,17 +210,27 @@ impl Component for IamRole {
                     .iter()
                     .filter_map(|p| p.policy_arn().map(str::to_string))
                     .collect();
+                let tags = role.map(|r| r.tags()).unwrap_or_default();
+                let tag = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value().to_string());
                 Seen {
                     exists: true,
-                    tagged_ours: iam_tags_ours(role.map(|r| r.tags()).unwrap_or_default(), &env.facts.name),
+                    tagged_ours: iam_tags_ours(tags, &env.facts.name),
                     trust_problems,
                     trust_text: raw.and_then(|t| policy::decode_text(t).ok()),
                     attached,
+                    adopted_trust: tag(ADOPTED_TRUST_TAG_KEY),
+                    adopted_policy: tag(ADOPTED_POLICY_TAG_KEY).as_deref() == Some("true"),
                 }
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-                Seen { exists: false, tagged_ours: false, trust_problems: vec![], trust_text: None, attached: vec![] }
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Seen {
+                exists: false,
+                tagged_ours: false,
+                trust_problems: vec![],
+                trust_text: None,
+                attached: vec![],
+                adopted_trust: None,
+                adopted_policy: false,
+            },
             Err(e) => return Err(error::aws(e)).context(format!("reading IAM role {name}")),
         };
         self.seen = Some(seen);
@@ -188,6 +238,9 @@ impl Component for IamRole {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        if env.spec.lb_controller.external {
+            return Ok(vec![]); // --skip-lb-controller: the controller's IAM is not this tool's
+        }
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.iam.role_name;
         let policy_arn = env.policy_arn();
@@ -222,6 +275,9 @@ impl Component for IamRole {
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        if env.spec.lb_controller.external {
+            return Ok(());
+        }
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         let name = &env.spec.iam.role_name;
@@ -231,7 +287,7 @@ impl Component for IamRole {
         record
             .update(|r| {
                 r.iam_role = Some(Owned { id: name.clone(), created });
-                r.adopted_role = adopted;
+                r.adopted_role = adopted.clone();
             })
             .await?;
         if !seen.exists {
@@ -246,11 +302,19 @@ impl Component for IamRole {
                 .context(format!("creating IAM role {name}"))?;
             env.progress.done(&format!("created IAM role {name}"));
         } else if !seen.trust_problems.is_empty() {
+            // The mark first: the trust it replaces can then always be given back.
+            if !created && seen.adopted_trust.is_none() {
+                let before = adopted.as_ref().and_then(|a| a.trust_before.clone()).unwrap_or_default();
+                Self::tag(env, ADOPTED_TRUST_TAG_KEY, &sha256_hex(before.as_bytes())).await?;
+            }
             Self::set_trust(env, &trust).await?;
             env.progress.done(&format!("set the trust policy of IAM role {name}"));
         }
         let policy_arn = env.policy_arn();
         if !seen.attached.contains(&policy_arn) {
+            if !created && !seen.adopted_policy {
+                Self::tag(env, ADOPTED_POLICY_TAG_KEY, "true").await?;
+            }
             iam.attach_role_policy()
                 .role_name(name)
                 .policy_arn(&policy_arn)
@@ -266,6 +330,13 @@ impl Component for IamRole {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Iam;
+        if env.spec.lb_controller.external {
+            return vec![
+                Check::skip(c, "iam.role", "managed outside this tool (--skip-lb-controller)"),
+                Check::skip(c, "iam.role-trust", "managed outside this tool (--skip-lb-controller)"),
+                Check::skip(c, "iam.policy-attached", "managed outside this tool (--skip-lb-controller)"),
+            ];
+        }
         let name = &env.spec.iam.role_name;
         if !seen.exists {
             return vec![
@@ -307,8 +378,6 @@ impl Component for IamRole {
         let seen = self.seen.as_ref().expect("observed");
         let name = &env.spec.iam.role_name;
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("aws", "iam:Role", name, why)],
             Fate::Remove(Undo::GiveBack) => {
                 let (restore, detach) = self.to_give_back(env);
                 let mut a: Vec<_> = detach
@@ -336,17 +405,18 @@ impl Component for IamRole {
                 a.push(Action::aws(Verb::Delete, "iam:DeleteRole", name));
                 a
             }
+            kept => Action::kept("aws", "iam:Role", name, &kept).into_iter().collect(),
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if env.options.iam_kept().is_some() {
-            return Ok(());
-        }
         let iam = &env.aws().iam;
         let name = &env.spec.iam.role_name;
         let fate = self.fate(env);
+        if matches!(fate, Fate::Defer(_)) {
+            return Ok(());
+        }
         if fate == Fate::Remove(Undo::GiveBack) {
             let (restore, detach) = self.to_give_back(env);
             if let Some(p) = &detach {
@@ -357,6 +427,7 @@ impl Component for IamRole {
                 Self::set_trust(env, trust).await?;
                 env.progress.done(&format!("restored the trust policy IAM role {name} had before --adopt"));
             }
+            Self::untag(env, &[ADOPTED_TRUST_TAG_KEY, ADOPTED_POLICY_TAG_KEY]).await?;
         } else if fate == Fate::Remove(Undo::Delete) {
             for p in &seen.attached {
                 Self::detach(env, p).await?;

@@ -42,6 +42,8 @@ struct Seen {
     crds_missing: Vec<String>,
     /// The `--cluster-name` the running controller tags its resources with.
     cluster_name: Option<String>,
+    /// What its stored revisions name beyond its chart's objects (install and uninstall only).
+    strays: Vec<String>,
 }
 
 impl Seen {
@@ -62,16 +64,17 @@ impl Seen {
 }
 
 impl LbController {
-    /// Uninstall's one decision.
+    /// Uninstall's one decision: only a release this tool's mark proves is its
+    /// goes, and only when nothing else uses it (`env.shared`). It may have been
+    /// installed for another release of this tool: whichever uninstall finds
+    /// no other user removes it.
     fn fate(&self, env: &Env) -> Fate {
         if self.seen.as_ref().is_none_or(|s| s.release.is_none()) {
             Fate::Absent
-        } else if env.spec.lb_controller.external {
-            Fate::Keep("not installed by this tool".into())
         } else if let Some(why) = self.unproven(env) {
             Fate::Keep(why)
-        } else if let Some(why) = env.options.controller_kept() {
-            Fate::Keep(why)
+        } else if let Some(kept) = &env.shared.controller {
+            Fate::kept(kept)
         } else {
             Fate::Remove(())
         }
@@ -116,13 +119,30 @@ impl LbController {
 
     async fn look(env: &Env) -> Result<Seen> {
         let (release, values, marked) = Self::release(env).await?;
-        Self::runtime(env, release, values, marked).await
+        let strays = if release.is_some() && marked && env.options.mode != crate::spec::Mode::Status {
+            let lbc = &env.spec.lb_controller;
+            releases::strays(env.kube(), &lbc.namespace, &lbc.release, &releases::CONTROLLER_BOUNDS).await?
+        } else {
+            vec![]
+        };
+        let mut seen = Self::runtime(env, release, values, marked).await?;
+        seen.strays = strays;
+        Ok(seen)
+    }
+
+    /// Before anything changes: helm would act on stray objects a forged revision names.
+    fn refuse_strays(&self, env: &Env) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        let lbc = &env.spec.lb_controller;
+        if seen.strays.is_empty() { Ok(()) } else { Err(releases::refusal(&lbc.namespace, &lbc.release, &seen.strays)) }
     }
 
     /// The release and its values, from helm, and whether it carries this tool's mark.
+    /// With --skip-lb-controller install and status leave it alone; uninstall still
+    /// looks, for a release this tool installed (for another release of its own).
     async fn release(env: &Env) -> Result<(Option<ReleaseMetadata>, Value, bool)> {
         let lbc = &env.spec.lb_controller;
-        if lbc.external {
+        if lbc.external && env.options.mode != crate::spec::Mode::Uninstall {
             return Ok((None, Value::Null, false));
         }
         Ok(match releases::read(env.kube(), || env.ctx.helm(), &lbc.namespace, &lbc.release).await? {
@@ -160,7 +180,7 @@ impl LbController {
                 crds_missing.push(name.to_string());
             }
         }
-        Ok(Seen { release, values, marked, deployments, webhook_ready, crds_missing, cluster_name })
+        Ok(Seen { release, values, marked, deployments, webhook_ready, crds_missing, cluster_name, strays: vec![] })
     }
 
     /// Only the release's own mark, under the name and namespace this tool
@@ -173,6 +193,12 @@ impl LbController {
     fn unproven(&self, env: &Env) -> Option<String> {
         let claimed = env.record.lb_controller.as_ref().is_some_and(|c| c.installed);
         ownership::unproven(claimed, self.installed_by_us(env))
+    }
+
+    /// helm acts on what its stored revisions name: only what the controller's chart makes.
+    async fn vet(env: &Env) -> Result<()> {
+        let lbc = &env.spec.lb_controller;
+        releases::vet(env.kube(), &lbc.namespace, &lbc.release, &releases::CONTROLLER_BOUNDS).await
     }
 
     fn desired_values(env: &Env) -> Value {
@@ -201,6 +227,10 @@ impl Component for LbController {
 
     fn category(&self) -> Category {
         Category::LbController
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
@@ -240,6 +270,9 @@ impl Component for LbController {
             .hint("pass --skip-lb-controller to use it as it is, or --adopt to manage it"));
         }
         let mut actions = vec![];
+        if seen.release.is_some() && Self::needs_release_change(seen, env).is_some() {
+            self.refuse_strays(env)?;
+        }
         if let Some(why) = Self::needs_release_change(seen, env) {
             let verb = if seen.release.is_some() { Verb::Update } else { Verb::Create };
             let op = if seen.release.is_some() { "upgrade" } else { "install" };
@@ -276,6 +309,9 @@ impl Component for LbController {
                     entry.installed = installed;
                 })
                 .await?;
+            if seen.release.is_some() {
+                Self::vet(env).await?;
+            }
             let file = helm::values_file(&Self::desired_values(env))?;
             env.progress.waiting(&format!(
                 "helm: installing {} {}",
@@ -400,10 +436,12 @@ impl Component for LbController {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let lbc = &env.spec.lb_controller;
         let target = format!("{}/{}", lbc.namespace, lbc.release);
+        if self.fate(env) == Fate::Remove(()) {
+            self.refuse_strays(env)?;
+        }
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("helm", "release", target, why)],
             Fate::Remove(()) => vec![Action::helm(Verb::Delete, "uninstall", target)],
+            kept => Action::kept("helm", "release", target, &kept).into_iter().collect(),
         })
     }
 
@@ -412,6 +450,7 @@ impl Component for LbController {
         if self.fate(env) != Fate::Remove(()) {
             return Ok(());
         }
+        Self::vet(env).await?;
         env.ctx.helm()?.uninstall(&lbc.release, &lbc.namespace).await?;
         env.progress.done(&format!("uninstalled release {}/{}", lbc.namespace, lbc.release));
         Ok(())

@@ -1,6 +1,9 @@
 //! The controller's ServiceAccount, annotated with the IAM role's ARN. Pods
 //! get IRSA's token and environment only when they are created, so a change
-//! of the annotation restarts the controller's pods.
+//! of the annotation restarts the controller's pods. A ServiceAccount this
+//! tool did not create keeps, in an annotation of its own, the value install
+//! replaced, and uninstall gives that back. With --skip-lb-controller the
+//! controller's identity is not this tool's: its ServiceAccount is only checked.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +17,7 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::ownership;
-use crate::pins::ROLE_ANNOTATION;
+use crate::pins::{ROLE_ANNOTATION, ROLE_BEFORE_ANNOTATION};
 use crate::record::{Owned, Recorder};
 
 use super::{is_managed, managed_labels};
@@ -29,7 +32,9 @@ struct Seen {
     exists: bool,
     managed: bool,
     annotation: Option<String>,
-    /// Controller pods, and whether each carries the IRSA env and token volume for our role.
+    /// This tool's mark on a ServiceAccount it did not create: the role annotation before install set it.
+    before: Option<String>,
+    /// Controller pods, and whether each carries the IRSA env and token volume for the role it should have.
     pods: Vec<(String, bool)>,
 }
 
@@ -50,22 +55,31 @@ impl ControllerServiceAccount {
         Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace)
     }
 
-    /// Uninstall's one decision: delete ours, give back an adopted one its annotation.
+    /// Uninstall's one decision: delete ours; give one install only annotated the value its
+    /// own mark says it had (the record alone changes nothing); keep it while the controller stays.
     fn fate(&self, env: &Env) -> Fate<Undo> {
         let Some(seen) = self.seen.as_ref().filter(|s| s.exists) else {
             return Fate::Absent;
         };
-        if let Some(why) = env.options.controller_kept() {
-            Fate::Keep(why)
-        } else if seen.managed {
-            Fate::Remove(Undo::Delete)
-        } else if seen.annotation.as_deref() == Some(env.role_arn().as_str()) && env.options.iam_kept().is_none() {
-            Fate::Remove(Undo::Unannotate)
+        let undo = if seen.managed {
+            Undo::Delete
+        } else if let Some(before) = &seen.before {
+            Undo::GiveBack(before.clone())
         } else {
-            Fate::Keep(
+            return Fate::Keep(
                 ownership::unproven(Owned::claimed(env.record.service_account.as_ref()), false).unwrap_or_default(),
-            )
+            );
+        };
+        match &env.shared.service_account {
+            Some(kept) => Fate::kept(kept),
+            None => Fate::Remove(undo),
         }
+    }
+
+    /// The role the controller's pods should carry: this tool's, or with
+    /// --skip-lb-controller whatever the ServiceAccount names.
+    fn wanted_role(env: &Env, annotation: Option<&str>) -> Option<String> {
+        if env.spec.lb_controller.external { annotation.map(str::to_string) } else { Some(env.role_arn()) }
     }
 
     /// Only this tool's label proves it created the ServiceAccount.
@@ -96,11 +110,11 @@ fn jiff_now() -> String {
 }
 
 /// What removing the ServiceAccount takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
     Delete,
-    /// Adopted: only the role annotation install added goes.
-    Unannotate,
+    /// Not this tool's: the role annotation goes back to the value its mark holds ("" for none).
+    GiveBack(String),
 }
 
 #[async_trait]
@@ -113,23 +127,30 @@ impl Component for ControllerServiceAccount {
         Category::Iam
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let name = &env.spec.lb_controller.service_account;
         let sa = Self::api(env).get_opt(name).await.context(format!("reading ServiceAccount {name}"))?;
         let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-        let role_arn = env.role_arn();
+        let annotations = sa.as_ref().and_then(|s| s.metadata.annotations.clone()).unwrap_or_default();
+        let annotation = annotations.get(ROLE_ANNOTATION).cloned();
+        let role_arn = Self::wanted_role(env, annotation.as_deref());
         let pods = pods
             .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
             .await
             .context("listing the controller's pods")?
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| (p.metadata.name.clone().unwrap_or_default(), has_irsa(&p, &role_arn)))
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), role_arn.as_ref().is_some_and(|r| has_irsa(&p, r))))
             .collect();
         self.seen = Some(Seen {
             exists: sa.is_some(),
             managed: sa.as_ref().is_some_and(|s| is_managed(&s.metadata)),
-            annotation: sa.and_then(|s| s.metadata.annotations).and_then(|a| a.get(ROLE_ANNOTATION).cloned()),
+            annotation,
+            before: annotations.get(ROLE_BEFORE_ANNOTATION).cloned(),
             pods,
         });
         Ok(())
@@ -140,6 +161,9 @@ impl Component for ControllerServiceAccount {
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         let arn = env.role_arn();
         let mut actions = vec![];
+        if env.spec.lb_controller.external {
+            return Ok(actions); // --skip-lb-controller: the controller's identity is not this tool's
+        }
         if !seen.exists {
             actions.push(
                 Action::kube(Verb::Create, "ServiceAccount", &target).because(format!("{ROLE_ANNOTATION}={arn}")),
@@ -164,6 +188,9 @@ impl Component for ControllerServiceAccount {
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
+        if env.spec.lb_controller.external {
+            return Ok(());
+        }
         let name = &env.spec.lb_controller.service_account;
         let arn = env.role_arn();
         let api = Self::api(env);
@@ -182,7 +209,14 @@ impl Component for ControllerServiceAccount {
             api.create(&PostParams::default(), &sa).await.context(format!("creating ServiceAccount {name}"))?;
             env.progress.done(&format!("created ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
         } else if seen.annotation.as_deref() != Some(arn.as_str()) {
-            let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn}}});
+            // On one it did not create, the value it replaces goes with the change, once.
+            let mark = (!seen.managed && seen.before.is_none()).then(|| seen.annotation.clone().unwrap_or_default());
+            let patch = match mark {
+                Some(before) => {
+                    json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn, ROLE_BEFORE_ANNOTATION: before}}})
+                }
+                None => json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn}}}),
+            };
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .context(format!("annotating ServiceAccount {name}"))?;
@@ -203,6 +237,20 @@ impl Component for ControllerServiceAccount {
         let sa = if !seen.exists {
             Check::fail(c, "iam.service-account", format!("ServiceAccount {name} does not exist"))
                 .hint("run `kubectl scalardb-graphql install`")
+        } else if env.spec.lb_controller.external {
+            match &seen.annotation {
+                Some(a) => Check::pass(
+                    c,
+                    "iam.service-account",
+                    format!("ServiceAccount {name} names role {a} (managed outside this tool: --skip-lb-controller)"),
+                ),
+                None => Check::warn(
+                    c,
+                    "iam.service-account",
+                    format!("ServiceAccount {name} has no {ROLE_ANNOTATION} annotation: the controller's AWS credentials come from elsewhere, or it has none"),
+                )
+                .hint("with IRSA, annotate it with the controller's role and restart the controller"),
+            }
         } else {
             match &seen.annotation {
                 Some(a) if *a == arn => {
@@ -223,6 +271,8 @@ impl Component for ControllerServiceAccount {
         let missing: Vec<_> = seen.pods.iter().filter(|(_, ok)| !ok).map(|(n, _)| n.as_str()).collect();
         let pods = if seen.pods.is_empty() {
             Check::skip(c, "iam.pod-identity", "no controller pods to check for the IRSA token")
+        } else if Self::wanted_role(env, seen.annotation.as_deref()).is_none() {
+            Check::skip(c, "iam.pod-identity", "no IRSA role to check the controller's pods for")
         } else if missing.is_empty() {
             Check::pass(
                 c,
@@ -246,30 +296,38 @@ impl Component for ControllerServiceAccount {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("kubernetes", "ServiceAccount", target, why)],
             Fate::Remove(Undo::Delete) => vec![Action::kube(Verb::Delete, "ServiceAccount", target)],
-            Fate::Remove(Undo::Unannotate) => {
-                vec![Action::kube(Verb::Update, "ServiceAccount", target).because(format!("remove {ROLE_ANNOTATION}"))]
+            Fate::Remove(Undo::GiveBack(before)) => {
+                vec![Action::kube(Verb::Update, "ServiceAccount", target).because(if before.is_empty() {
+                    format!("remove {ROLE_ANNOTATION}, which install added")
+                } else {
+                    format!("give back {ROLE_ANNOTATION}={before}, which install replaced")
+                })]
             }
+            kept => Action::kept("kubernetes", "ServiceAccount", target, &kept).into_iter().collect(),
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let name = &env.spec.lb_controller.service_account;
+        let ns = &env.spec.lb_controller.namespace;
         let api = Self::api(env);
-        if env.options.controller_kept().is_some() {
-            return Ok(());
-        }
-        let fate = self.fate(env);
-        if fate == Fate::Remove(Undo::Delete) {
-            api.delete(name, &DeleteParams::default()).await.context(format!("deleting ServiceAccount {name}"))?;
-            env.progress.done(&format!("deleted ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
-        } else if fate == Fate::Remove(Undo::Unannotate) {
-            let patch = json!({"metadata": {"annotations": {ROLE_ANNOTATION: null}}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .context(format!("removing the role annotation of {name}"))?;
+        match self.fate(env) {
+            Fate::Remove(Undo::Delete) => {
+                super::delete_gone(&api, name, &DeleteParams::default(), &format!("ServiceAccount {name}")).await?;
+                env.progress.done(&format!("deleted ServiceAccount {ns}/{name}"));
+            }
+            Fate::Remove(Undo::GiveBack(before)) => {
+                let value = if before.is_empty() { serde_json::Value::Null } else { before.clone().into() };
+                let patch =
+                    json!({"metadata": {"annotations": {ROLE_ANNOTATION: value, ROLE_BEFORE_ANNOTATION: null}}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .context(format!("giving back the role annotation of {name}"))?;
+                env.progress.done(&format!("gave ServiceAccount {ns}/{name} back the role annotation it had"));
+            }
+            Fate::Defer(_) => return Ok(()),
+            Fate::Absent | Fate::Keep(_) => {}
         }
         record.update(|r| r.service_account = None).await
     }

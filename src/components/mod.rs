@@ -21,6 +21,7 @@ pub mod preflight;
 pub mod probe;
 pub mod readiness_gates;
 pub mod registry_secret;
+pub mod release_namespace;
 pub mod schema_load;
 pub mod subnet_tags;
 
@@ -29,7 +30,20 @@ pub use crate::pins::sha256_hex;
 
 use kube::api::{Api, DeleteParams};
 
+use crate::component::{Env, Fate};
 use crate::error::{Context, Result};
+
+/// The fate of an IAM resource of the controller's (its policy, the OIDC
+/// provider): absent, not proven this tool's (`unproven` says why), kept with
+/// the controller's IAM (`env.shared.iam`), or removed.
+pub fn owned_iam_fate(exists: bool, unproven: Option<String>, env: &Env) -> Fate {
+    match (exists, unproven, &env.shared.iam) {
+        (false, ..) => Fate::Absent,
+        (true, Some(why), _) => Fate::Keep(why),
+        (true, None, Some(kept)) => Fate::kept(kept),
+        (true, None, None) => Fate::Remove(()),
+    }
+}
 
 /// Deletes one object; one that is already gone (deleted by someone else
 /// since it was read) is fine. Whether this call deleted it.

@@ -11,7 +11,7 @@ use crate::ownership;
 use crate::policy::{self, AUDIENCE};
 use crate::record::{Owned, Recorder};
 
-use super::{iam_tags, iam_tags_ours};
+use super::{iam_tags, iam_tags_ours, owned_iam_fate};
 
 #[derive(Default)]
 pub struct OidcProvider {
@@ -23,19 +23,20 @@ struct Seen {
     exists: bool,
     tagged_ours: bool,
     has_audience: bool,
+    /// Uninstall: roles other than the controller's that trust the provider.
+    trusted_by: Vec<String>,
 }
 
 impl OidcProvider {
-    /// Uninstall's one decision.
+    /// Uninstall's one decision: ours goes unless the controller's IAM stays or
+    /// another role trusts it (IRSA roles of other workloads need it).
     fn fate(&self, env: &Env) -> Fate {
-        if !self.seen.as_ref().is_some_and(|s| s.exists) {
-            Fate::Absent
-        } else if let Some(why) = self.unproven(env) {
-            Fate::Keep(why)
-        } else if let Some(why) = env.options.iam_kept() {
-            Fate::Keep(why)
-        } else {
-            Fate::Remove(())
+        let seen = self.seen.as_ref();
+        match owned_iam_fate(seen.is_some_and(|s| s.exists), self.unproven(env), env) {
+            Fate::Remove(()) if seen.is_some_and(|s| !s.trusted_by.is_empty()) => {
+                Fate::Keep(format!("roles {} trust it", seen.map(|s| s.trusted_by.join(", ")).unwrap_or_default()))
+            }
+            fate => fate,
         }
     }
 
@@ -81,17 +82,31 @@ impl Component for OidcProvider {
         Category::Iam
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let arn = env.facts.oidc_provider_arn();
         let seen = match env.aws().iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await {
-            Ok(out) => Seen {
-                exists: true,
-                tagged_ours: iam_tags_ours(out.tags(), &env.facts.name),
-                has_audience: out.client_id_list().iter().any(|c| c == AUDIENCE),
-                arn,
-            },
+            Ok(out) => {
+                let tagged_ours = iam_tags_ours(out.tags(), &env.facts.name);
+                // Only what uninstall may delete is worth listing every role for.
+                let trusted_by = if tagged_ours && env.options.mode == crate::spec::Mode::Uninstall {
+                    self.other_trusting_roles(env, &arn).await?
+                } else {
+                    vec![]
+                };
+                Seen {
+                    exists: true,
+                    tagged_ours,
+                    has_audience: out.client_id_list().iter().any(|c| c == AUDIENCE),
+                    trusted_by,
+                    arn,
+                }
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-                Seen { arn, exists: false, tagged_ours: false, has_audience: false }
+                Seen { arn, exists: false, tagged_ours: false, has_audience: false, trusted_by: vec![] }
             }
             Err(e) => return Err(error::aws(e)).context("reading the IAM OIDC provider"),
         };
@@ -100,6 +115,9 @@ impl Component for OidcProvider {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        if env.spec.lb_controller.external {
+            return Ok(vec![]); // --skip-lb-controller: the controller's IAM is not this tool's
+        }
         if env.facts.issuer.is_empty() {
             return Err(Error::prerequisite(format!("EKS cluster {:?} has no OIDC issuer", env.facts.name))
                 .hint("the cluster must have an OIDC issuer for IRSA (every EKS cluster since 1.13 does)"));
@@ -121,6 +139,9 @@ impl Component for OidcProvider {
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        if env.spec.lb_controller.external {
+            return Ok(());
+        }
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
         if !seen.exists {
@@ -180,40 +201,28 @@ impl Component for OidcProvider {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("aws", "iam:OpenIDConnectProvider", &seen.arn, why)],
-            Fate::Remove(()) => vec![
-                Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)
-                    .because("unless another role trusts it"),
-            ],
+            Fate::Remove(()) => vec![Action::aws(Verb::Delete, "iam:DeleteOpenIDConnectProvider", &seen.arn)],
+            kept => Action::kept("aws", "iam:OpenIDConnectProvider", &seen.arn, &kept).into_iter().collect(),
         })
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.as_ref().expect("observed");
-        if self.fate(env) == Fate::Remove(()) {
-            let others = self.other_trusting_roles(env, &seen.arn).await?;
-            if !others.is_empty() {
-                env.progress.warn(&format!(
-                    "kept IAM OIDC provider {}: roles {} trust it",
-                    seen.arn,
-                    others.join(", ")
-                ));
-                return record.update(|r| r.oidc_provider = None).await;
+        match self.fate(env) {
+            Fate::Defer(_) => return Ok(()),
+            Fate::Remove(()) => {
+                env.aws()
+                    .iam
+                    .delete_open_id_connect_provider()
+                    .open_id_connect_provider_arn(&seen.arn)
+                    .send()
+                    .await
+                    .map_err(error::aws)
+                    .context("deleting the IAM OIDC provider")?;
+                env.progress.done(&format!("deleted IAM OIDC provider {}", seen.arn));
             }
-            env.aws()
-                .iam
-                .delete_open_id_connect_provider()
-                .open_id_connect_provider_arn(&seen.arn)
-                .send()
-                .await
-                .map_err(error::aws)
-                .context("deleting the IAM OIDC provider")?;
-            env.progress.done(&format!("deleted IAM OIDC provider {}", seen.arn));
+            Fate::Absent | Fate::Keep(_) => {}
         }
-        if env.options.iam_kept().is_none() {
-            record.update(|r| r.oidc_provider = None).await?;
-        }
-        Ok(())
+        record.update(|r| r.oidc_provider = None).await
     }
 }

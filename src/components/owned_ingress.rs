@@ -236,7 +236,9 @@ impl Component for OwnedIngress {
         let target = seen.found.display();
         Ok(match self.fate(_env) {
             Fate::Absent => vec![Action::wait(format!("the ALB of Ingress {target} is gone"))],
-            Fate::Keep(why) => vec![Action::keep("kubernetes", "Ingress", target, why)],
+            kept @ (Fate::Keep(_) | Fate::Defer(_)) => {
+                Action::kept("kubernetes", "Ingress", target, &kept).into_iter().collect()
+            }
             Fate::Remove(()) => vec![
                 Action::kube(Verb::Delete, "Ingress", target.clone()),
                 Action::wait(format!("Ingress {target} and its ALB are gone (while the controller still runs)")),
@@ -247,7 +249,7 @@ impl Component for OwnedIngress {
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         let seen = self.seen.clone().expect("observed");
         match self.fate(env) {
-            Fate::Keep(_) => return Ok(()),
+            Fate::Keep(_) | Fate::Defer(_) => return Ok(()),
             Fate::Remove(()) => {
                 let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &seen.found.namespace);
                 let what = format!("Ingress {}", seen.found.display());

@@ -143,9 +143,8 @@ impl Component for OwnedSecret {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let t = target(env, self.kind.slot.secret(&env.spec));
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("kubernetes", "Secret", t, why)],
             Fate::Remove(()) => vec![Action::kube(Verb::Delete, "Secret", t)],
+            kept => Action::kept("kubernetes", "Secret", t, &kept).into_iter().collect(),
         })
     }
 

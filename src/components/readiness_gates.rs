@@ -5,8 +5,9 @@
 //! until each new pod's target is healthy in the ALB. The webhook injects
 //! gates only into pods created once the TargetGroupBinding exists, so pods
 //! of a first install (made before the controller bound the Service) are
-//! restarted once, after the Ingress got its ALB. Only a label this tool
-//! added is removed.
+//! restarted once, after the Ingress got its ALB. The label is added with a
+//! mark on the namespace; only a label the mark proves this tool added is
+//! removed, and not while another release in the namespace is installed.
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,6 +19,7 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::lookups::{self, READINESS_GATE_PREFIX};
+use crate::pins::NAMESPACE_LABEL_MARK;
 use crate::record::Recorder;
 use crate::wait;
 
@@ -35,6 +37,8 @@ pub struct ReadinessGates {
 struct Seen {
     namespace_exists: bool,
     labelled: bool,
+    /// This tool's mark on the namespace: it added the label.
+    marked: bool,
     /// The release's Deployment, as helm named it.
     deployment: Option<String>,
     restarted: bool,
@@ -50,14 +54,18 @@ fn has_gate(p: &Pod) -> bool {
 }
 
 impl ReadinessGates {
-    /// Uninstall's one decision: the label goes only if install added it.
+    /// Uninstall's one decision: the label goes only if the namespace's own mark
+    /// says install added it, and no other release in the namespace needs it.
     fn fate(&self, env: &Env) -> Fate {
-        if !self.seen.as_ref().is_some_and(|s| s.labelled) {
+        let seen = self.seen.as_ref();
+        if !seen.is_some_and(|s| s.labelled) {
             Fate::Absent
-        } else if env.record.readiness_gate_label {
-            Fate::Remove(())
+        } else if !seen.is_some_and(|s| s.marked) {
+            Fate::Keep(format!("label {} carries no mark of this tool (it was there before install)", INJECT_LABEL.0))
+        } else if let Some(kept) = &env.shared.namespace_label {
+            Fate::kept(kept)
         } else {
-            Fate::Keep(format!("label {} was there before install", INJECT_LABEL.0))
+            Fate::Remove(())
         }
     }
 
@@ -69,6 +77,7 @@ impl ReadinessGates {
         };
         let labelled = namespace.metadata.labels.as_ref().and_then(|l| l.get(INJECT_LABEL.0)).map(String::as_str)
             == Some(INJECT_LABEL.1);
+        let marked = namespace.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(NAMESPACE_LABEL_MARK));
         let deployments: Api<Deployment> = Api::namespaced(env.kube().clone(), ns);
         let deployment = deployments
             .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
@@ -85,6 +94,7 @@ impl ReadinessGates {
         Ok(Seen {
             namespace_exists: true,
             labelled,
+            marked,
             deployment: deployment.and_then(|d| d.metadata.name),
             restarted,
             pods: pods.len(),
@@ -138,7 +148,8 @@ impl Component for ReadinessGates {
         if !seen.labelled {
             record.update(|r| r.readiness_gate_label = true).await?;
             let namespaces: Api<Namespace> = Api::all(env.kube().clone());
-            let patch = json!({"metadata": {"labels": {INJECT_LABEL.0: INJECT_LABEL.1}}});
+            let patch = json!({"metadata": {"labels": {INJECT_LABEL.0: INJECT_LABEL.1},
+                "annotations": {NAMESPACE_LABEL_MARK: "true"}}});
             namespaces
                 .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -238,12 +249,11 @@ impl Component for ReadinessGates {
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         Ok(match self.fate(env) {
-            Fate::Absent => vec![],
-            Fate::Keep(why) => vec![Action::keep("kubernetes", "Namespace", &env.spec.namespace, why)],
             Fate::Remove(()) => vec![
                 Action::kube(Verb::Update, "Namespace", &env.spec.namespace)
                     .because(format!("remove label {}", INJECT_LABEL.0)),
             ],
+            kept => Action::kept("kubernetes", "Namespace", &env.spec.namespace, &kept).into_iter().collect(),
         })
     }
 
@@ -251,7 +261,8 @@ impl Component for ReadinessGates {
         if self.fate(env) == Fate::Remove(()) {
             let ns = &env.spec.namespace;
             let namespaces: Api<Namespace> = Api::all(env.kube().clone());
-            let patch = json!({"metadata": {"labels": {INJECT_LABEL.0: null}}});
+            let patch =
+                json!({"metadata": {"labels": {INJECT_LABEL.0: null}, "annotations": {NAMESPACE_LABEL_MARK: null}}});
             namespaces
                 .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
                 .await

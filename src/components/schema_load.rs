@@ -269,26 +269,49 @@ impl LoaderJob {
     }
 
     async fn cleanup(&self, client: &kube::Client) -> Result<()> {
-        delete_objects(client, &self.namespace, &self.name).await
+        delete_objects(client, &self.namespace, &self.name).await.map(drop)
     }
 }
 
-/// Deletes the Job, Secret and ConfigMap of one run, known by its name alone
-/// (also what an earlier, interrupted run left).
-async fn delete_objects(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+/// Deletes the Job, Secret and ConfigMap of one run, known by its name (also
+/// what an earlier, interrupted run left), each only if it carries this
+/// tool's label: a name in the record proves nothing. Returns what was kept.
+async fn delete_objects(client: &kube::Client, ns: &str, name: &str) -> Result<Vec<String>> {
     let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-    delete_gone(&Api::<Job>::namespaced(client.clone(), ns), name, &background, "the loader Job").await?;
+    let mut kept = vec![];
     // Deleting the Job lets the garbage collector take its Secret too: gone either way.
-    delete_gone(&Api::<Secret>::namespaced(client.clone(), ns), name, &DeleteParams::default(), "the loader Secret")
-        .await?;
-    delete_gone(
-        &Api::<ConfigMap>::namespaced(client.clone(), ns),
-        name,
-        &DeleteParams::default(),
-        "the loader ConfigMap",
-    )
-    .await
-    .map(drop)
+    if !delete_marked(&Api::<Job>::namespaced(client.clone(), ns), name, &background, "the loader Job").await? {
+        kept.push(format!("Job {ns}/{name}"));
+    }
+    let plain = DeleteParams::default();
+    if !delete_marked(&Api::<Secret>::namespaced(client.clone(), ns), name, &plain, "the loader Secret").await? {
+        kept.push(format!("Secret {ns}/{name}"));
+    }
+    if !delete_marked(&Api::<ConfigMap>::namespaced(client.clone(), ns), name, &plain, "the loader ConfigMap").await? {
+        kept.push(format!("ConfigMap {ns}/{name}"));
+    }
+    Ok(kept)
+}
+
+/// Deletes an object that carries this tool's label (the very one read: a uid
+/// precondition); false when one is there without the label.
+async fn delete_marked<K>(api: &Api<K>, name: &str, params: &DeleteParams, what: &str) -> Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(found) = api.get_opt(name).await.context(format!("reading {what}"))? else { return Ok(true) };
+    if !super::is_managed(found.meta()) {
+        return Ok(false);
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: found.meta().uid.clone(), resource_version: None }),
+        ..params.clone()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(true), // gone, or replaced since
+        Err(e) => Err(e).context(format!("deleting {what}")),
+    }
 }
 
 /// Names the run by what it does: the schema, the properties without their
@@ -396,17 +419,15 @@ impl Component for SchemaLoad {
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         if let Some(left) = &env.record.schema_loader {
-            // The record only names it: a Job this tool did not label is not deleted.
-            let jobs: Api<Job> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-            match jobs.get_opt(&left.id).await.context("reading the Schema Loader Job")? {
-                Some(job) if !super::is_managed(&job.metadata) => env.progress.warn(&format!(
-                    "kept Job {}/{}: the install record names it, but it carries no mark of this tool",
-                    env.spec.namespace, left.id
-                )),
-                _ => {
-                    delete_objects(env.kube(), &env.spec.namespace, &left.id).await?;
-                    env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
-                }
+            // The record only names them: what does not carry this tool's label stays.
+            let kept = delete_objects(env.kube(), &env.spec.namespace, &left.id).await?;
+            if kept.is_empty() {
+                env.progress.done(&format!("deleted the Schema Loader's Job, Secret and ConfigMap {}", left.id));
+            } else {
+                env.progress.warn(&format!(
+                    "kept {}: the install record names them, but they carry no mark of this tool",
+                    kept.join(", ")
+                ));
             }
         }
         record

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{Filter, Tag};
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
-use crate::pins::INTERNAL_ELB_TAG;
+use crate::pins::{INTERNAL_ELB_TAG, SUBNET_MARK_KEY};
 use crate::record::{Recorder, SubnetTag};
 
 /// The controller skips subnets with fewer free addresses than this.
@@ -49,6 +49,10 @@ impl Subnet {
             .filter(|c| *c != cluster)
             .map(str::to_string)
             .collect()
+    }
+    /// This tool's mark: it added the role tag for `cluster`.
+    fn marked_for(&self, cluster: &str) -> bool {
+        self.tags.get(SUBNET_MARK_KEY).is_some_and(|c| c == cluster)
     }
     fn tagged_for(&self, cluster: &str) -> bool {
         self.tags.contains_key(&format!("kubernetes.io/cluster/{cluster}"))
@@ -143,33 +147,56 @@ pub fn refusal(all: &[Subnet], candidates: &[&Subnet], cluster: &str) -> Option<
 }
 
 impl SubnetTags {
-    /// Uninstall's one decision, tag by tag: only tags install added, still there, go.
-    fn fates<'a>(&self, env: &'a Env) -> Vec<(&'a SubnetTag, Fate)> {
+    /// Uninstall's one decision, subnet by subnet. The role tag goes only where this
+    /// tool's mark, on a subnet of the cluster's VPC, says it added it for this
+    /// cluster; the record only says where to look (and a subnet marked by another
+    /// release's install is found without it), and whoever uninstalls last removes it.
+    fn fates(&self, env: &Env) -> Vec<(String, Fate)> {
         let subnets = self.seen.as_deref().expect("observed");
-        env.record
+        let cluster = &env.facts.name;
+        // The record only lists tags: this tool adds one key, on the cluster's subnets.
+        let mut fates: Vec<(String, Fate)> = env
+            .record
             .subnet_tags
             .iter()
+            .filter(|t| t.key != INTERNAL_ELB_TAG)
             .map(|t| {
-                let present = subnets.iter().any(|s| s.id == t.subnet && s.tags.get(&t.key) == Some(&t.value));
-                let fate = if !t.created {
-                    Fate::Keep(format!("{}={} was there before install", t.key, t.value))
-                } else if t.key != INTERNAL_ELB_TAG || !subnets.iter().any(|s| s.id == t.subnet) {
-                    // The record only lists tags: this tool adds one key, on the cluster's subnets.
-                    Fate::Keep(format!(
-                        "{}={}: the install record lists it, but this tool only adds {INTERNAL_ELB_TAG} to the cluster's subnets",
-                        t.key, t.value
-                    ))
-                } else if !present {
-                    Fate::Absent
-                } else if let Some(why) = env.options.controller_kept() {
-                    // The controller finds the subnets for internal ALBs by this tag.
-                    Fate::Keep(format!("{}={}: {why}", t.key, t.value))
-                } else {
-                    Fate::Remove(())
-                };
-                (t, fate)
+                let why = format!(
+                    "the install record lists {}={}, but this tool only adds {INTERNAL_ELB_TAG} to the cluster's subnets",
+                    t.key, t.value
+                );
+                (t.subnet.clone(), Fate::Keep(why))
             })
-            .collect()
+            .collect();
+        let mut ids: Vec<String> =
+            env.record.subnet_tags.iter().filter(|t| t.key == INTERNAL_ELB_TAG).map(|t| t.subnet.clone()).collect();
+        ids.extend(subnets.iter().filter(|s| s.marked_for(cluster) && s.vpc == env.facts.vpc_id).map(|s| s.id.clone()));
+        ids.sort();
+        ids.dedup();
+        fates.extend(ids.into_iter().map(|id| {
+                let fate = match subnets.iter().find(|s| s.id == id) {
+                    None => Fate::Keep(format!("the install record lists it, but it is not a subnet of the cluster's VPC {}", env.facts.vpc_id)),
+                    Some(s) if s.vpc != env.facts.vpc_id => {
+                        Fate::Keep(format!("in {}, not the cluster's VPC {}", s.vpc, env.facts.vpc_id))
+                    }
+                    Some(s) if !s.marked_for(cluster) => {
+                        if s.has_role() {
+                            Fate::Keep(format!(
+                                "{INTERNAL_ELB_TAG} carries no mark of this tool for cluster {cluster} (it was there before install, or was added another way)"
+                            ))
+                        } else {
+                            Fate::Absent
+                        }
+                    }
+                    Some(_) => match &env.shared.controller {
+                        // The controller finds the subnets for internal ALBs by this tag.
+                        Some(kept) => Fate::kept(kept),
+                        None => Fate::Remove(()),
+                    },
+                };
+            (id, fate)
+        }));
+        fates
     }
 
     fn chosen(&self, env: &Env) -> Vec<Subnet> {
@@ -185,6 +212,10 @@ impl Component for SubnetTags {
 
     fn category(&self) -> Category {
         Category::Subnets
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
@@ -315,6 +346,7 @@ impl Component for SubnetTags {
                 .create_tags()
                 .set_resources(Some(missing.clone()))
                 .tags(Tag::builder().key(INTERNAL_ELB_TAG).value("1").build())
+                .tags(Tag::builder().key(SUBNET_MARK_KEY).value(&env.facts.name).build())
                 .send()
                 .await
                 .map_err(error::aws)
@@ -398,33 +430,34 @@ impl Component for SubnetTags {
         Ok(self
             .fates(env)
             .into_iter()
-            .filter_map(|(t, fate)| match fate {
-                Fate::Absent => None,
-                Fate::Keep(why) => Some(Action::keep("aws", "ec2:Tag", &t.subnet, why)),
+            .flat_map(|(subnet, fate)| match fate {
                 Fate::Remove(()) => Some(
-                    Action::aws(Verb::Delete, "ec2:DeleteTags", &t.subnet).because(format!("{}={}", t.key, t.value)),
+                    Action::aws(Verb::Delete, "ec2:DeleteTags", &subnet)
+                        .because(format!("{INTERNAL_ELB_TAG}=1 and this tool's mark {SUBNET_MARK_KEY}")),
                 ),
+                kept => Action::kept("aws", "ec2:Tag", &subnet, &kept),
             })
             .collect())
     }
 
     async fn remove(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
-        if env.options.controller_kept().is_some() {
-            return Ok(());
+        let fates = self.fates(env);
+        if fates.iter().any(|(_, f)| matches!(f, Fate::Defer(_))) {
+            return Ok(()); // the record keeps listing them for a later uninstall
         }
-        for (t, fate) in self.fates(env) {
-            if fate == Fate::Remove(()) {
-                env.aws()
-                    .ec2
-                    .delete_tags()
-                    .resources(&t.subnet)
-                    .tags(Tag::builder().key(&t.key).value(&t.value).build())
-                    .send()
-                    .await
-                    .map_err(error::aws)
-                    .context(format!("removing {} from {}", t.key, t.subnet))?;
-                env.progress.done(&format!("removed {} from {}", t.key, t.subnet));
-            }
+        let gone: Vec<String> = fates.into_iter().filter(|(_, f)| *f == Fate::Remove(())).map(|(s, _)| s).collect();
+        if !gone.is_empty() {
+            env.aws()
+                .ec2
+                .delete_tags()
+                .set_resources(Some(gone.clone()))
+                .tags(Tag::builder().key(INTERNAL_ELB_TAG).value("1").build())
+                .tags(Tag::builder().key(SUBNET_MARK_KEY).value(&env.facts.name).build())
+                .send()
+                .await
+                .map_err(error::aws)
+                .context(format!("removing {INTERNAL_ELB_TAG} from {}", gone.join(", ")))?;
+            env.progress.done(&format!("removed {INTERNAL_ELB_TAG} from {}", gone.join(", ")));
         }
         record.update(|r| r.subnet_tags.clear()).await
     }

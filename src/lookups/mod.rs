@@ -4,11 +4,12 @@
 //! `alb`) the ALB the controller made for it, found by the controller's tags.
 
 pub mod alb;
+pub mod users;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, ListParams, ObjectMeta};
+use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::component::Env;
@@ -67,20 +68,25 @@ pub async fn controller_up(env: &Env) -> Result<bool> {
     Ok(controller_available(&controller_deployments(env).await?))
 }
 
-/// The `--cluster-name` the controller runs with: it tags what it creates
-/// with that name, whatever the EKS cluster is called.
-pub fn controller_cluster_name(deployments: &[Deployment]) -> Option<String> {
+/// The value of one of the controller's flags (`--name=value` or `--name value`).
+pub fn controller_flag(deployments: &[Deployment], flag: &str) -> Option<String> {
     deployments.iter().find_map(|d| {
         let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
         containers.iter().find_map(|c| {
             let args = c.args.as_deref().unwrap_or_default();
-            args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--cluster-name") {
+            args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix(flag) {
                 Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
                 Some("") => args.get(i + 1).cloned(),
                 _ => None,
             })
         })
     })
+}
+
+/// The `--cluster-name` the controller runs with: it tags what it creates
+/// with that name, whatever the EKS cluster is called.
+pub fn controller_cluster_name(deployments: &[Deployment]) -> Option<String> {
+    controller_flag(deployments, "--cluster-name")
 }
 
 /// The name the controller tags this cluster's load balancers with: the
@@ -161,12 +167,7 @@ impl ReleaseIngress {
     }
 }
 
-/// Whether helm's release annotations name this release.
-pub fn released_by(meta: &ObjectMeta, release: &str, namespace: &str) -> bool {
-    let a = meta.annotations.as_ref();
-    a.and_then(|a| a.get("meta.helm.sh/release-name")).map(String::as_str) == Some(release)
-        && a.and_then(|a| a.get("meta.helm.sh/release-namespace")).map(String::as_str) == Some(namespace)
-}
+pub use crate::ownership::released_by;
 
 /// The release's Ingress in the release namespace: the chart's (found by
 /// helm's release annotations) or, for `--target cluster`, the one this tool
@@ -229,24 +230,6 @@ pub async fn group_members(env: &Env, group: &str, ours: &ReleaseIngress) -> Res
         .filter(|i| i.metadata.annotations.as_ref().and_then(|a| a.get(&key)).map(String::as_str) == Some(group))
         .map(|i| format!("{}/{}", i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
         .filter(|n| *n != ours.display())
-        .collect())
-}
-
-/// Ingresses of class `alb`, other than `ours`.
-pub async fn other_alb_ingresses(env: &Env, ours: &str) -> Result<Vec<String>> {
-    let api: Api<Ingress> = Api::all(env.kube().clone());
-    Ok(api
-        .list(&ListParams::default())
-        .await
-        .context("listing Ingresses")?
-        .into_iter()
-        .filter(|i| {
-            let class = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
-            let annotated = i.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned());
-            class.as_deref() == Some("alb") || annotated.as_deref() == Some("alb")
-        })
-        .map(|i| format!("{}/{}", i.metadata.namespace.unwrap_or_default(), i.metadata.name.unwrap_or_default()))
-        .filter(|n| n != ours)
         .collect())
 }
 
