@@ -22,14 +22,15 @@ rig-up:
 	rig/rig up
 
 rig-down:
-	rig/rig down
+	rig/rig down-all
 
 rig-status:
 	rig/rig status
 
-# Brings the rig up when it is not, then runs every test (unit and rig) against it.
-test: rig-up
-	cargo test
+# Every test binary (unit and rig), side by side on RIGS rigs (default 3), brought up
+# when they are not; ends with a table of each binary's time (scripts/test.py).
+test:
+	scripts/test.py
 
 demo: build rig-up
 	scripts/demo.sh "$(BIN)"

@@ -349,6 +349,7 @@ class Run:
                 return
             argv = [self.runner.python, str(RIG / "schema_loader_standin.py"),
                     *[rewrite(a, mounts) for a in self.expand(self.container.get("args") or [])]]
+            rig_only = {"RIG_DATABASE_ACCOUNT": str(self.runner.state / "database.json")}
         else:
             argv = self.expand((self.container.get("command") or []) + (self.container.get("args") or [])) \
                 or ["python3"]
@@ -362,7 +363,9 @@ class Run:
                 self.terminated(128, "StartError", message)
                 return
             argv[0] = self.runner.python
-        self.start(argv, work)
+            rig_only = {}
+        # The stand-in's own input (where this rig keeps its database's account) comes first: the pod's env overrides.
+        self.start(argv, work, rig_only)
         self.event("Created", f"Created container: {self.container['name']}")
         self.event("Started", f"Started container {self.container['name']}")
         if not self.patch({**self.base_status(), "phase": "Running", "conditions": self.conditions(True),

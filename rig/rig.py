@@ -1,7 +1,7 @@
 """The local rig: a real Kubernetes control plane, a simulated EKS account and a sticky ALB stand-in.
 
     rig/rig up        build what is missing (cached by version), start everything, write .rig/env
-    rig/rig down      stop exactly the processes `up` started
+    rig/rig down      stop exactly the processes `up` started (RIG_STATE=DIR: that rig's; down-all: every rig here)
     rig/rig status    what runs, and whether it answers
     rig/rig reset     back to the state right after `up` (cluster objects, nodes, AWS account, data plane)
     rig/rig snapshot  the rig's state as JSON: objects by kind and name, node labels and taints, AWS resources
@@ -50,7 +50,9 @@ import tools  # noqa: E402
 
 RIG = Path(__file__).resolve().parent
 ROOT = RIG.parent
-STATE = ROOT / ".rig"
+# One rig per state directory: `.rig` by default, another with RIG_STATE (the test
+# runner starts several side by side: `.rig`, `.rig.2`, `.rig.3`, …).
+STATE = Path(os.environ.get("RIG_STATE") or ROOT / ".rig").resolve()
 CLUSTER = "scalardb-graphql-rig"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -532,6 +534,7 @@ def up():
         "KREW_ROOT": str(STATE / "krew"),
         "KWOK_WORKDIR": str(STATE / "kwok"),
         "RIG_ROOT": str(ROOT),
+        "RIG_STATE": str(STATE),
         "RIG_PYTHON": str(bins["python"]),
         "RIG_CLUSTER_NAME": CLUSTER,
         "RIG_CONTEXT": CONTEXT,
@@ -877,6 +880,13 @@ def reset():
     env = read_env()
     if not env:
         raise SystemExit("rig: not up (run `make rig-up`)")
+    # A test that paused a process (SIGSTOP) and failed before letting it go: continue it.
+    for pid in [*our_pids().values(), *(read_pid(f) for f in kwok_pid_files())]:
+        try:
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
     baseline = json.loads((STATE / "baseline.json").read_text())
     keep = set(baseline["kubernetes"])
     api = KubeApi(env)
@@ -1081,12 +1091,25 @@ def down():
     log("down")
 
 
+def every_state():
+    """The state directories of every rig of this checkout."""
+    return sorted([ROOT / ".rig", *ROOT.glob(".rig.*")], key=str)
+
+
+def down_all():
+    """Stops every rig of this checkout, side by side."""
+    procs = [subprocess.Popen([sys.executable, __file__, "down"], env=dict(os.environ, RIG_STATE=str(d)))
+             for d in every_state() if d.is_dir()]
+    if any(p.wait() for p in procs):
+        raise SystemExit("rig: a rig did not go down")
+
+
 def main():
     args = sys.argv[1:]
     if not args:
         raise SystemExit(__doc__)
     # Everything but `down` needs the rig's Python (boto3, the kubernetes client).
-    if args[0] not in ("down", "supervise") and "RIG_IN_VENV" not in os.environ:
+    if args[0] not in ("down", "down-all", "supervise") and "RIG_IN_VENV" not in os.environ:
         venv_python = str(tools.ensure_all()["python"])
         os.environ["RIG_IN_VENV"] = "1"
         os.execv(venv_python, [venv_python, __file__, *args])
@@ -1095,7 +1118,7 @@ def main():
 
 def run(args):
     """One command, in this process (rig/shell.py calls this for the tests)."""
-    command = {"up": up, "down": down, "status": status, "reset": reset,
+    command = {"up": up, "down": down, "down-all": down_all, "status": status, "reset": reset,
                "snapshot": lambda: print(json.dumps(snapshot(read_env()), indent=1, sort_keys=True)),
                "dataplane": lambda: dataplane(args[1:]),
                "aws-faults": lambda: aws_faults(args[1:]),

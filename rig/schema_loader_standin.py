@@ -24,12 +24,14 @@ Any problem is one ERROR line and exit 1. The password is never printed.
 
 import datetime
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 DATABASE = ("db", 5432)
-ACCOUNT = Path(__file__).resolve().parent.parent / ".rig" / "database.json"
+# This rig's database account (the pod runner says which rig's; `.rig` by default).
+ACCOUNT = Path(os.environ.get("RIG_DATABASE_ACCOUNT") or Path(__file__).resolve().parent.parent / ".rig" / "database.json")
 TYPES = {"BOOLEAN", "INT", "BIGINT", "FLOAT", "DOUBLE", "TEXT", "BLOB", "DATE", "TIME", "TIMESTAMP",
          "TIMESTAMPTZ"}
 TABLE_KEYS = {"partition-key", "clustering-key", "columns", "transaction", "secondary-index", "compaction-strategy",

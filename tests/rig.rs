@@ -540,7 +540,7 @@ fn loopback(addr: &str) -> bool {
 fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_logs_and_services_run() {
     let rig = rig();
     rig.reset();
-    let pids_dir = common::root().join(".rig/kwok/clusters").join(rig.get("RIG_CLUSTER_NAME")).join("pids");
+    let pids_dir = common::state().join("kwok/clusters").join(rig.get("RIG_CLUSTER_NAME")).join("pids");
     let mut pids = vec![];
     for f in std::fs::read_dir(&pids_dir).unwrap() {
         let f = f.unwrap().path();
@@ -552,7 +552,7 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
         assert!(pids_dir.join(format!("{component}.pid")).exists(), "no pid file for {component} in {pids_dir:?}");
     }
     // The pod runner too: it talks to the API server, the AWS server and the data plane, and runs the pods.
-    let runner_pid = common::root().join(".rig/pids/pod-runner");
+    let runner_pid = common::state().join("pids/pod-runner");
     pids.push(std::fs::read_to_string(&runner_pid).expect("the pod runner's pid file").trim().to_string());
     let dir = tempfile::tempdir().unwrap();
     let (trace, attach_log) = (dir.path().join("connect.trace"), dir.path().join("strace.err"));

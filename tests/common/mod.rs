@@ -1,4 +1,4 @@
-//! What the tests share: the rig (read from `.rig/env`), the real plugin
+//! What the tests share: the rig (read from its state directory's `env`), the real plugin
 //! binary run with the rig's environment, and the rig's instruments (the
 //! API server's audit log, moto's request recorder, snapshots).
 //!
@@ -56,6 +56,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
 }
 
+/// The rig this test binary runs against: `RIG_STATE` (the test runner gives
+/// each binary one of several rigs), else `.rig` in the checkout.
+pub fn state() -> PathBuf {
+    std::env::var_os("RIG_STATE").map(PathBuf::from).unwrap_or_else(|| root().join(".rig"))
+}
+
 /// Reads an env file of `export NAME="value"` lines.
 pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -81,7 +87,7 @@ pub struct Rig {
 /// The rig, for this test alone; panics (fails the test) when the rig is down.
 pub fn rig() -> Rig {
     let lock = RIG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let env = match read_env_file(&root().join(".rig/env")) {
+    let env = match read_env_file(&state().join("env")) {
         Ok(env) => env,
         Err(e) => panic!("{e}"),
     };
@@ -655,9 +661,9 @@ impl Rig {
     /// `kwok-controller`).
     pub fn pid_file(&self, component: &str) -> PathBuf {
         if component == "supervisor" {
-            return root().join(".rig/supervisor.pid");
+            return state().join("supervisor.pid");
         }
-        let own = root().join(".rig/pids").join(component);
+        let own = state().join("pids").join(component);
         if own.exists() {
             return own;
         }

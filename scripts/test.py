@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""`make test`: every test binary, side by side on several rigs, then a table of what took how long.
+
+    scripts/test.py [--rigs N] [BINARY ...]
+
+1. Builds the test binaries (`cargo test --no-run`) while the rig's tools are
+   built or found (`rig/tools.py`): on a fresh machine the two overlap.
+2. Brings up N rigs side by side (`.rig`, `.rig.2`, …, each its own state
+   directory, ports and cluster; RIGS, default 3), or finds them up.
+3. Runs the binaries, longest first (by the last run's times), each on a free
+   rig (RIG_STATE), one test at a time (the tests of one binary share its rig);
+   binaries that need no rig run beside them. Before a binary, its rig must be
+   healthy: it is reset if not, and rebuilt if a reset does not heal it, so one
+   failing test fails only itself.
+4. Prints each binary's wall and CPU time, the ten slowest tests and the
+   machine's CPU use over the run; exits 1 if anything failed.
+
+The rigs stay up for the next run (`make rig-down` stops them all). Each
+binary's whole output is in `.rig/test-logs/<binary>.log`.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RIG = ROOT / "rig" / "rig"
+LOGS = ROOT / ".rig" / "test-logs"
+# Each binary's last wall time on this machine, kept beside the warm target directory.
+TIMES = Path.home() / ".cache" / "kubectl-scalardb-graphql" / "test-times.json"
+# The last full run's wall times (seconds), for the order of a first run on this machine.
+EXPECTED = {"uninstall": 600, "install": 470, "alb_controller": 400, "shared_cluster": 200, "rig": 190,
+            "real_controller": 170, "forged_records": 115}
+
+
+def log(msg):
+    print(f"test: {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_ticks():
+    """(busy, total) jiffies of the whole machine."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def build():
+    """The test executables, by binary name (the crate's own unit tests under the crate's name)."""
+    out = subprocess.run(["cargo", "test", "--no-run", "--message-format=json-render-diagnostics"],
+                         cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit("test: the test binaries did not build")
+    found = {}
+    for line in out.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["profile"]["test"]:
+            kind = msg["target"]["kind"][0]
+            name = msg["target"]["name"] if kind == "test" else "unit"
+            found[name] = msg["executable"]
+    return found
+
+
+def needs_rig(name):
+    source = ROOT / "tests" / f"{name}.rs"
+    return source.exists() and "rig()" in source.read_text()
+
+
+class Rig:
+    def __init__(self, index):
+        self.index = index
+        self.state = ROOT / (".rig" if index == 1 else f".rig.{index}")
+        self.env = dict(os.environ, RIG_STATE=str(self.state))
+
+    def run(self, *args, quiet=True):
+        return subprocess.run([str(RIG), *args], env=self.env, cwd=ROOT, capture_output=quiet, text=True)
+
+    def up(self):
+        result = self.run("up")
+        if result.returncode != 0:
+            raise RuntimeError(f"rig {self.index} did not come up:\n{result.stderr[-3000:]}")
+
+    def healthy(self):
+        return self.run("status").returncode == 0
+
+    def heal(self):
+        """Healthy, or reset, or rebuilt: what a binary may start from."""
+        if self.healthy():
+            return "healthy"
+        self.run("reset")
+        if self.healthy():
+            return "reset"
+        log(f"rig {self.index} stays unhealthy after a reset: rebuilding it")
+        self.run("down")
+        self.up()
+        return "rebuilt"
+
+
+class Result:
+    def __init__(self, name):
+        self.name, self.rig, self.wall, self.cpu = name, "-", 0.0, 0.0
+        self.passed = self.failed = 0
+        self.ok = False
+        self.tests = []  # (seconds, name, outcome)
+        self.note = ""
+
+
+TEST_START = re.compile(rb"test (\S+) \.\.\. ")
+TEST_END = re.compile(rb"(ok|FAILED|ignored)\n")
+
+
+def run_binary(name, exe, rig):
+    """Runs one test binary, one test at a time, timing each test from its output."""
+    result = Result(name)
+    result.rig = str(rig.index) if rig else "-"
+    env = dict(rig.env if rig else os.environ, CARGO_MANIFEST_DIR=str(ROOT), RUST_BACKTRACE="1")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.Popen([exe, "--test-threads=1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    buffer, current = b"", None
+    with open(LOGS / f"{name}.log", "wb") as out:
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            out.write(chunk)
+            out.flush()
+            buffer += chunk
+            now = time.monotonic()
+            while True:
+                if current is None:
+                    m = TEST_START.search(buffer)
+                    if not m:
+                        buffer = buffer[-4096:]
+                        break
+                    current = (m.group(1).decode(), now)
+                    buffer = buffer[m.end():]
+                else:
+                    m = TEST_END.match(buffer)
+                    if not m:
+                        # Output between the name and the outcome (a test that prints): keep looking.
+                        m = TEST_END.search(buffer)
+                        if not m or TEST_START.search(buffer[:m.start()]):
+                            break
+                    outcome = m.group(1).decode()
+                    result.tests.append((now - current[1], f"{name}::{current[0]}", outcome))
+                    result.passed += outcome == "ok"
+                    result.failed += outcome == "FAILED"
+                    current = None
+                    buffer = buffer[m.end():]
+    _, status, usage = os.wait4(proc.pid, 0)
+    result.wall = time.monotonic() - started
+    result.cpu = usage.ru_utime + usage.ru_stime
+    result.ok = os.waitstatus_to_exitcode(status) == 0
+    return result
+
+
+def main():
+    args = sys.argv[1:]
+    rigs = int(os.environ.get("RIGS", "3"))
+    if args[:1] == ["--rigs"]:
+        rigs, args = int(args[1]), args[2:]
+    started = time.monotonic()
+    busy0, total0 = cpu_ticks()
+
+    log("building the test binaries, and the rig's tools beside them")
+    tools = subprocess.Popen([sys.executable, str(ROOT / "rig" / "tools.py")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    binaries = build()
+    if tools.wait() != 0:
+        raise SystemExit("test: the rig's tools did not build")
+    built = time.monotonic() - started
+    if args:
+        unknown = [a for a in args if a not in binaries]
+        if unknown:
+            raise SystemExit(f"test: no test binary {', '.join(unknown)} (there are: {', '.join(sorted(binaries))})")
+        binaries = {a: binaries[a] for a in args}
+    with_rig = [b for b in binaries if needs_rig(b)]
+    rigs = max(1, min(rigs, len(with_rig)))
+    log(f"{len(binaries)} test binaries ({len(with_rig)} on the rigs); bringing up {rigs} rig(s) side by side")
+    pool = [Rig(i) for i in range(1, rigs + 1)]
+    errors = []
+    threads = [threading.Thread(target=lambda r=r: errors.append(r) if not _up(r) else None) for r in pool]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit("test: a rig did not come up")
+    rigs_up = time.monotonic() - started - built
+
+    history = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    expected = lambda b: history.get(b, EXPECTED.get(b, 60))  # noqa: E731
+    queue = sorted(with_rig, key=expected, reverse=True)
+    lock = threading.Lock()
+    results = []
+
+    def lane(rig):
+        while True:
+            with lock:
+                if not queue:
+                    return
+                name = queue.pop(0)
+            state = rig.heal()
+            log(f"[rig {rig.index}] {name} (rig {state})")
+            r = run_binary(name, binaries[name], rig)
+            log(f"[rig {rig.index}] {name}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
+            with lock:
+                results.append(r)
+
+    def rigless():
+        for name in [b for b in binaries if b not in with_rig]:
+            r = run_binary(name, binaries[name], None)
+            log(f"[no rig] {name}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
+            with lock:
+                results.append(r)
+
+    workers = [threading.Thread(target=lane, args=(r,)) for r in pool] + [threading.Thread(target=rigless)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+    busy1, total1 = cpu_ticks()
+    wall = time.monotonic() - started
+    report(results, wall, built, rigs_up, rigs, (busy1 - busy0) / max(1, total1 - total0))
+    history.update({r.name: round(r.wall) for r in results if r.ok})
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    TIMES.write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        text = (LOGS / f"{r.name}.log").read_text(errors="replace")
+        print(f"\n===== {r.name} failed (whole output: {LOGS / (r.name + '.log')}); its last lines:")
+        print("\n".join(text.splitlines()[-80:]))
+    return 1 if failed else 0
+
+
+def _up(rig):
+    try:
+        rig.up()
+        return True
+    except RuntimeError as e:
+        log(str(e))
+        return False
+
+
+def minutes(s):
+    return f"{int(s // 60)}m{s % 60:04.1f}s"
+
+
+def report(results, wall, built, rigs_up, rigs, busy):
+    results = sorted(results, key=lambda r: r.wall, reverse=True)
+    print("\ntest binary          rig  passed  failed  result     wall      cpu")
+    for r in results:
+        print(f"{r.name:<20} {r.rig:>3}  {r.passed:>6}  {r.failed:>6}  {'ok' if r.ok else 'FAILED':<6} "
+              f"{r.wall:>7.1f}s {r.cpu:>7.1f}s")
+    tests = sorted((t for r in results for t in r.tests), reverse=True)[:10]
+    print("\nthe ten slowest tests:")
+    for seconds, name, outcome in tests:
+        print(f"  {seconds:7.1f}s  {name}{'' if outcome == 'ok' else '  ' + outcome}")
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results)
+    print(f"\n{passed} passed, {failed} failed, {len(results)} binaries on {rigs} rig(s) in {minutes(wall)} "
+          f"(build and tools {minutes(built)}, rigs up {minutes(rigs_up)}); "
+          f"the machine's {os.cpu_count()} cores were {busy:.0%} busy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
