@@ -94,6 +94,11 @@ class BuildError(Exception):
     """The model cannot be built (FailedBuildModel)."""
 
 
+
+def now_utc():
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
 def sanitized(text):
     return re.sub(r"[^A-Za-z0-9]", "", text)
 
@@ -183,20 +188,33 @@ class Simulator:
 
     # --- events ----------------------------------------------------------------------------
     def event(self, ing, reason, message, kind="Warning"):
-        key = (ing.metadata.namespace, ing.metadata.name)
-        # A retried AWS call fails with a new request id: the same problem, one event.
+        # As client-go's correlator, per object: an Ingress made anew under the same name is another.
+        key = (ing.metadata.namespace, ing.metadata.name, ing.metadata.uid)
+        # A retried AWS call fails with a new request id: the same problem, one event. As
+        # client-go's recorder aggregates a repeat of the last one, its count goes up and its
+        # lastTimestamp moves (here at most every 5 s: the recorder's spam filter limits it too).
         seen = (reason, re.sub(r"RequestID: [^,]*", "", message))
-        if self.last_event.get(key) == seen:
+        last = self.last_event.get(key)
+        if last and last[0] == seen:
+            name, count, at = last[1], last[2], last[3]
+            if time.monotonic() - at >= 5:
+                try:
+                    self.core.patch_namespaced_event(name, ing.metadata.namespace, {
+                        "count": count + 1, "lastTimestamp": now_utc().isoformat().replace("+00:00", "Z")})
+                    self.last_event[key] = (seen, name, count + 1, time.monotonic())
+                except client.exceptions.ApiException:
+                    pass
             return
-        self.last_event[key] = seen
-        self.core.create_namespaced_event(ing.metadata.namespace, client.CoreV1Event(
+        made = self.core.create_namespaced_event(ing.metadata.namespace, client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{ing.metadata.name}."),
             involved_object=client.V1ObjectReference(
                 kind="Ingress", api_version="networking.k8s.io/v1", name=ing.metadata.name,
                 namespace=ing.metadata.namespace, uid=ing.metadata.uid),
             reason=reason, message=message, type=kind,
             source=client.V1EventSource(component="ingress"),
-            first_timestamp=None, event_time=None))
+            # As client-go's recorder writes a new event: first and last seen now, once.
+            first_timestamp=now_utc(), last_timestamp=now_utc(), count=1, event_time=None))
+        self.last_event[key] = (seen, made.metadata.name, 1, time.monotonic())
 
     # --- which Ingresses, in which groups ----------------------------------------------------
     def served(self, ing, alb_classes, flags):
@@ -527,7 +545,7 @@ class Simulator:
                         {"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})
         for ing in group.inactive:
             self.set_finalizers(ing, [f for f in ing.metadata.finalizers if f != group.finalizer])
-            self.last_event.pop((ing.metadata.namespace, ing.metadata.name), None)
+            self.last_event.pop((ing.metadata.namespace, ing.metadata.name, ing.metadata.uid), None)
         for ing in group.members:
             self.event(ing, "SuccessfullyReconciled", "Successfully reconciled", kind="Normal")
         return True
@@ -643,6 +661,11 @@ class Simulator:
             if self.reconciled.get(key) == inputs:
                 continue
             self.reconciled.pop(key, None)
+            # A pass takes a while on a busy machine: the controller may have gone since it began
+            # (helm uninstall --wait returns once its pods are gone), and a gone controller does nothing.
+            if self.controller_flags() is None:
+                self.reconciled.clear()
+                return
             try:
                 if self.reconcile_group(group, flags):
                     self.reconciled[key] = inputs

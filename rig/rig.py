@@ -555,6 +555,12 @@ def up():
     wait_for("the cluster egress proxy", lambda: egress_refuses(egress_socket))
 
     log("starting the control plane (kwokctl, binary runtime)")
+    # kwokctl picks its control plane's ports from a range of its own, free when it looks:
+    # two rigs coming up side by side would pick the same ones. One kwokctl at a time, until
+    # every control plane process (kwok's controller restarted too) listens on its own.
+    import fcntl
+    lock = open(tools.CACHE / "kwokctl.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     subprocess.run([
         str(bins["kwokctl"]), "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
         "--extra-args", f"kube-apiserver=egress-selector-config-file={write_egress_selector(egress_socket)}",
@@ -574,6 +580,7 @@ def up():
     ], env=kwok_env, check=True)
     cluster_dir = STATE / "kwok" / "clusters" / CLUSTER
     hand_runner_pods_to_the_runner(bins, kwok_env, cluster_dir)
+    lock.close()  # its controller restarted on its own port: the next rig's kwokctl sees them all taken
     kubectl(bins, "config", "rename-context", f"kwok-{CLUSTER}", CONTEXT, env=run_env)
     server = kubectl(bins, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
                      env=run_env).stdout.strip()

@@ -7,11 +7,12 @@
    built or found (`rig/tools.py`): on a fresh machine the two overlap.
 2. Brings up N rigs side by side (`.rig`, `.rig.2`, …, each its own state
    directory, ports and cluster; RIGS, default 3), or finds them up.
-3. Runs the binaries, longest first (by the last run's times), each on a free
-   rig (RIG_STATE), one test at a time (the tests of one binary share its rig);
-   binaries that need no rig run beside them. Before a binary, its rig must be
-   healthy: it is reset if not, and rebuilt if a reset does not heal it, so one
-   failing test fails only itself.
+3. Runs the tests as jobs on free rigs (RIG_STATE), longest first by this
+   machine's last times: a test that took more than a minute is a job of its
+   own, the rest of its binary one job (one test at a time, named with
+   `--exact`). Binaries that need no rig run beside them. After a job that
+   failed, its rig must be healthy before the next: it is reset if not, and
+   rebuilt if a reset does not heal it, so one failing test fails only itself.
 4. Prints each binary's wall and CPU time, the ten slowest tests and the
    machine's CPU use over the run; exits 1 if anything failed.
 
@@ -107,23 +108,46 @@ class Result:
         self.ok = False
         self.tests = []  # (seconds, name, outcome)
         self.note = ""
+        self.jobs = 0
+
+    def add(self, other):
+        """A job's result into its binary's."""
+        self.rig = other.rig if self.rig in ("-", other.rig) else "*"
+        self.wall += other.wall
+        self.cpu += other.cpu
+        self.passed += other.passed
+        self.failed += other.failed
+        self.ok = (self.ok or not self.jobs) and other.ok
+        self.tests += other.tests
+        self.jobs += 1
+
+
+def listed_tests(exe):
+    """The tests a binary holds (`--list --format terse`: `name: test`)."""
+    out = subprocess.run([exe, "--list", "--format", "terse"], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, CARGO_MANIFEST_DIR=str(ROOT)))
+    return [line[:-len(": test")] for line in out.stdout.splitlines() if line.endswith(": test")]
+
+
+# A test expected to take longer than this is a job of its own.
+OWN_JOB = 60
 
 
 TEST_START = re.compile(rb"test (\S+) \.\.\. ")
 TEST_END = re.compile(rb"(ok|FAILED|ignored)\n")
 
 
-def run_binary(name, exe, rig):
-    """Runs one test binary, one test at a time, timing each test from its output."""
+def run_binary(name, exe, rig, tests=None, part=0):
+    """Runs a test binary (only `tests`, when given), one test at a time, timing each from its output."""
     result = Result(name)
     result.rig = str(rig.index) if rig else "-"
     env = dict(rig.env if rig else os.environ, CARGO_MANIFEST_DIR=str(ROOT), RUST_BACKTRACE="1")
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    proc = subprocess.Popen([exe, "--test-threads=1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    argv = [exe, "--test-threads=1"] + (["--exact", *tests] if tests else [])
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buffer, current = b"", None
-    with open(LOGS / f"{name}.log", "wb") as out:
+    with open(LOGS / f"{name}{'.' + str(part) if part else ''}.log", "wb") as out:
         while chunk := os.read(proc.stdout.fileno(), 65536):
             out.write(chunk)
             out.flush()
@@ -191,30 +215,53 @@ def main():
     rigs_up = time.monotonic() - started - built
 
     history = json.loads(TIMES.read_text()) if TIMES.exists() else {}
-    expected = lambda b: history.get(b, EXPECTED.get(b, 60))  # noqa: E731
-    queue = sorted(with_rig, key=expected, reverse=True)
+    tests_history = history.get("tests", {})
+    jobs = []  # (expected seconds, binary, tests or None for all, part)
+    for name in with_rig:
+        tests = listed_tests(binaries[name])
+        known = {t: tests_history[f"{name}::{t}"] for t in tests if f"{name}::{t}" in tests_history}
+        if len(known) < len(tests):  # not timed here yet: the whole binary, by its expected time
+            jobs.append((history.get("binaries", {}).get(name, EXPECTED.get(name, 60)), name, None, 0))
+            continue
+        own = [t for t in tests if known[t] > OWN_JOB]
+        rest = [t for t in tests if known[t] <= OWN_JOB]
+        for i, t in enumerate(own, 1):
+            jobs.append((known[t], name, [t], i))
+        if rest:
+            jobs.append((sum(known[t] for t in rest), name, rest, len(own) + 1 if own else 0))
+    queue = sorted(jobs, key=lambda j: j[0], reverse=True)
     lock = threading.Lock()
+    parts = {}
     results = []
 
+    def record(r):
+        with lock:
+            if r.name not in parts:
+                parts[r.name] = Result(r.name)
+                results.append(parts[r.name])
+            parts[r.name].add(r)
+
     def lane(rig):
+        failed_last = False
         while True:
             with lock:
                 if not queue:
                     return
-                name = queue.pop(0)
-            state = rig.heal()
-            log(f"[rig {rig.index}] {name} (rig {state})")
-            r = run_binary(name, binaries[name], rig)
-            log(f"[rig {rig.index}] {name}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
-            with lock:
-                results.append(r)
+                _, name, tests, part = queue.pop(0)
+            # A failed job may have left its rig broken; a passing one left it as it found it.
+            state = rig.heal() if failed_last else "trusted"
+            what = name if tests is None else f"{name} ({len(tests)} test{'s' if len(tests) > 1 else ''})"
+            log(f"[rig {rig.index}] {what} (rig {state})")
+            r = run_binary(name, binaries[name], rig, tests, part)
+            failed_last = not r.ok
+            log(f"[rig {rig.index}] {what}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
+            record(r)
 
     def rigless():
         for name in [b for b in binaries if b not in with_rig]:
             r = run_binary(name, binaries[name], None)
             log(f"[no rig] {name}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
-            with lock:
-                results.append(r)
+            record(r)
 
     workers = [threading.Thread(target=lane, args=(r,)) for r in pool] + [threading.Thread(target=rigless)]
     for w in workers:
@@ -225,14 +272,17 @@ def main():
     busy1, total1 = cpu_ticks()
     wall = time.monotonic() - started
     report(results, wall, built, rigs_up, rigs, (busy1 - busy0) / max(1, total1 - total0))
-    history.update({r.name: round(r.wall) for r in results if r.ok})
+    history.setdefault("binaries", {}).update({r.name: round(r.wall) for r in results if r.ok})
+    history.setdefault("tests", {}).update({t: round(s, 1) for r in results for s, t, o in r.tests if o == "ok"})
     TIMES.parent.mkdir(parents=True, exist_ok=True)
     TIMES.write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
     failed = [r for r in results if not r.ok]
     for r in failed:
-        text = (LOGS / f"{r.name}.log").read_text(errors="replace")
-        print(f"\n===== {r.name} failed (whole output: {LOGS / (r.name + '.log')}); its last lines:")
-        print("\n".join(text.splitlines()[-80:]))
+        for log_file in sorted(LOGS.glob(f"{r.name}.*log")) + [LOGS / f"{r.name}.log"]:
+            if not log_file.exists() or "FAILED" not in (text := log_file.read_text(errors="replace")):
+                continue
+            print(f"\n===== {r.name} failed (whole output: {log_file}); its last lines:")
+            print("\n".join(text.splitlines()[-80:]))
     return 1 if failed else 0
 
 
@@ -251,7 +301,7 @@ def minutes(s):
 
 def report(results, wall, built, rigs_up, rigs, busy):
     results = sorted(results, key=lambda r: r.wall, reverse=True)
-    print("\ntest binary          rig  passed  failed  result     wall      cpu")
+    print("\ntest binary          rig  passed  failed  result     wall      cpu   (wall and cpu: summed over its jobs; rig *: several)")
     for r in results:
         print(f"{r.name:<20} {r.rig:>3}  {r.passed:>6}  {r.failed:>6}  {'ok' if r.ok else 'FAILED':<6} "
               f"{r.wall:>7.1f}s {r.cpu:>7.1f}s")

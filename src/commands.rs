@@ -123,11 +123,12 @@ pub async fn run(cli: Cli, printer: Arc<Printer>) -> Result<()> {
     }
 }
 
-async fn connect(global: &GlobalArgs) -> Result<Context> {
+/// `with_helm`: the command runs helm (install, uninstall, `version` reporting it).
+async fn connect(global: &GlobalArgs, with_helm: bool) -> Result<Context> {
     if let Some(region) = &global.region {
         crate::inputs::check_region(region)?;
     }
-    Context::connect(Settings::resolve(global)?).await
+    Context::connect(Settings::resolve(global)?, with_helm).await
 }
 
 /// What install, status and uninstall each start with: connect, then preflight and the
@@ -138,11 +139,16 @@ async fn connect_and_read(
     deadline: Instant,
     shown: &Shown,
     release: &str,
+    with_helm: bool,
 ) -> Result<(Context, preflight::Preflight, Result<Option<record::Stored>>)> {
-    shown.stage("connecting (kubeconfig, AWS configuration, helm)");
-    let mut ctx = connect(global).await?;
+    shown.stage(if with_helm {
+        "connecting (kubeconfig, AWS configuration, helm)"
+    } else {
+        "connecting (kubeconfig, AWS configuration)"
+    });
+    let mut ctx = connect(global, with_helm).await?;
     ctx.set_deadline(deadline);
-    shown.stage("preflight (the API server, helm, the AWS identity, the EKS cluster) and the install record");
+    shown.stage("preflight (the API server, the AWS identity, the EKS cluster) and the install record");
     let namespace = ctx.kube.namespace.clone();
     let (pre, existing) = tokio::join!(preflight::run(&ctx), record::load(&ctx.kube.client, &namespace, release));
     Ok((ctx, pre, existing))
@@ -215,7 +221,7 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     options.deadline = Some(deadline);
     let shown = Shown::new(printer.clone());
     let prepared = bounded(deadline, timeout, &shown, async {
-        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release).await?;
+        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
         let facts = pre.require()?;
         let spec = spec.resolve(&facts.name, &ctx.kube.namespace);
         let existing = existing?;
@@ -342,7 +348,9 @@ async fn status_until(
     shown: &Arc<Shown>,
 ) -> Result<()> {
     let deadline = options.deadline.expect("status sets its deadline");
-    let (ctx, pre, existing) = connect_and_read(global, deadline, shown, &a.release.release).await?;
+    // Releases are read from helm's storage: status runs no helm, unless helm keeps them elsewhere.
+    let with_helm = !crate::releases::driver_is_api();
+    let (ctx, pre, existing) = connect_and_read(global, deadline, shown, &a.release.release, with_helm).await?;
     let wanted = &a.category;
     let keep = |c: &Check| wanted.is_empty() || wanted.contains(&c.category);
     let Some(facts) = pre.facts.clone() else {
@@ -386,7 +394,7 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
     options.deadline = Some(deadline);
     let shown = Shown::new(printer.clone());
     let prepared = bounded(deadline, timeout, &shown, async {
-        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &a.release.release).await?;
+        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &a.release.release, true).await?;
         let facts = pre.require()?;
         let namespace = ctx.kube.namespace.clone();
         let Some(existing) = existing? else {
@@ -531,7 +539,7 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
     let mut info =
         VersionInfo { plugin: env!("CARGO_PKG_VERSION").into(), helm: None, kubernetes: None, context: None, defaults };
     if !a.client {
-        let ctx = connect(global).await?;
+        let ctx = connect(global, true).await?;
         let helm = ctx.helm()?;
         info.helm = Some(json!({
             "path": helm.path.display().to_string(),

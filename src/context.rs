@@ -407,40 +407,47 @@ pub struct Context {
     pub settings: Settings,
     pub kube: Kube,
     pub aws: Aws,
-    /// helm, or why it cannot be used (a prerequisite for install and uninstall, a check for status).
-    pub helm: std::result::Result<Helm, (String, Option<String>)>,
+    /// helm, or why it cannot be used (a prerequisite for install and uninstall); None when
+    /// the command does not run it (status, whose releases are read from helm's storage).
+    pub helm: Option<std::result::Result<Helm, (String, Option<String>)>>,
     /// The EKS cluster name: --cluster-name, else derived from the kube context.
     pub cluster_name: Option<String>,
 }
 
 impl Context {
-    pub async fn connect(settings: Settings) -> Result<Context> {
+    /// Connects; `with_helm`: the command runs helm, whose version is then read (from a
+    /// process, while the AWS configuration loads).
+    pub async fn connect(settings: Settings, with_helm: bool) -> Result<Context> {
         let kube = Kube::connect(&settings).await?;
         let derived = kube.eks_cluster();
         let cluster_name = settings.cluster_name.clone().or_else(|| derived.as_ref().map(|d| d.name.clone()));
         let region = settings.region.clone().or_else(|| derived.and_then(|d| d.region));
-        // helm's version comes from a process: read it while the AWS configuration loads.
         let kube_flags = settings.kube_flags();
-        let (aws, helm) = tokio::join!(
-            Aws::load(region, settings.profile.clone()),
-            Helm::find(settings.helm_bin.clone(), &kube_flags)
-        );
+        let find = async {
+            match with_helm {
+                true => Some(Helm::find(settings.helm_bin.clone(), &kube_flags).await),
+                false => None,
+            }
+        };
+        let (aws, helm) = tokio::join!(Aws::load(region, settings.profile.clone()), find);
         let aws = aws?;
-        let helm = helm.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string)));
+        let helm = helm.map(|h| h.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string))));
         Ok(Context { settings, kube, aws, helm, cluster_name })
     }
 
     /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
     pub fn set_deadline(&mut self, at: std::time::Instant) {
-        if let Ok(helm) = &mut self.helm {
+        if let Some(Ok(helm)) = &mut self.helm {
             helm.set_deadline(at);
         }
     }
 
     pub fn helm(&self) -> Result<&Helm> {
         match &self.helm {
-            Ok(h) => Ok(h),
-            Err((message, hint)) => {
+            None => Err(Error::prerequisite("this command does not run helm")
+                .hint("helm's releases are read from its storage in the cluster; with HELM_DRIVER=sql or memory, use install or uninstall")),
+            Some(Ok(h)) => Ok(h),
+            Some(Err((message, hint))) => {
                 let e = Error::prerequisite(message.clone());
                 Err(match hint {
                     Some(h) => e.hint(h.clone()),

@@ -176,8 +176,12 @@ pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder:
 
 /// Install with nothing to change: every component's apply still runs (a
 /// converged one changes nothing, and its waits return at once, or wait for
-/// what is still coming: the ALB, the probe), without Leases.
+/// what is still coming: the ALB, the probe), without Leases. The record's
+/// spec is written only when it differs (the same pieces, named anew: `--nodes`).
 pub async fn converged(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
+    if recorder.record.spec.as_ref() != Some(&env.spec) {
+        recorder.update(|r| r.spec = Some(env.spec.clone())).await?;
+    }
     for c in components.iter_mut() {
         c.apply(env, recorder).await?;
     }

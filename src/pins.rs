@@ -32,6 +32,11 @@ pub const LBC_RELEASE: &str = "aws-load-balancer-controller";
 pub const LBC_NAMESPACE: &str = "kube-system";
 pub const LBC_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
 pub const LBC_WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
+/// The chart's webhook configurations (one mutating, one validating) and the TLS Secret they trust.
+pub const LBC_WEBHOOK_CONFIG: &str = "aws-load-balancer-webhook";
+pub const LBC_TLS_SECRET: &str = "aws-load-balancer-tls";
+/// A webhook certificate expiring within this many days fails `status`.
+pub const WEBHOOK_CERT_MIN_DAYS: u64 = 30;
 /// The API groups of every CRD the controller's chart brings (3.5.0: seven CRDs).
 pub const LBC_CRD_GROUPS: &[&str] = &["elbv2.k8s.aws", "gateway.k8s.aws", "aga.k8s.aws"];
 

@@ -54,8 +54,8 @@ struct StoredChartMetadata {
     app_version: String,
 }
 
-/// Which driver helm uses, as helm reads `HELM_DRIVER`.
-fn driver_is_api() -> bool {
+/// Which driver helm uses, as helm reads `HELM_DRIVER`: whether its storage is the API server's.
+pub fn driver_is_api() -> bool {
     matches!(
         std::env::var("HELM_DRIVER").unwrap_or_default().as_str(),
         "" | "secret" | "secrets" | "configmap" | "configmaps"

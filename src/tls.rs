@@ -63,6 +63,50 @@ pub fn roots_from_der(ders: &[Vec<u8>]) -> std::result::Result<RootCertStore, St
     Ok(roots)
 }
 
+/// Why a server presenting `certificate` (PEM, the leaf first) for `name` would not be
+/// trusted by a client that trusts only `ca_bundle` (PEM), at `at`: what the API server
+/// meets calling an admission webhook; None when it would be.
+pub fn untrusted_serving_certificate(
+    ca_bundle: &[u8],
+    certificate: &[u8],
+    name: &str,
+    at: std::time::SystemTime,
+) -> Option<String> {
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_bundle).filter_map(|c| c.ok()).collect();
+    let roots = match roots_from_der(&cas.iter().map(|c| c.to_vec()).collect::<Vec<_>>()) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return Some(format!("its caBundle is not usable: {e}")),
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(certificate).filter_map(|c| c.ok()).collect();
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Some("the serving certificate holds no certificate".into());
+    };
+    let verifier = match rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider()).build() {
+        Ok(v) => v,
+        Err(e) => return Some(format!("its caBundle is not usable: {e}")),
+    };
+    let Ok(server) = ServerName::try_from(name.to_string()) else {
+        return Some(format!("{name} is not a server name"));
+    };
+    let now = UnixTime::since_unix_epoch(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+    let verdict = verifier.verify_server_cert(leaf, intermediates, &server, &[], now);
+    use rustls::CertificateError as C;
+    match verdict {
+        Ok(_) => None,
+        Err(rustls::Error::InvalidCertificate(e)) => Some(match e {
+            C::UnknownIssuer | C::BadSignature => {
+                "it is not signed by the caBundle's CA (x509: certificate signed by unknown authority)".into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "it has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!("it is not valid for {name}"),
+            other => format!("it is not trusted: {other:?}"),
+        }),
+        Err(e) => Some(format!("it is not trusted: {e}")),
+    }
+}
+
 /// A client certificate chain and its private key, both PEM.
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,

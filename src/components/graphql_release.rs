@@ -75,6 +75,10 @@ impl GraphqlRelease {
             }
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
+            // The chart's Ingress deleted by hand: an upgrade makes it again.
+            Some(_) if env.spec.target == Target::Graphql && seen.ingress.ingress.is_none() => {
+                Some(format!("its Ingress {} is missing", seen.ingress.display()))
+            }
             Some(_) => None,
         }
     }

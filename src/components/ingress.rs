@@ -7,7 +7,7 @@
 
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component};
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::lookups;
 use crate::pins::ANNOTATION_PREFIX;
 use crate::record::Recorder;
@@ -47,7 +47,35 @@ pub struct Seen {
     pub hostname: Option<String>,
     /// The controller's last Warning event on it, while it has no hostname.
     pub last_warning: Option<String>,
+    /// The IngressClass it names, as the cluster has it: (controller, parameters and whether they exist).
+    pub ingress_class: Option<ClassSeen>,
+    /// IngressClasses marked as the cluster's default.
+    pub default_classes: Vec<String>,
+    /// The controller's warnings on it (and its IngressGroup's members) since its last successful reconcile.
+    pub failures_since_success: Vec<String>,
+    /// When the controller last reconciled it successfully, if it says.
+    pub last_success: Option<String>,
+    /// Being deleted: for how long, and the finalizers that hold it.
+    pub terminating: Option<(std::time::Duration, Vec<String>)>,
+    /// The release namespace is being deleted: for how long, and what its status says is left.
+    pub namespace_terminating: Option<(std::time::Duration, String)>,
+    /// Whether a controller pod is available (read only while something is terminating).
+    pub controller_up: bool,
 }
+
+/// An IngressClass, as the Ingress would meet it.
+#[derive(Clone, Default)]
+pub struct ClassSeen {
+    pub controller: String,
+    /// `Kind name` of its parameters, and whether that object exists.
+    pub parameters: Option<(String, bool)>,
+}
+
+/// How long something may terminate before `status` says what holds it.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The IngressClass controller the release's Ingress must belong to.
+const CLASS_CONTROLLER: &str = lookups::users::INGRESS_CLASS_CONTROLLER;
 
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -106,7 +134,7 @@ impl Ingress {
         let found = lookups::release_ingress(env, &crate::values::release(&env.spec, &env.options.user_values)).await?;
         let name = found.display();
         let hostname = found.hostname();
-        let Some(ing) = found.ingress else {
+        let Some(ing) = found.ingress.clone() else {
             return Ok(Seen { name, ..Default::default() });
         };
         // Only while there is no hostname does the controller's last word matter.
@@ -114,19 +142,89 @@ impl Ingress {
             Some(_) => None,
             None => lookups::last_warning(env, &found.namespace, "Ingress", &found.name).await?,
         };
+        // The annotation wins over the field, as the controller reads them.
+        let class = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+            .or_else(|| ing.spec.as_ref().and_then(|s| s.ingress_class_name.clone()));
+        let mut members =
+            vec![(found.namespace.clone(), found.name.clone(), ing.metadata.uid.clone().unwrap_or_default())];
+        if let Some(group) = found.group() {
+            members.extend(lookups::group_member_ids(env, group, &found).await?);
+        }
+        let (classes, history, namespace) = tokio::join!(
+            Self::classes(env, class.as_deref()),
+            lookups::controller_history(env, &members),
+            lookups::namespace_terminating(env, &found.namespace)
+        );
+        let (ingress_class, default_classes) = classes?;
+        let history = history?;
+        let terminating = ing
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| (lookups::age(&t.0), ing.metadata.finalizers.clone().unwrap_or_default()));
+        let namespace_terminating = namespace?;
+        let stuck = terminating.as_ref().is_some_and(|(age, _)| *age > STUCK_AFTER)
+            || namespace_terminating.as_ref().is_some_and(|(age, _)| *age > STUCK_AFTER);
+        let controller_up = if stuck { lookups::controller_up(env).await? } else { true };
         Ok(Seen {
             name,
             last_warning,
             exists: true,
-            class: ing.spec.as_ref().and_then(|s| s.ingress_class_name.clone()).or_else(|| {
-                ing.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
-            }),
+            class,
             annotations: ing.metadata.annotations.clone().unwrap_or_default(),
             hostname,
+            ingress_class,
+            default_classes,
+            failures_since_success: history.failures_since_success,
+            last_success: history.last_success,
+            terminating,
+            namespace_terminating,
+            controller_up,
         })
     }
 
-    fn annotation<'a>(seen: &'a Seen, key: &str) -> Option<&'a str> {
+    /// The IngressClass named `class`, and every IngressClass marked as the default.
+    async fn classes(env: &Env, class: Option<&str>) -> Result<(Option<ClassSeen>, Vec<String>)> {
+        use k8s_openapi::api::networking::v1::IngressClass;
+        let api: kube::Api<IngressClass> = kube::Api::all(env.kube().clone());
+        let all = api.list(&Default::default()).await.context("listing IngressClasses")?;
+        let defaults = all
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("ingressclass.kubernetes.io/is-default-class"))
+                    .is_some_and(|v| v == "true")
+            })
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        let Some(found) = all.iter().find(|c| class.is_some() && c.metadata.name.as_deref() == class) else {
+            return Ok((None, defaults));
+        };
+        let spec = found.spec.clone().unwrap_or_default();
+        let parameters = match spec.parameters {
+            None => None,
+            Some(p) => {
+                let exists = lookups::object_exists(
+                    env,
+                    p.api_group.as_deref().unwrap_or_default(),
+                    &p.kind,
+                    &p.name,
+                    p.namespace.as_deref(),
+                )
+                .await?;
+                Some((format!("{} {}", p.kind, p.name), exists))
+            }
+        };
+        Ok((Some(ClassSeen { controller: spec.controller.unwrap_or_default(), parameters }), defaults))
+    }
+
+    pub fn annotation<'a>(seen: &'a Seen, key: &str) -> Option<&'a str> {
         seen.annotations.get(&format!("{ANNOTATION_PREFIX}{key}")).map(String::as_str)
     }
 }
@@ -187,17 +285,7 @@ impl Component for Ingress {
                     .hint("the release must have ingress.enabled=true; re-run install"),
             ];
         }
-        let class = Check::expect(
-            c,
-            "ingress.class",
-            seen.class.as_deref() == Some("alb"),
-            format!("Ingress {name} has class alb"),
-            format!(
-                "Ingress {name} has class {:?}, not alb: the AWS Load Balancer Controller ignores it",
-                seen.class.as_deref().unwrap_or("")
-            ),
-        )
-        .hint("set ingress.className: alb (re-run install)");
+        let class = class_check(seen, name);
         let target_type = match Self::annotation(seen, "target-type") {
             Some("ip") => Check::pass(c, "ingress.target-type", "target-type: ip (pods are targets)"),
             other => Check::fail(
@@ -230,7 +318,26 @@ impl Component for Ingress {
             )
             .hint(format!("kubectl describe ingress -n {} shows the controller's events", name.replace('/', " "))),
         };
-        vec![class, target_type, stickiness, hostname]
+        let events = match (&seen.failures_since_success[..], &seen.last_success) {
+            ([], Some(at)) => {
+                Check::pass(c, "ingress.controller-events", format!("the controller's last reconcile succeeded ({at})"))
+            }
+            ([], None) => Check::pass(c, "ingress.controller-events", "no warning from the controller"),
+            (failures, since) => Check::fail(
+                c,
+                "ingress.controller-events",
+                format!(
+                    "the controller failed to reconcile {}: {}",
+                    since.as_ref().map(|at| format!("since its last success ({at})")).unwrap_or_default(),
+                    failures.join("; ")
+                ),
+            )
+            .hint(format!(
+                "the ALB no longer follows the Ingress until this is fixed (a permission, a subnet, an annotation): kubectl describe ingress -n {}",
+                name.replace('/', " ")
+            )),
+        };
+        vec![class, target_type, stickiness, hostname, events, deletion_check(seen, name)]
     }
 
     fn removal(&self, _env: &Env) -> Result<Vec<Action>> {
@@ -268,4 +375,77 @@ mod tests {
                 .contains("lb_cookie")
         );
     }
+}
+
+/// `ingress.class`: the class the Ingress names exists, belongs to the controller, its
+/// parameters exist, and no second default class makes the controller refuse classless Ingresses.
+fn class_check(seen: &Seen, name: &str) -> Check {
+    let c = Category::Ingress;
+    let hint = "the controller's chart makes IngressClass alb: re-run install (it puts it back), and set ingress.className: alb";
+    let Some(class) = seen.class.as_deref() else {
+        return Check::fail(c, "ingress.class", format!("Ingress {name} names no IngressClass")).hint(hint);
+    };
+    let problem = match &seen.ingress_class {
+        None => {
+            Some(format!("Ingress {name} names IngressClass {class}, which does not exist: no controller serves it"))
+        }
+        Some(k) if k.controller != CLASS_CONTROLLER => Some(format!(
+            "IngressClass {class} belongs to controller {:?}, not {CLASS_CONTROLLER}: the AWS Load Balancer Controller ignores Ingress {name}",
+            k.controller
+        )),
+        Some(ClassSeen { parameters: Some((params, false)), .. }) => Some(format!(
+            "IngressClass {class} names parameters {params}, which do not exist: the controller refuses it"
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        return Check::fail(c, "ingress.class", problem).hint(hint);
+    }
+    if seen.default_classes.len() > 1 {
+        return Check::warn(
+            c,
+            "ingress.class",
+            format!(
+                "Ingress {name} has class {class}, but several IngressClasses are marked default ({}): the controller refuses Ingresses without a class",
+                seen.default_classes.join(", ")
+            ),
+        )
+        .hint("keep ingressclass.kubernetes.io/is-default-class=true on one IngressClass only");
+    }
+    Check::pass(c, "ingress.class", format!("Ingress {name} has class {class}, of {CLASS_CONTROLLER}"))
+}
+
+/// `ingress.deletion`: nothing of the release has been terminating for long, held by a finalizer.
+fn deletion_check(seen: &Seen, name: &str) -> Check {
+    let c = Category::Ingress;
+    let controller = if seen.controller_up {
+        "the controller runs (it may be failing to delete the ALB: see its events)"
+    } else {
+        "no controller pod is available, so nothing removes the finalizer"
+    };
+    let mut held = vec![];
+    if let Some((age, finalizers)) = &seen.terminating
+        && *age > STUCK_AFTER
+    {
+        held.push(format!(
+            "Ingress {name} has been terminating for {}, held by {}",
+            lookups::humane(*age),
+            if finalizers.is_empty() {
+                "nothing left".to_string()
+            } else {
+                format!("finalizer {}", finalizers.join(", "))
+            }
+        ));
+    }
+    if let Some((age, left)) = &seen.namespace_terminating
+        && *age > STUCK_AFTER
+    {
+        held.push(format!("its namespace has been terminating for {}: {left}", lookups::humane(*age)));
+    }
+    if held.is_empty() {
+        return Check::pass(c, "ingress.deletion", "nothing of the release is stuck terminating");
+    }
+    Check::fail(c, "ingress.deletion", format!("{}; {controller}", held.join("; "))).hint(
+        "bring the controller back (re-run install, or scale its Deployment up) so it deletes the ALB and drops the finalizer; or `kubectl scalardb-graphql uninstall --force-finalizers`, then delete the ALB yourself",
+    )
 }

@@ -56,11 +56,17 @@ pub async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()
     wait::until(env, &format!("Ingress {ns}/{name} to be deleted"), || async {
         let Some(ing) = ingresses.get_opt(name).await.context("reading the Ingress")? else { return Ok(Ok(())) };
         let finalizers = ing.metadata.finalizers.clone().unwrap_or_default();
-        if ing.metadata.deletion_timestamp.is_none() || !finalizers.contains(&finalizer) {
-            return Ok(Err("still present".into()));
+        let Some(since) = ing.metadata.deletion_timestamp.as_ref() else { return Ok(Err("still present".into())) };
+        let held = format!(
+            "terminating for {}, held by {}",
+            lookups::humane(lookups::age(&since.0)),
+            if finalizers.is_empty() { "nothing".to_string() } else { format!("finalizer {}", finalizers.join(", ")) }
+        );
+        if !finalizers.contains(&finalizer) {
+            return Ok(Err(held));
         }
         if lookups::controller_up(env).await? {
-            return Ok(Err("the controller is removing its ALB".into()));
+            return Ok(Err(format!("{held}; the controller runs, removing its ALB")));
         }
         let arns = lookups::alb::locate(env, ingress, &cluster).await?.load_balancer_arns();
         let listed = if arns.is_empty() { "none found by its tags".to_string() } else { arns.join(", ") };
@@ -85,4 +91,11 @@ pub async fn wait_ingress_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()
         Ok(Err("finalizer removed".into()))
     })
     .await
+    .map_err(|e| match e.exit_code() {
+        // At the deadline: what holds it is in the message; the way out is this.
+        4 => e.hint(format!(
+            "if the controller cannot delete the ALB (see `kubectl describe ingress -n {ns} {name}`), fix that, or pass --force-finalizers and delete the ALB yourself"
+        )),
+        _ => e,
+    })
 }

@@ -6,6 +6,8 @@
 //! `alb` remain (they need it to clean up their ALBs).
 
 use async_trait::async_trait;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,13 +20,17 @@ use crate::error::{Context, Error, Result};
 use crate::helm::{self, ReleaseMetadata};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
 use crate::ownership;
-use crate::pins::{LBC_NAMESPACE, LBC_RELEASE, LBC_WEBHOOK_SERVICE};
+use crate::pins::{
+    LBC_NAMESPACE, LBC_RELEASE, LBC_TLS_SECRET, LBC_WEBHOOK_CONFIG, LBC_WEBHOOK_SERVICE, WEBHOOK_CERT_MIN_DAYS,
+};
 use crate::record::{ControllerRecord, Recorder};
 use crate::releases;
 use crate::values;
 use crate::wait;
 
 pub const CRDS: &[&str] = &["targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"];
+/// The IngressClass the controller's chart makes (its `ingressClass` value, left at its default).
+const CHART_INGRESS_CLASS: &str = "alb";
 
 #[derive(Default)]
 pub struct LbController {
@@ -44,6 +50,86 @@ struct Seen {
     cluster_name: Option<String>,
     /// What its stored revisions name beyond its chart's objects (install and uninstall only).
     strays: Vec<String>,
+    /// Whether the webhooks' caBundles trust the certificate the webhook serves (None: no webhooks).
+    webhook_tls: Option<WebhookTls>,
+    /// The chart's IngressClass is gone (an upgrade makes it again).
+    class_missing: bool,
+}
+
+/// The webhooks' trust in the certificate of the TLS Secret, now and for the next days.
+#[derive(Clone, Default)]
+struct WebhookTls {
+    /// `what: why` for each group of webhooks that would refuse the certificate now.
+    untrusted: Vec<String>,
+    /// Trusted now, but not for `WEBHOOK_CERT_MIN_DAYS` more days.
+    expiring: Vec<String>,
+    webhooks: usize,
+}
+
+impl WebhookTls {
+    /// Every webhook of the controller's two configurations, against the Secret's `tls.crt`.
+    async fn read(env: &Env) -> Result<Option<WebhookTls>> {
+        let ns = &env.spec.lb_controller.namespace;
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(env.kube().clone());
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(env.kube().clone());
+        let secrets: Api<Secret> = Api::namespaced(env.kube().clone(), ns);
+        let (m, v, secret) = tokio::join!(
+            mutating.get_opt(LBC_WEBHOOK_CONFIG),
+            validating.get_opt(LBC_WEBHOOK_CONFIG),
+            secrets.get_opt(LBC_TLS_SECRET)
+        );
+        let (m, v) = (m.context("reading the controller's webhooks")?, v.context("reading the controller's webhooks")?);
+        let secret = secret.context(format!("reading Secret {ns}/{LBC_TLS_SECRET}"))?;
+        let mut bundles: Vec<(String, Vec<u8>)> = vec![];
+        for w in m.into_iter().flat_map(|c| c.webhooks.unwrap_or_default()) {
+            bundles.push((format!("mutating {}", w.name), w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default()));
+        }
+        for w in v.into_iter().flat_map(|c| c.webhooks.unwrap_or_default()) {
+            bundles
+                .push((format!("validating {}", w.name), w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default()));
+        }
+        if bundles.is_empty() {
+            return Ok(None);
+        }
+        let mut tls = WebhookTls { webhooks: bundles.len(), ..Default::default() };
+        let Some(cert) = secret.and_then(|s| s.data).and_then(|d| d.get("tls.crt").map(|b| b.0.clone())) else {
+            tls.untrusted.push(format!(
+                "Secret {ns}/{LBC_TLS_SECRET} holds no tls.crt: the webhook serves no certificate the bundles name"
+            ));
+            return Ok(Some(tls));
+        };
+        let name = format!("{LBC_WEBHOOK_SERVICE}.{ns}.svc");
+        let now = std::time::SystemTime::now();
+        let later = now + std::time::Duration::from_secs(WEBHOOK_CERT_MIN_DAYS * 86_400);
+        let mut untrusted: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut expiring: Vec<String> = vec![];
+        for (what, bundle) in bundles {
+            match crate::tls::untrusted_serving_certificate(&bundle, &cert, &name, now) {
+                Some(why) => untrusted.entry(why).or_default().push(what),
+                None => {
+                    if crate::tls::untrusted_serving_certificate(&bundle, &cert, &name, later).is_some() {
+                        expiring.push(what);
+                    }
+                }
+            }
+        }
+        tls.untrusted = untrusted
+            .into_iter()
+            .map(|(why, webhooks)| {
+                format!(
+                    "the caBundle of {} does not trust the certificate in Secret {ns}/{LBC_TLS_SECRET}: {why}",
+                    webhooks.join(", ")
+                )
+            })
+            .collect();
+        if !expiring.is_empty() {
+            tls.expiring.push(format!(
+                "the certificate in Secret {ns}/{LBC_TLS_SECRET} is not valid for {WEBHOOK_CERT_MIN_DAYS} more days (webhooks {})",
+                expiring.join(", ")
+            ));
+        }
+        Ok(Some(tls))
+    }
 }
 
 impl Seen {
@@ -127,6 +213,16 @@ impl LbController {
         };
         let mut seen = Self::runtime(env, release, values, marked).await?;
         seen.strays = strays;
+        if env.options.mode != crate::spec::Mode::Uninstall {
+            seen.webhook_tls = WebhookTls::read(env).await?;
+            let classes: Api<k8s_openapi::api::networking::v1::IngressClass> = Api::all(env.kube().clone());
+            seen.class_missing = seen.release.is_some()
+                && classes
+                    .get_opt(CHART_INGRESS_CLASS)
+                    .await
+                    .context("reading the controller's IngressClass")?
+                    .is_none();
+        }
         Ok(seen)
     }
 
@@ -180,7 +276,18 @@ impl LbController {
                 crds_missing.push(name.to_string());
             }
         }
-        Ok(Seen { release, values, marked, deployments, webhook_ready, crds_missing, cluster_name, strays: vec![] })
+        Ok(Seen {
+            release,
+            values,
+            marked,
+            deployments,
+            webhook_ready,
+            crds_missing,
+            cluster_name,
+            strays: vec![],
+            webhook_tls: None,
+            class_missing: false,
+        })
     }
 
     /// Only the release's own mark, under the name and namespace this tool
@@ -214,6 +321,11 @@ impl LbController {
             }
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
+            // The chart renders every caBundle from the kept TLS Secret: an upgrade puts them back in step.
+            Some(_) if seen.class_missing => Some(format!("its IngressClass {CHART_INGRESS_CLASS} is missing")),
+            Some(_) if seen.webhook_tls.as_ref().is_some_and(|t| !t.untrusted.is_empty()) => {
+                Some("the webhooks' caBundle does not trust the webhook's certificate".into())
+            }
             Some(_) => None,
         }
     }
@@ -430,7 +542,30 @@ impl Component for LbController {
                 Check::pass(c, "lb-controller.cluster-name", format!("the controller runs with --cluster-name={name}"))
             }
         };
-        vec![release, deployment, webhook, crds, cluster_name]
+        let certificate = match &seen.webhook_tls {
+            None => Check::skip(c, "lb-controller.webhook-certificate", "no webhook configuration of the controller"),
+            Some(t) if !t.untrusted.is_empty() => {
+                Check::fail(c, "lb-controller.webhook-certificate", t.untrusted.join("; ")).hint(if lbc.external {
+                    "every Service and Ingress change fails with x509 errors: upgrade the controller's release with keepTLSSecret=true so its chart renders the caBundle from the Secret".to_string()
+                } else {
+                    "every Service and Ingress change fails with x509 errors: re-run install, which keeps the Secret and renders every caBundle from it".to_string()
+                })
+            }
+            Some(t) if !t.expiring.is_empty() => Check::fail(c, "lb-controller.webhook-certificate", t.expiring.join("; "))
+                .hint(format!(
+                    "delete Secret {}/{LBC_TLS_SECRET} and re-run install: the chart makes a new certificate and caBundle",
+                    lbc.namespace
+                )),
+            Some(t) => Check::pass(
+                c,
+                "lb-controller.webhook-certificate",
+                format!(
+                    "the caBundle of all {} webhooks trusts the webhook's certificate, valid for {WEBHOOK_CERT_MIN_DAYS} more days",
+                    t.webhooks
+                ),
+            ),
+        };
+        vec![release, deployment, webhook, certificate, crds, cluster_name]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {

@@ -174,6 +174,13 @@ impl Component for OidcProvider {
 
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
+        if env.spec.lb_controller.external {
+            return vec![Check::skip(
+                Category::Iam,
+                "iam.oidc-provider",
+                "managed outside this tool (--skip-lb-controller)",
+            )];
+        }
         let owner = if self.created_by_us() { "created by this tool" } else { "pre-existing" };
         vec![if !seen.exists {
             Check::fail(

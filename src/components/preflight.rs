@@ -86,12 +86,17 @@ pub async fn run(ctx: &Context) -> Preflight {
         .hint("the plugin may still work; report what fails")
     });
 
-    match ctx.helm().and_then(|h| h.check_version().map(|_| h)) {
-        Ok(h) => p.checks.push(Check::pass(C, "cluster.helm", format!("helm {} at {}", h.version, h.path.display()))),
-        Err(e) => {
-            let check =
-                Check::fail(C, "cluster.helm", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
-            block(&mut p, check, e);
+    // helm is checked only where it runs (install and uninstall); status reads helm's storage.
+    if ctx.helm.is_some() {
+        match ctx.helm().and_then(|h| h.check_version().map(|_| h)) {
+            Ok(h) => {
+                p.checks.push(Check::pass(C, "cluster.helm", format!("helm {} at {}", h.version, h.path.display())))
+            }
+            Err(e) => {
+                let check =
+                    Check::fail(C, "cluster.helm", e.to_string()).hint(e.hint_text().unwrap_or_default().to_string());
+                block(&mut p, check, e);
+            }
         }
     }
 

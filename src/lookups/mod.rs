@@ -218,6 +218,141 @@ pub async fn last_warning(env: &Env, namespace: &str, kind: &str, name: &str) ->
         .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())))
 }
 
+/// The Warning reasons the controller records on an Ingress when a reconcile fails.
+const CONTROLLER_FAILURES: &[&str] = &[
+    "FailedBuildModel",
+    "FailedDeployModel",
+    "FailedAddFinalizer",
+    "FailedRemoveFinalizer",
+    "FailedUpdateStatus",
+    "FailedLoadGroupID",
+    "ConflictingIngressClass",
+];
+
+/// What the controller's events say of some Ingresses.
+#[derive(Debug, Default)]
+pub struct History {
+    /// When it last reconciled them successfully.
+    pub last_success: Option<String>,
+    /// Its failures since then (all it recorded, when it never succeeded): `Reason: message (Ingress ns/name)`.
+    pub failures_since_success: Vec<String>,
+}
+
+fn event_time(e: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
+    [
+        e.series.as_ref().and_then(|s| s.last_observed_time.as_ref()).map(|t| t.0),
+        e.last_timestamp.as_ref().map(|t| t.0),
+        e.event_time.as_ref().map(|t| t.0),
+        e.first_timestamp.as_ref().map(|t| t.0),
+        e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+}
+
+/// The controller's events on these Ingresses (`(namespace, name, uid)`: the release's and its
+/// group's). By uid: events outlive their object, and an Ingress made anew under the same name
+/// (a re-install) must not inherit its predecessor's failures.
+pub async fn controller_history(env: &Env, ingresses: &[(String, String, String)]) -> Result<History> {
+    let mut events = vec![];
+    for (ns, name, uid) in ingresses {
+        let api: Api<Event> = Api::namespaced(env.kube().clone(), ns);
+        let fields = format!("involvedObject.kind=Ingress,involvedObject.name={name},involvedObject.uid={uid}");
+        let listed = api
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .context(format!("reading events of Ingress {ns}/{name}"))?;
+        events.extend(listed.items.into_iter().map(|e| (event_time(&e), format!("{ns}/{name}"), e)));
+    }
+    events.sort_by_key(|(t, ..)| *t);
+    let success = events.iter().rposition(|(_, _, e)| e.reason.as_deref() == Some("SuccessfullyReconciled"));
+    let mut history = History {
+        last_success: success.and_then(|i| events[i].0).map(|t| t.strftime("%H:%M:%S UTC").to_string()),
+        ..Default::default()
+    };
+    let since = success.map_or(0, |i| i + 1);
+    for (_, ingress, e) in &events[since..] {
+        let reason = e.reason.as_deref().unwrap_or_default();
+        if e.type_.as_deref() != Some("Warning") || !CONTROLLER_FAILURES.contains(&reason) {
+            continue;
+        }
+        let line = format!("{reason}: {} (Ingress {ingress})", e.message.as_deref().unwrap_or_default());
+        if !history.failures_since_success.contains(&line) {
+            history.failures_since_success.push(line);
+        }
+    }
+    Ok(history)
+}
+
+/// How long ago a time was (zero for one in the future).
+pub fn age(t: &k8s_openapi::jiff::Timestamp) -> std::time::Duration {
+    let secs = k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second();
+    std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
+/// `95s` → `1m35s`.
+pub fn humane(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// A namespace being deleted: for how long, and what its status says is left in it.
+pub async fn namespace_terminating(env: &Env, ns: &str) -> Result<Option<(std::time::Duration, String)>> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.kube().clone());
+    let Some(found) = api.get_opt(ns).await.context(format!("reading namespace {ns}"))? else { return Ok(None) };
+    let Some(since) = found.metadata.deletion_timestamp.as_ref() else { return Ok(None) };
+    let left: Vec<String> = found
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            c.status == "True"
+                && matches!(c.type_.as_str(), "NamespaceContentRemaining" | "NamespaceFinalizersRemaining")
+        })
+        .filter_map(|c| c.message)
+        .collect();
+    Ok(Some((age(&since.0), if left.is_empty() { "nothing said to remain".into() } else { left.join("; ") })))
+}
+
+/// Whether an object exists, found by its API group and kind (namespace: None for a cluster-scoped one).
+pub async fn object_exists(env: &Env, group: &str, kind: &str, name: &str, namespace: Option<&str>) -> Result<bool> {
+    let found = match kube::discovery::group(env.kube(), group).await {
+        Ok(g) => g.recommended_kind(kind),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(e).context(format!("discovering API group {group}")),
+    };
+    let Some((resource, _)) = found else { return Ok(false) };
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(env.kube().clone(), ns, &resource),
+        None => Api::all_with(env.kube().clone(), &resource),
+    };
+    Ok(api.get_opt(name).await.context(format!("reading {kind} {name}"))?.is_some())
+}
+
+/// Other members of an IngressGroup than `ours`, in any namespace: `(namespace, name, uid)`.
+pub async fn group_member_ids(env: &Env, group: &str, ours: &ReleaseIngress) -> Result<Vec<(String, String, String)>> {
+    let api: Api<Ingress> = Api::all(env.kube().clone());
+    let key = format!("{ANNOTATION_PREFIX}group.name");
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .context("listing Ingresses")?
+        .into_iter()
+        .filter(|i| i.metadata.annotations.as_ref().and_then(|a| a.get(&key)).map(String::as_str) == Some(group))
+        .map(|i| {
+            let m = i.metadata;
+            (m.namespace.unwrap_or_default(), m.name.unwrap_or_default(), m.uid.unwrap_or_default())
+        })
+        .filter(|(ns, n, _)| format!("{ns}/{n}") != ours.display())
+        .collect())
+}
+
 /// Other members of an IngressGroup than `ours`, in any namespace.
 pub async fn group_members(env: &Env, group: &str, ours: &ReleaseIngress) -> Result<Vec<String>> {
     let api: Api<Ingress> = Api::all(env.kube().clone());

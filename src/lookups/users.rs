@@ -277,11 +277,11 @@ async fn served_ingresses(
                 .any(|f| f == crate::pins::INGRESS_FINALIZER || f.starts_with("group.ingress.k8s.aws/"));
             let class_name = i.spec.as_ref().and_then(|s| s.ingress_class_name.clone());
             let why = match (annotation(&i.metadata, "kubernetes.io/ingress.class"), &class_name) {
-                _ if finalized => Some("its finalizer".to_string()),
                 (Some(a), _) => (a == ingress_class).then(|| format!("class {a}")),
                 (None, Some(c)) => served.contains(c).then(|| format!("class {c}")),
                 (None, None) => default_served.then(|| "the default IngressClass".to_string()),
-            };
+            }
+            .or_else(|| finalized.then(|| "its finalizer".to_string()));
             let group = annotation(&i.metadata, &format!("{ANNOTATION_PREFIX}group.name"))
                 .map(|g| format!(", group {g}"))
                 .unwrap_or_default();

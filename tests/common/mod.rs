@@ -481,6 +481,41 @@ impl Rig {
         seen
     }
 
+    /// Every boundary of a run, in one pass: runs the plugin again and again, each
+    /// time SIGKILLing it (and the helm it runs) right after the first result line no
+    /// earlier run printed (lines compared without their parenthesized details, which
+    /// name durations and pods): a re-run starts from where the last was killed,
+    /// observes afresh, and is killed after its next new step. Returns the steps killed
+    /// at, in order, once a run ends without a new line.
+    pub fn killed_at_every_step(&self, args: &[String]) -> Vec<String> {
+        fn step(line: &str) -> String {
+            line.split(" (").next().unwrap_or(line).to_string()
+        }
+        let mut done: Vec<String> = vec![];
+        loop {
+            let mut cmd = self.plugin();
+            cmd.args(args);
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawning the plugin");
+            let pid = child.id();
+            let new = BufReader::new(child.stdout.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.starts_with('√') && !done.contains(&step(l)));
+            match new {
+                Some(line) => {
+                    kill_group(pid);
+                    let _ = child.wait();
+                    done.push(step(&line));
+                }
+                None => {
+                    let _ = child.wait();
+                    return done;
+                }
+            }
+        }
+    }
+
     /// The EKS cluster's OIDC issuer URL.
     pub fn issuer(&self) -> String {
         let c = self.aws(&["eks", "describe-cluster", "--name", self.get("RIG_CLUSTER_NAME")]);
