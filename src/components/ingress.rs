@@ -349,34 +349,6 @@ impl Component for Ingress {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::stickiness_problem;
-
-    #[test]
-    fn the_guides_attributes_are_sticky() {
-        assert_eq!(stickiness_problem(Some("stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60")), None);
-    }
-
-    #[test]
-    fn a_misspelled_key_is_named_with_a_suggestion() {
-        let p = stickiness_problem(Some("stickness.enabled=true")).unwrap();
-        assert!(p.contains("\"stickness.enabled\"") && p.contains("did you mean \"stickiness.enabled\""), "{p}");
-    }
-
-    #[test]
-    fn disabled_or_missing_stickiness_is_named() {
-        assert!(stickiness_problem(Some("stickiness.enabled=false")).unwrap().contains("false"));
-        assert!(stickiness_problem(Some("deregistration_delay.timeout_seconds=30")).unwrap().contains("missing"));
-        assert!(stickiness_problem(None).is_some());
-        assert!(
-            stickiness_problem(Some("stickiness.enabled=true,stickiness.type=app_cookie"))
-                .unwrap()
-                .contains("lb_cookie")
-        );
-    }
-}
-
 /// `ingress.class`: the class the Ingress names exists, belongs to the controller, its
 /// parameters exist, and no second default class makes the controller refuse classless Ingresses.
 fn class_check(seen: &Seen, name: &str) -> Check {
@@ -448,4 +420,32 @@ fn deletion_check(seen: &Seen, name: &str) -> Check {
     Check::fail(c, "ingress.deletion", format!("{}; {controller}", held.join("; "))).hint(
         "bring the controller back (re-run install, or scale its Deployment up) so it deletes the ALB and drops the finalizer; or `kubectl scalardb-graphql uninstall --force-finalizers`, then delete the ALB yourself",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stickiness_problem;
+
+    #[test]
+    fn the_guides_attributes_are_sticky() {
+        assert_eq!(stickiness_problem(Some("stickiness.enabled=true,stickiness.lb_cookie.duration_seconds=60")), None);
+    }
+
+    #[test]
+    fn a_misspelled_key_is_named_with_a_suggestion() {
+        let p = stickiness_problem(Some("stickness.enabled=true")).unwrap();
+        assert!(p.contains("\"stickness.enabled\"") && p.contains("did you mean \"stickiness.enabled\""), "{p}");
+    }
+
+    #[test]
+    fn disabled_or_missing_stickiness_is_named() {
+        assert!(stickiness_problem(Some("stickiness.enabled=false")).unwrap().contains("false"));
+        assert!(stickiness_problem(Some("deregistration_delay.timeout_seconds=30")).unwrap().contains("missing"));
+        assert!(stickiness_problem(None).is_some());
+        assert!(
+            stickiness_problem(Some("stickiness.enabled=true,stickiness.type=app_cookie"))
+                .unwrap()
+                .contains("lb_cookie")
+        );
+    }
 }
