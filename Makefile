@@ -46,7 +46,7 @@ bench: rig-up
 dist-tools:
 	scripts/dist-tools.sh
 
-# A release archive per platform (binary, LICENSE, README, plugin.yaml) for
+# A release archive per platform (binary, LICENSE, README, docs/, plugin.yaml) for
 # krew and helm, in dist/, each built (release profile) then checked here.
 dist:
 	rm -f $(ARCHIVES) dist/SHA256SUMS dist/scalardb-graphql.yaml

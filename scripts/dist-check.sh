@@ -47,11 +47,11 @@ for archive in "$@"; do
   platform="$(archive_platform "$archive")"; exe="$(exe "$platform")"
   dir="$work/$base"; mkdir -p "$dir"
   tar -xzf "$archive" -C "$dir"
-  for f in "bin/$exe" LICENSE README.md plugin.yaml scripts/helm-plugin-install.sh; do
+  for f in "bin/$exe" LICENSE README.md docs/commands.md plugin.yaml scripts/helm-plugin-install.sh; do
     [ -f "$dir/$f" ] || fail "$base: $f is missing"
   done
   bin="$dir/bin/$exe"
-  ok "$base: holds bin/$exe, LICENSE, README.md, plugin.yaml ($(du -k "$archive" | cut -f1) KiB)"
+  ok "$base: holds bin/$exe, LICENSE, README.md, docs/, plugin.yaml ($(du -k "$archive" | cut -f1) KiB)"
   case "$platform" in
     linux/amd64)
       "$readobj" --file-headers "$bin" | grep -q 'Machine: EM_X86_64' || fail "$base: not an x86-64 ELF"

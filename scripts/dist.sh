@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dist.sh OUTDIR [PLATFORM[=BINARY]]...: release archives, one per platform
 # (default: all five), each holding bin/kubectl-scalardb_graphql (.exe on
-# Windows), LICENSE, README.md and the helm plugin files, so that one archive
+# Windows), LICENSE, README.md, docs/ and the helm plugin files, so that one archive
 # serves krew and `helm plugin install`. Prints each archive's path.
 #
 #   PLATFORM  linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
@@ -57,11 +57,12 @@ for spec in "$@"; do
   cp "$binary" "$stage/bin/$(exe "$platform")"
   chmod 0755 "$stage/bin/$(exe "$platform")"
   cp "$root/LICENSE" "$root/README.md" "$root/plugin.yaml" "$stage/"
+  cp -r "$root/docs" "$stage/docs"
   cp "$root/scripts/helm-plugin-install.sh" "$stage/scripts/"
   # Reproducible: fixed order, owner, modes and time. No "./" entry: Helm 3
   # makes each directory entry's directory anew, and its own already exists.
   tar --sort=name --owner=0 --group=0 --numeric-owner --mode='go-w' --mtime='2026-01-01 00:00Z' \
-    -C "$stage" -cf - LICENSE README.md bin plugin.yaml scripts | gzip -n -9 > "$out/$name.tar.gz"
+    -C "$stage" -cf - LICENSE README.md bin docs plugin.yaml scripts | gzip -n -9 > "$out/$name.tar.gz"
   rm -rf "$stage"
   echo "$out/$name.tar.gz"
 done

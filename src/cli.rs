@@ -602,8 +602,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_subcommand_and_flag() {
-        let readme = include_str!("../README.md");
+    fn the_commands_page_documents_every_subcommand_and_flag() {
+        let readme = include_str!("../docs/commands.md");
         fn walk(cmd: &clap::Command, readme: &str, missing: &mut Vec<String>) {
             for arg in cmd.get_arguments() {
                 if let Some(long) = arg.get_long()
@@ -623,7 +623,7 @@ mod tests {
         }
         let mut missing = vec![];
         walk(&Cli::command(), readme, &mut missing);
-        assert!(missing.is_empty(), "README.md does not mention: {missing:?}");
+        assert!(missing.is_empty(), "docs/commands.md does not mention: {missing:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Expected failures, each with its exit code and a hint, kept apart from
 //! everything that went wrong in a way the user cannot fix by changing input.
 //!
-//! Exit codes (the README's table is written from this one):
+//! Exit codes (the README's and docs/commands.md's tables are written from this one):
 //! 0 ok · 1 a check or step failed · 2 usage error · 3 a prerequisite is
 //! missing · 4 timed out waiting · 130 interrupted.
 

@@ -87,7 +87,7 @@ fn krew_installs_each_linux_archive_offline_and_the_plugin_runs() {
     for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
         let archive = archives().join(archive_name(platform));
         let list = run(Command::new("tar").arg("tzf").arg(&archive), "tar tzf");
-        for f in ["bin/kubectl-scalardb_graphql", "LICENSE", "README.md", "plugin.yaml"] {
+        for f in ["bin/kubectl-scalardb_graphql", "LICENSE", "README.md", "docs/commands.md", "plugin.yaml"] {
             assert!(text(&list.stdout).lines().any(|l| l == f), "{f} missing from {}", archive.display());
         }
         // krew picks the platform from KREW_OS/KREW_ARCH, as on an arm64 machine.
