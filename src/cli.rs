@@ -195,7 +195,7 @@ pub struct ChangeArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
-    /// How long to wait, e.g. 90s, 10m
+    /// How long the whole command may take, e.g. 90s, 10m (0 is refused: every command has a bound)
     #[arg(allow_hyphen_values = true, long, default_value = "10m", value_name = "DURATION")]
     pub timeout: String,
 }

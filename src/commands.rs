@@ -66,6 +66,9 @@ impl Progress for Shown {
     }
 }
 
+/// How long `version` may take to reach helm and the API server.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long past the deadline the work may go on: what ends at the deadline
 /// by itself (a wait, a probe Pod deleted, the last state shown) finishes in it.
 const GRACE: Duration = Duration::from_secs(3);
@@ -211,15 +214,29 @@ async fn confirm(printer: &Arc<Printer>, question: &str) -> Result<()> {
 }
 
 async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
-    let (spec, mut options, secrets) = spec::for_install(&a)?;
+    // The deadline starts first: every file and secret the flags name is read under it, off
+    // the runtime's threads, so that a FIFO, a stdin that never ends or a terminal waiting for
+    // a secret ends with the command (at the deadline, or at once on Ctrl-C).
+    let timeout = spec::parse_timeout(&a.wait_args.timeout)?;
+    let deadline = Instant::now() + timeout;
+    let shown = Shown::new(printer.clone());
+    shown.stage("reading the files and secrets the flags name");
+    let read = bounded(deadline, timeout, &shown, async move {
+        let read = tokio::task::spawn_blocking(move || {
+            let parsed = spec::for_install(&a);
+            (a, parsed)
+        });
+        read.await.map_err(|e| Error::Other(e.into()))
+    })
+    .await;
+    printer.stop_spinner();
+    let (a, parsed) = read?;
+    let (spec, mut options, secrets) = parsed?;
     if spec.scalardb.namespaces.is_empty() {
         return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
             .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
     }
-    let timeout = options.timeout;
-    let deadline = Instant::now() + timeout;
     options.deadline = Some(deadline);
-    let shown = Shown::new(printer.clone());
     let prepared = bounded(deadline, timeout, &shown, async {
         let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
         let facts = pre.require()?;
@@ -356,7 +373,11 @@ async fn status_until(
     let Some(facts) = pre.facts.clone() else {
         let checks: Vec<Check> = pre.checks.into_iter().filter(keep).collect();
         report(printer, a.output, &checks)?;
-        return Err(Error::failed("the cluster checks failed; the rest could not run"));
+        // Out of time (a credential plugin that did not answer) is said as such, exit 4.
+        return Err(match pre.blocker {
+            Some(e) if e.exit_code() == crate::error::Kind::Timeout.exit_code() => e,
+            _ => Error::failed("the cluster checks failed; the rest could not run"),
+        });
     };
     let namespace = ctx.kube.namespace.clone();
     let existing = match existing.ok().flatten() {
@@ -389,6 +410,11 @@ async fn status_until(
 
 async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>) -> Result<()> {
     let mut options = spec::for_uninstall(&a)?;
+    // Removing is asked about; with nobody to ask, it is not done.
+    if !a.change.yes && !a.change.dry_run && !printer.interactive() {
+        return Err(Error::usage("uninstall removes things and asks first, but there is no terminal to confirm on")
+            .hint("pass -y to uninstall without asking, or --dry-run to see what it would remove"));
+    }
     let timeout = options.timeout;
     let deadline = Instant::now() + timeout;
     options.deadline = Some(deadline);
@@ -477,15 +503,28 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
         SchemaCommand::Load(a) => (a, false),
         SchemaCommand::Delete(a) => (a, true),
     };
-    // Everything local is checked before the cluster is touched.
-    let schema = Schema::read(&args.file)?;
-    let properties = std::fs::read_to_string(&args.db_properties).map_err(|e| {
-        Error::usage(format!("cannot read --db-properties {}: {e}", args.db_properties.display()))
-            .hint("check the path")
-    })?;
-    crate::properties::DatabaseProperties::parse(&properties)
-        .map_err(|e| Error::usage(format!("--db-properties {}: {e}", args.db_properties.display())))?;
-    let timeout = spec::parse_timeout(&args.wait_args.timeout, std::time::Duration::from_secs(600))?;
+    // Everything local is checked before the cluster is touched, under the deadline and
+    // off the runtime's threads (see `install`).
+    let timeout = spec::parse_timeout(&args.wait_args.timeout)?;
+    if let Some(v) = &args.schema_loader_version {
+        crate::inputs::check_image_tag("--schema-loader-version", v)?;
+    }
+    let started = Instant::now();
+    let shown = Shown::new(printer.clone());
+    let (file, db_properties) = (args.file.clone(), args.db_properties.clone());
+    let read = bounded(started + timeout, timeout, &shown, async move {
+        let read = tokio::task::spawn_blocking(move || -> Result<(Schema, String)> {
+            let schema = Schema::read(&file)?;
+            let properties = crate::inputs::read_input("--db-properties", &db_properties)?;
+            crate::properties::DatabaseProperties::parse(&properties)
+                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", db_properties.display())))?;
+            Ok((schema, properties))
+        });
+        read.await.map_err(|e| Error::Other(e.into()))?
+    })
+    .await;
+    printer.stop_spinner();
+    let (schema, properties) = read?;
     // The loader needs the cluster only: neither helm nor the AWS configuration.
     let kube = Kube::connect(&Settings::resolve(global)?).await?;
     let job = LoaderJob::new(
@@ -512,7 +551,6 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
         }
         confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", "))).await?;
     }
-    let shown = Shown::new(printer.clone());
     let clock = Deadline { at: Instant::now() + timeout, progress: shown.clone() };
     let result = bounded(clock.at, timeout, &shown, job.run(&kube.client, &clock)).await;
     printer.stop_spinner();
@@ -539,17 +577,25 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
     let mut info =
         VersionInfo { plugin: env!("CARGO_PKG_VERSION").into(), helm: None, kubernetes: None, context: None, defaults };
     if !a.client {
-        let ctx = connect(global, true).await?;
+        // Bounded like every command: a server that accepts and never answers ends it (exit 4).
+        let deadline = Instant::now() + VERSION_TIMEOUT;
+        let shown = Shown::new(Arc::new(Printer::new(global.color)));
+        let mut ctx = bounded(deadline, VERSION_TIMEOUT, &shown, connect(global, true)).await?;
+        ctx.set_deadline(deadline);
+        let ctx = ctx;
         let helm = ctx.helm()?;
         info.helm = Some(json!({
             "path": helm.path.display().to_string(),
             "version": helm.version,
             "major": helm.major_minor().map(|(m, _)| m),
         }));
-        let server = ctx.kube.client.apiserver_version().await.map_err(|e| {
-            Error::prerequisite(format!("cannot reach the API server of kube context {:?}: {e}", ctx.kube.context))
-                .hint("check the context and the network, or use `version --client`")
-        })?;
+        let asked = async {
+            ctx.kube.client.apiserver_version().await.map_err(|e| {
+                Error::prerequisite(format!("cannot reach the API server of kube context {:?}: {e}", ctx.kube.context))
+                    .hint("check the context and the network, or use `version --client`")
+            })
+        };
+        let server = bounded(deadline, VERSION_TIMEOUT, &shown, asked).await?;
         info.kubernetes = Some(server.git_version);
         info.context = Some(json!({
             "name": ctx.kube.context,

@@ -128,6 +128,8 @@ pub struct Kube {
     pub namespace_explicit: bool,
     /// The kubeconfig user's exec command line, for deriving the EKS cluster name.
     exec_args: Vec<String>,
+    /// The kubeconfig's exec credential plugin, run by this tool (see `credentials`).
+    exec: Option<std::sync::Arc<crate::credentials::ExecPlugin>>,
 }
 
 fn kubeconfig_error(e: KubeconfigError, s: &Settings) -> Error {
@@ -190,7 +192,7 @@ impl Kube {
             Some(url) => Some(url.parse().map_err(|e| {
                 Error::prerequisite(format!(
                     "the kubeconfig's proxy-url {:?} is not a URL: {e}",
-                    crate::http::without_credentials(&url)
+                    crate::redaction::without_credentials(&url)
                 ))
                 .hint("fix proxy-url in the kubeconfig's cluster")
             })?),
@@ -200,8 +202,25 @@ impl Kube {
         let namespace_explicit = s.namespace.is_some();
         let namespace = s.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
-        let client = crate::transport::kube_client(config)?.with_layer(&TrackRequests).build();
-        Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args })
+        // kube would run the plugin itself, blocking, out of the deadline's reach.
+        let exec = match config.auth_info.exec.take() {
+            Some(e) => Some(std::sync::Arc::new(crate::credentials::ExecPlugin::new(&e)?)),
+            None => None,
+        };
+        let client = crate::transport::kube_client(config, exec.clone())?.with_layer(&TrackRequests).build();
+        Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args, exec })
+    }
+
+    /// From now on, a credential plugin still running at `at` is killed.
+    pub fn set_deadline(&self, at: std::time::Instant) {
+        if let Some(exec) = &self.exec {
+            exec.set_deadline(at);
+        }
+    }
+
+    /// Why the kubeconfig's credential plugin gave no token, when that is why a request failed.
+    pub fn credential_failure(&self) -> Option<Error> {
+        self.exec.as_ref().and_then(|e| e.failure())
     }
 
     /// The EKS cluster this context points at, when its name or exec command says so.
@@ -240,7 +259,7 @@ fn api_server_proxy(server: &http::Uri) -> Result<Option<http::Uri>> {
             Ok(Some(url.parse().map_err(|e| {
                 Error::prerequisite(format!(
                     "the proxy {:?} for the API server is not a URL: {e}",
-                    crate::http::without_credentials(proxy)
+                    crate::redaction::without_credentials(proxy)
                 ))
                 .hint("fix or unset HTTPS_PROXY")
             })?))
@@ -437,6 +456,7 @@ impl Context {
 
     /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
     pub fn set_deadline(&mut self, at: std::time::Instant) {
+        self.kube.set_deadline(at);
         if let Some(Ok(helm)) = &mut self.helm {
             helm.set_deadline(at);
         }

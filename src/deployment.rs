@@ -142,7 +142,7 @@ pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder:
     let release = lease::acquire(env.kube(), &env.spec.namespace, &env.spec.release, "install").await?;
     let registered = recorder
         .update(|r| {
-            r.spec = Some(env.spec.clone());
+            r.spec = Some(env.spec.recorded());
             r.uninstalled = false;
         })
         .await;
@@ -179,8 +179,9 @@ pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder:
 /// what is still coming: the ALB, the probe), without Leases. The record's
 /// spec is written only when it differs (the same pieces, named anew: `--nodes`).
 pub async fn converged(components: &mut [Box<dyn Component>], env: &Env, recorder: &mut Recorder) -> Result<()> {
-    if recorder.record.spec.as_ref() != Some(&env.spec) {
-        recorder.update(|r| r.spec = Some(env.spec.clone())).await?;
+    let recorded = env.spec.recorded();
+    if recorder.record.spec.as_ref() != Some(&recorded) {
+        recorder.update(|r| r.spec = Some(recorded)).await?;
     }
     for c in components.iter_mut() {
         c.apply(env, recorder).await?;

@@ -2,8 +2,9 @@
 //! everything that went wrong in a way the user cannot fix by changing input.
 //!
 //! Exit codes (the README's and docs/commands.md's tables are written from this one):
-//! 0 ok · 1 a check or step failed · 2 usage error · 3 a prerequisite is
-//! missing · 4 timed out waiting · 130 interrupted.
+//! 0 ok · 1 a check or step failed (or a bug) · 2 usage error · 3 a
+//! prerequisite is missing · 4 timed out waiting · 129 SIGHUP · 130
+//! interrupted (SIGINT) · 143 SIGTERM.
 
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
@@ -26,7 +27,12 @@ pub enum Kind {
     Usage,
     Prerequisite,
     Timeout,
+    /// Ctrl-C (SIGINT).
     Interrupted,
+    /// SIGTERM: a CI job cancelled, `timeout`, a pod stopped.
+    Terminated,
+    /// SIGHUP: the terminal or ssh connection went away.
+    HungUp,
 }
 
 impl Kind {
@@ -36,7 +42,9 @@ impl Kind {
             Kind::Usage => 2,
             Kind::Prerequisite => 3,
             Kind::Timeout => 4,
+            Kind::HungUp => 129,
             Kind::Interrupted => 130,
+            Kind::Terminated => 143,
         }
     }
 }
@@ -66,6 +74,17 @@ impl Error {
     pub fn interrupted() -> Self {
         Self::expected(Kind::Interrupted, "interrupted")
     }
+    /// A panic: a bug of this program, not something the user can fix (exit 1).
+    pub fn bug() -> Self {
+        Self::expected(Kind::Failed, "internal error: this is a bug of kubectl-scalardb-graphql (the panic above says where)")
+            .hint("what the command started was cleaned up; please report it with the command line (no secrets) and the message")
+    }
+    pub fn terminated() -> Self {
+        Self::expected(Kind::Terminated, "terminated (SIGTERM)")
+    }
+    pub fn hung_up() -> Self {
+        Self::expected(Kind::HungUp, "hung up (SIGHUP)")
+    }
 
     /// Adds the line that tells the user what to do.
     pub fn hint(mut self, text: impl Into<String>) -> Self {
@@ -79,6 +98,16 @@ impl Error {
         match self {
             Error::Expected { kind, .. } => kind.exit_code(),
             Error::Other(_) => 1,
+        }
+    }
+
+    /// The same error again, for a second reader (an unexpected one as its one line, exit 1).
+    pub fn copy(&self) -> Error {
+        match self {
+            Error::Expected { kind, message, hint } => {
+                Error::Expected { kind: *kind, message: message.clone(), hint: hint.clone() }
+            }
+            Error::Other(e) => Error::failed(format!("{e:#}")),
         }
     }
 

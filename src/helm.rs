@@ -10,12 +10,10 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::process::Command;
 
 use crate::error::{Context, Error, Result};
 use crate::spec::ChartRef;
@@ -36,16 +34,25 @@ pub struct Helm {
 /// What `helm version` may take, before any deadline is known.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The chart's flags on a helm command line (its name is positional).
-fn chart_flags(chart: &ChartRef) -> Vec<OsString> {
-    let mut args = vec![];
-    if let Some(repo) = &chart.repo {
-        args.extend(["--repo".into(), repo.into()]);
-    }
-    if let Some(v) = &chart.version {
-        args.extend(["--version".into(), v.into()]);
-    }
-    args
+/// Where helm takes a chart from, as its command line says it: the flags and the chart's name.
+struct Source {
+    flags: Vec<OsString>,
+    name: OsString,
+    /// A repository given with credentials: the temporary configuration helm reads them from.
+    _config: Option<tempfile::TempDir>,
+}
+
+/// The repository name a repository with credentials gets in the temporary configuration.
+const AUTH_REPO: &str = "kubectl-scalardb-graphql-auth";
+
+/// A repository URL's `user:password@`, percent-decoded, and the URL without it.
+fn repo_credentials(url: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, host) = rest[..end].rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some((decode(user), decode(password), format!("{scheme}://{host}{}", &rest[end..])))
 }
 
 /// A command line: the verb and flags, then `--`, then the positional arguments.
@@ -63,60 +70,20 @@ fn os(items: &[&str]) -> Vec<OsString> {
     items.iter().map(OsString::from).collect()
 }
 
-/// The process group of a running helm; SIGKILLed as a whole when dropped armed.
-/// Windows has no such group: there `kill_on_drop` ends helm itself (not what helm started).
-struct Group(Option<u32>);
-
-impl Group {
-    /// helm ended by itself: nothing to kill (and its group id may be reused).
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.0.take() {
-            // SAFETY: killpg only sends a signal, to the group this process made for helm
-            // (process_group(0)); helm is not yet reaped, so the id is still that group's.
-            unsafe {
-                libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Runs `path args` in a process group of its own until it ends or `deadline`
-/// passes; then the whole group is killed, as it is when this future is dropped.
+/// Runs helm with these arguments, bounded by `deadline` (see `process::run`).
 async fn run_bounded(
     path: &Path,
     args: &[OsString],
     what: &str,
     deadline: Option<Instant>,
 ) -> Result<std::process::Output> {
-    let mut cmd = Command::new(path);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    #[cfg(unix)]
-    cmd.process_group(0);
-    let child = cmd.spawn().context(format!("running helm to {what}"))?;
-    let mut group = Group(child.id());
-    let _waiting = crate::cleanup::call(format!("helm to {what}"));
-    let finished = match deadline {
-        Some(at) => tokio::time::timeout_at(at.into(), child.wait_with_output()).await.ok(),
-        None => Some(child.wait_with_output().await),
-    };
-    match finished {
-        Some(out) => {
-            group.disarm();
-            out.context(format!("running helm to {what}"))
-        }
-        None => {
-            drop(group);
-            Err(Error::timeout(format!("timed out: helm did not finish to {what} by the deadline; it was stopped"))
-                .hint("raise --timeout; a re-run recovers a release helm left pending"))
-        }
-    }
+    let what = format!("helm to {what}");
+    crate::process::run(crate::process::Run { program: path, args, env: &[], what: &what }, deadline).await.map_err(
+        |e| match e.exit_code() {
+            4 => e.hint("raise --timeout; a re-run recovers a release helm left pending"),
+            _ => e,
+        },
+    )
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +265,52 @@ impl Helm {
 
     /// `helm upgrade --install` with values given as files, in order. `mark`:
     /// label the release as this tool's (helm keeps it on later revisions).
+    /// How helm reaches `chart`. A repository given with credentials
+    /// (`https://user:password@host/…`) goes into a temporary repository
+    /// configuration (a private directory, mode 0600) that helm reads them
+    /// from, brought up to date first: they never reach a command line.
+    async fn source(&self, chart: &ChartRef) -> Result<Source> {
+        let mut flags = vec![];
+        if let Some(v) = &chart.version {
+            flags.extend(["--version".into(), v.into()]);
+        }
+        let Some(repo) = &chart.repo else {
+            return Ok(Source { flags, name: chart.name.clone().into(), _config: None });
+        };
+        let Some((user, password, url)) = repo_credentials(repo) else {
+            flags.extend(["--repo".into(), repo.into()]);
+            return Ok(Source { flags, name: chart.name.clone().into(), _config: None });
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("kubectl-scalardb-graphql-repo-")
+            .tempdir()
+            .context("making a temporary directory")?;
+        let config = dir.path().join("repositories.yaml");
+        let entry = serde_json::json!({"apiVersion": "", "generated": "0001-01-01T00:00:00Z", "repositories": [
+            {"name": AUTH_REPO, "url": url, "username": user, "password": password}]});
+        let mut file = private_file(&config)?;
+        file.write_all(entry.to_string().as_bytes()).context("writing the temporary repository configuration")?;
+        let repo_flags: Vec<OsString> = vec![
+            "--repository-config".into(),
+            config.into(),
+            "--repository-cache".into(),
+            dir.path().join("cache").into(),
+        ];
+        let mut update = os(&["repo", "update"]);
+        update.extend(repo_flags.iter().cloned());
+        let args = command_line(update, &[], &[AUTH_REPO.as_ref()]);
+        let what = format!("read the index of chart repository {}", crate::redaction::masked(repo));
+        let out = run_bounded(&self.path, &args, &what, self.deadline).await?;
+        if !out.status.success() {
+            return Err(Error::failed(format!(
+                "helm failed to {what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        flags.extend(repo_flags);
+        Ok(Source { flags, name: format!("{AUTH_REPO}/{}", chart.name).into(), _config: Some(dir) })
+    }
+
     pub async fn upgrade_install(
         &self,
         release: &str,
@@ -307,8 +320,9 @@ impl Helm {
         mark: bool,
     ) -> Result<()> {
         self.settle(release, namespace).await?;
+        let source = self.source(chart).await?;
         let mut flags = os(&["upgrade", "--install"]);
-        flags.extend(chart_flags(chart));
+        flags.extend(source.flags.iter().cloned());
         flags.extend(["-n".into(), namespace.into()]);
         if mark {
             let (key, value) = crate::pins::RELEASE_MARK;
@@ -317,7 +331,7 @@ impl Helm {
         for v in values {
             flags.extend(["-f".into(), v.as_os_str().to_owned()]);
         }
-        let positional = [release.as_ref(), chart.name.as_ref()];
+        let positional = [release.as_ref(), source.name.as_os_str()];
         self.run(flags, &positional, &format!("install release {namespace}/{release}")).await.map(drop)
     }
 
@@ -333,10 +347,11 @@ impl Helm {
 
     /// The CRDs a chart carries (its `crds/` directory), as YAML documents.
     pub async fn show_crds(&self, chart: &ChartRef) -> Result<String> {
+        let source = self.source(chart).await?;
         let mut flags = os(&["show", "crds"]);
-        flags.extend(chart_flags(chart));
+        flags.extend(source.flags.iter().cloned());
         // `show` takes no cluster flags.
-        let args = command_line(flags, &[], &[chart.name.as_ref()]);
+        let args = command_line(flags, &[], &[source.name.as_os_str()]);
         let out =
             run_bounded(&self.path, &args, &format!("read the CRDs of chart {}", chart.name), self.deadline).await?;
         if !out.status.success() {
@@ -358,6 +373,15 @@ pub fn parse_version(v: &str) -> Option<(u64, u64)> {
 }
 
 /// A values file only this user can read; removed when dropped.
+/// A file only this user can read or write (mode 0600), created anew.
+fn private_file(path: &Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).context(format!("creating {}", path.display()))
+}
+
 pub fn values_file(values: &Value) -> Result<tempfile::NamedTempFile> {
     // tempfile creates files with mode 0600.
     let mut file = tempfile::Builder::new()
@@ -376,6 +400,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_repository_urls_credentials_are_taken_out_of_it() {
+        assert_eq!(
+            repo_credentials("https://me:p%40ss@charts.example.com/stable"),
+            Some(("me".into(), "p@ss".into(), "https://charts.example.com/stable".into()))
+        );
+        assert_eq!(repo_credentials("https://charts.example.com/a@b"), None);
+        assert_eq!(repo_credentials("https://charts.example.com"), None);
+    }
+
+    #[test]
     fn versions_parse_from_short_output() {
         assert_eq!(parse_version("v3.22.0"), Some((3, 22)));
         assert_eq!(parse_version("v4.3.1"), Some((4, 3)));
@@ -390,29 +424,6 @@ mod tests {
             command_line(os(&["upgrade", "--install", "-n", "ns"]), &global, &["-rel".as_ref(), "--chart".as_ref()]);
         assert_eq!(line, os(&["upgrade", "--install", "-n", "ns", "--kube-context", "ctx", "--", "-rel", "--chart"]));
         assert_eq!(command_line(os(&["version", "--short"]), &[], &[]), os(&["version", "--short"]));
-    }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn a_helm_past_its_deadline_is_killed_with_its_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("child.pid");
-        let script = dir.path().join("helm");
-        std::fs::write(&script, format!("#!/bin/sh\nsleep 600 &\necho $! > {}\nexec sleep 600\n", pid_file.display()))
-            .unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let started = Instant::now();
-        let e = run_bounded(&script, &[], "hang", Some(Instant::now() + Duration::from_millis(500))).await.unwrap_err();
-        assert_eq!(e.exit_code(), 4, "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-        // The grandchild got SIGKILL with the group; once its parent is gone, init reaps it.
-        let gone = (0..50).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            !Path::new(&format!("/proc/{child}")).exists()
-                || std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| s.contains(") Z "))
-        });
-        assert!(gone, "the background child {child} of helm survived");
     }
 
     #[cfg(unix)]

@@ -189,14 +189,6 @@ fn parse_proxy(text: &str) -> std::result::Result<Proxy, String> {
     Ok(Proxy { host, port, credentials })
 }
 
-/// A proxy URL as it may be shown: without the `user:password@` it may carry.
-pub fn without_credentials(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    if scheme.is_empty() { format!("{host}{path}") } else { format!("{scheme}://{host}{path}") }
-}
-
 /// Anything the request can run over: plain TCP or TLS over TCP (through a tunnel or not).
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
@@ -443,13 +435,6 @@ mod tests {
         assert_eq!(e.for_target("https", "example.com"), None, "no_proxy wins over NO_PROXY");
         assert_eq!(env(&[("HTTPS_PROXY", " ")]).for_target("https", "example.com"), None);
         assert_eq!(env(&[]).for_target("http", "example.com"), None);
-    }
-
-    #[test]
-    fn a_proxy_url_is_shown_without_its_credentials() {
-        assert_eq!(without_credentials("http://user:p%40ss@proxy.corp:3128/x"), "http://proxy.corp:3128/x");
-        assert_eq!(without_credentials("user:pw@proxy.corp:3128"), "proxy.corp:3128");
-        assert_eq!(without_credentials("http://proxy.corp"), "http://proxy.corp");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod completion;
 mod component;
 mod components;
 mod context;
+mod credentials;
 mod deployment;
 mod error;
 mod helm;
@@ -21,8 +22,10 @@ mod output;
 mod ownership;
 mod pins;
 mod policy;
+mod process;
 mod properties;
 mod record;
+mod redaction;
 mod releases;
 mod schema;
 mod spec;
@@ -54,9 +57,15 @@ fn main() -> ExitCode {
     let printer = Arc::new(output::Printer::new(cli.global.color));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let outcome = runtime.block_on(async {
+        // Ctrl-C, SIGTERM and SIGHUP take one path: the command's future is dropped (helm's
+        // process group killed, temporary files deleted), then what it left is cleaned up. A
+        // panic (a bug) is caught the same way, so the clean-up runs after it too.
+        let work = std::panic::AssertUnwindSafe(commands::run(cli, printer.clone()));
         let outcome = tokio::select! {
-            result = commands::run(cli, printer.clone()) => result,
+            result = futures::FutureExt::catch_unwind(work) => result.unwrap_or_else(|_| Err(error::Error::bug())),
             _ = tokio::signal::ctrl_c() => Err(error::Error::interrupted()),
+            _ = signal::received(signal::Kind::Terminate) => Err(error::Error::terminated()),
+            _ = signal::received(signal::Kind::HangUp) => Err(error::Error::hung_up()),
         };
         // What a cut-short command left to undo (a probe Pod); a second Ctrl-C abandons it.
         let unfinished = tokio::select! {
@@ -68,18 +77,43 @@ fn main() -> ExitCode {
         }
         outcome
     });
-    // A prompt still reading stdin on a blocking thread must not hold the exit.
+    // A prompt still reading stdin on a blocking thread must not hold the exit; a secret's
+    // read cut short gets the terminal's echo back.
     runtime.shutdown_background();
+    inputs::restore_terminal();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error::Error::Other(e))
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(e) => {
             printer.error(&e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// SIGTERM and SIGHUP (Windows has neither: there only Ctrl-C is heard).
+mod signal {
+    pub enum Kind {
+        Terminate,
+        HangUp,
+    }
+
+    #[cfg(unix)]
+    pub async fn received(kind: Kind) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kind = match kind {
+            Kind::Terminate => SignalKind::terminate(),
+            Kind::HangUp => SignalKind::hangup(),
+        };
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub async fn received(_kind: Kind) {
+        std::future::pending().await
     }
 }

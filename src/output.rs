@@ -1,4 +1,6 @@
-//! The one printer: every byte the plugin shows goes through here.
+//! The one printer: every byte the plugin shows goes through here, with
+//! control characters from the cluster escaped and credentials in URLs and
+//! connection strings masked.
 //!
 //! Results go to stdout (checklists, plans, `-o json|yaml` documents);
 //! progress spinners, warnings, questions and errors go to stderr, and
@@ -102,21 +104,29 @@ impl Printer {
         }
     }
 
-    /// Writes to stdout, with any spinner out of the way.
+    /// Writes to stdout, with any spinner out of the way. A reader that went away
+    /// (`status | head -1`) is no error: the command goes on to its own exit status.
     fn out(&self, text: &str) -> io::Result<()> {
+        // No credential in a URL or connection string is ever shown, whoever wrote it.
+        let text = crate::redaction::masked(text);
         let spinner = self.spinner.lock().unwrap().clone();
         let write = || {
             let mut out = io::stdout().lock();
             out.write_all(text.as_bytes())?;
             out.flush()
         };
-        match spinner {
+        let written = match spinner {
             Some(bar) => bar.suspend(write),
             None => write(),
+        };
+        match written {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
         }
     }
 
     fn err(&self, text: &str) {
+        let text = crate::redaction::masked(text);
         let spinner = self.spinner.lock().unwrap().clone();
         let write = || {
             let _ = io::stderr().lock().write_all(text.as_bytes());
@@ -171,7 +181,7 @@ impl Printer {
     pub fn spin(&self, message: &str) {
         let mut slot = self.spinner.lock().unwrap();
         if let Some(bar) = slot.as_ref() {
-            bar.set_message(one_line(message).into_owned());
+            bar.set_message(crate::redaction::masked(&one_line(message)).into_owned());
             return;
         }
         if !self.progress {
@@ -179,7 +189,7 @@ impl Printer {
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
-        bar.set_message(one_line(message).into_owned());
+        bar.set_message(crate::redaction::masked(&one_line(message)).into_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         *slot = Some(bar);
     }

@@ -27,9 +27,7 @@ pub fn label_of(bytes: &[u8]) -> String {
 
 /// Reads and validates --iam-policy-file (bad input: exit 2, before any change).
 pub fn read_policy_file(path: &Path) -> Result<PolicyFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::usage(format!("cannot read --iam-policy-file {}: {e}", path.display())).hint("check the path")
-    })?;
+    let text = crate::inputs::read_input("--iam-policy-file", path)?;
     let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::usage(format!("--iam-policy-file {} is not JSON: {e}", path.display()))
             .hint("give the controller's iam_policy.json")

@@ -177,9 +177,7 @@ impl Schema {
 
     /// Reads and validates a schema file; every problem is in the error (exit 2).
     pub fn read(path: &Path) -> Result<Schema> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!("cannot read schema file {}: {e}", path.display())).hint("check the path")
-        })?;
+        let text = crate::inputs::read_input("the schema file", path)?;
         Schema::parse(&text).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(|p| format!("{}:{p}", path.display())).collect();
             // One problem, one line; several are listed a line each under the count.

@@ -3,7 +3,6 @@
 //! and the secrets, which are never recorded or printed.
 
 use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +47,20 @@ pub struct Spec {
     pub nodes: Option<NodeSpec>,
     pub registry_secret: SecretRef,
     pub database_secret: SecretRef,
+}
+
+impl Spec {
+    /// What the install record keeps of it, and compares with: credentials in
+    /// URLs and connection strings masked (`https://***@host`, `password=***`);
+    /// the values file helm gets has them whole.
+    pub fn recorded(&self) -> Spec {
+        let mask = |s: &Option<String>| s.as_deref().map(|t| crate::redaction::masked(t).into_owned());
+        let mut s = self.clone();
+        s.scalardb.contact_points = mask(&self.scalardb.contact_points);
+        s.chart.repo = mask(&self.chart.repo);
+        s.lb_controller.chart.repo = mask(&self.lb_controller.chart.repo);
+        s
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,9 +198,18 @@ pub fn default_role_name(cluster: &str) -> String {
     name.chars().take(64).collect()
 }
 
+/// More GraphQL pods than this is no deployment this plugin makes (the chart takes an int32).
+pub const MAX_REPLICAS: u64 = 1000;
+/// Continuations a transaction probe may send.
+pub const MAX_PROBE_REQUESTS: u64 = 1000;
+
 pub fn parse_label(text: &str) -> Result<(String, String)> {
     match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains(',') => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() && !k.contains(',') => {
+            inputs::check_label_key("--node-selector", "key", k)?;
+            inputs::check_label_value("--node-selector", "value", v)?;
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(Error::usage(format!("--node-selector {text:?} is not KEY=VALUE"))
             .hint("give one label, e.g. --node-selector agentpool=scalardbgraphqlpool")),
     }
@@ -203,6 +225,8 @@ pub fn parse_taint(text: &str) -> Result<Taint> {
     if key.is_empty() || !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
         return Err(bad());
     }
+    inputs::check_label_key("--taint", "key", key)?;
+    inputs::check_label_value("--taint", "value", value)?;
     Ok(Taint { key: key.into(), value: value.into(), effect: effect.into() })
 }
 
@@ -225,17 +249,12 @@ fn read_secret(
                 .hint("give the other one with a --…-file or --…-env flag"));
         }
         *stdin_used = true;
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| Error::usage(format!("reading the {what} from stdin: {e}")))?;
-        s
+        inputs::read_stdin(&format!("the {what}"), true)?
     } else if let Some(path) = file {
-        std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!("cannot read the {what} from {}: {e}", path.display()))
-                .hint("check the file's path and permissions")
-        })?
+        inputs::read_input(&format!("--{what}-file"), path)?
     } else if let Some(var) = env {
+        // helm, and any other child, must not inherit it.
+        crate::process::scrub(var);
         std::env::var(var).map_err(|_| {
             Error::usage(format!("environment variable {var} (named by --{what}-env) is not set"))
                 .hint(format!("export {var}, or use --{what}-file"))
@@ -254,13 +273,13 @@ fn read_secret(
 pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
     let mut merged = Value::Object(Default::default());
     for path in files {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::usage(format!("cannot read values file {}: {e}", path.display()))
-                .hint("check the path given to -f/--values")
-        })?;
+        let text = inputs::read_input("-f", path)?;
+        // Where, never what: a values file may hold passwords, and a YAML error's
+        // snippet would show the lines around it.
         let v: Value = serde_saphyr::from_str(&text).map_err(|e| {
-            Error::usage(format!("values file {} is not valid YAML: {}", path.display(), one_line(&e.to_string())))
-                .hint("fix the YAML at the position shown")
+            let at = e.location().map(|l| format!(" at line {}, column {}", l.line(), l.column())).unwrap_or_default();
+            Error::usage(format!("values file {} is not valid YAML{at}", path.display()))
+                .hint("fix the YAML at that position (nothing of the file is shown: it may hold secrets)")
         })?;
         match v {
             Value::Object(_) => merge(&mut merged, v),
@@ -271,10 +290,6 @@ pub fn read_values_files(files: &[PathBuf]) -> Result<Value> {
         }
     }
     Ok(merged)
-}
-
-fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Helm's merge of values files: maps merge key by key, anything else is
@@ -304,6 +319,14 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         return Err(Error::usage("--replicas 0: nothing would serve GraphQL behind the ALB")
             .hint("give at least 1 (the guide runs 3)"));
     }
+    inputs::check_count("--replicas", a.chart.replicas.into(), MAX_REPLICAS, "the GraphQL pods")?;
+    for (flag, repo) in [("--chart-repo", &a.chart.chart_repo), ("--lbc-chart-repo", &a.lbc.lbc_chart_repo)] {
+        if let Some(repo) = repo
+            && !std::path::Path::new(repo).exists()
+        {
+            inputs::check_chart_repo(flag, repo)?;
+        }
+    }
     if let Some(v) = &a.chart.chart_version {
         inputs::check_chart_version("--chart-version", v)?;
     }
@@ -327,16 +350,17 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
             check_name(flag, name, 253)?;
         }
     }
-    let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
+    let timeout = parse_timeout(&a.wait_args.timeout)?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
     let (props, props_text) = match &a.scalardb.db_properties {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::usage(format!("cannot read --db-properties {}: {e}", path.display()))
-                    .hint("check the file's path")
-            })?;
+            let text = inputs::read_input("--db-properties", path)?;
             let props = DatabaseProperties::parse(&text)
                 .map_err(|e| Error::usage(format!("--db-properties {}: {e}", path.display())).hint("fix the file"))?;
+            if let Some(p) = &props.path {
+                inputs::check_graphql_path("--db-properties", p)?;
+            }
+            inputs::check_scalardb_namespaces("--db-properties' scalar.db.graphql.namespaces", &props.namespaces)?;
             (props, Some(text))
         }
         None => (DatabaseProperties::default(), None),
@@ -556,11 +580,15 @@ impl Spec {
     }
 }
 
-/// `--timeout`: a duration such as `90s` or `10m`; `default` when not given.
-pub fn parse_timeout(text: &str, default: Duration) -> Result<Duration> {
-    Ok(crate::cli::parse_duration(text)
+/// `--timeout`: a duration such as `90s` or `10m` (its default is the flag's, in
+/// cli.rs). Every command has a bound: 0 is refused, not taken as none.
+pub fn parse_timeout(text: &str) -> Result<Duration> {
+    crate::cli::parse_duration(text)
         .map_err(|e| Error::usage(format!("--timeout {text:?}: {e}")).hint("give a duration such as 90s, 10m or 1h"))?
-        .unwrap_or(default))
+        .ok_or_else(|| {
+            Error::usage(format!("--timeout {text:?}: every command has a bound, and 0 is none"))
+                .hint("give how long the command may take, such as 10m")
+        })
 }
 
 /// Where the probe runs and with which image: `--probe-url` means this
@@ -590,8 +618,14 @@ pub fn probe_from(a: &ProbeArgs) -> Result<(ProbeFrom, String)> {
 
 pub fn for_status(a: &StatusArgs) -> Result<Options> {
     check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
-    let timeout = parse_timeout(&a.timeout, Duration::from_secs(300))?;
+    let timeout = parse_timeout(&a.timeout)?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
+    inputs::check_count(
+        "--probe-requests",
+        a.probe_requests.into(),
+        MAX_PROBE_REQUESTS,
+        "the continuations of the transaction probe",
+    )?;
     Ok(Options {
         mode: Mode::Status,
         wait: a.wait,
@@ -600,14 +634,14 @@ pub fn for_status(a: &StatusArgs) -> Result<Options> {
         probe_from,
         probe_image,
         no_probe: a.probe.no_probe,
-        probe_requests: a.probe_requests.max(1),
+        probe_requests: a.probe_requests,
         ..Options::default()
     })
 }
 
 pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
     check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
-    let timeout = parse_timeout(&a.wait_args.timeout, Duration::from_secs(600))?;
+    let timeout = parse_timeout(&a.wait_args.timeout)?;
     Ok(Options {
         mode: Mode::Uninstall,
         wait: true,

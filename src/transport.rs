@@ -38,7 +38,10 @@ fn tcp() -> TcpConnector {
 }
 
 /// kube's client builder for `config`, over the plugin's TLS; the caller adds its layers and builds.
-pub fn kube_client(config: kube::Config) -> Result<kube::client::ClientBuilder<Stack>> {
+pub fn kube_client(
+    config: kube::Config,
+    exec: Option<std::sync::Arc<crate::credentials::ExecPlugin>>,
+) -> Result<kube::client::ClientBuilder<Stack>> {
     let roots = match &config.root_cert {
         Some(ders) => crate::tls::roots_from_der(ders).map_err(|e| {
             Error::prerequisite(format!("the kubeconfig's certificate-authority cannot be used: {e}"))
@@ -60,17 +63,17 @@ pub fn kube_client(config: kube::Config) -> Result<kube::client::ClientBuilder<S
     }
     let https = https.enable_http1();
     match config.proxy_url.clone() {
-        None => Ok(stack(https.wrap_connector(MaybeTunnel::Direct(tcp())), &config)?),
+        None => Ok(stack(https.wrap_connector(MaybeTunnel::Direct(tcp())), &config, exec)?),
         Some(proxy) if proxy.scheme_str() == Some("http") => {
             let mut tunnel = Tunnel::new(proxy.clone(), tcp());
             if let Some(auth) = proxy_authorization(&proxy) {
                 tunnel = tunnel.with_auth(auth);
             }
-            Ok(stack(https.wrap_connector(MaybeTunnel::Tunnel(tunnel)), &config)?)
+            Ok(stack(https.wrap_connector(MaybeTunnel::Tunnel(tunnel)), &config, exec)?)
         }
         Some(proxy) => Err(Error::prerequisite(format!(
             "the proxy {} for the API server is not an http:// proxy, the only kind supported",
-            crate::http::without_credentials(proxy.to_string().trim_end_matches('/'))
+            crate::redaction::without_credentials(proxy.to_string().trim_end_matches('/'))
         ))
         .hint("use an http:// proxy (a CONNECT tunnel) in proxy-url or HTTPS_PROXY")),
     }
@@ -79,7 +82,11 @@ pub fn kube_client(config: kube::Config) -> Result<kube::client::ClientBuilder<S
 /// The service kube's layers wrap: hyper's client with the kubeconfig's timeouts.
 pub type Stack = tower::util::BoxService<http::Request<Body>, http::Response<hyper::body::Incoming>, tower::BoxError>;
 
-fn stack(connector: HttpsConnector<MaybeTunnel>, config: &kube::Config) -> Result<kube::client::ClientBuilder<Stack>> {
+fn stack(
+    connector: HttpsConnector<MaybeTunnel>,
+    config: &kube::Config,
+    exec: Option<std::sync::Arc<crate::credentials::ExecPlugin>>,
+) -> Result<kube::client::ClientBuilder<Stack>> {
     use tower::ServiceExt;
     let mut connector = TimeoutConnector::new(connector);
     connector.set_connect_timeout(config.connect_timeout);
@@ -98,18 +105,13 @@ fn stack(connector: HttpsConnector<MaybeTunnel>, config: &kube::Config) -> Resul
     // backoff, re-sending the credentials), then credentials and headers.
     let retry =
         config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    // An exec plugin's token comes from `credentials` (run under the deadline), the rest from kube.
     let auth = config.auth_layer().map_err(unusable)?;
-    if auth.is_none() && config.auth_info.exec.is_some() {
-        // The exec plugin answered with a client certificate instead of a token.
-        return Err(Error::prerequisite(
-            "the kubeconfig's exec credential plugin gives a client certificate, which this plugin does not use",
-        )
-        .hint("use a context whose credential plugin gives a token (as `aws eks get-token` does)"));
-    }
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
         .option_layer(auth)
+        .option_layer(exec.map(crate::credentials::ExecAuthLayer))
         .layer(config.extra_headers_layer().map_err(unusable)?)
         .map_err(tower::BoxError::from)
         .service(client)
@@ -202,11 +204,14 @@ impl tower::Service<http::Uri> for MaybeTunnel {
     }
 }
 
+/// A connect and a read timeout, as the SDK asks for a connector.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
 /// The AWS SDK's HTTP client: one pooled hyper client per distinct timeout settings.
 #[derive(Debug, Clone)]
 pub struct Aws {
     tls: Arc<rustls::ClientConfig>,
-    clients: Arc<Mutex<HashMap<(Option<Duration>, Option<Duration>), SharedHttpConnector>>>,
+    clients: Arc<Mutex<HashMap<Timeouts, SharedHttpConnector>>>,
 }
 
 impl Aws {

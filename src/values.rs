@@ -197,59 +197,10 @@ pub fn with_user_values(generated: Value, user: &Value) -> Value {
     v
 }
 
-/// Whether a key (or an `env` entry's name) names a credential: a word of it
-/// says password, secret, token, credential or certificate, or it is a key
-/// of something (`apiKey`, `ACCESS_KEY`, `private-key`). A bare `key` (a
-/// toleration's, a `secretKeyRef`'s) names no secret.
-pub fn names_secret(name: &str) -> bool {
-    const SAYS: &[&str] = &["password", "passwd", "passphrase", "secret", "token", "credential", "certificate", "cert"];
-    let mut words: Vec<String> = vec![];
-    let mut word = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && prev_lower) {
-            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
-        }
-        if c.is_ascii_alphanumeric() {
-            word.push(c.to_ascii_lowercase());
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-    }
-    words.extend((!word.is_empty()).then_some(word));
-    words.iter().any(|w| SAYS.iter().any(|s| w.contains(s))) || (words.len() > 1 && words.iter().any(|w| w == "key"))
-}
-
-const REDACTED: &str = "<redacted>";
-
-/// A copy for display (plans, `--dry-run`, the confirmation prompt): the
-/// value of any key that names a credential, and of any `env` entry
-/// (`{name, value}`) whose name does, shows `<redacted>`.
-pub fn redacted(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let env_entry = m.get("name").and_then(Value::as_str).is_some_and(names_secret);
-            Value::Object(
-                m.iter()
-                    .map(|(k, v)| {
-                        let secret = names_secret(k) || (env_entry && k == "value");
-                        let shown = if secret && !v.is_null() && !v.is_object() && !v.is_array() {
-                            Value::from(REDACTED)
-                        } else {
-                            redacted(v)
-                        };
-                        (k.clone(), shown)
-                    })
-                    .collect(),
-            )
-        }
-        Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redaction::redacted;
     use crate::spec;
 
     fn spec() -> Spec {
@@ -378,38 +329,48 @@ mod tests {
     #[test]
     fn user_values_naming_credentials_are_redacted_and_others_are_not() {
         let user = json!({
-            "scalarDbGraphQlConfiguration": {"secretName": "s", "apiKey": "k1", "tlsCertificate": "PEM"},
-            "aws": {"ACCESS_KEY_ID": "AKIA", "credentials": "c", "session-token": "t"},
+            "scalarDbGraphQlConfiguration": {"secretName": "s", "apiKey": "k1", "tlsCertificate": "PEM", "existingSecret": "db-creds"},
+            "aws": {"ACCESS_KEY_ID": "AKIA", "credentials": "c", "session-token": "t", "password": 123456},
             "tolerations": [{"key": "dedicated", "value": "graphql"}],
+            "affinity": {"podAntiAffinity": {"topologyKey": "kubernetes.io/hostname"}},
+            "keepTLSSecret": true,
             "envFrom": [{"secretRef": {"name": "db"}}],
-            "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "LOG_LEVEL", "value": "info"}],
+            "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "LOG_LEVEL", "value": "info"},
+                    {"name": "DB_PASS", "value": "x1"}, {"name": "pwd", "value": "x2"}, {"name": "APIKEY", "value": "x3"},
+                    {"name": "LICENSE", "value": "x4"}],
+            "tokens": {"secret": {"nested": "deep"}},
+            "license": {"key": "k", "cert": "c"},
+            "props": "scalar.db.username=u\nscalar.db.password=hunter3\nscalar.db.contact_points=db",
             "keyspace": "ks",
         });
         let r = redacted(&with_user_values(graphql(&spec()), &user));
         for (path, want) in [
-            ("/scalarDbGraphQlConfiguration/secretName", "<redacted>"),
+            ("/scalarDbGraphQlConfiguration/secretName", "s"),
             ("/scalarDbGraphQlConfiguration/apiKey", "<redacted>"),
-            ("/scalarDbGraphQlConfiguration/tlsCertificate", "<redacted>"),
+            ("/scalarDbGraphQlConfiguration/tlsCertificate", "PEM"),
+            ("/scalarDbGraphQlConfiguration/existingSecret", "db-creds"),
             ("/aws/ACCESS_KEY_ID", "<redacted>"),
             ("/aws/credentials", "<redacted>"),
             ("/aws/session-token", "<redacted>"),
+            ("/aws/password", "<redacted>"),
             ("/env/0/value", "<redacted>"),
             ("/env/0/name", "DB_PASSWORD"),
             ("/env/1/value", "info"),
+            ("/env/2/value", "<redacted>"),
+            ("/env/3/value", "<redacted>"),
+            ("/env/4/value", "<redacted>"),
+            ("/env/5/value", "<redacted>"),
             ("/tolerations/0/key", "dedicated"),
             ("/tolerations/0/value", "graphql"),
+            ("/affinity/podAntiAffinity/topologyKey", "kubernetes.io/hostname"),
             ("/envFrom/0/secretRef/name", "db"),
+            ("/tokens", "<redacted>"),
+            ("/license", "<redacted>"),
+            ("/props", "scalar.db.username=u\nscalar.db.password=<redacted>\nscalar.db.contact_points=db"),
             ("/keyspace", "ks"),
         ] {
             assert_eq!(r.pointer(path).and_then(Value::as_str), Some(want), "{path}");
         }
-    }
-
-    #[test]
-    fn display_redacts_credentials() {
-        let r = redacted(&json!({"scalarDbGraphQlConfiguration": {"password": "p", "username": "u"}, "token": "t"}));
-        assert_eq!(r["scalarDbGraphQlConfiguration"]["password"], "<redacted>");
-        assert_eq!(r["scalarDbGraphQlConfiguration"]["username"], "u");
-        assert_eq!(r["token"], "<redacted>");
+        assert_eq!(r["keepTLSSecret"], true, "a switch about a Secret is no secret");
     }
 }

@@ -13,7 +13,9 @@ const ORDER: &[&str] = &[
     // inputs and vocabulary: no cluster, no clients
     "error",
     "pins",
+    "redaction",
     "cleanup",
+    "process",
     "inputs",
     "cli",
     "completion",
@@ -25,6 +27,7 @@ const ORDER: &[&str] = &[
     "spec",
     "tls",
     "http",
+    "credentials",
     "helm",
     "releases",
     "record",

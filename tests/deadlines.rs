@@ -11,11 +11,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::processes::{assert_group_gone, group_members, hanging_helm, wait_for_file};
 use common::{Rig, expect_code, rig, text};
 use serde_json::Value;
 
@@ -213,66 +214,6 @@ fn install_args_downloading_the_policy(rig: &Rig) -> Vec<String> {
     args
 }
 
-// --- processes -------------------------------------------------------------------------
-
-/// The processes of group `pgid` still alive (zombies are dead).
-fn group_members(pgid: u32) -> Vec<String> {
-    let mut found = vec![];
-    for entry in std::fs::read_dir("/proc").unwrap().map_while(Result::ok) {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((name, rest)) = stat.rsplit_once(") ") else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2) == Some(&pgid.to_string().as_str()) && fields[0] != "Z" {
-            found.push(format!(
-                "{} {}",
-                entry.file_name().to_string_lossy(),
-                name.split_once('(').map(|x| x.1).unwrap_or(name)
-            ));
-        }
-    }
-    found
-}
-
-/// A HELM_BIN that is the rig's helm, except that an upgrade starts a
-/// `sleep 600` in the background and then hangs; it writes its pid (= its
-/// process group) to `hung` when it does.
-fn hanging_helm(rig: &Rig, dir: &Path) -> (PathBuf, PathBuf) {
-    let helm = format!("{}/helm", rig.get("PATH").split(':').next().unwrap());
-    let hung = dir.join("hung");
-    let script = dir.join("helm");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in\n  *\" upgrade \"*) sleep 600 & echo $$ > {hung}.tmp; mv {hung}.tmp {hung}; exec sleep 600 ;;\nesac\nexec {helm} \"$@\"\n",
-            hung = hung.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    (script, hung)
-}
-
-/// Helm's process group is gone: SIGKILL reached it at once, and what remains
-/// within five seconds are at most zombies on their way out.
-fn assert_group_gone(pgid: u32) {
-    let until = Instant::now() + Duration::from_secs(5);
-    while !group_members(pgid).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(group_members(pgid), Vec::<String>::new(), "helm's process group {pgid} outlived the plugin");
-}
-
-fn wait_for_file(path: &Path, secs: u64) -> String {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
-        if let Ok(t) = std::fs::read_to_string(path) {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{} did not appear within {secs}s", path.display());
-}
-
 /// A CONNECT proxy that relays each tunnel to its target (127.0.0.1 only) and
 /// logs `CONNECT host:port <Proxy-Authorization>`.
 fn relay_proxy() -> Proxy {
@@ -407,6 +348,12 @@ fn a_hung_api_server_ends_install_by_its_timeout_with_exit_4_naming_what_it_wait
         "not named: {stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    // `version` has a bound of its own, also with no per-request timeout.
+    let started = Instant::now();
+    let out = rig.plugin().args(["version", "--request-timeout", "0", "--kubeconfig"]).arg(&path).output().unwrap();
+    let took = started.elapsed();
+    expect_code(&out, 4, "version against a hung API server");
+    assert!(took < Duration::from_secs(30 + 5), "version took {took:?}");
 }
 
 #[test]
@@ -430,7 +377,7 @@ fn helm_and_what_it_started_are_killed_at_the_deadline() {
     expect_code(&out, 4, "install with a hung helm");
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("helm did not finish to install release kube-system/aws-load-balancer-controller"),
+        stderr.contains("no answer from helm to install release kube-system/aws-load-balancer-controller"),
         "{stderr}"
     );
     assert!(took < Duration::from_secs(timeout + 8), "took {took:?}");

@@ -247,7 +247,7 @@ fn the_wrong_order_by_hand_is_reported_with_the_stuck_ingress_and_the_alb_arn() 
 }
 
 #[test]
-fn dry_run_lists_every_deletion_and_makes_no_mutating_call() {
+fn dry_run_lists_every_deletion_and_without_y_or_a_terminal_nothing_is_removed() {
     let rig = rig();
     rig.reset();
     rig.install_ok();
@@ -269,5 +269,14 @@ fn dry_run_lists_every_deletion_and_makes_no_mutating_call() {
     ] {
         assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
     }
+    // Without -y and with nobody at a terminal to ask, nothing is removed.
+    let (out, _) = rig.without_mutation("uninstall without -y or a terminal", || {
+        rig.plugin().args(["uninstall", "--timeout", "60s"]).stdin(std::process::Stdio::null()).output().unwrap()
+    });
+    expect_code(&out, 2, "uninstall without -y or a terminal");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no terminal to confirm on") && stderr.contains("pass -y"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(rig.kubectl(&["get", "ingress", "scalardb-graphql"]).status.success(), "the release was removed");
     rig.reset();
 }

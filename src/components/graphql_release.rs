@@ -186,9 +186,9 @@ impl Component for GraphqlRelease {
                         "chart {} {} from {}: {why}",
                         chart.name,
                         chart.version.as_deref().unwrap_or("(local)"),
-                        chart.repo.as_deref().unwrap_or("a local path")
+                        crate::redaction::masked(chart.repo.as_deref().unwrap_or("a local path"))
                     ))
-                    .with_detail(values::redacted(&Self::desired_values(env))),
+                    .with_detail(crate::redaction::redacted(&Self::desired_values(env))),
             );
         }
         if !actions.is_empty() || seen.ready < Self::replicas(env) {

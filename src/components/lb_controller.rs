@@ -394,9 +394,9 @@ impl Component for LbController {
                         "chart {} {} from {}: {why}",
                         lbc.chart.name,
                         lbc.chart.version.as_deref().unwrap_or("latest"),
-                        lbc.chart.repo.as_deref().unwrap_or("a local path")
+                        crate::redaction::masked(lbc.chart.repo.as_deref().unwrap_or("a local path"))
                     ))
-                    .with_detail(values::redacted(&Self::desired_values(env))),
+                    .with_detail(crate::redaction::redacted(&Self::desired_values(env))),
             );
         }
         if !actions.is_empty() || !seen.ready() {

@@ -67,6 +67,12 @@ pub async fn run(ctx: &Context) -> Preflight {
             v
         }
         Err(e) => {
+            // The credential plugin's own failure (its exit code kept: 4 when it did not answer).
+            if let Some(failure) = ctx.kube.credential_failure() {
+                let hint = failure.hint_text().unwrap_or_default().to_string();
+                block(&mut p, Check::fail(C, "cluster.reachable", failure.to_string()).hint(hint), failure);
+                return p;
+            }
             let msg = format!("cannot reach the API server of kube context {:?} at {server}: {e}", ctx.kube.context);
             let hint = "check the context (kubectl config current-context), the network path to the cluster, and your credentials";
             block(&mut p, Check::fail(C, "cluster.reachable", &msg).hint(hint), Error::prerequisite(msg).hint(hint));

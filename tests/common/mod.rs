@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod processes;
+
 /// `kubectl proxy` on a free loopback port, stopped when dropped.
 pub struct KubectlProxy(std::process::Child);
 
