@@ -71,11 +71,17 @@ import sys
 import time
 import traceback
 import urllib.request
+from types import SimpleNamespace
 
 import boto3
-from botocore.exceptions import ClientError
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+import pod_network
+import pod_status
+from pod_status import condition
+from lbc_credentials import AwsCallError, Chain
+from vpc_cni import VpcCni
 
 PREFIX = "alb.ingress.kubernetes.io/"
 IMPLICIT_FINALIZER = "ingress.k8s.aws/resources"
@@ -84,10 +90,21 @@ CONTROLLER = "ingress.k8s.aws/alb"
 TGB_GROUP, TGB_VERSION, TGB_PLURAL = "elbv2.k8s.aws", "v1beta1", "targetgroupbindings"
 READINESS_GATE_PREFIX = "target-health.elbv2.k8s.aws/"
 MIN_FREE_ADDRESSES = 8
-# The controller's target group defaults: HTTP/HTTP1, checks every 15 s, 2 to pass, 2 to fail.
-HEALTH_CHECK = {"HealthCheckProtocol": "HTTP", "HealthCheckPort": "traffic-port", "HealthCheckIntervalSeconds": 15,
-                "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 2,
-                "Matcher": {"HttpCode": "200"}}
+BACKOFF_START, BACKOFF_MAX = 0.005, 100.0
+SG_DELETE_INTERVAL, SG_DELETE_TIMEOUT = 0.2, 12.0  # the controller's 2 s and 2 min, scaled
+SHARED_RULE = "elbv2.k8s.aws/targetGroupBinding=shared"
+# The controller's health-check annotations and its defaults for them (HTTP on the traffic
+# port, "/", every 15 s, 5 s timeout, 2 to pass, 2 to fail, 200), as CreateTargetGroup's fields.
+HEALTH_CHECK = [
+    ("healthcheck-protocol", "HealthCheckProtocol", "HTTP", str),
+    ("healthcheck-port", "HealthCheckPort", "traffic-port", str),
+    ("healthcheck-path", "HealthCheckPath", "/", str),
+    ("healthcheck-interval-seconds", "HealthCheckIntervalSeconds", 15, int),
+    ("healthcheck-timeout-seconds", "HealthCheckTimeoutSeconds", 5, int),
+    ("healthy-threshold-count", "HealthyThresholdCount", 2, int),
+    ("unhealthy-threshold-count", "UnhealthyThresholdCount", 2, int),
+    ("success-codes", "Matcher", "200", str),
+]
 
 
 class BuildError(Exception):
@@ -116,16 +133,35 @@ def sha256_hex(*parts):
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
-def deploy_error(e):
-    """A ClientError worded as the controller (AWS SDK for Go v2) reports it."""
-    err, meta = e.response.get("Error", {}), e.response.get("ResponseMetadata", {})
-    return (f"operation error Elastic Load Balancing v2: {e.operation_name}, https response error StatusCode: "
-            f"{meta.get('HTTPStatusCode', 400)}, RequestID: {meta.get('RequestId', '')}, "
-            f"api error {err.get('Code')}: {err.get('Message')}")
+def api_message(e):
+    """The API server's message of a refused request, as client-go's error says it."""
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
 
 
-def condition(obj, kind):
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+class Backoff:
+    """The controller's per-object rate limiter for a reconcile that failed: retried after
+    BACKOFF_START doubling with each failure up to BACKOFF_MAX (client-go's exponential
+    failure limiter, 5 ms to 1000 s; the rig caps it at a tenth). A change to what the object
+    is built from (an event) queues it at once, but only a success resets the count."""
+
+    def __init__(self, leader=None):
+        self.leader = leader
+        self.failures = {}  # key -> (count, retry at, inputs then)
+
+    def due(self, key, inputs):
+        found = self.failures.get(key)
+        return found is None or found[2] != inputs or time.monotonic() >= found[1]
+
+    def failed(self, key, inputs):
+        count = self.failures.get(key, (0, 0, None))[0] + 1
+        delay = min(BACKOFF_START * 2 ** (count - 1), BACKOFF_MAX)
+        self.failures[key] = (count, time.monotonic() + delay, inputs)
+
+    def forget(self, key):
+        self.failures.pop(key, None)
 
 
 class Group:
@@ -157,17 +193,23 @@ class Simulator:
     def __init__(self, eks_cluster):
         config.load_kube_config()
         self.eks_cluster = eks_cluster
-        self.core = client.CoreV1Api()
+        # What the rig sees (is the controller's Deployment available, which pod leads) and the
+        # kubelet's part (tokens for the pod); the controller's own calls go with its token.
+        self.admin_core = client.CoreV1Api()
         self.apps = client.AppsV1Api()
-        self.net = client.NetworkingV1Api()
-        self.discovery = client.DiscoveryV1Api()
-        self.custom = client.CustomObjectsApi()
-        self.elb = boto3.client("elbv2")
-        self.ec2 = boto3.client("ec2")
+        self.as_controller = {}  # leader pod uid -> (token expiry, clients)
+        self.core = self.net = self.discovery = self.custom = None
+        # The controller's own calls are signed as its pod's credential chain signs them (IRSA);
+        # `eks` stands for what the controller reads from its node's instance metadata (the VPC).
+        self.chain = Chain(self.admin_core)
+        self.elb = self.ec2 = None
         self.eks = boto3.client("eks")
+        self.cni = VpcCni(boto3.client("ec2"), self.eks, eks_cluster)
         self.aws_url = os.environ["AWS_ENDPOINT_URL"]
         self.last_event = {}
         self.reconciled = {}  # group id -> what it was last reconciled from, successfully
+        self.backoff = Backoff()
+        self.active_groups = set()  # groups with a member, as the last pass found them
 
     # --- the controller's own configuration ------------------------------------------------
     def controller_flags(self):
@@ -186,8 +228,41 @@ class Simulator:
                 return flags
         return None
 
+    def act_as(self, pod):
+        """The Kubernetes clients of the controller: its ServiceAccount's token (what the kubelet
+        mounts in the pod), so the chart's RBAC decides what it may do, as on EKS."""
+        uid = pod["metadata"]["uid"]
+        held = self.as_controller.get(uid)
+        if not held or held[0] - time.time() < 600:
+            token = self.admin_core.create_namespaced_service_account_token(
+                pod["spec"].get("serviceAccountName") or "default", pod["metadata"]["namespace"],
+                client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+                    audiences=[], expiration_seconds=3600,
+                    bound_object_ref=client.V1BoundObjectReference(
+                        kind="Pod", api_version="v1", name=pod["metadata"]["name"], uid=uid)))).status.token
+            admin = client.Configuration.get_default_copy()
+            mine = client.Configuration()
+            mine.host, mine.ssl_ca_cert, mine.verify_ssl = admin.host, admin.ssl_ca_cert, admin.verify_ssl
+            mine.api_key = {"authorization": f"Bearer {token}"}
+            api = client.ApiClient(mine)
+            held = (time.time() + 3600, (client.CoreV1Api(api), client.NetworkingV1Api(api),
+                                         client.DiscoveryV1Api(api), client.CustomObjectsApi(api)))
+            self.as_controller = {uid: held}
+        self.core, self.net, self.discovery, self.custom = held[1]
+
+    @staticmethod
+    def leader(pods):
+        """The controller pod that acts (the leader): the oldest Ready one, not terminating."""
+        ready = [p for (ns, _), p in pods.items()
+                 if ns == "kube-system"
+                 and (p["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "aws-load-balancer-controller"
+                 and not p["metadata"].get("deletionTimestamp")
+                 and (condition(p, "Ready") or {}).get("status") == "True"]
+        return min(ready, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]), default=None)
+
     # --- events ----------------------------------------------------------------------------
-    def event(self, ing, reason, message, kind="Warning"):
+    def event(self, ing, reason, message, kind="Warning", involved=("Ingress", "networking.k8s.io/v1"),
+              component="ingress"):
         # As client-go's correlator, per object: an Ingress made anew under the same name is another.
         key = (ing.metadata.namespace, ing.metadata.name, ing.metadata.uid)
         # A retried AWS call fails with a new request id: the same problem, one event. As
@@ -208,10 +283,10 @@ class Simulator:
         made = self.core.create_namespaced_event(ing.metadata.namespace, client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{ing.metadata.name}."),
             involved_object=client.V1ObjectReference(
-                kind="Ingress", api_version="networking.k8s.io/v1", name=ing.metadata.name,
+                kind=involved[0], api_version=involved[1], name=ing.metadata.name,
                 namespace=ing.metadata.namespace, uid=ing.metadata.uid),
             reason=reason, message=message, type=kind,
-            source=client.V1EventSource(component="ingress"),
+            source=client.V1EventSource(component=component),
             # As client-go's recorder writes a new event: first and last seen now, once.
             first_timestamp=now_utc(), last_timestamp=now_utc(), count=1, event_time=None))
         self.last_event[key] = (seen, made.metadata.name, 1, time.monotonic())
@@ -388,9 +463,27 @@ class Simulator:
             "resource": resource,
             "name": f"k8s-{sanitized(ns)[:8]}-{sanitized(backend.name)[:8]}-{uuid[:10]}",
             "port": tg_port, "target_type": target_type, "service": backend.name, "service_port": port,
-            "namespace": ns, "health_check_path": annotations.get(PREFIX + "healthcheck-path", "/"),
+            "namespace": ns, "health_check": self.health_check(annotations),
             "attributes": self.string_map(annotations, "target-group-attributes"),
         }
+
+    @staticmethod
+    def health_check(annotations):
+        """The target group's health check from the annotations, as CreateTargetGroup's fields."""
+        found = {}
+        for suffix, field, default, kind in HEALTH_CHECK:
+            raw = annotations.get(PREFIX + suffix)
+            if raw is None:
+                value = default
+            elif kind is int:
+                if not raw.strip().lstrip("-").isdigit():
+                    raise BuildError(f"failed to parse int64 annotation, {PREFIX}{suffix}: {raw}: "
+                                     f"strconv.ParseInt: parsing \"{raw}\": invalid syntax")
+                value = int(raw)
+            else:
+                value = raw.strip()
+            found[field] = {"HttpCode": value} if field == "Matcher" else value
+        return found
 
     def build_model(self, group, flags):
         cluster = flags["cluster-name"]
@@ -417,6 +510,14 @@ class Simulator:
         else:
             name = f"k8s-{sanitized(group.namespace)[:8]}-{sanitized(group.name)[:8]}-{uuid[:10]}"
         model["load_balancer"] = {"name": name, "scheme": scheme, "subnets": subnets}
+        if group.explicit:
+            sg_name = f"k8s-{sanitized(group.name)[:17]}-{sha256_hex(cluster, group.stack)[:10]}"
+        else:
+            sg_name = f"k8s-{sanitized(group.namespace)[:8]}-{sanitized(group.name)[:8]}-" \
+                      f"{sha256_hex(cluster, group.stack)[:10]}"
+        model["frontend_sg"] = sg_name
+        # The shared backend group is resolved (made on first use) while the model is built.
+        model["backend_sg"] = self.backend_sg(flags, create=True)
         return model
 
     # --- deploy ---------------------------------------------------------------------------------
@@ -433,11 +534,14 @@ class Simulator:
                 found = self.elb.create_target_group(
                     Name=tg["name"], Protocol="HTTP", ProtocolVersion="HTTP1", Port=tg["port"],
                     VpcId=self.vpc(flags), TargetType=tg["target_type"], HealthCheckEnabled=True,
-                    HealthCheckPath=tg["health_check_path"], **HEALTH_CHECK,
+                    **tg["health_check"],
                     Tags=stack_tags + [{"Key": "ingress.k8s.aws/resource", "Value": tg["resource"]}],
                 )["TargetGroups"][0]
+            else:
+                self.reconcile_health_check(found, tg["health_check"])
             arns[tg["resource"]] = found["TargetGroupArn"]
             self.reconcile_attributes(found["TargetGroupArn"], tg["attributes"])
+        frontend = self.ensure_frontend_sg(group, model, flags, stack_tags) if model["load_balancer"] else None
         load_balancers = self.stack_load_balancers(cluster, group.stack)
         lb = None
         for existing in load_balancers:
@@ -449,8 +553,12 @@ class Simulator:
             spec = model["load_balancer"]
             lb = self.elb.create_load_balancer(
                 Name=spec["name"], Subnets=spec["subnets"], Scheme=spec["scheme"], Type="application",
+                SecurityGroups=[frontend, model["backend_sg"]],
                 Tags=stack_tags + [{"Key": "ingress.k8s.aws/resource", "Value": "LoadBalancer"}],
             )["LoadBalancers"][0]
+        elif lb and sorted(lb.get("SecurityGroups") or []) != sorted([frontend, model["backend_sg"]]):
+            self.elb.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"],
+                                         SecurityGroups=[frontend, model["backend_sg"]])
         if lb and model["target_groups"]:
             self.reconcile_listener(lb["LoadBalancerArn"], arns[model["target_groups"][0]["resource"]])
         wanted_bindings = set()
@@ -464,7 +572,128 @@ class Simulator:
         for resource, tg in existing_tgs.items():
             if resource not in arns:
                 self.elb.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
+        for sg in self.stack_security_groups(cluster, group.stack):
+            if sg["GroupId"] != frontend:
+                self.delete_security_group(sg["GroupId"])
         return lb
+
+    # --- security groups ------------------------------------------------------------------------
+    def stack_security_groups(self, cluster, stack):
+        return self.ec2.describe_security_groups(Filters=[
+            {"Name": "tag:elbv2.k8s.aws/cluster", "Values": [cluster]},
+            {"Name": "tag:ingress.k8s.aws/stack", "Values": [stack]},
+            {"Name": "tag:ingress.k8s.aws/resource", "Values": ["ManagedLBSecurityGroup"]}])["SecurityGroups"]
+
+    def ensure_frontend_sg(self, group, model, flags, stack_tags):
+        """The ALB's managed security group, open on its listener's port to 0.0.0.0/0."""
+        found = self.stack_security_groups(flags["cluster-name"], group.stack)
+        if found:
+            sg = found[0]
+        else:
+            tags = stack_tags + [{"Key": "ingress.k8s.aws/resource", "Value": "ManagedLBSecurityGroup"}]
+            made = self.ec2.create_security_group(
+                GroupName=model["frontend_sg"], Description="[k8s] Managed SecurityGroup for LoadBalancer",
+                VpcId=self.vpc(flags), TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])
+            sg = {"GroupId": made["GroupId"], "IpPermissions": []}
+        open_80 = any(p.get("IpProtocol") == "tcp" and p.get("FromPort") == 80 and
+                      any(r.get("CidrIp") == "0.0.0.0/0" for r in p.get("IpRanges") or [])
+                      for p in sg.get("IpPermissions") or [])
+        if not open_80:
+            self.ec2.authorize_security_group_ingress(GroupId=sg["GroupId"], IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        return sg["GroupId"]
+
+    def backend_sg(self, flags, create):
+        """The cluster's shared backend security group (`k8s-traffic-<cluster>-<hash>`), made on
+        first use when `create`; None when there is none."""
+        cluster = flags["cluster-name"]
+        found = self.ec2.describe_security_groups(Filters=[
+            {"Name": "vpc-id", "Values": [self.vpc(flags)]},
+            {"Name": "tag:elbv2.k8s.aws/cluster", "Values": [cluster]},
+            {"Name": "tag:elbv2.k8s.aws/resource", "Values": ["backend-sg"]}])["SecurityGroups"]
+        if found or not create:
+            return found[0]["GroupId"] if found else None
+        return self.ec2.create_security_group(
+            GroupName=f"k8s-traffic-{sanitized(cluster)[:15]}-{sha256_hex(cluster)[:10]}",
+            Description="[k8s] Shared Backend SecurityGroup for LoadBalancer", VpcId=self.vpc(flags),
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+                {"Key": "elbv2.k8s.aws/cluster", "Value": cluster},
+                {"Key": "elbv2.k8s.aws/resource", "Value": "backend-sg"}]}])["GroupId"]
+
+    def delete_security_group(self, group_id):
+        """DeleteSecurityGroup, retried while EC2 says it is still in use (an ALB's interfaces
+        are released a while after the ALB), as the controller does: every 2 s for 2 minutes,
+        on the rig's clock a tenth of that."""
+        deadline = time.monotonic() + SG_DELETE_TIMEOUT
+        while True:
+            try:
+                self.ec2.delete_security_group(GroupId=group_id)
+                return
+            except AwsCallError as e:
+                if e.code == "InvalidGroup.NotFound":
+                    return
+                if e.code != "DependencyViolation" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(SG_DELETE_INTERVAL)
+
+    def release_backend_sg(self, flags):
+        """The backend group goes when no Ingress of this controller needs it any more: its rules
+        on the pods' groups revoked first, then the group."""
+        group_id = self.backend_sg(flags, create=False)
+        if group_id is None:
+            return
+        self.reconcile_networking(group_id, {})
+        self.delete_security_group(group_id)
+
+    def eni_groups(self, ips, cluster):
+        """{pod IP: (ENI id, the security group the controller's rule goes to, or an error)}."""
+        found = {}
+        if not ips:
+            return found
+        enis = self.ec2.describe_network_interfaces(
+            Filters=[{"Name": "addresses.private-ip-address", "Values": sorted(ips)}])["NetworkInterfaces"]
+        tag = f"kubernetes.io/cluster/{cluster}"
+        for eni in enis:
+            groups = [g["GroupId"] for g in eni.get("Groups") or []]
+            if len(groups) == 1:
+                picked = groups[0], None
+            else:
+                described = self.ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"] if groups else []
+                tagged = sorted(g["GroupId"] for g in described if any(t["Key"] == tag for t in g.get("Tags") or []))
+                picked = (tagged[0], None) if len(tagged) == 1 else (
+                    None, f"expected exactly one securityGroup tagged with {tag} for eni {eni['NetworkInterfaceId']}, "
+                          f"got: [{' '.join(tagged)}] (clusterName: {cluster})")
+            for address in eni.get("PrivateIpAddresses") or []:
+                if address["PrivateIpAddress"] in ips:
+                    found[address["PrivateIpAddress"]] = (eni["NetworkInterfaceId"], *picked)
+        return found
+
+    def reconcile_networking(self, backend, wanted, revoke=True):
+        """The backend group's rules on the pods' groups: `wanted` {group: {port}} added, every
+        other rule from the backend group with the shared description revoked."""
+        current = {}
+        for sg in self.ec2.describe_security_groups()["SecurityGroups"]:
+            for p in sg.get("IpPermissions") or []:
+                if any(pair.get("GroupId") == backend and pair.get("Description") == SHARED_RULE
+                       for pair in p.get("UserIdGroupPairs") or []):
+                    current.setdefault(sg["GroupId"], set()).add(p.get("FromPort"))
+
+        def rule(port):
+            return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+                    "UserIdGroupPairs": [{"GroupId": backend, "Description": SHARED_RULE}]}
+        for sg, ports in wanted.items():
+            for port in sorted(ports - current.get(sg, set())):
+                self.ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[rule(port)])
+        for sg, ports in current.items() if revoke else ():
+            for port in sorted(ports - wanted.get(sg, set())):
+                self.ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[rule(port)])
+
+    def reconcile_health_check(self, found, desired):
+        """ModifyTargetGroup with the health check's fields that differ, as the controller's
+        target group manager does when an annotation changes."""
+        changed = {k: v for k, v in desired.items() if found.get(k) != v}
+        if changed:
+            self.elb.modify_target_group(TargetGroupArn=found["TargetGroupArn"], **changed)
 
     def reconcile_attributes(self, tg_arn, desired):
         current = {a["Key"]: a["Value"] for a in
@@ -522,27 +751,41 @@ class Simulator:
     def reconcile_group(self, group, flags):
         for ing in group.members:
             if group.finalizer not in (ing.metadata.finalizers or []):
-                self.set_finalizers(ing, (ing.metadata.finalizers or []) + [group.finalizer])
+                try:
+                    self.set_finalizers(ing, (ing.metadata.finalizers or []) + [group.finalizer])
+                except ApiException as e:
+                    if e.status != 403:
+                        raise
+                    self.event(ing, "FailedAddFinalizer", f"Failed add finalizer due to {api_message(e)}")
+                    return False
         try:
             model = self.build_model(group, flags)
-        except BuildError as e:
+        except (BuildError, AwsCallError) as e:
             for ing in group.members:
                 self.event(ing, "FailedBuildModel", f"Failed build model due to {e}")
             return False
         try:
             lb = self.deploy(group, model, flags)
-        except ClientError as e:
-            for ing in group.members:
-                self.event(ing, "FailedDeployModel", f"Failed deploy model due to {deploy_error(e)}")
+            if not group.members and not self.active_groups - {(group.namespace, group.name)}:
+                self.release_backend_sg(flags)  # the last Ingress of this controller went
+        except AwsCallError as e:
+            for ing in group.members or group.inactive:
+                self.event(ing, "FailedDeployModel", f"Failed deploy model due to {e}")
             return False
         if lb:
             hostname = lb["DNSName"].lower()
             for ing in group.members:
                 current = (ing.status.load_balancer.ingress or []) if ing.status and ing.status.load_balancer else []
                 if [(i.hostname, i.ip) for i in current] != [(hostname, None)]:
-                    self.net.patch_namespaced_ingress_status(
-                        ing.metadata.name, ing.metadata.namespace,
-                        {"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})
+                    try:
+                        self.net.patch_namespaced_ingress_status(
+                            ing.metadata.name, ing.metadata.namespace,
+                            {"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})
+                    except ApiException as e:
+                        if e.status != 403:
+                            raise
+                        self.event(ing, "FailedUpdateStatus", f"Failed update status due to {api_message(e)}")
+                        return False
         for ing in group.inactive:
             self.set_finalizers(ing, [f for f in ing.metadata.finalizers if f != group.finalizer])
             self.last_event.pop((ing.metadata.namespace, ing.metadata.name, ing.metadata.uid), None)
@@ -612,70 +855,137 @@ class Simulator:
             if any(g.get("conditionType") == gate for g in pod["spec"].get("readinessGates") or []):
                 self.set_gate(pod, gate, by_ip.get(ip) or {"State": "initial", "Reason": "Elb.RegistrationInProgress",
                                                            "Description": "Target registration is in progress"})
+        return endpoints
 
     def set_gate(self, pod, gate, target_health):
         status = "True" if target_health["State"] == "healthy" else "False"
         reason, message = target_health.get("Reason") or "", target_health.get("Description") or ""
         current = condition(pod, gate) or {}
-        if (current.get("status"), current.get("reason") or "", current.get("message") or "") == (status, reason,
-                                                                                                  message):
-            return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], {
-            "status": {"conditions": [{"type": gate, "status": status, "reason": reason, "message": message,
-                                       "lastProbeTime": None, "lastTransitionTime": now}]}})
+        conditions = []
+        if (current.get("status"), current.get("reason") or "", current.get("message") or "") != (status, reason,
+                                                                                                  message):
+            conditions.append({"type": gate, "status": status, "reason": reason, "message": message,
+                               "lastProbeTime": None, "lastTransitionTime": now})
+        ip = (pod.get("status") or {}).get("podIP") or ""
+        if not pod_network.runs_on_runner(ip):
+            # kwok keeps no pod's Ready up to date: as the kubelet does, Ready follows the readiness
+            # gates (the pod runner does this for its own pods).
+            containers = (condition(pod, "ContainersReady") or {}).get("status") == "True"
+            want = pod_status.ready(pod, containers, {gate: status})
+            have = condition(pod, "Ready") or {}
+            if (have.get("status"), have.get("reason")) != (want["status"], want["reason"]):
+                conditions.append({"type": "Ready", **want, "lastProbeTime": None, "lastTransitionTime": now})
+        if conditions:
+            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], {
+                "status": {"conditions": conditions}})
 
-    def reconcile_bindings(self, pods, nodes):
+    def reconcile_bindings(self, pods, nodes, flags):
+        """Each binding's targets, then the backend group's rules on the groups of the targets'
+        network interfaces (the controller's networking manager)."""
+        bound = []
         for tgb in self.custom.list_cluster_custom_object(TGB_GROUP, TGB_VERSION, TGB_PLURAL)["items"]:
             try:
-                self.reconcile_binding(tgb, pods, nodes)
+                bound.append((tgb, self.reconcile_binding(tgb, pods, nodes)))
             except ApiException as e:
                 if e.status not in (404, 409):
                     traceback.print_exc()
-            except ClientError as e:
-                if e.response["Error"]["Code"] != "TargetGroupNotFound":
-                    traceback.print_exc()
+            except AwsCallError as e:
+                if e.code != "TargetGroupNotFound":
+                    print(f"alb-simulator: TargetGroupBinding {tgb['metadata']['name']}: {e}", flush=True)
+        backend = self.backend_sg(flags, create=False)
+        if backend is None:
+            return
+        cluster = flags["cluster-name"]
+        groups = self.eni_groups({ip for _, endpoints in bound for ip, _, _ in endpoints}, cluster)
+        # The rule opens the traffic port, and a numeric health-check port too (the binding's networking).
+        health_ports = {tg["TargetGroupArn"]: tg.get("HealthCheckPort") for tg in
+                        self.elb.describe_target_groups()["TargetGroups"]} if bound else {}
+        wanted, failed = {}, []
+        for tgb, endpoints in bound:
+            problems = sorted({groups[ip][2] for ip, _, _ in endpoints if ip in groups and groups[ip][2]})
+            if problems:
+                failed.append((tgb, problems[0]))
+                continue
+            health_port = health_ports.get(tgb["spec"]["targetGroupARN"]) or "traffic-port"
+            for ip, port, _ in endpoints:
+                if ip in groups:
+                    wanted.setdefault(groups[ip][1], set()).add(port)
+                    if health_port.isdigit():
+                        wanted[groups[ip][1]].add(int(health_port))
+        if failed:  # nothing is revoked while a binding cannot say what it needs
+            for sg, ports in wanted.items():
+                self.reconcile_networking(backend, {sg: ports}, revoke=False)
+        else:
+            self.reconcile_networking(backend, wanted)
+        for tgb, problem in failed:
+            meta = tgb["metadata"]
+            ref = SimpleNamespace(metadata=SimpleNamespace(namespace=meta["namespace"], name=meta["name"],
+                                                           uid=meta["uid"]))
+            self.event(ref, "FailedNetworkReconcile", problem, involved=("TargetGroupBinding", f"{TGB_GROUP}/{TGB_VERSION}"),
+                       component="targetGroupBinding")
 
-    # --- the ALB's health checks ---------------------------------------------------------------
-    def report_health_checks(self, pods):
-        answering = [p["status"]["podIP"] for p in pods.values()
-                     if (p.get("status") or {}).get("podIP")
-                     and (condition(p, "ContainersReady") or {}).get("status") == "True"]
+    # --- the pod network the ALB's health checks reach ---------------------------------------
+    def report_pod_network(self, pods):
+        network = pod_network.addresses(
+            pods.values(), lambda p: (condition(p, "ContainersReady") or {}).get("status") == "True")
         urllib.request.urlopen(urllib.request.Request(
-            f"{self.aws_url}/rig/health-checks", data=json.dumps({"answering": answering}).encode(),
+            f"{self.aws_url}/rig/pod-network", data=json.dumps({"addresses": network}).encode(),
             headers={"Content-Type": "application/json"}), timeout=10).read()
 
     # --- loop ---------------------------------------------------------------------------------
     def tick(self):
-        raw_pods = json.loads(self.core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+        raw_pods = json.loads(self.admin_core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
         pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in raw_pods}
-        self.report_health_checks(pods)
+        try:
+            self.cni.sync(raw_pods)
+        except Exception:  # the pods' addresses, not the controller's business: the next pass
+            traceback.print_exc()
+        self.report_pod_network(pods)
         flags = self.controller_flags()
-        if flags is None:
+        leader = self.leader(pods)
+        if flags is None or leader is None:
             self.reconciled.clear()  # a controller that starts again reconciles everything
             return
+        clients = self.chain.clients(leader)
+        self.elb, self.ec2 = clients["elbv2"], clients["ec2"]
+        self.act_as(leader)
+        # A new leader (a restart) reconciles everything, with its own credentials.
+        flags = dict(flags, leader=leader["metadata"]["uid"])
         services = {(s.metadata.namespace, s.metadata.name): digest(s.metadata.annotations, s.spec)
                     for s in self.core.list_service_for_all_namespaces().items}
-        for group in self.load_groups(flags):
+        if self.backoff.leader != leader["metadata"]["uid"]:
+            self.backoff = Backoff(leader["metadata"]["uid"])  # a new process: a new rate limiter
+        groups = self.load_groups(flags)
+        self.active_groups = {(g.namespace, g.name) for g in groups if g.members}
+        for group in groups:
             key, inputs = (group.namespace, group.name), self.inputs(group, flags, services)
             if self.reconciled.get(key) == inputs:
                 continue
             self.reconciled.pop(key, None)
+            if not self.backoff.due(key, inputs):
+                continue
             # A pass takes a while on a busy machine: the controller may have gone since it began
             # (helm uninstall --wait returns once its pods are gone), and a gone controller does nothing.
             if self.controller_flags() is None:
                 self.reconciled.clear()
                 return
+            done = False
             try:
-                if self.reconcile_group(group, flags):
-                    self.reconciled[key] = inputs
+                done = self.reconcile_group(group, flags)
             except ApiException as e:
                 if e.status not in (404, 409):
                     traceback.print_exc()
             except Exception:  # one group's trouble must not stop the others
                 traceback.print_exc()
+            if done:
+                self.reconciled[key] = inputs
+                self.backoff.forget(key)
+            else:
+                self.backoff.failed(key, inputs)
         raw_nodes = json.loads(self.core.list_node(_preload_content=False).data)["items"]
-        self.reconcile_bindings(pods, {n["metadata"]["name"]: n for n in raw_nodes})
+        nodes = {n["metadata"]["name"]: n for n in raw_nodes}
+        self.reconcile_bindings(pods, nodes, flags)
 
 
 def main():

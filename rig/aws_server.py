@@ -18,17 +18,23 @@ ELBv2 is made to behave as ELBv2 does where moto is lenient:
 - target health over time: a registered target is `initial`
   (Elb.RegistrationInProgress, then Elb.InitialHealthChecking) until it has
   passed the target group's healthy threshold of health checks, then
-  `healthy`; it becomes `unhealthy` (Target.FailedHealthChecks) after the
-  unhealthy threshold of failed checks. Checks run every
-  HEALTH_CHECK_INTERVAL seconds whatever the target group says (the rig's
-  time scale). A deregistered target is `draining`
-  (Target.DeregistrationInProgress) for the target group's
+  `healthy`; it becomes `unhealthy` after the unhealthy threshold of failed
+  checks, with the reason of the last failure. A deregistered target is
+  `draining` (Target.DeregistrationInProgress) for the target group's
   `deregistration_delay.timeout_seconds`, at most MAX_DRAIN_SECONDS on the
   rig, and then disappears from DescribeTargetHealth.
-- which targets pass a health check: those whose address answers it. There
-  is no network to probe on the rig, so the ALB simulator, which sees the
-  pods, reports the addresses that answer with `POST /rig/health-checks`
-  (`{"answering": [ip, ...]}`); any other address fails its checks.
+- health checks are made: an HTTP GET of the target group's health-check
+  path on its health-check port (the target's port for `traffic-port`),
+  passed when the status is among the matcher's codes; a wrong code is
+  Target.ResponseCodeMismatch ("Health checks failed with these codes:
+  [404]"), no answer in the timeout Target.Timeout, a refused connection
+  Target.FailedHealthChecks. The interval and timeout run on the rig's
+  clock (CLOCK_SCALE). A check the target's security groups do not admit
+  (the network interface holding its address has no rule for the port
+  from one of the load balancer's groups or a CIDR) times out, as on AWS.
+  What answers a pod IP is pod_network.py's map,
+  which the ALB simulator (it sees the pods) posts to `POST /rig/pod-network`
+  (`{"addresses": {...}}`); an address not in it answers nothing.
 - ModifyTargetGroupAttributes refuses, atomically, an attribute key an
   HTTP target group does not have (ValidationError "... is not recognized"),
   one it has only on other load balancer types (InvalidConfigurationRequest)
@@ -38,6 +44,16 @@ ELBv2 is made to behave as ELBv2 does where moto is lenient:
   balancer, target group, listener or rule that does not exist
   (LoadBalancerNotFound, TargetGroupNotFound, ...), where moto answers it
   with empty tags.
+- DeleteSecurityGroup refuses (DependencyViolation "resource sg-... has a
+  dependent object") a group a load balancer, a network interface or
+  another group's rule uses, and for LB_ENI_RELEASE_SECONDS after the
+  deletion of the last load balancer that used it, while ELBv2 releases
+  its network interfaces (minutes on AWS; seconds on the rig). moto
+  deletes any group, and keeps a deleted group's tags.
+
+The seed also has the cluster security group EKS makes (tagged
+`kubernetes.io/cluster/<name>`, in `DescribeCluster` as
+`clusterSecurityGroupId`) that the nodes' network interfaces carry.
 
 `POST /rig/reset` clears the health state too.
 
@@ -65,23 +81,31 @@ and only in the actions `gone_actions` lists when it is given (e.g.
 `["DescribeTargetHealth"]`: deleted after its tags were read).
 `GET /rig/faults` counts those answers by client (`gone_by_client`).
 
-usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE
+STS and IAM check what a caller with temporary credentials may do (IRSA, as
+on EKS): see aws_identity.py.
+
+usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE OIDC_ISSUER
 """
 
 import base64
+import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
 import random
+import socket
 import sys
 import threading
 import time
 import uuid
 import urllib.parse
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
+import botocore.config
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.elbv2.exceptions import InvalidConfigurationRequest, ValidationError
@@ -91,37 +115,135 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+import aws_identity
+import pod_network
+
 REGION = "us-east-1"
 ZONES = ["us-east-1a", "us-east-1b"]
+# The rig's clock for health checks: a target group's interval and timeout divided by
+# CLOCK_SCALE (15 s -> 1.5 s), an interval of at least HEALTH_CHECK_INTERVAL and a timeout of
+# at least HEALTH_CHECK_MIN_TIMEOUT (a busy two-core machine answers loopback slowly too).
+CLOCK_SCALE = 10
 HEALTH_CHECK_INTERVAL = 1.5
+HEALTH_CHECK_MIN_TIMEOUT = 2.0
 MAX_DRAIN_SECONDS = 20
+SEED_AGENT = "rig-aws-seed"
+
+
+# --- resets run alone ----------------------------------------------------------------------
+class Gate:
+    """A reset (moto's random generator seeded, the account made again) runs alone. Anything
+    served meanwhile would draw from the generator and shift every identifier after it: a
+    request (the VPC CNI stand-in making a network interface), or a first look at a backend
+    (moto makes an account's default VPC when its EC2 backend is first read)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.active, self.resetting = 0, False
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self.cond:
+            self.cond.wait_for(lambda: not self.resetting)
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self):
+        with self.cond:
+            self.cond.wait_for(lambda: not self.resetting)
+            self.resetting = True
+            self.cond.wait_for(lambda: self.active == 0)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.resetting = False
+                self.cond.notify_all()
+
+
+GATE = Gate()
 
 
 # --- target health over time ---------------------------------------------------------------
+def matches(codes, status):
+    """Whether an HTTP status is among a matcher's codes ("200", "200-299", "200,202")."""
+    for part in codes.split(","):
+        low, _, high = part.strip().partition("-")
+        if low.isdigit() and int(low) <= status <= int(high or low):
+            return True
+    return False
+
+
+def health_check(tg, pod_ip, dial, target_port):
+    """One health check of a target as ELBv2 makes it: an HTTP GET of the target group's path on
+    its health-check port (the traffic port by default), passed by the matcher's codes.
+    (True, None, None) or (False, reason, description) with ELBv2's reason codes."""
+    port = target_port if tg.health_check_port in (None, "traffic-port") else int(tg.health_check_port)
+    try:
+        admitted = security_groups_admit(tg, pod_ip, port)
+    except RuntimeError:  # moto's state changed under the read: the next check reads it again
+        admitted = False
+    if not admitted:
+        return False, "Target.Timeout", "Request timed out"
+    where = dial(port)
+    if where is None:
+        return False, "Target.FailedHealthChecks", "Health checks failed"
+    timeout = max(HEALTH_CHECK_MIN_TIMEOUT, int(tg.health_check_timeout_seconds) / CLOCK_SCALE)
+    conn = http.client.HTTPConnection(where[0], where[1], timeout=timeout)
+    try:
+        conn.request("GET", tg.health_check_path or "/",
+                     headers={"Host": f"{where[0]}:{port}", "User-Agent": "ELB-HealthChecker/2.0"})
+        status = conn.getresponse().status
+    except (socket.timeout, TimeoutError):
+        return False, "Target.Timeout", "Request timed out"
+    except OSError:
+        return False, "Target.FailedHealthChecks", "Health checks failed"
+    finally:
+        conn.close()
+    codes = (tg.matcher or {}).get("HttpCode") or "200"
+    if matches(codes, status):
+        return True, None, None
+    return False, "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{status}]"
+
+
 class TargetHealth:
-    """The health of every registered or draining target, advanced by a checker thread."""
+    """The health of every registered or draining target, advanced by a checker thread that
+    makes the target groups' health checks (pod_network.py says what answers a pod IP)."""
 
     def __init__(self):
         self.lock = threading.RLock()
         self.targets = {}  # (target group ARN, target id) -> state
-        self.answering = set()
+        self.network = {}
+        self.state_dir = os.environ.get("RIG_STATE", "")
+        self.standins = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in
+                                                      os.environ.get("RIG_GRAPHQL_STANDINS", "").split(",") if a)]
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-check")
 
     def reset(self):
         with self.lock:
             self.targets.clear()
-            self.answering.clear()
+            self.network = {}
 
-    def report(self, answering):
+    def report(self, network):
         with self.lock:
-            self.answering = set(answering)
+            self.network = dict(network)
+
+    def dial(self, network, pod_ip):
+        return lambda port: pod_network.dial(network, self.state_dir, self.standins, pod_ip, port)
 
     def registered(self, tg_arn, target):
         with self.lock:
             current = self.targets.get((tg_arn, target["Id"]))
             if current is None or current["state"] == "draining":
                 self.targets[(tg_arn, target["Id"])] = {
-                    "state": "initial", "passes": 0, "fails": 0, "checks": 0,
-                    "next_check": time.monotonic() + HEALTH_CHECK_INTERVAL}
+                    "state": "initial", "passes": 0, "fails": 0, "checks": 0, "port": target.get("Port"),
+                    "reason": None, "next_check": time.monotonic() + HEALTH_CHECK_INTERVAL}
 
     def deregistered(self, tg_arn, target, delay_seconds):
         with self.lock:
@@ -142,17 +264,21 @@ class TargetHealth:
                 return None
             if t["state"] == "initial" and t["checks"] == 0:
                 return "initial", "Elb.RegistrationInProgress", "Target registration is in progress"
+            if t["state"] == "unhealthy":
+                return ("unhealthy",) + (t["reason"] or ("Target.FailedHealthChecks", "Health checks failed"))
             return {
                 "initial": ("initial", "Elb.InitialHealthChecking", "Initial health checks in progress"),
                 "healthy": ("healthy", None, None),
-                "unhealthy": ("unhealthy", "Target.FailedHealthChecks", "Health checks failed"),
                 "draining": ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress"),
             }[t["state"]]
 
     def check(self, target_groups):
-        """One pass: health checks that are due, drains that are over, targets of deleted groups."""
+        """One pass: health checks that are due (made side by side), drains that are over, targets
+        of deleted groups."""
         now = time.monotonic()
+        due = []
         with self.lock:
+            network = self.network
             for key, t in list(self.targets.items()):
                 tg = target_groups.get(key[0])
                 if tg is None or (t["state"] == "draining" and now >= t["until"]):
@@ -160,20 +286,31 @@ class TargetHealth:
                     continue
                 if t["state"] == "draining" or now < t["next_check"]:
                     continue
-                t["next_check"] = now + HEALTH_CHECK_INTERVAL
+                interval = int(tg.health_check_interval_seconds or 30) / CLOCK_SCALE
+                t["next_check"] = now + max(interval, HEALTH_CHECK_INTERVAL)
+                due.append((key, t, tg, self.pool.submit(health_check, tg, key[1], self.dial(network, key[1]),
+                                                          t["port"] or tg.port)))
+        for key, t, tg, future in due:
+            passed, reason, description = future.result()
+            with self.lock:
+                if self.targets.get(key) is not t:
+                    continue
                 t["checks"] += 1
-                if key[1] in self.answering:
+                if passed:
                     t["passes"], t["fails"] = t["passes"] + 1, 0
                 else:
-                    t["passes"], t["fails"] = 0, t["fails"] + 1
+                    t["passes"], t["fails"], t["last_failure"] = 0, t["fails"] + 1, (reason, description)
                 if t["state"] != "healthy" and t["passes"] >= int(tg.healthy_threshold_count):
-                    t["state"] = "healthy"
+                    t["state"], t["reason"] = "healthy", None
                 elif t["state"] != "unhealthy" and t["fails"] >= int(tg.unhealthy_threshold_count):
-                    t["state"] = "unhealthy"
+                    t["state"], t["reason"] = "unhealthy", t["last_failure"]
+                elif t["state"] == "unhealthy" and not passed:
+                    t["reason"] = t["last_failure"]
 
     def run(self):
         while True:
-            self.check(get_backend("elbv2")[DEFAULT_ACCOUNT_ID][REGION].target_groups)
+            with GATE.shared():
+                self.check(get_backend("elbv2")[DEFAULT_ACCOUNT_ID][REGION].target_groups)
             time.sleep(0.25)
 
 
@@ -283,6 +420,96 @@ def patch_target_group_attributes():
 
 
 # --- load balancer DNS names ---------------------------------------------------------------
+# --- security groups in use ------------------------------------------------------------------
+LB_ENI_RELEASE_SECONDS = 5
+LB_RELEASING = {}  # security group id -> when the last load balancer using it was deleted
+
+
+def patch_security_group_dependencies():
+    """DeleteSecurityGroup refuses a group something still uses, as EC2 does: a load balancer
+    (and for a few seconds after its deletion, while ELBv2 releases its network interfaces), a
+    network interface, or another group's rule that names it as its source."""
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+    delete_group, delete_lb = SecurityGroupBackend.delete_security_group, ELBv2Backend.delete_load_balancer
+
+    def in_use(ec2, group_id):
+        now = time.monotonic()
+        if LB_RELEASING.get(group_id, 0) > now:
+            return True
+        for lb in get_backend("elbv2")[DEFAULT_ACCOUNT_ID][REGION].load_balancers.values():
+            if group_id in (lb.security_groups or []):
+                return True
+        for eni in ec2.enis.values():
+            if any(g.id == group_id for g in eni.group_set):
+                return True
+        for groups in ec2.groups.values():
+            for other in groups.values():
+                if other.id != group_id and any((r.source_group or {}).get("GroupId") == group_id
+                                                for r in other.ingress_rules + other.egress_rules):
+                    return True
+        return False
+
+    def deleting_group(self, name=None, group_id=None):
+        group = self.get_security_group_from_id(group_id) if group_id else \
+            self.get_security_group_by_name_or_id(name)
+        if group is not None and in_use(self, group.id):
+            raise DependencyViolationError(f"resource {group.id} has a dependent object")
+        deleted = delete_group(self, name=name, group_id=group_id)
+        if group is not None:
+            self.tags.pop(group.id, None)  # a deleted resource's tags go with it; moto keeps them
+        return deleted
+
+    def deleting_lb(self, arn):
+        lb = self.load_balancers.get(arn)
+        delete_lb(self, arn)
+        for group_id in (lb.security_groups or []) if lb is not None else []:
+            LB_RELEASING[group_id] = time.monotonic() + LB_ENI_RELEASE_SECONDS
+
+    SecurityGroupBackend.delete_security_group = deleting_group
+    ELBv2Backend.delete_load_balancer = deleting_lb
+
+    # EC2 finds a network interface by any of its private addresses (a pod's is a secondary
+    # one) matching any of the filter's values; moto matches the primary address only.
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+    all_enis = NetworkInterfaceBackend.get_all_network_interfaces
+
+    def by_any_address(self, eni_ids=None, filters=None):
+        filters = dict(filters or {})
+        wanted = set()
+        for name in ("addresses.private-ip-address", "private-ip-address"):
+            wanted |= set(filters.pop(name, None) or [])
+        found = all_enis(self, eni_ids, filters)
+        if wanted:
+            found = [e for e in found if wanted & {a["PrivateIpAddress"] for a in e.private_ip_addresses}]
+        return found
+
+    NetworkInterfaceBackend.get_all_network_interfaces = by_any_address
+
+
+def security_groups_admit(tg, pod_ip, port):
+    """Whether the security groups of the network interface that holds pod_ip let the target
+    group's load balancers reach `port`: a rule for that TCP port from one of their groups, or
+    from a CIDR. No interface holds the address: nothing routes to it."""
+    ec2 = get_backend("ec2")[DEFAULT_ACCOUNT_ID][REGION]
+    elb = get_backend("elbv2")[DEFAULT_ACCOUNT_ID][REGION]
+    eni = next((e for e in list(ec2.enis.values())
+                if any(a["PrivateIpAddress"] == pod_ip for a in e.private_ip_addresses)), None)
+    if eni is None:
+        return False
+    sources = {g for arn in tg.load_balancer_arns if arn in elb.load_balancers
+               for g in elb.load_balancers[arn].security_groups or []}
+    for group in eni.group_set:
+        for rule in group.ingress_rules:
+            if rule.ip_protocol not in ("tcp", "-1"):
+                continue
+            if rule.ip_protocol == "tcp" and not (int(rule.from_port) <= port <= int(rule.to_port)):
+                continue
+            if (rule.source_group or {}).get("GroupId") in sources or (rule.ip_range or {}).get("CidrIp"):
+                return True
+    return False
+
+
 def patch_describe_tags():
     original = ELBv2Backend.describe_tags
 
@@ -453,12 +680,15 @@ class Faults:
 
 
 FAULTS = Faults()
+IDENTITY = aws_identity.Identity(DEFAULT_ACCOUNT_ID, REGION)
 
 
-def seed(port, cluster_name, kube_server, ca_pem):
+def seed(port, cluster_name, kube_server, ca_pem, issuer):
     def client(service):
+        # SEED_AGENT: the seed's own requests are served while the reset holds every other one.
         return boto3.client(service, region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            config=botocore.config.Config(user_agent_extra=SEED_AGENT))
 
     ec2 = client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -489,32 +719,54 @@ def seed(port, cluster_name, kube_server, ca_pem):
     cluster.endpoint = kube_server
     cluster.certificate_authority = {"data": base64.b64encode(ca_pem).decode()}
     cluster.resources_vpc_config = dict(cluster.resources_vpc_config, vpcId=vpc)
+    # As on EKS, the API server issues ServiceAccount tokens as the cluster's OIDC issuer.
+    cluster.identity = {"oidc": {"issuer": issuer}}
+    # EKS's cluster security group: on every node's network interface (vpc_cni.py), the one
+    # the controller adds its rules to.
+    cluster_sg = ec2.create_security_group(
+        GroupName=f"eks-cluster-sg-{cluster_name}-{mock_random.randint(10 ** 9, 10 ** 10 - 1)}",
+        Description="EKS created security group applied to ENI that is attached to EKS Control Plane master "
+                    "nodes, as well as any managed workloads.", VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": f"kubernetes.io/cluster/{cluster_name}", "Value": "owned"}]}])["GroupId"]
+    cluster.resources_vpc_config = dict(cluster.resources_vpc_config, clusterSecurityGroupId=cluster_sg)
 
 
 def main():
-    port, cluster_name, kube_server, ca_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    port, cluster_name, kube_server, ca_file, issuer = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
     with open(ca_file, "rb") as f:
         ca_pem = f.read()
     moto_app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 
     def reset():
+        with GATE.alone():
+            reset_alone()
+
+    def reset_alone():
         with lock:
             moto_api_backend.reset()
             HEALTH.reset()
+            LB_RELEASING.clear()
             FAULTS.set(0.0, 0)
             # The same identifiers after every reset: subnets, VPC, the OIDC issuer.
             mock_random.seed(42)
-            seed(port, cluster_name, kube_server, ca_pem)
+            seed(port, cluster_name, kube_server, ca_pem, issuer)
 
     def app(environ, start_response):
         route = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
         if route == ("POST", "/rig/reset"):
             reset()
             return Response("reset\n")(environ, start_response)
-        if route == ("POST", "/rig/health-checks"):
+        if SEED_AGENT in environ.get("HTTP_USER_AGENT", ""):
+            return served(environ, start_response, route)
+        with GATE.shared():
+            return served(environ, start_response, route)
+
+    def served(environ, start_response, route):
+        if route == ("POST", "/rig/pod-network"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
-            HEALTH.report(json.loads(environ["wsgi.input"].read(length))["answering"])
+            HEALTH.report(json.loads(environ["wsgi.input"].read(length))["addresses"])
             return Response("ok\n")(environ, start_response)
         if route == ("GET", "/rig/faults"):
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
@@ -528,16 +780,28 @@ def main():
                 return Response(f"{e}\n", status=400)(environ, start_response)
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
         if not environ.get("PATH_INFO", "").startswith(("/moto-api", "/rig/")):
-            answer = FAULTS.intercept(environ)
+            answer = FAULTS.intercept(environ) or checked(environ)
             if answer is not None:
                 status, headers, body = answer
                 return Response(body, status=status, headers=headers)(environ, start_response)
         return moto_app(environ, start_response)
 
+    def checked(environ):
+        """STS's and IAM's refusal of this request (aws_identity.py), or None."""
+        service = signing_service(environ)
+        body = request_body(environ)
+        if "Credential=" not in environ.get("HTTP_AUTHORIZATION", ""):
+            params = aws_identity.params_of(body)
+            if service == "sts" and params.get("Action") == "AssumeRoleWithWebIdentity":
+                return IDENTITY.web_identity(params)
+            return None
+        return IDENTITY.authorize(environ, service, body)
+
     patch_target_health()
     patch_target_group_attributes()
     patch_dns_names()
     patch_describe_tags()
+    patch_security_group_dependencies()
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=reset, daemon=True).start()
     threading.Thread(target=HEALTH.run, daemon=True).start()

@@ -65,7 +65,6 @@ import ctypes
 import datetime
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import queue
@@ -87,6 +86,9 @@ import boto3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+import pod_network
+import pod_status
+
 RIG = Path(__file__).resolve().parent
 PYTHON_TAG = "3.13.7-alpine3.22"
 PYTHON_DIGEST = "sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844"
@@ -96,7 +98,7 @@ CLUSTER_IMAGES = ("scalardb-cluster-node", "scalardb-cluster-node-byol-premium",
 IMAGES = ("python", "scalardb-schema-loader", *CLUSTER_IMAGES)
 NODE_PROPERTIES = "/scalardb-cluster/node/scalardb-cluster-node.properties"
 DATAPLANE_BACKEND = "roundrobin"  # the ALB without stickiness; cluster nodes join it while ready
-POD_NETWORK = ipaddress.ip_network("10.0.1.0/24")
+POD_NETWORK = pod_network.RUNNER_POD_NETWORK
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # the kubelet's image pull back-off
 LB_CACHE_SECONDS = 1.5
 HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te",
@@ -238,17 +240,22 @@ class Run:
         return False
 
     def conditions(self, ready, reason=None, message=None, sandbox=True):
+        """The kubelet's conditions; Ready also waits for every readiness gate (pod_status.py)."""
         t = stamp()
         extra = {"reason": reason, "message": message} if reason else {}
+        gated = pod_status.ready(self.pod, True) if ready else {"status": "False", **extra}
         return [
             {"type": "PodReadyToStartContainers", "status": "True" if sandbox else "False", "lastProbeTime": None,
              "lastTransitionTime": t},
             {"type": "Initialized", "status": "True", "lastProbeTime": None, "lastTransitionTime": t},
-            {"type": "Ready", "status": "True" if ready else "False", "lastProbeTime": None,
-             "lastTransitionTime": t, **extra},
+            {"type": "Ready", "lastProbeTime": None, "lastTransitionTime": t, **gated},
             {"type": "ContainersReady", "status": "True" if ready else "False", "lastProbeTime": None,
              "lastTransitionTime": t, **extra},
         ]
+
+    def ready_is_stale(self):
+        have = pod_status.condition(self.pod, "Ready") or {}
+        return have.get("status") != pod_status.ready(self.pod, True)["status"]
 
     def base_status(self):
         return {"hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}], "podIP": self.pod_ip,
@@ -455,6 +462,8 @@ class Run:
                                     "containerStatuses": self.container_status(running, self.image_id, True, True)})
                         graphql_port = graphql_port or self.graphql_port(properties)
                         self.runner.dataplane_join(self, address, graphql_port)
+                elif self.ready_is_stale():  # a readiness gate changed: Ready follows it
+                    self.patch({"conditions": self.conditions(True)})
                 self.wake.wait(1.0)
                 self.wake.clear()
             if self.deleted:
@@ -892,8 +901,7 @@ class Runner:
     def loopback(self, pod_ip):
         """The pod's own loopback address, 127.A.B.<last octet of its pod IP>, A.B from this rig's state
         directory: the node binds its real ports there, and two rigs on one machine do not meet."""
-        digest = hashlib.sha256(str(self.state.resolve()).encode()).digest()
-        return f"127.{1 + digest[0] % 254}.{digest[1]}.{pod_ip.rsplit('.', 1)[1]}"
+        return pod_network.loopback(self.state.resolve(), pod_ip)
 
     def reset(self):
         with self.lock:

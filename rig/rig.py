@@ -32,21 +32,34 @@ generated, then kwok's controller restarted); `reset` kills the runner's
 processes and removes their logs.
 """
 
+import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tools  # noqa: E402
+
+# The proxy variables every client in the rig's environment has (the plugin, helm, kubectl, the
+# tests): the internet is the policy mirror (rig/policy_mirror.py), loopback is reached directly.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE")
+# rig/rig run in a shell that sourced a rig's env: its own requests (the registries it builds
+# from, the API server it resets) do not go through a rig's mirror.
+if os.environ.get("SSL_CERT_FILE", "").endswith("/rig-ca.crt"):
+    for _var in PROXY_VARIABLES:
+        os.environ.pop(_var, None)
 
 RIG = Path(__file__).resolve().parent
 ROOT = RIG.parent
@@ -80,10 +93,13 @@ def free_port():
 
 # --- processes -------------------------------------------------------------------------
 def start(name, argv, env=None):
-    """Starts a long-running process in its own session; its pid goes to .rig/pids/NAME."""
+    """Starts a long-running process in its own session; its pid goes to .rig/pids/NAME. The
+    rig's own servers reach nothing beyond loopback: they get no proxy (the kubernetes
+    client honours HTTPS_PROXY but not NO_PROXY, and would tunnel to the API server)."""
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     (STATE / "pids").mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [str(a) for a in argv], "env": dict(env if env is not None else os.environ),
+    env = {k: v for k, v in (env if env is not None else os.environ).items() if k not in PROXY_VARIABLES}
+    spec = {"argv": [str(a) for a in argv], "env": env,
             "cwd": str(STATE), "log": str(STATE / "logs" / f"{name}.log"), "pid_file": str(STATE / "pids" / name)}
     write_spec(name, spec)
     return launch(spec)
@@ -184,7 +200,10 @@ def record_control_plane_specs(env):
     for c in config["components"]:
         write_spec(c["name"], {
             "argv": [c["binary"], *c.get("args", [])],
-            "env": dict(env, **{e["name"]: e["value"] for e in c.get("envs") or []}),
+            # No proxy: the control plane reaches the cluster through its egress proxy only (an
+            # API server started again with HTTPS_PROXY would send webhook calls there).
+            "env": dict({k: v for k, v in env.items() if k not in PROXY_VARIABLES},
+                        **{e["name"]: e["value"] for e in c.get("envs") or []}),
             "cwd": c.get("workDir") or str(cluster_dir),
             "log": str(cluster_dir / "logs" / f"{c['name']}.log"),
             "pid_file": str(cluster_dir / "pids" / f"{c['name']}.pid"),
@@ -407,6 +426,26 @@ def write_egress_selector(socket_path):
     return path
 
 
+def oidc_issuer():
+    """The EKS cluster's OIDC issuer, one per rig (EKS's form: 32 upper-case hex digits)."""
+    digest = hashlib.sha256(str(STATE).encode()).hexdigest()[:32].upper()
+    return f"https://oidc.eks.{REGION}.amazonaws.com/id/{digest}"
+
+
+def write_kwokctl_config(issuer):
+    """kwokctl's configuration: the API server issues ServiceAccount tokens as the EKS cluster's
+    OIDC issuer, as EKS's does (replacing kwokctl's own issuer, which would stay first and sign)."""
+    path = STATE / "kwokctl.yaml"
+    path.write_text(json.dumps({
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration",
+        "componentsPatches": [{"name": "kube-apiserver", "extraArgs": [
+            {"key": "service-account-issuer", "value": issuer, "override": True},
+            # EKS's discovery document names its keys under the issuer.
+            {"key": "service-account-jwks-uri", "value": f"{issuer}/keys"}]}],
+    }, indent=1) + "\n")
+    return path
+
+
 # The images the pod runner runs (pod_runner.py's IMAGES); kwok leaves their pods to it.
 RUNNER_IMAGES = ["python", "scalardb-schema-loader", "scalardb-cluster-node", "scalardb-cluster-node-byol-premium",
                  "scalardb-cluster-node-byol-standard"]
@@ -427,6 +466,8 @@ def hand_runner_pods_to_the_runner(bins, env, cluster_dir):
             continue
         doc["spec"]["selector"].setdefault("matchExpressions", []).append(
             {"jq": {"key": RUNNER_IMAGES_JQ, "operator": "NotIn", "values": RUNNER_IMAGES}})
+        if doc["metadata"]["name"] == "pod-ready":
+            gate_ready(doc)
         docs[i] = yaml.safe_dump(doc, sort_keys=False, width=1000)
         changed += 1
     if changed != 2:
@@ -441,6 +482,31 @@ def hand_runner_pods_to_the_runner(bins, env, cluster_dir):
     subprocess.run([str(bins["kwokctl"]), "start", "cluster", "--name", CLUSTER], env=env, check=True,
                    capture_output=True)
     wait_for("kwok's controller to start again", lambda: pid_file.exists() and alive(int(pid_file.read_text())))
+
+
+# kwok's pod-ready template makes a pod Ready, and every readiness gate's condition True, at
+# once. As the kubelet does, a pod with readiness gates is Ready only once each gate's
+# condition is True: here it starts NotReady (ReadinessGatesNotReady) with no gate condition,
+# and the ALB simulator sets the gate, and Ready with it, from its target's health.
+KWOK_READY = '  status: "True"\n  type: Ready\n'
+KWOK_GATED_READY = (
+    "{{ if .spec.readinessGates }}\n"
+    '  status: "False"\n  reason: ReadinessGatesNotReady\n'
+    "  message: '{{ range $i, $g := .spec.readinessGates }}{{ if $i }}, {{ end }}corresponding condition of pod "
+    'readiness gate "{{ $g.conditionType }}" does not exist.{{ end }}\'\n'
+    "{{ else }}\n" + KWOK_READY.replace("  type: Ready\n", "") + "{{ end }}\n  type: Ready\n")
+KWOK_GATES = ('{{ range .spec.readinessGates }}\n- lastTransitionTime: {{ $now | Quote }}\n  status: "True"\n'
+              '  type: {{ .conditionType | Quote }}\n{{ end }}\n')
+
+
+def gate_ready(stage):
+    for holder, key in ((stage["spec"]["next"], "statusTemplate"), (stage["spec"]["steps"][0]["patch"], "template")):
+        template = holder.get(key)
+        if template is None:
+            continue
+        if KWOK_READY not in template or KWOK_GATES not in template:
+            raise SystemExit("rig: kwok's pod-ready template is not the one this rig knows (Ready, readiness gates)")
+        holder[key] = template.replace(KWOK_READY, KWOK_GATED_READY, 1).replace(KWOK_GATES, "")
 
 
 def build_chart_repo(bins, env):
@@ -487,19 +553,25 @@ backend roundrobin
 """
 
 
-def write_iam_policy():
-    """A policy document for tests and the demo, written by this project: the rig has no
-    internet, so the plugin gets it through --iam-policy-file instead of the pinned URL."""
-    actions = ["ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeSecurityGroups",
-               "elasticloadbalancing:Describe*", "elasticloadbalancing:CreateLoadBalancer",
-               "elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:ModifyTargetGroupAttributes",
-               "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-               "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
-               "elasticloadbalancing:AddTags"]
-    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
-    path = STATE / "iam_policy.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+def make_mirror_cert(host):
+    """The rig's CA (what SSL_CERT_FILE names) and a certificate it signs for `host` (the policy
+    mirror's), as a company's TLS-inspecting proxy has."""
+    ca, ca_key = STATE / "rig-ca.crt", STATE / "rig-ca.key"
+    cert, key = STATE / "policy-mirror.crt", STATE / "policy-mirror.key"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                        "-subj", "/CN=scalardb-graphql rig CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                        "-keyout", str(ca_key), "-out", str(ca)], check=True, capture_output=True)
+        csr = STATE / "policy-mirror.csr"
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
+                        "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True)
+        ext = STATE / "policy-mirror.ext"
+        ext.write_text(f"subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                        "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(cert)],
+                       check=True, capture_output=True)
+    return ca, cert, key
 
 
 def up():
@@ -539,11 +611,29 @@ def up():
         "RIG_CLUSTER_NAME": CLUSTER,
         "RIG_CONTEXT": CONTEXT,
     }
+    # The internet is one page: the pinned IAM policy document, behind the proxy every client
+    # here is given (policy_mirror.py). The control plane gets none: it reaches the cluster
+    # only through its egress proxy, and nothing else.
+    policy_url, _ = tools.pinned_policy()
+    ca, mirror_cert, mirror_key = make_mirror_cert(urllib.parse.urlsplit(policy_url).hostname)
+    mirror_port = free_port()
+    proxy = f"http://127.0.0.1:{mirror_port}"
+    env.update({"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost", "SSL_CERT_FILE": str(ca)})
+    policy_copy = STATE / "iam_policy.json"
+    shutil.copyfile(bins["iam_policy.json"], policy_copy)
+    env["RIG_IAM_POLICY_FILE"] = str(policy_copy)
     aws_port = free_port()
     env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{aws_port}"
     env["RIG_MOTO_URL"] = env["AWS_ENDPOINT_URL"]
     run_env = child_env(env)
-    kwok_env = dict(run_env, KWOK_KUBE_VERSION=tools.KUBERNETES, KWOK_KUBECTL_BINARY=str(bins["kubectl"]))
+    kwok_env = {k: v for k, v in run_env.items() if k not in PROXY_VARIABLES}
+    kwok_env.update(KWOK_KUBE_VERSION=tools.KUBERNETES, KWOK_KUBECTL_BINARY=str(bins["kubectl"]))
+
+    log("starting the policy mirror (the rig's only page of the internet)")
+    start("policy-mirror", [bins["python"], RIG / "policy_mirror.py", mirror_port, mirror_cert, mirror_key,
+                            policy_copy, policy_url], env=run_env)
+    wait_for("the policy mirror", lambda: mirror_answers(env))
 
     # First, so that the API server never finds its egress without a proxy.
     log("starting the cluster egress proxy (the webhooks' way in)")
@@ -561,8 +651,10 @@ def up():
     import fcntl
     lock = open(tools.CACHE / "kwokctl.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
+    issuer = oidc_issuer()
     subprocess.run([
-        str(bins["kwokctl"]), "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
+        str(bins["kwokctl"]), "--config", str(write_kwokctl_config(issuer)),
+        "create", "cluster", "--name", CLUSTER, "--runtime", "binary",
         "--extra-args", f"kube-apiserver=egress-selector-config-file={write_egress_selector(egress_socket)}",
         # One controller manager and one scheduler, each the only one: without leader
         # election a slow API server (a busy machine) cannot make them give up and exit.
@@ -610,9 +702,12 @@ def up():
         }]}))
 
     log("starting the AWS account (moto)")
-    aws_env = dict(run_env, MOTO_RECORDER_FILEPATH=str(STATE / "moto-recording.jsonl"))
+    # The data plane's GraphQL stand-ins also answer the health checks of kwok's pods (pod_network.py).
+    servers = [(name, free_port()) for name in BACKENDS]
+    aws_env = dict(run_env, MOTO_RECORDER_FILEPATH=str(STATE / "moto-recording.jsonl"),
+                   RIG_GRAPHQL_STANDINS=",".join(f"127.0.0.1:{p}" for _, p in servers))
     start("aws", [bins["python"], RIG / "aws_server.py", aws_port, CLUSTER, server,
-                  cluster_dir / "pki" / "ca.crt"], env=aws_env)
+                  cluster_dir / "pki" / "ca.crt", issuer], env=aws_env)
     wait_for("the seeded EKS cluster", lambda: subprocess.run(
         [str(bins["aws"]), "eks", "describe-cluster", "--name", CLUSTER], env=run_env,
         capture_output=True, timeout=30).returncode == 0)
@@ -630,11 +725,8 @@ def up():
                          "--directory", repo], env=run_env)
 
     log("starting the ALB data plane (HAProxy + GraphQL stand-ins)")
-    servers = []
-    for name in BACKENDS:
-        port = free_port()
+    for name, port in servers:
         start(name, [bins["python"], RIG / "graphql_standin.py", port, name], env=run_env)
-        servers.append((name, port))
     alb_port = free_port()
     mode_map = STATE / "dataplane.map"
     mode_map.write_text("mode sticky\n")
@@ -646,7 +738,6 @@ def up():
     start("haproxy", [bins["haproxy"], "-db", "-f", STATE / "haproxy.cfg"], env=run_env)
     env["RIG_ALB_URL"] = f"http://127.0.0.1:{alb_port}"
     env["RIG_DATAPLANE_SOCKET"] = str(sock)
-    env["RIG_IAM_POLICY_FILE"] = str(write_iam_policy())
     (STATE / "database.json").write_text(json.dumps(DATABASE) + "\n")
     env["RIG_DATABASE_PASSWORD"] = DATABASE["password"]
 
@@ -846,11 +937,16 @@ def aws_state(env):
                                 "trust": r.get("AssumeRolePolicyDocument")}
     policies = sorted(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"])
     oidc = sorted(p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"])
-    tags = sorted(f"{t['ResourceId']} {t['Key']}={t['Value']}" for t in ec2.describe_tags()["Tags"])
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    # A security group by its name: its id depends on what else was made first (network interfaces too).
+    named = {g["GroupId"]: f"security-group {controller_name_stem(g['GroupName'])}" for g in groups}
+    tags = sorted(f"{named.get(t['ResourceId'], t['ResourceId'])} {t['Key']}={t['Value']}"
+                  for t in ec2.describe_tags()["Tags"])
     lbs = sorted(controller_name_stem(lb["LoadBalancerName"]) for lb in elb.describe_load_balancers()["LoadBalancers"])
     tgs = sorted(controller_name_stem(tg["TargetGroupName"]) for tg in elb.describe_target_groups()["TargetGroups"])
+    sgs = sorted(controller_name_stem(sg["GroupName"]) for sg in groups)
     return {"iam_roles": roles, "iam_policies": policies, "iam_oidc_providers": oidc,
-            "ec2_tags": tags, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
+            "ec2_tags": tags, "ec2_security_groups": sgs, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
 
 
 # The plugin's marks on objects it changed but did not create (annotations with this prefix).
@@ -991,8 +1087,29 @@ def egress_refuses(socket_path):
     return status[0] == b"HTTP/1.1" and status[1] in (b"403", b"503")
 
 
+def mirror_answers(env):
+    """The pinned policy comes through the rig's proxy, trusted by the rig's CA, with the pinned sha256."""
+    import hashlib
+    url, sha256 = tools.pinned_policy()
+    proxy = urllib.parse.urlsplit(env.get("HTTPS_PROXY", ""))
+    if proxy.hostname != "127.0.0.1" or not Path(env.get("SSL_CERT_FILE", "")).is_file():
+        return False
+    conn = http.client.HTTPSConnection(proxy.hostname, proxy.port, timeout=5,
+                                       context=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]))
+    target = urllib.parse.urlsplit(url)
+    conn.set_tunnel(target.hostname, 443)
+    try:
+        conn.request("GET", target.path)
+        body = conn.getresponse().read()
+    finally:
+        conn.close()
+    return hashlib.sha256(body).hexdigest() == sha256
+
+
 def problems(env):
     found = [f"{name} (pid {pid}) is not running" for name, pid in our_pids().items() if not alive(pid)]
+    if urllib.parse.urlsplit(env.get("HTTPS_PROXY", "")).hostname != "127.0.0.1":
+        found.append("HTTPS_PROXY is not the rig's policy mirror: a command could reach for the internet")
     kwok_pids = STATE / "kwok" / "clusters" / CLUSTER / "pids"
     for f in sorted(kwok_pids.glob("*.pid")) if kwok_pids.exists() else []:
         if f.read_text().strip().isdigit() and not alive(int(f.read_text())):
@@ -1009,6 +1126,7 @@ def problems(env):
         "ALB data plane": lambda: http_ok(f"{env['RIG_ALB_URL']}/graphql?query=%7B__typename%7D"),
         "cluster egress proxy": lambda: egress_refuses(env["RIG_CLUSTER_EGRESS_SOCKET"]),
         "pod runner": lambda: http_ok(f"{env['RIG_POD_RUNNER_URL']}/status"),
+        "policy mirror": lambda: mirror_answers(env),
     }
     for name, check in checks.items():
         try:

@@ -27,8 +27,12 @@ AWS_DRIVER = None
 
 def aws(args):
     global AWS_DRIVER
+    from awscli.clidriver import create_clidriver
+    if any(a.startswith("modify-") and a.endswith("-attribute") for a in args[:2]):
+        # These commands' customizations register argument handlers on the driver's session that
+        # break every later command of that driver: they get a driver of their own.
+        return create_clidriver().main(args)
     if AWS_DRIVER is None:
-        from awscli.clidriver import create_clidriver
         AWS_DRIVER = create_clidriver()
     return AWS_DRIVER.main(args)
 

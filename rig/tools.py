@@ -1,8 +1,9 @@
 """Builds or installs every tool the rig runs, into a cache keyed by versions.
 
 Everything comes from the package registries this machine reaches: the Go
-module proxy (control plane, kwok, helm, krew), PyPI (moto, the AWS CLI) and
-Debian (HAProxy, strace). A tool whose versioned directory already holds its
+module proxy (control plane, kwok, helm, krew), PyPI (moto, the AWS CLI),
+the npm registry (the controller's IAM policy document, which the AWS CDK's
+library carries) and Debian (HAProxy, strace). A tool whose versioned directory already holds its
 binaries is not built again, so a warm machine starts in seconds.
 """
 
@@ -25,6 +26,11 @@ KREW = "v0.4.3"
 MOTO = "5.2.5"
 AWSCLI = "1.46.3"
 PY_KUBERNETES = "35.0.0"
+# The AWS CDK's library carries the controller's IAM policy documents; v3.2.2's is byte for byte the
+# v3.5.0 document the plugin pins (its sha256 is checked against src/pins.rs before it is used).
+CDK = "2.278.0"
+CDK_POLICY = "package/aws-eks/lib/addons/alb-iam_policy-v3.2.2.json"
+ROOT = Path(__file__).resolve().parent.parent
 
 KUBE_COMMANDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
 
@@ -145,6 +151,35 @@ def debian(package, also=()):
     return install
 
 
+def pinned_policy():
+    """(url, sha256) of the IAM policy document the plugin pins (IAM_POLICY in src/pins.rs)."""
+    text = (ROOT / "src" / "pins.rs").read_text()
+    block = re.search(r"pub const IAM_POLICY: PolicyPin = PolicyPin \{(.*?)\};", text, re.S).group(1)
+    return re.search(r'url: "([^"]+)"', block).group(1), re.search(r'sha256: "([0-9a-f]{64})"', block).group(1)
+
+
+def fetch_policy(out):
+    """The pinned document, out of the CDK library's package, refused unless its sha256 is the pin's."""
+    import hashlib
+    import tarfile
+    _, sha256 = pinned_policy()
+    subprocess.run(["npm", "pack", f"aws-cdk-lib@{CDK}", "--pack-destination", str(out), "--silent"],
+                   check=True, stdout=subprocess.DEVNULL)
+    package = out / f"aws-cdk-lib-{CDK}.tgz"
+    with tarfile.open(package) as tar:
+        body = tar.extractfile(CDK_POLICY).read()
+    package.unlink()
+    if hashlib.sha256(body).hexdigest() != sha256:
+        raise SystemExit(f"rig: {CDK_POLICY} of aws-cdk-lib {CDK} is not the pinned policy (sha256 {sha256})")
+    (out / "iam_policy.json").write_bytes(body)
+
+
+def ensure_policy():
+    _, sha256 = pinned_policy()
+    return timed("the controller's IAM policy document", CACHE / f"lbc-iam-policy-{sha256[:12]}",
+                 ["iam_policy.json"], fetch_policy) / "iam_policy.json"
+
+
 def ensure_krew():
     """kubectl, krew and krew's manifest validator (what `make krew-manifest` needs of the rig)."""
     k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
@@ -176,13 +211,14 @@ def ensure_all():
     ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], debian("haproxy", also=["openssl"]))
     # The rig's tests trace the control plane's connect() calls with it.
     st = timed("strace", CACHE / "strace", ["strace"], debian("strace"))
+    policy = ensure_policy()
     return {
         **{c: k8s / c for c in KUBE_COMMANDS},
         "etcd": etcd / "etcd", "kwok": kwok / "kwok", "kwokctl": kwok / "kwokctl",
         "helm3": helm3 / "helm3", "helm4": helm4 / "helm4",
         **krew,
         "python": py / "venv" / "bin" / "python", "aws": py / "venv" / "bin" / "aws", "haproxy": ha / "haproxy",
-        "strace": st / "strace",
+        "strace": st / "strace", "iam_policy.json": policy,
     }
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh BINARY: install ScalarDB GraphQL on the local rig, then check it.
 # The rig stands in for EKS and AWS (see rig/): the charts come from its
-# local repository, the IAM policy from a file (no internet), and the probe
-# runs from a Pod the rig's pod runner really runs, inside the rig's VPC.
+# local repository, the IAM policy from its pinned URL through the rig's
+# proxy (the rig's only page of the internet, sha256-checked by the plugin),
+# and the probe runs from a Pod the rig's pod runner really runs, inside the
+# rig's VPC.
 set -euo pipefail
 bin="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,7 +22,6 @@ kubectl scalardb-graphql install -y \
   --namespaces sample \
   --registry-username demo --registry-password-env DEMO_REGISTRY_TOKEN \
   --db-username scalar --db-password-env DEMO_DB_PASSWORD \
-  --iam-policy-file "$RIG_IAM_POLICY_FILE" \
   --lbc-chart-repo "$RIG_CHART_REPO_URL" --chart-repo "$RIG_CHART_REPO_URL"
 say "kubectl scalardb-graphql status"
 kubectl scalardb-graphql status

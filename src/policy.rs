@@ -158,6 +158,41 @@ pub fn allowed_actions(doc: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The actions of the pinned document (what the controller calls) that no Allow statement of
+/// `doc` names, `*` and `?` patterns and case aside (conditions and resources are not weighed).
+pub fn missing_actions(doc: &Value) -> Vec<&'static str> {
+    let allowed = allowed_actions(doc);
+    crate::pins::IAM_POLICY_ACTIONS
+        .iter()
+        .copied()
+        .filter(|action| !allowed.iter().any(|p| matches(p, action)))
+        .collect()
+}
+
+/// IAM's action pattern match: `*` any run, `?` one character, case-insensitive.
+fn matches(pattern: &str, action: &str) -> bool {
+    let (p, a): (Vec<char>, Vec<char>) =
+        (pattern.to_ascii_lowercase().chars().collect(), action.to_ascii_lowercase().chars().collect());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < a.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == a[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +202,22 @@ mod tests {
 
     fn subject() -> String {
         service_account_subject("kube-system", "aws-load-balancer-controller")
+    }
+
+    #[test]
+    fn missing_actions_are_what_no_allow_statement_names_wildcards_and_case_aside() {
+        let full = json!({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+        assert!(missing_actions(&full).is_empty());
+        let elb = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["ElasticLoadBalancing:*", "ec2:*", "iam:*", "cognito-idp:*", "acm:*",
+                                           "waf-regional:*", "wafv2:*", "shield:*"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "elasticloadbalancing:CreateListener", "Resource": "*"}]});
+        assert!(missing_actions(&elb).is_empty(), "a Deny is not weighed: {:?}", missing_actions(&elb));
+        let short = json!({"Statement": [{"Effect": "Allow", "Action": ["elasticloadbalancing:Describe*", "ec2:Describe?ubnets"]}]});
+        let missing = missing_actions(&short);
+        assert!(missing.contains(&"elasticloadbalancing:CreateListener"));
+        assert!(!missing.contains(&"elasticloadbalancing:DescribeTargetHealth"));
+        assert!(!missing.contains(&"ec2:DescribeSubnets"));
     }
 
     #[test]

@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 
 const NS: &str = "shop";
 
-/// Installs the controller chart from the rig's repository, as a user would, and waits for it.
+/// Installs the controller chart from the rig's repository, as a user would (its IAM role for
+/// IRSA made first), and waits for it.
 fn install_controller(rig: &Rig, cluster_name: &str) {
+    let irsa = rig.controller_irsa();
     let out = rig
         .cmd("helm")
         .args([
@@ -31,6 +33,7 @@ fn install_controller(rig: &Rig, cluster_name: &str) {
             &format!("clusterName={cluster_name}"),
             "--wait",
         ])
+        .args(&irsa)
         .output()
         .unwrap();
     expect_code(&out, 0, "helm install controller");
@@ -53,8 +56,9 @@ fn app(rig: &Rig, name: &str, replicas: u32, annotations: Value) {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
         "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
     }));
-    let mut all =
-        json!({"alb.ingress.kubernetes.io/scheme": "internal", "alb.ingress.kubernetes.io/target-type": "ip"});
+    // The pods are served by the rig's GraphQL stand-ins: the health check asks what they answer.
+    let mut all = json!({"alb.ingress.kubernetes.io/scheme": "internal", "alb.ingress.kubernetes.io/target-type": "ip",
+                         "alb.ingress.kubernetes.io/healthcheck-path": "/graphql?query=%7B__typename%7D"});
     all.as_object_mut().unwrap().extend(annotations.as_object().unwrap().clone());
     rig.kubectl_apply(&json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",

@@ -11,28 +11,11 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use common::{Rig, expect_code, rig, text};
-
-fn status_json(rig: &Rig) -> (Option<i32>, Value) {
-    let out = rig.status(&["-o", "json", "--no-probe"]);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code(), v)
-}
-
-fn check(report: &Value, id: &str) -> Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {id}: {report}"))
-}
+use common::{Rig, check, expect_code, rig, text};
 
 /// Fails `id` (exit 1, a one-line message holding every word of `says`), and only it of its category's checks.
 fn fails(rig: &Rig, id: &str, says: &[&str]) -> Value {
-    let (code, report) = status_json(rig);
+    let (code, report) = rig.status_json();
     let c = check(&report, id);
     assert_eq!(c["result"], "fail", "{id} should fail: {c}");
     assert_eq!(code, Some(1), "{report}");
@@ -46,7 +29,7 @@ fn fails(rig: &Rig, id: &str, says: &[&str]) -> Value {
 }
 
 fn green(rig: &Rig, id: &str) {
-    let (code, report) = status_json(rig);
+    let (code, report) = rig.status_json();
     assert_eq!(check(&report, id)["result"], "pass", "{report}");
     assert_eq!(code, Some(0), "{report}");
 }
@@ -196,14 +179,14 @@ fn a_controller_warning_after_its_last_success_fails_controller_events_while_the
     }));
     let c =
         fails(&rig, "ingress.controller-events", &["FailedDeployModel", "ModifyListener", "since its last success"]);
-    let (_, report) = status_json(&rig);
+    let (_, report) = rig.status_json();
     assert_eq!(check(&report, "alb.load-balancer")["result"], "pass", "the ALB exists: {c}");
     assert_eq!(check(&report, "ingress.hostname")["result"], "pass");
     // The controller reconciles again (the Ingress changed) and succeeds: green.
     std::thread::sleep(Duration::from_secs(1));
     rig.kubectl_ok(&["annotate", "--overwrite", "ingress", "scalardb-graphql", "touched=1"]);
     rig.eventually("a newer successful reconcile", 60, || {
-        let (_, report) = status_json(&rig);
+        let (_, report) = rig.status_json();
         check(&report, "ingress.controller-events")["result"] == "pass"
     });
     rig.reset();

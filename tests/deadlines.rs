@@ -205,11 +205,9 @@ fn install_args_with_timeout(rig: &Rig, timeout: &str) -> Vec<String> {
     args
 }
 
-/// The install flags without --iam-policy-file: the pinned document is downloaded.
+/// The install flags (the pinned document is downloaded), without the probe.
 fn install_args_downloading_the_policy(rig: &Rig) -> Vec<String> {
     let mut args = rig.install_args();
-    let at = args.iter().position(|a| a == "--iam-policy-file").unwrap();
-    args.drain(at..at + 2);
     args.push("--no-probe".into());
     args
 }
@@ -418,13 +416,15 @@ fn the_policy_download_goes_through_https_proxy_in_a_connect_tunnel() {
     rig.reset();
     rig.install_ok();
     let ca = test_ca(POLICY_HOST);
-    // Not the pinned document: it arrives through the tunnel, and its digest says so.
-    let served = std::fs::read(rig.get("RIG_IAM_POLICY_FILE")).unwrap();
+    // Not the pinned document (one byte more): it arrives through the tunnel, and its digest says so.
+    let mut served = std::fs::read(rig.get("RIG_IAM_POLICY_FILE")).unwrap();
+    served.push(b'\n');
     let proxy = proxy(Some(ca.server.clone()), Arc::new(served));
     let (out, _) = rig.without_mutation("an install whose policy download is refused", || {
         rig.plugin()
             .args(install_args_downloading_the_policy(&rig))
             .env("HTTPS_PROXY", &proxy.url)
+            .env("https_proxy", &proxy.url)
             .env("SSL_CERT_FILE", &ca.bundle)
             .output()
             .unwrap()
@@ -451,6 +451,7 @@ fn a_policy_body_over_the_limit_is_refused_in_one_line_changing_nothing() {
         rig.plugin()
             .args(install_args_downloading_the_policy(&rig))
             .env("HTTPS_PROXY", &proxy.url)
+            .env("https_proxy", &proxy.url)
             .env("SSL_CERT_FILE", &ca.bundle)
             .output()
             .unwrap()
@@ -477,6 +478,10 @@ fn local_probe(rig: &Rig, env: &[(&str, &str)]) -> (Option<i32>, Value) {
         "--probe-url",
         rig.get("RIG_ALB_URL"),
     ]);
+    // Not the rig's own proxy settings: only what the case gives.
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

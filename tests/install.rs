@@ -283,12 +283,7 @@ fn bad_input_gets_one_line_a_nonzero_exit_and_no_mutating_call() {
     let cases: Vec<(Vec<String>, Option<&std::path::Path>, i32, &str)> = vec![
         (vec!["--cluster-name".into(), "other-cluster".into()], None, 3, "EKS cluster \"other-cluster\" not found"),
         (vec![], Some(&kubeconfig), 3, "but EKS cluster \"scalardb-graphql-rig\" is at"),
-        (
-            vec!["-f".into(), "/nonexistent/values.yaml".into()],
-            None,
-            2,
-            "cannot read values file /nonexistent/values.yaml",
-        ),
+        (vec!["-f".into(), "/nonexistent/values.yaml".into()], None, 2, "cannot read -f /nonexistent/values.yaml"),
         (vec!["-f".into(), bad_yaml.display().to_string()], None, 2, "is not valid YAML"),
         (vec!["--storage".into(), "mongo".into()], None, 2, "--storage \"mongo\""),
         (vec!["--node-selector".into(), "agentpool=nothing".into()], None, 3, "no node carries agentpool=nothing"),

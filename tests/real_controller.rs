@@ -136,7 +136,7 @@ fn status_reports_draining_targets_after_a_pod_goes_and_fails_an_unhealthy_one()
     let targets = check(&report, "alb.targets");
     assert!(targets["message"].as_str().unwrap().contains("draining"), "{targets}");
 
-    // A Ready pod whose target fails the ALB's health checks.
+    // A pod whose server hangs while its container stays ready: its target fails the health checks.
     let pod = rig.kubectl_ok(&["get", "pods", "-l", "app.kubernetes.io/instance=scalardb-graphql", "-o", "name"]);
     let pod = pod.lines().next().unwrap().trim_start_matches("pod/").to_string();
     common::fail_health_checks(&rig, "default", &pod);
@@ -251,6 +251,7 @@ fn skip_lb_controller_with_another_cluster_name_warns_and_still_finds_the_alb() 
         .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "-n", "kube-system"])
         .args(["--repo", rig.get("RIG_CHART_REPO_URL"), "--version", "3.5.0"])
         .args(["--set", "clusterName=legacy-name", "--set", "region=us-east-1", "--set", &format!("vpcId={vpc}")])
+        .args(rig.controller_irsa())
         .output()
         .unwrap();
     expect_code(&helm, 0, "helm install of the controller by hand");

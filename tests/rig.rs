@@ -335,10 +335,12 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
 /// The stand-in controller chart, installed as the plugin installs it (and waited for).
 fn install_controller(rig: &common::Rig) {
     let cluster = format!("clusterName={}", rig.get("RIG_CLUSTER_NAME"));
+    let irsa = rig.controller_irsa();
     let out = rig
         .cmd("helm")
         .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "--repo"])
         .args([rig.get("RIG_CHART_REPO_URL"), "-n", "kube-system", "--set", &cluster, "--wait"])
+        .args(&irsa)
         .output()
         .unwrap();
     expect_code(&out, 0, "helm install controller");

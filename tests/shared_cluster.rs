@@ -178,7 +178,9 @@ fn skip_lb_controller_leaves_the_service_account_of_a_controller_installed_by_ha
     let rig = rig();
     rig.reset();
     let vpc = rig.vpc();
-    let theirs = "arn:aws:iam::123456789012:role/platform-team-lbc";
+    // Their controller's IRSA, made by hand before their helm install.
+    rig.controller_irsa();
+    let theirs = format!("arn:aws:iam::123456789012:role/{}", common::HAND_LBC_ROLE);
     let helm = rig
         .cmd("helm")
         .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "-n", "kube-system"])
@@ -217,10 +219,8 @@ fn skip_lb_controller_leaves_the_service_account_of_a_controller_installed_by_ha
     );
     assert_eq!(generation(), generation_before, "install restarted their controller");
     let iam = rig.aws(&["iam", "list-roles"]);
-    assert!(
-        !iam.to_string().contains("aws-load-balancer-controller\""),
-        "install made IAM for a controller it does not manage: {iam}"
-    );
+    let roles: Vec<&str> = iam["Roles"].as_array().unwrap().iter().map(|r| r["RoleName"].as_str().unwrap()).collect();
+    assert_eq!(roles, [common::HAND_LBC_ROLE], "install made IAM for a controller it does not manage: {iam}");
     let out = rig.uninstall_ok();
     assert_eq!(
         sa()["metadata"]["annotations"],

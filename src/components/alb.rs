@@ -5,15 +5,15 @@
 //! they are; `unhealthy` ones fail with ELBv2's reason. Owns nothing;
 //! install waits until all of that holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Outcome};
 use crate::error::Result;
-use crate::lookups::alb::{AlbState, TargetGroup};
-use crate::lookups::{self, pod_ip, pod_ready};
+use crate::lookups::alb::{AlbState, PodInterface, TargetGroup};
+use crate::lookups::{self, pod_containers_ready, pod_ip, pod_ready};
 use crate::record::Recorder;
 use crate::wait;
 
@@ -22,35 +22,58 @@ fn sticky(tg: &TargetGroup) -> bool {
         && tg.attributes.get("stickiness.type").map(String::as_str) == Some("lb_cookie")
 }
 
-/// What status checks about targets: the Ready pods' addresses against the targets' health.
-fn targets_check(state: &AlbState, ready_ips: &BTreeSet<String>) -> Check {
+/// The GraphQL pods' addresses as the targets' checks need them: `serving`, those whose
+/// containers are ready (the controller registers them, Ready or not: with a readiness gate a
+/// pod is Ready only once its target is healthy), and `ready`, those that are Ready.
+#[derive(Clone, Default)]
+struct Pods {
+    serving: BTreeSet<String>,
+    ready: BTreeSet<String>,
+}
+
+/// What status checks about targets: a healthy target for every pod whose containers are
+/// ready, and those pods Ready (a gate turns once its target is healthy).
+fn targets_check(state: &AlbState, pods: &Pods) -> Check {
     let c = Category::Alb;
     let targets: Vec<_> = state.target_groups.iter().flat_map(|t| &t.targets).collect();
+    let failing = |t: &crate::lookups::alb::Target| !matches!(t.state.as_str(), "healthy" | "initial" | "draining");
     let unhealthy: Vec<_> = targets
         .iter()
-        .filter(|t| !matches!(t.state.as_str(), "healthy" | "initial" | "draining"))
+        .filter(|t| failing(t))
         .map(|t| format!("{} {} ({})", t.id, t.state, if t.reason.is_empty() { "no reason given" } else { &t.reason }))
         .collect();
     if !unhealthy.is_empty() {
-        return Check::fail(c, "alb.targets", format!("targets failing: {}", unhealthy.join(", ")))
-            .hint("the ALB's health check does not pass on these pods: check their readiness and the health-check path (alb.ingress.kubernetes.io/healthcheck-path)");
+        let checks: BTreeSet<&str> = state
+            .target_groups
+            .iter()
+            .filter(|tg| tg.targets.iter().any(failing))
+            .map(|tg| tg.health_check.as_str())
+            .collect();
+        let checks = checks.into_iter().collect::<Vec<_>>().join("; ");
+        return Check::fail(c, "alb.targets", format!("targets failing: {}; the health check: {checks}", unhealthy.join(", ")))
+            .hint("the ALB's health check does not pass on these pods: check their readiness and the health-check path, port and success codes (alb.ingress.kubernetes.io/healthcheck-path, healthcheck-port, success-codes)");
     }
     let in_state =
         |s: &str| -> BTreeSet<&str> { targets.iter().filter(|t| t.state == s).map(|t| t.id.as_str()).collect() };
     let healthy = in_state("healthy");
     let initial = in_state("initial");
     let draining = targets.iter().filter(|t| t.state == "draining").count();
-    let missing: Vec<&str> =
-        ready_ips.iter().map(String::as_str).filter(|ip| !healthy.contains(ip) && !initial.contains(ip)).collect();
-    let registering: Vec<&str> = ready_ips.iter().map(String::as_str).filter(|ip| initial.contains(ip)).collect();
+    let serving = || pods.serving.iter().map(String::as_str);
+    let missing: Vec<&str> = serving().filter(|ip| !healthy.contains(ip) && !initial.contains(ip)).collect();
+    let registering: Vec<&str> = serving().filter(|ip| initial.contains(ip)).collect();
+    let gated: Vec<&str> = serving().filter(|ip| healthy.contains(ip) && !pods.ready.contains(*ip)).collect();
     let draining_note = if draining > 0 {
         format!("; {draining} draining (pods that went, kept for the deregistration delay)")
     } else {
         String::new()
     };
     if !missing.is_empty() {
-        Check::fail(c, "alb.targets", format!("Ready pod(s) without a target: {}{draining_note}", missing.join(", ")))
-            .hint("the controller registers the Service's ready endpoints; check its logs and the TargetGroupBinding")
+        Check::fail(
+            c,
+            "alb.targets",
+            format!("pod(s) with ready containers but no target: {}{draining_note}", missing.join(", ")),
+        )
+        .hint("the controller registers the Service's ready endpoints; check its logs and the TargetGroupBinding")
     } else if !registering.is_empty() {
         Check::warn(
             c,
@@ -63,11 +86,22 @@ fn targets_check(state: &AlbState, ready_ips: &BTreeSet<String>) -> Check {
             ),
         )
         .hint("wait a few health-check intervals (status --wait)")
+    } else if !gated.is_empty() {
+        Check::warn(
+            c,
+            "alb.targets",
+            format!(
+                "{} healthy target(s); the pods of {} not Ready yet (their readiness gate turns next)",
+                healthy.len(),
+                gated.join(", ")
+            ),
+        )
+        .hint("wait a moment (status --wait)")
     } else {
         Check::pass(
             c,
             "alb.targets",
-            format!("{} healthy target(s), one per Ready pod{draining_note}", ready_ips.len()),
+            format!("{} healthy target(s), one per ready pod{draining_note}", pods.serving.len()),
         )
     }
 }
@@ -75,9 +109,53 @@ fn targets_check(state: &AlbState, ready_ips: &BTreeSet<String>) -> Check {
 #[derive(Clone)]
 struct Seen {
     state: AlbState,
-    ready_ips: BTreeSet<String>,
+    pods: Pods,
     /// Where the controller was looked for, for the message when there is no ALB.
     stack: String,
+    cluster: String,
+    /// The network interfaces of targets that are not healthy (read only then), by pod address.
+    interfaces: BTreeMap<String, PodInterface>,
+    /// `namespace/name` of each GraphQL pod, by address.
+    names: BTreeMap<String, String>,
+}
+
+/// Whether a target pod's network interface lets the controller open it to the ALB: the
+/// controller adds its rule to the interface's only security group, or to the one tagged
+/// `kubernetes.io/cluster/<cluster>`; with none or several tagged, it cannot.
+fn security_groups_check(seen: &Seen) -> Check {
+    let c = Category::Alb;
+    let id = "alb.pod-security-groups";
+    let stuck: Vec<String> = seen
+        .interfaces
+        .iter()
+        .filter(|(_, eni)| eni.groups.len() != 1 && eni.groups.iter().filter(|(_, tagged)| *tagged).count() != 1)
+        .map(|(ip, eni)| {
+            let groups: Vec<&str> = eni.groups.iter().map(|(g, _)| g.as_str()).collect();
+            let pod = seen.names.get(ip).map(String::as_str).unwrap_or("a pod");
+            format!("{pod} ({ip}) on {} with [{}]", eni.id, groups.join(", "))
+        })
+        .collect();
+    if !stuck.is_empty() {
+        return Check::fail(
+            c,
+            id,
+            format!(
+                "no single security group tagged kubernetes.io/cluster/{} on the network interface of: {}; the controller cannot let the ALB reach these pods",
+                seen.cluster,
+                stuck.join("; ")
+            ),
+        )
+        .hint(format!("tag exactly one of the interface's security groups kubernetes.io/cluster/{}=owned (or give the pods' nodes one security group)", seen.cluster));
+    }
+    if seen.interfaces.is_empty() {
+        Check::pass(c, id, "not read: every target is healthy")
+    } else {
+        Check::pass(
+            c,
+            id,
+            format!("{} target pod(s) each with a security group the controller can open", seen.interfaces.len()),
+        )
+    }
 }
 
 #[derive(Default)]
@@ -90,13 +168,35 @@ impl Alb {
         let ingress = lookups::release_ingress(env, &env.options.user_values).await?;
         let cluster = lookups::tagging_cluster_name(env).await?;
         let state = lookups::alb::find(env, &ingress, &cluster).await?;
-        let ready_ips = lookups::graphql_pods(env)
-            .await?
+        let graphql_pods = lookups::graphql_pods(env).await?;
+        let ips = |pick: fn(&k8s_openapi::api::core::v1::Pod) -> bool| -> BTreeSet<String> {
+            graphql_pods.iter().filter(|p| pick(p)).filter_map(|p| pod_ip(p).map(str::to_string)).collect()
+        };
+        let pods = Pods { serving: ips(pod_containers_ready), ready: ips(pod_ready) };
+        let names = graphql_pods
             .iter()
-            .filter(|p| pod_ready(p))
-            .filter_map(|p| pod_ip(p).map(str::to_string))
+            .filter_map(|p| {
+                let name = format!("{}/{}", p.metadata.namespace.as_deref()?, p.metadata.name.as_deref()?);
+                Some((pod_ip(p)?.to_string(), name))
+            })
             .collect();
-        Ok(Seen { state, ready_ips, stack: format!("stack {}, cluster {cluster}", ingress.stack()) })
+        // Only a target that is not healthy makes its network interface worth a read.
+        let unhealthy: Vec<String> = state
+            .target_groups
+            .iter()
+            .flat_map(|tg| &tg.targets)
+            .filter(|t| !matches!(t.state.as_str(), "healthy" | "draining"))
+            .map(|t| t.id.clone())
+            .collect();
+        let interfaces = lookups::alb::pod_interfaces(env, &cluster, &unhealthy).await?;
+        Ok(Seen {
+            state,
+            pods,
+            stack: format!("stack {}, cluster {cluster}", ingress.stack()),
+            cluster,
+            interfaces,
+            names,
+        })
     }
 
     fn evaluate(seen: &Seen) -> Vec<Check> {
@@ -108,6 +208,7 @@ impl Alb {
                     .hint("check the Ingress events (kubectl describe ingress); the controller may lack subnets or permissions"),
                 Check::skip(c, "alb.stickiness", "no ALB"),
                 Check::skip(c, "alb.targets", "no ALB"),
+                Check::skip(c, "alb.pod-security-groups", "no ALB"),
             ];
         };
         let lb_check = if lb.state != "active" {
@@ -141,7 +242,7 @@ impl Alb {
                 format!("target groups not sticky: {}", not_sticky.join(", ")))
                 .hint("the controller applies target-group-attributes when the Ingress changes: fix the annotation, or set the attribute with aws elbv2 modify-target-group-attributes")
         };
-        vec![lb_check, sticky, targets_check(state, &seen.ready_ips)]
+        vec![lb_check, sticky, targets_check(state, &seen.pods), security_groups_check(seen)]
     }
 }
 
@@ -187,7 +288,7 @@ impl Component for Alb {
         env.progress.done(&format!(
             "ALB {} is active, sticky, with {} healthy target(s)",
             seen.state.load_balancers[0].name,
-            seen.ready_ips.len()
+            seen.pods.serving.len()
         ));
         self.seen = Some(seen);
         Ok(())
@@ -228,8 +329,10 @@ mod tests {
         }
     }
 
-    fn ips(ips: &[&str]) -> BTreeSet<String> {
-        ips.iter().map(|s| s.to_string()).collect()
+    /// Pods whose containers are ready, and Ready.
+    fn ips(ips: &[&str]) -> Pods {
+        let set: BTreeSet<String> = ips.iter().map(|s| s.to_string()).collect();
+        Pods { serving: set.clone(), ready: set }
     }
 
     #[test]
@@ -258,5 +361,19 @@ mod tests {
         let c = targets_check(&state(&[("10.0.0.1", "healthy")]), &ips(&["10.0.0.1", "10.0.0.3"]));
         assert_eq!(c.result, Outcome::Fail);
         assert!(c.message.contains("10.0.0.3"), "{}", c.message);
+    }
+
+    #[test]
+    fn a_gated_pod_counts_before_it_is_ready_and_warns_until_its_gate_turns() {
+        // Registered, first checks pending, not Ready (its gate waits for the target): a warning.
+        let waiting = Pods { serving: ips(&["10.0.0.1"]).serving, ready: BTreeSet::new() };
+        let c = targets_check(&state(&[("10.0.0.1", "initial")]), &waiting);
+        assert_eq!(c.result, Outcome::Warn, "{}", c.message);
+        // Healthy, the gate not yet turned: still a warning, not a pass with nothing to count.
+        let c = targets_check(&state(&[("10.0.0.1", "healthy")]), &waiting);
+        assert_eq!(c.result, Outcome::Warn, "{}", c.message);
+        assert!(c.message.contains("not Ready yet"), "{}", c.message);
+        let c = targets_check(&state(&[]), &waiting);
+        assert_eq!(c.result, Outcome::Fail, "{}", c.message);
     }
 }

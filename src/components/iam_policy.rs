@@ -69,8 +69,8 @@ struct Seen {
     tagged_ours: bool,
     /// The version tag, when this tool created it.
     label: Option<String>,
-    /// Whether the default version allows tag-on-create (needed since controller v2.4.7).
-    allows_add_tags: bool,
+    /// What the default version does not allow of what the pinned document allows (the controller's calls).
+    missing: Vec<&'static str>,
 }
 
 impl IamPolicy {
@@ -125,7 +125,7 @@ impl Component for IamPolicy {
                 let p = out.policy();
                 let tags = p.map(|p| p.tags()).unwrap_or_default();
                 let label = tags.iter().find(|t| t.key() == POLICY_VERSION_TAG_KEY).map(|t| t.value().to_string());
-                let mut allows_add_tags = false;
+                let mut missing = vec![];
                 if let Some(version) = p.and_then(|p| p.default_version_id()) {
                     let doc = iam
                         .get_policy_version()
@@ -138,15 +138,13 @@ impl Component for IamPolicy {
                     if let Some(doc) =
                         doc.policy_version().and_then(|v| v.document()).and_then(|d| policy::decode_document(d).ok())
                     {
-                        allows_add_tags = policy::allowed_actions(&doc)
-                            .iter()
-                            .any(|a| a == "elasticloadbalancing:AddTags" || a == "elasticloadbalancing:*" || a == "*");
+                        missing = policy::missing_actions(&doc);
                     }
                 }
-                Seen { tagged_ours: iam_tags_ours(tags, &env.facts.name), label, allows_add_tags, exists: true, arn }
+                Seen { tagged_ours: iam_tags_ours(tags, &env.facts.name), label, missing, exists: true, arn }
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-                Seen { arn, exists: false, tagged_ours: false, label: None, allows_add_tags: false }
+                Seen { arn, exists: false, tagged_ours: false, label: None, missing: vec![] }
             }
             Err(e) => return Err(error::aws(e)).context("reading the IAM policy"),
         };
@@ -251,14 +249,22 @@ impl Component for IamPolicy {
             ];
         }
         let version = seen.label.clone().unwrap_or_else(|| "not created by this tool, version unknown".into());
-        let check = if !seen.allows_add_tags {
-            Check::warn(
+        let check = if !seen.missing.is_empty() {
+            let shown: Vec<&str> = seen.missing.iter().take(6).copied().collect();
+            let more = seen.missing.len().saturating_sub(shown.len());
+            Check::fail(
                 c,
                 "iam.policy",
-                format!("IAM policy {} ({version}) lacks elasticloadbalancing:AddTags", env.spec.iam.policy_name),
+                format!(
+                    "IAM policy {} ({version}) does not allow {}{}, which the controller {} calls",
+                    env.spec.iam.policy_name,
+                    shown.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() },
+                    IAM_POLICY.version
+                ),
             )
             .hint(format!(
-                "controllers since v2.4.7 tag on create; use the {} document (re-run install)",
+                "the controller's calls fail with AccessDenied (see ingress.controller-events); re-run install with the pinned {} document (no --iam-policy-file)",
                 IAM_POLICY.version
             ))
         } else if seen.label.as_deref() == Some(IAM_POLICY.version) {

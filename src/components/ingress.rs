@@ -6,7 +6,7 @@
 //! hostname.
 
 use crate::component::Env;
-use crate::component::{Action, Category, Check, Component};
+use crate::component::{Action, Category, Check, Component, Verb};
 use crate::error::{Context, Result};
 use crate::lookups;
 use crate::pins::ANNOTATION_PREFIX;
@@ -246,14 +246,33 @@ impl Component for Ingress {
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
-        Ok(if env.options.wait && seen.hostname.is_none() {
-            vec![Action::wait(format!("Ingress {} has its ALB hostname", seen.name))]
-        } else {
-            vec![]
-        })
+        let mut actions = vec![];
+        if nudge(seen) {
+            actions.push(
+                Action::kube(Verb::Update, "Ingress", &seen.name)
+                    .because(format!("annotate {RECONCILE_ANNOTATION}: the controller has failed on it since its last success and backs off for up to 16 minutes; a change makes it try again now")),
+            );
+        }
+        if env.options.wait && seen.hostname.is_none() {
+            actions.push(Action::wait(format!("Ingress {} has its ALB hostname", seen.name)));
+        }
+        Ok(actions)
     }
 
     async fn apply(&mut self, env: &Env, _record: &mut Recorder) -> Result<()> {
+        if let Some(seen) = self.seen.as_ref().filter(|s| nudge(s)) {
+            let (namespace, name) = seen.name.split_once('/').unwrap_or(("default", &seen.name));
+            let api: kube::Api<k8s_openapi::api::networking::v1::Ingress> =
+                kube::Api::namespaced(env.kube().clone(), namespace);
+            let patch = serde_json::json!({"metadata": {"annotations": {RECONCILE_ANNOTATION: lookups::now_stamp()}}});
+            match api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                done => {
+                    done.context(format!("annotating Ingress {} for the controller", seen.name))?;
+                    env.progress.done(&format!("asked the controller to reconcile Ingress {} again", seen.name));
+                }
+            }
+        }
         if !env.options.wait {
             return Ok(());
         }
@@ -332,10 +351,12 @@ impl Component for Ingress {
                     failures.join("; ")
                 ),
             )
-            .hint(format!(
-                "the ALB no longer follows the Ingress until this is fixed (a permission, a subnet, an annotation): kubectl describe ingress -n {}",
-                name.replace('/', " ")
-            )),
+            .hint(explain(failures).unwrap_or_else(|| {
+                format!(
+                    "the ALB no longer follows the Ingress until this is fixed (a permission, a subnet, an annotation): kubectl describe ingress -n {}",
+                    name.replace('/', " ")
+                )
+            })),
         };
         vec![class, target_type, stickiness, hostname, events, deletion_check(seen, name)]
     }
@@ -347,6 +368,39 @@ impl Component for Ingress {
     async fn remove(&mut self, _env: &Env, _record: &mut Recorder) -> Result<()> {
         Ok(())
     }
+}
+
+/// The annotation install changes on the release's Ingress to make the controller reconcile it
+/// now: after a failure the controller retries with a per-object back-off (5 ms doubling to
+/// 1000 s), and a fixed prerequisite (a permission, the trust, a subnet tag) changes nothing
+/// it watches.
+pub const RECONCILE_ANNOTATION: &str = "kubectl-scalardb-graphql/reconcile-requested";
+
+/// Whether install asks the controller to reconcile the Ingress again: it exists, is not being
+/// deleted, and the controller has failed on it since its last success.
+fn nudge(seen: &Seen) -> bool {
+    seen.exists && seen.terminating.is_none() && !seen.failures_since_success.is_empty()
+}
+
+/// What a controller failure means for this tool's pieces: the IAM check that explains it.
+fn explain(failures: &[String]) -> Option<String> {
+    let all = failures.join(" ");
+    if all.contains("AssumeRoleWithWebIdentity") {
+        if all.contains("No OpenIDConnect provider") || all.contains("Incorrect token audience") {
+            return Some("STS does not know the cluster's OIDC issuer, or not for audience sts.amazonaws.com: see iam.oidc-provider; re-run install".into());
+        }
+        return Some("STS refused the controller's ServiceAccount token for its role: see iam.role-trust (the role must trust exactly this ServiceAccount) and iam.service-account; re-run install".into());
+    }
+    if all.contains("no EC2 IMDS role found") || all.contains("NoCredentialProviders") {
+        return Some("the controller's pods have no IRSA credentials (created before the ServiceAccount's role annotation): see iam.pod-identity; re-run install, which restarts them".into());
+    }
+    if let Some(at) = all.find("is not authorized to perform: ") {
+        let action = all[at + "is not authorized to perform: ".len()..].split([' ', ',']).next().unwrap_or_default();
+        return Some(format!(
+            "the controller's role may not call {action}: see iam.policy and iam.policy-attached; re-run install to attach the pinned policy"
+        ));
+    }
+    None
 }
 
 /// `ingress.class`: the class the Ingress names exists, belongs to the controller, its
@@ -424,7 +478,19 @@ fn deletion_check(seen: &Seen, name: &str) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::stickiness_problem;
+    use super::{explain, stickiness_problem};
+
+    #[test]
+    fn controller_failures_point_at_the_iam_check_that_explains_them() {
+        let sts = "Failed build model due to operation error Elastic Load Balancing v2: DescribeLoadBalancers, get identity: get credentials: failed to refresh cached credentials, failed to retrieve credentials, operation error STS: AssumeRoleWithWebIdentity, https response error StatusCode: 403, RequestID: 1, api error AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity";
+        assert!(explain(&[sts.into()]).unwrap().contains("iam.role-trust"));
+        let denied = "Failed deploy model due to operation error Elastic Load Balancing v2: CreateListener, https response error StatusCode: 403, RequestID: 2, api error AccessDenied: User: arn:aws:sts::1:assumed-role/r/s is not authorized to perform: elasticloadbalancing:CreateListener on resource: arn:x because no identity-based policy allows the elasticloadbalancing:CreateListener action";
+        let hint = explain(&[denied.into()]).unwrap();
+        assert!(hint.contains("elasticloadbalancing:CreateListener") && hint.contains("iam.policy"), "{hint}");
+        let imds = "Failed build model due to operation error EC2: DescribeSubnets, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, operation error ec2imds: GetMetadata, canceled, context deadline exceeded";
+        assert!(explain(&[imds.into()]).unwrap().contains("iam.pod-identity"));
+        assert_eq!(explain(&["Failed build model due to couldn't auto-discover subnets".into()]), None);
+    }
 
     #[test]
     fn the_guides_attributes_are_sticky() {

@@ -13,30 +13,40 @@ use crate::lookups::{self, ReleaseIngress};
 use crate::wait;
 
 /// Waits until the ALB the controller made for the Ingress is gone (in an
-/// IngressGroup: this Ingress's target groups, and the ALB once no other
-/// member is left); with no controller left to delete it, says so (and
-/// lists it) instead of waiting.
+/// IngressGroup: this Ingress's target groups, and the ALB and its security
+/// group once no other member is left) — the security group last: EC2
+/// refuses to delete it while the ALB's network interfaces are released,
+/// and the controller retries; with no controller left to delete them, says
+/// so (and lists them) instead of waiting.
 pub async fn wait_alb_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
     let cluster = lookups::tagging_cluster_name(env).await?;
     let others = match ingress.group() {
         Some(g) => lookups::group_members(env, g, ingress).await?,
         None => vec![],
     };
-    wait::until(env, "the ALB and its target groups to be deleted", || async {
+    let stack = ingress.stack();
+    let clean = wait::until(env, "the ALB, its target groups and its security group to be deleted", || async {
         let mut now = lookups::alb::locate(env, ingress, &cluster).await?;
+        let mut groups = vec![];
         if !others.is_empty() {
             now.load_balancers.clear(); // shared with the rest of the group: it stays
+        } else {
+            groups = lookups::alb::security_groups(env, &cluster, Some(&stack)).await?;
         }
-        if now.is_empty() {
-            return Ok(Ok(()));
+        if now.is_empty() && groups.is_empty() {
+            return Ok(Ok(true));
         }
         if lookups::controller_up(env).await? {
-            return Ok(Err(now.summary()));
+            return Ok(Err(if now.is_empty() {
+                format!("the ALB is gone; its security group {} is not yet (EC2 releases the ALB's network interfaces first)", groups.join(", "))
+            } else {
+                now.summary()
+            }));
         }
-        let listed = now.load_balancer_arns().join(", ");
+        let listed = now.load_balancer_arns().into_iter().chain(groups).collect::<Vec<_>>().join(", ");
         if env.options.force_finalizers {
             env.progress.warn(&format!("left in AWS, with no controller to delete it (delete it yourself): {listed}"));
-            return Ok(Ok(()));
+            return Ok(Ok(false));
         }
         Err(Error::failed(format!(
             "the ALB of Ingress {} is still in AWS and no AWS Load Balancer Controller runs to delete it: {listed}",
@@ -44,7 +54,15 @@ pub async fn wait_alb_gone(env: &Env, ingress: &ReleaseIngress) -> Result<()> {
         ))
         .hint("install the controller again so it cleans up, or delete the ALB yourself and pass --force-finalizers"))
     })
-    .await
+    .await?;
+    if !clean {
+        return Ok(());
+    }
+    env.progress.done(&format!(
+        "no load balancer, target group or security group of Ingress {} is left in AWS",
+        ingress.display()
+    ));
+    Ok(())
 }
 
 /// Waits until the release's Ingress is gone, explaining a stuck finalizer.

@@ -586,8 +586,36 @@ impl Component for LbController {
             return Ok(());
         }
         Self::vet(env).await?;
+        Self::wait_backend_group_gone(env).await?;
         env.ctx.helm()?.uninstall(&lbc.release, &lbc.namespace).await?;
         env.progress.done(&format!("uninstalled release {}/{}", lbc.namespace, lbc.release));
+        Ok(())
+    }
+}
+
+impl LbController {
+    /// The controller deletes the cluster's shared backend security group (`k8s-traffic-…`)
+    /// once the last Ingress it serves is gone (nothing else uses it when it is removed):
+    /// uninstalling it before would leave the group in AWS. Without a running controller,
+    /// says what is left instead of waiting.
+    async fn wait_backend_group_gone(env: &Env) -> Result<()> {
+        let cluster = lookups::tagging_cluster_name(env).await?;
+        let left = wait::until(env, "the controller's shared backend security group to be deleted", || async {
+            let left = lookups::alb::security_groups(env, &cluster, None).await?;
+            if left.is_empty() || !lookups::controller_up(env).await? {
+                return Ok(Ok(left));
+            }
+            Ok(Err(format!("{} still in AWS (the controller deletes it after its last Ingress)", left.join(", "))))
+        })
+        .await?;
+        if left.is_empty() {
+            env.progress.done("the controller's shared backend security group is not left in AWS");
+        } else {
+            env.progress.warn(&format!(
+                "left in AWS, with no controller to delete it (delete it yourself): {}",
+                left.join(", ")
+            ));
+        }
         Ok(())
     }
 }

@@ -92,7 +92,7 @@ impl ControllerServiceAccount {
         for d in lookups::controller_deployments(env).await? {
             let name = d.metadata.name.unwrap_or_default();
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {
-                "kubectl.kubernetes.io/restartedAt": jiff_now(),
+                "kubectl.kubernetes.io/restartedAt": crate::lookups::now_stamp(),
             }}}}});
             deployments
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -102,11 +102,6 @@ impl ControllerServiceAccount {
         }
         Ok(())
     }
-}
-
-fn jiff_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(secs as i64).map(|t| t.to_string()).unwrap_or_default()
 }
 
 /// What removing the ServiceAccount takes.

@@ -37,6 +37,9 @@ pub struct TargetGroup {
     pub name: String,
     pub attributes: BTreeMap<String, String>,
     pub targets: Vec<Target>,
+    /// The health check ELBv2 makes, as a sentence: `HTTP GET /path on port traffic-port,
+    /// success codes 200`.
+    pub health_check: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -156,6 +159,13 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
         .map(|tg| TargetGroup {
             arn: tg.target_group_arn().unwrap_or_default().to_string(),
             name: tg.target_group_name().unwrap_or_default().to_string(),
+            health_check: format!(
+                "{} GET {} on port {}, success codes {}",
+                tg.health_check_protocol().map(|p| p.as_str()).unwrap_or("HTTP"),
+                tg.health_check_path().unwrap_or("/"),
+                tg.health_check_port().unwrap_or("traffic-port"),
+                tg.matcher().and_then(|m| m.http_code()).unwrap_or("200"),
+            ),
             ..Default::default()
         })
         .collect();
@@ -209,4 +219,98 @@ pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<
     }
     state.target_groups = present;
     Ok(state)
+}
+
+/// The security groups the controller made, found by its tags: the ALB's own
+/// (`ingress.k8s.aws/stack` of the Ingress or its group) with `Some(stack)`,
+/// else the cluster's shared backend group (`k8s-traffic-…`). `id (name)`.
+pub async fn security_groups(env: &Env, cluster: &str, stack: Option<&str>) -> Result<Vec<String>> {
+    use aws_sdk_ec2::types::Filter;
+    let tag = |key: &str, value: &str| Filter::builder().name(format!("tag:{key}")).values(value).build();
+    let mut filters = vec![tag("elbv2.k8s.aws/cluster", cluster)];
+    match stack {
+        Some(stack) => {
+            filters.push(tag("ingress.k8s.aws/stack", stack));
+            filters.push(tag("ingress.k8s.aws/resource", "ManagedLBSecurityGroup"));
+        }
+        None => filters.push(tag("elbv2.k8s.aws/resource", "backend-sg")),
+    }
+    let mut found = vec![];
+    let mut pages = env.aws().ec2.describe_security_groups().set_filters(Some(filters)).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(error::aws).context("listing the controller's security groups")?;
+        found.extend(
+            page.security_groups()
+                .iter()
+                .map(|g| format!("{} ({})", g.group_id().unwrap_or_default(), g.group_name().unwrap_or_default())),
+        );
+    }
+    Ok(found)
+}
+
+/// A pod address's network interface and its security groups, as EC2 has them.
+#[derive(Debug, Clone, Default)]
+pub struct PodInterface {
+    pub id: String,
+    /// Each group's id and whether it carries `kubernetes.io/cluster/<cluster>`.
+    pub groups: Vec<(String, bool)>,
+}
+
+/// The network interface holding each of `ips` (a pod's address is a
+/// secondary address of its node's interface), with its groups' cluster tag.
+pub async fn pod_interfaces(env: &Env, cluster: &str, ips: &[String]) -> Result<BTreeMap<String, PodInterface>> {
+    use aws_sdk_ec2::types::Filter;
+    let mut found = BTreeMap::new();
+    if ips.is_empty() {
+        return Ok(found);
+    }
+    let ec2 = &env.aws().ec2;
+    let filter = Filter::builder().name("addresses.private-ip-address").set_values(Some(ips.to_vec())).build();
+    let out = ec2
+        .describe_network_interfaces()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(error::aws)
+        .context("reading the pods' network interfaces")?;
+    let group_ids: Vec<String> = out
+        .network_interfaces()
+        .iter()
+        .flat_map(|e| e.groups().iter().filter_map(|g| g.group_id().map(str::to_string)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let tag = format!("kubernetes.io/cluster/{cluster}");
+    let mut tagged = std::collections::BTreeSet::new();
+    if !group_ids.is_empty() {
+        let groups = ec2
+            .describe_security_groups()
+            .set_group_ids(Some(group_ids))
+            .send()
+            .await
+            .map_err(error::aws)
+            .context("reading the pods' security groups")?;
+        for g in groups.security_groups() {
+            if g.tags().iter().any(|t| t.key() == Some(tag.as_str())) {
+                tagged.insert(g.group_id().unwrap_or_default().to_string());
+            }
+        }
+    }
+    for eni in out.network_interfaces() {
+        let interface = PodInterface {
+            id: eni.network_interface_id().unwrap_or_default().to_string(),
+            groups: eni
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(|g| (g.to_string(), tagged.contains(g)))
+                .collect(),
+        };
+        for address in eni.private_ip_addresses() {
+            if let Some(ip) = address.private_ip_address().filter(|ip| ips.iter().any(|i| i == ip)) {
+                found.insert(ip.to_string(), interface.clone());
+            }
+        }
+    }
+    Ok(found)
 }

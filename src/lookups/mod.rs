@@ -33,6 +33,14 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Whether the pod's containers are ready (its readiness gates aside).
+pub fn pod_containers_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "ContainersReady" && c.status == "True"))
+}
+
 pub fn pod_ip(p: &Pod) -> Option<&str> {
     p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
 }
@@ -283,6 +291,13 @@ pub async fn controller_history(env: &Env, ingresses: &[(String, String, String)
         }
     }
     Ok(history)
+}
+
+/// Now, as Kubernetes writes a time in an annotation (RFC 3339, whole seconds).
+pub fn now_stamp() -> String {
+    k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// How long ago a time was (zero for one in the future).

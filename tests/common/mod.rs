@@ -95,6 +95,13 @@ pub fn rig() -> Rig {
     };
     let rig = Rig { env, _lock: lock };
     assert_eq!(rig.get("RIG_DATABASE_PASSWORD"), DB_PASSWORD, "the tests' database password is not the rig's");
+    // The plugin downloads the IAM policy: only ever through the rig's proxy, never the network.
+    for var in ["HTTPS_PROXY", "https_proxy"] {
+        assert!(
+            rig.get(var).starts_with("http://127.0.0.1:"),
+            "{var} in the rig's env is not its policy mirror: a test could reach for the internet"
+        );
+    }
     let status = rig.rig_status();
     assert!(
         status.status.success(),
@@ -147,7 +154,8 @@ impl Rig {
         c.output().expect("running the terminal driver")
     }
 
-    /// The install flags for the rig: local charts, a policy file; the probe runs from a Pod, as by default.
+    /// The install flags for the rig: local charts; the IAM policy downloaded from its pinned URL
+    /// through the rig's policy mirror; the probe runs from a Pod, as by default.
     pub fn install_args(&self) -> Vec<String> {
         [
             "install",
@@ -164,8 +172,6 @@ impl Rig {
             "scalar",
             "--db-password-env",
             "RIG_DB_PASSWORD",
-            "--iam-policy-file",
-            self.get("RIG_IAM_POLICY_FILE"),
             "--lbc-chart-repo",
             self.get("RIG_CHART_REPO_URL"),
             "--chart-repo",
@@ -537,6 +543,54 @@ impl Rig {
         ]);
     }
 
+    /// What the guide has a user do before `helm install` of the controller on EKS (IRSA):
+    /// the cluster's OIDC provider, the pinned controller policy, a role that trusts the
+    /// controller's ServiceAccount (`kube-system/aws-load-balancer-controller`) with the policy
+    /// attached. Returns the `--set` that annotates the chart's ServiceAccount with the role.
+    pub fn controller_irsa(&self) -> [String; 2] {
+        let issuer = self.issuer();
+        let host = issuer.trim_start_matches("https://").to_string();
+        let providers = self.aws(&["iam", "list-open-id-connect-providers"]);
+        if !providers.to_string().contains(&host) {
+            self.create_oidc_provider();
+        }
+        let name = HAND_LBC_ROLE;
+        let policies = self.aws(&["iam", "list-policies", "--scope", "Local"]);
+        let policy = match policies["Policies"].as_array().unwrap().iter().find(|p| p["PolicyName"] == name) {
+            Some(p) => p["Arn"].as_str().unwrap().to_string(),
+            None => {
+                let document = format!("file://{}", self.get("RIG_IAM_POLICY_FILE"));
+                let made = self.aws(&["iam", "create-policy", "--policy-name", name, "--policy-document", &document]);
+                made["Policy"]["Arn"].as_str().unwrap().to_string()
+            }
+        };
+        let roles = self.aws(&["iam", "list-roles"]);
+        let role = match roles["Roles"].as_array().unwrap().iter().find(|r| r["RoleName"] == name) {
+            Some(r) => r["Arn"].as_str().unwrap().to_string(),
+            None => {
+                let account = "123456789012";
+                let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": format!("arn:aws:iam::{account}:oidc-provider/{host}")},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": {
+                        format!("{host}:sub"): "system:serviceaccount:kube-system:aws-load-balancer-controller",
+                        format!("{host}:aud"): "sts.amazonaws.com"}}}]});
+                let made = self.aws(&[
+                    "iam",
+                    "create-role",
+                    "--role-name",
+                    name,
+                    "--assume-role-policy-document",
+                    &trust.to_string(),
+                ]);
+                self.aws(&["iam", "attach-role-policy", "--role-name", name, "--policy-arn", &policy]);
+                made["Role"]["Arn"].as_str().unwrap().to_string()
+            }
+        };
+        ["--set".into(), format!("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={role}")]
+    }
+
     /// Tags the VPC's private subnets for internal load balancers, as a user would by hand.
     pub fn tag_private_subnets(&self, zone_suffix: &str) -> Vec<String> {
         self.tag_subnets(&format!("*private*{zone_suffix}"), "Key=kubernetes.io/role/internal-elb,Value=1")
@@ -649,13 +703,11 @@ pub fn snapshot_diff(want: &Value, got: &Value) -> Vec<String> {
     out
 }
 
-/// Makes a pod stop answering the ALB's health checks, as a hung server
-/// would: its containers no longer ready (the rig's health checks follow
-/// the pod's ContainersReady condition), while the pod itself stays Ready.
+/// Makes a pod stop answering the ALB's health checks, as a server that
+/// hangs while its readiness probe still passes: its containers stay ready
+/// and nothing answers its address (the rig's pod network, `pod_network.py`).
 pub fn fail_health_checks(rig: &Rig, namespace: &str, pod: &str) {
-    let patch = serde_json::json!({"status": {"conditions": [
-        {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}});
-    rig.kubectl_ok(&["-n", namespace, "patch", "pod", pod, "--subresource=status", "-p", &patch.to_string()]);
+    rig.kubectl_ok(&["-n", namespace, "annotate", "pod", pod, "rig.kubectl-scalardb-graphql/unresponsive=true"]);
 }
 
 // --- faults ---------------------------------------------------------------------------------
@@ -767,8 +819,10 @@ impl Rig {
     }
 
     /// The rig VPC's id (its only VPC).
+    /// The EKS cluster's VPC (the account also has moto's default VPC).
     pub fn vpc(&self) -> String {
-        self.aws(&["ec2", "describe-vpcs"])["Vpcs"][0]["VpcId"].as_str().unwrap().to_string()
+        let cluster = self.aws(&["eks", "describe-cluster", "--name", self.get("RIG_CLUSTER_NAME")]);
+        cluster["cluster"]["resourcesVpcConfig"]["vpcId"].as_str().unwrap().to_string()
     }
 
     /// Creates an HTTP target group of type `ip` in the rig's VPC, as someone else's; its ARN.
@@ -800,5 +854,102 @@ impl Rig {
     /// Throttled answers given to the plugin (the AWS SDK for Rust) since the counters were zeroed.
     pub fn throttled_for_the_plugin(&self) -> u64 {
         self.aws_faults()["throttled_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0)
+    }
+}
+
+// --- status reports ---------------------------------------------------------------------------
+
+impl Rig {
+    /// `status -o json --no-probe`: its exit code and report.
+    pub fn status_json(&self) -> (Option<i32>, Value) {
+        let out = self.status(&["-o", "json", "--no-probe"]);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        (out.status.code(), v)
+    }
+}
+
+/// One check of a `status -o json` report, by id.
+pub fn check(report: &Value, id: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {id}: {report}"))
+}
+
+// --- the controller -----------------------------------------------------------------------------
+
+/// The rig's controller role (the plugin's default name for the rig's cluster).
+/// The role (and policy) `controller_irsa` makes for a controller installed by hand.
+pub const HAND_LBC_ROLE: &str = "platform-team-lbc";
+pub const LBC_ROLE: &str = "scalardb-graphql-rig-aws-load-balancer-controller";
+
+impl Rig {
+    /// `kubectl rollout restart` of the controller, waited for: its pods start anew.
+    pub fn restart_controller(&self) {
+        self.kubectl_ok(&["rollout", "restart", "deployment/aws-load-balancer-controller", "-n", "kube-system"]);
+        self.kubectl_ok(&[
+            "rollout",
+            "status",
+            "deployment/aws-load-balancer-controller",
+            "-n",
+            "kube-system",
+            "--timeout",
+            "90s",
+        ]);
+    }
+
+    /// A second ALB Ingress (internal, ip targets) in `default`, in front of the release's Service.
+    pub fn another_alb_ingress(&self, name: &str) {
+        let port = self.kubectl_ok(&["get", "service", "scalardb-graphql", "-o", "jsonpath={.spec.ports[0].port}"]);
+        self.kubectl_apply(&serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default", "annotations": {
+                "alb.ingress.kubernetes.io/scheme": "internal", "alb.ingress.kubernetes.io/target-type": "ip",
+                "alb.ingress.kubernetes.io/healthcheck-path": "/graphql?query=%7B__typename%7D"}},
+            "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {
+                "name": "scalardb-graphql", "port": {"number": port.trim().parse::<u16>().unwrap()}}}},
+        }));
+    }
+
+    /// The Warning events on Ingress `default/name`, as `Reason: message`.
+    pub fn ingress_warnings(&self, name: &str) -> Vec<String> {
+        let events = self.kubectl_json(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.kind=Ingress,involvedObject.name={name},type=Warning"),
+            "-o",
+            "json",
+        ]);
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{}: {}", e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+            .collect()
+    }
+
+    /// The hostname the controller gave Ingress `default/name`, if any.
+    pub fn ingress_hostname(&self, name: &str) -> String {
+        self.kubectl_ok(&["get", "ingress", name, "-o", "jsonpath={.status.loadBalancer.ingress[0].hostname}"])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until Ingress `default/name` has a Warning event holding `says`, and has no ALB.
+    pub fn ingress_refused(&self, name: &str, says: &str) -> String {
+        let mut found = String::new();
+        self.eventually(&format!("a warning on Ingress {name} saying {says:?}"), 60, || {
+            found = self.ingress_warnings(name).into_iter().find(|w| w.contains(says)).unwrap_or_default();
+            !found.is_empty()
+        });
+        assert_eq!(self.ingress_hostname(name), "", "Ingress {name} got an ALB although: {found}");
+        found
     }
 }
