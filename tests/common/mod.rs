@@ -504,7 +504,7 @@ impl Rig {
             let mut cmd = self.plugin();
             cmd.args(args);
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawning the plugin");
+            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning the plugin");
             let pid = child.id();
             let new = BufReader::new(child.stdout.take().unwrap())
                 .lines()
@@ -517,7 +517,13 @@ impl Rig {
                     done.push(step(&line));
                 }
                 None => {
-                    let _ = child.wait();
+                    let out = child.wait_with_output().expect("waiting for the plugin");
+                    // A run that fails before its next step is no boundary: say why it failed.
+                    assert!(
+                        out.status.success(),
+                        "after {done:#?}, a run failed before its next step: {}",
+                        text(&out.stderr)
+                    );
                     return done;
                 }
             }
