@@ -70,6 +70,8 @@ answers HTTP 503 `<Response><Errors>` with Code RequestLimitExceeded; EKS
 /rig/faults` reads the setting and the counters (requests seen, throttled
 answers, by service and by client, the client being the first word of the
 User-Agent, e.g. `aws-sdk-rust`). `POST /rig/reset` turns faults off.
+The pod runner's VPC (the ALB's DNS name and routing, User-Agent `rig-vpc`)
+is never faulted: on AWS neither goes through the API.
 
 `{"gone": [ARN, ...], "gone_client": "aws-sdk-rust"}` freezes the moment
 between a listing and a read while the controller deletes: the listings
@@ -128,6 +130,7 @@ HEALTH_CHECK_INTERVAL = 1.5
 HEALTH_CHECK_MIN_TIMEOUT = 2.0
 MAX_DRAIN_SECONDS = 20
 SEED_AGENT = "rig-aws-seed"
+VPC_AGENT = "rig-vpc"  # the pod runner's VPC reads: what stands for DNS and the ALB's routing
 
 
 # --- resets run alone ----------------------------------------------------------------------
@@ -639,6 +642,8 @@ class Faults:
         """The fault's answer to this AWS API request, or None to let moto serve it."""
         if self.throttle <= 0 and not self.gone:
             return None
+        if VPC_AGENT in (environ.get("HTTP_USER_AGENT") or ""):
+            return None  # the pod runner's VPC (DNS, the ALB's routing): no API client to fault
         service = signing_service(environ)
         client = (environ.get("HTTP_USER_AGENT") or "-").split("/", 1)[0].split(" ", 1)[0]
         return self.gone_answer(environ, service, client) or self.throttled_answer(environ, service, client)

@@ -83,6 +83,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+import botocore.config
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -101,6 +102,7 @@ DATAPLANE_BACKEND = "roundrobin"  # the ALB without stickiness; cluster nodes jo
 POD_NETWORK = pod_network.RUNNER_POD_NETWORK
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # the kubelet's image pull back-off
 LB_CACHE_SECONDS = 1.5
+VPC_AGENT = "rig-vpc"  # aws_server.py's faults leave requests with this in their User-Agent alone
 HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te",
               "trailer", "transfer-encoding", "upgrade", "content-length"}
 
@@ -1055,7 +1057,8 @@ class LoadBalancers:
     and where each one's listener forwards."""
 
     def __init__(self):
-        self.elb = boto3.client("elbv2")
+        # The VPC's DNS and the ALB's routing are not AWS API clients: the AWS server's faults spare them.
+        self.elb = boto3.client("elbv2", config=botocore.config.Config(user_agent_extra=VPC_AGENT))
         self.lock = threading.Lock()
         self.names, self.read_at = {}, 0.0
         self.routes = {}  # DNS name -> (read at, Route)
