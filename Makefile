@@ -9,11 +9,16 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 RELEASE_URL ?= https://github.com/kubectl-scalardb-graphql/kubectl-scalardb-graphql/releases/download
 
 # The platforms to build, as os/arch (default: all five of scripts/platforms.sh);
-# an archive each, all in one krew manifest.
+# an archive each, all in one krew manifest, and a signed Helm plugin tarball each.
 PLATFORMS ?=
-ARCHIVES := dist/kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz
+# Where the release files are written.
+DIST ?= dist
+ARCHIVES := $(DIST)/kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz
+HELM_TARBALLS := $(DIST)/scalardb-graphql-$(VERSION)-*.tgz
+# dist/SHA256SUMS: every archive and Helm plugin tarball there is (each target that adds some rewrites it).
+SHA256SUMS = cd $(DIST) && ls kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz scalardb-graphql-$(VERSION)-*.tgz 2>/dev/null | xargs sha256sum > SHA256SUMS
 
-.PHONY: build test demo bench rig-up rig-down rig-status dist-tools dist krew-manifest clean
+.PHONY: build test demo bench rig-up rig-down rig-status dist-tools dist krew-manifest helm-package clean
 
 build:
 	cargo build
@@ -49,16 +54,24 @@ dist-tools:
 # A release archive per platform (binary, LICENSE, README, docs/, plugin.yaml) for
 # krew and helm, in dist/, each built (release profile) then checked here.
 dist:
-	rm -f $(ARCHIVES) dist/SHA256SUMS dist/scalardb-graphql.yaml
-	scripts/dist.sh dist $(PLATFORMS)
+	rm -f $(ARCHIVES) $(HELM_TARBALLS) $(HELM_TARBALLS).prov $(DIST)/SHA256SUMS $(DIST)/scalardb-graphql.yaml \
+	  $(DIST)/scalardb-graphql-signing-key.asc
+	scripts/dist.sh $(DIST) $(PLATFORMS)
 	scripts/dist-check.sh $(ARCHIVES)
 
-# The krew manifest of dist/'s archives at RELEASE_URL, validated by
-# installing every platform's archive; and dist/SHA256SUMS.
+# The krew manifest of dist/'s archives at RELEASE_URL, rendered from the template
+# krew/scalardb-graphql.yaml, validated by installing every platform's archive; and dist/SHA256SUMS.
 krew-manifest: dist
-	scripts/krew-manifest.sh dist "$(RELEASE_URL)/v$(VERSION)" > dist/scalardb-graphql.yaml
-	scripts/krew-validate.sh dist
-	cd dist && sha256sum kubectl-scalardb-graphql_v$(VERSION)_*.tar.gz > SHA256SUMS
+	scripts/krew-manifest.sh $(DIST) "$(RELEASE_URL)/v$(VERSION)" > $(DIST)/scalardb-graphql.yaml
+	scripts/krew-validate.sh $(DIST)
+	$(SHA256SUMS)
+
+# A Helm plugin tarball per archive with its signed provenance (.prov), the public key
+# (dist/scalardb-graphql-signing-key.asc), each verified by Helm 4; and dist/SHA256SUMS.
+# SIGNING_KEY=<fingerprint> signs with that key of GNUPGHOME; without it, a throw-away key.
+helm-package: dist
+	scripts/dist-helm.sh $(DIST)
+	$(SHA256SUMS)
 
 clean:
 	rm -rf dist

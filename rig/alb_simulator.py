@@ -265,10 +265,11 @@ class Simulator:
               component="ingress"):
         # As client-go's correlator, per object: an Ingress made anew under the same name is another.
         key = (ing.metadata.namespace, ing.metadata.name, ing.metadata.uid)
-        # A retried AWS call fails with a new request id: the same problem, one event. As
+        # A retried AWS call fails with a new request id (the Pod Identity agent's errors carry
+        # EKS Auth's as `[<id>]`): the same problem, one event. As
         # client-go's recorder aggregates a repeat of the last one, its count goes up and its
         # lastTimestamp moves (here at most every 5 s: the recorder's spam filter limits it too).
-        seen = (reason, re.sub(r"RequestID: [^,]*", "", message))
+        seen = (reason, re.sub(r"RequestID: [^,]*|\[[0-9a-f]{8}-[0-9a-f-]{27}\]", "", message))
         last = self.last_event.get(key)
         if last and last[0] == seen:
             name, count, at = last[1], last[2], last[3]

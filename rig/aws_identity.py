@@ -37,6 +37,10 @@ stands between the rig's clients and moto for both:
   "You are not authorized to perform this operation." before it and an
   encoded authorization failure message after).
 
+Sessions EKS Pod Identity makes (eks_pod_identity.py, AssumeRoleForPodIdentity)
+are moto STS sessions of the association's role like IRSA's, authorized the
+same way, with their session tags (`session_tags`) as `aws:PrincipalTag/…`.
+
 The rig's own administrator keys (`testing`, what the tests and the plugin
 use) are not checked, as moto does not check them: they stand for an
 account administrator. Only query-protocol services (EC2, ELBv2, IAM, STS)
@@ -157,10 +161,33 @@ class Keys:
         self.keys = {k["kid"]: k for k in json.loads(jwks.data)["keys"]}
 
 
+def decode_jwt(token):
+    """(header, claims, signed part, signature) of a compact JWS, unverified; ValueError when malformed."""
+    head, payload, signature = token.split(".")
+    header, claims = json.loads(b64url(head)), json.loads(b64url(payload))
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("not a JSON object")
+    return header, claims, f"{head}.{payload}".encode(), b64url(signature)
+
+
+def rs256_valid(key, signed, signature):
+    """Whether `signature` is `signed`'s RS256 signature by the JWK `key`."""
+    try:
+        public = rsa.RSAPublicNumbers(int.from_bytes(b64url(key["e"]), "big"),
+                                      int.from_bytes(b64url(key["n"]), "big")).public_key()
+        public.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
+        return True
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return False
+
+
 class Identity:
     def __init__(self, account_id, region):
         self.account_id, self.region = account_id, region
         self.keys = Keys()
+        # Session tags of the temporary credentials that carry them (EKS Pod Identity's), by access
+        # key id: IAM sees them as `aws:PrincipalTag/<key>` in every request the session signs.
+        self.session_tags = {}
 
     @property
     def iam(self):
@@ -180,8 +207,7 @@ class Identity:
 
         token = params.get("WebIdentityToken", "")
         try:
-            head, payload, signature = token.split(".")
-            header, claims = json.loads(b64url(head)), json.loads(b64url(payload))
+            header, claims, signed, signature = decode_jwt(token)
         except ValueError:
             return refuse(400, "InvalidIdentityToken", "The web identity token that was passed could not be validated by AWS. Get a new identity token from the identity provider and then retry the request.")
         issuer = claims.get("iss", "")
@@ -191,11 +217,7 @@ class Identity:
         known_issuer, key = self.keys.get(header.get("kid"))
         if known_issuer != issuer or key is None:
             return refuse(400, "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements")
-        try:
-            public = rsa.RSAPublicNumbers(int.from_bytes(b64url(key["e"]), "big"),
-                                          int.from_bytes(b64url(key["n"]), "big")).public_key()
-            public.verify(b64url(signature), f"{head}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError, KeyError):
+        if not rs256_valid(key, signed, signature):
             return refuse(400, "InvalidIdentityToken", "The web identity token that was passed could not be validated by AWS. Get a new identity token from the identity provider and then retry the request.")
         now = datetime.datetime.now(datetime.timezone.utc)
         if "exp" not in claims:
@@ -254,8 +276,9 @@ class Identity:
         if service == "sts" and action == "GetCallerIdentity":
             return None
         policies = self._policies(session.role_arn.split("/")[-1])
+        principal_tags = iam_policy.tag_context("aws:PrincipalTag", self.session_tags.get(key_id, {}))
         for act, resource, context in self.requests(service, action, params):
-            verdict = iam_policy.evaluate(policies, act, resource, context)
+            verdict = iam_policy.evaluate(policies, act, resource, {**principal_tags, **context})
             if verdict == "allow":
                 continue
             why = ("with an explicit deny in an identity-based policy" if verdict == "deny"

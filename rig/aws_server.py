@@ -86,6 +86,11 @@ and only in the actions `gone_actions` lists when it is given (e.g.
 STS and IAM check what a caller with temporary credentials may do (IRSA, as
 on EKS): see aws_identity.py.
 
+EKS add-ons, EKS Pod Identity associations and EKS Auth's
+AssumeRoleForPodIdentity, which moto lacks, are served before moto by
+eks_pod_identity.py (after the faults: EKS and EKS Auth throttle as every
+other service); `POST /rig/reset` clears them.
+
 usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE OIDC_ISSUER
 """
 
@@ -118,6 +123,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 import aws_identity
+import eks_pod_identity
 import pod_network
 
 REGION = "us-east-1"
@@ -585,7 +591,7 @@ def throttled_answer(service):
                 f'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>{request_id}</RequestID>'
                 '</Response>')
         return 503, [("Content-Type", "text/xml;charset=UTF-8")], body
-    if service == "eks":
+    if service in ("eks", "eks-auth"):
         return 429, [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ThrottlingException"),
                      ("x-amzn-RequestId", request_id)], json.dumps({"message": "Rate exceeded"})
     return None
@@ -686,6 +692,7 @@ class Faults:
 
 FAULTS = Faults()
 IDENTITY = aws_identity.Identity(DEFAULT_ACCOUNT_ID, REGION)
+POD_IDENTITY = eks_pod_identity.PodIdentity(DEFAULT_ACCOUNT_ID, REGION, IDENTITY, os.environ.get("RIG_STATE", ""))
 
 
 def seed(port, cluster_name, kube_server, ca_pem, issuer):
@@ -751,6 +758,7 @@ def main():
     def reset_alone():
         with lock:
             moto_api_backend.reset()
+            POD_IDENTITY.reset()
             HEALTH.reset()
             LB_RELEASING.clear()
             FAULTS.set(0.0, 0)
@@ -785,7 +793,8 @@ def main():
                 return Response(f"{e}\n", status=400)(environ, start_response)
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
         if not environ.get("PATH_INFO", "").startswith(("/moto-api", "/rig/")):
-            answer = FAULTS.intercept(environ) or checked(environ)
+            answer = (FAULTS.intercept(environ) or checked(environ)
+                      or POD_IDENTITY.handle(environ, request_body(environ)))
             if answer is not None:
                 status, headers, body = answer
                 return Response(body, status=status, headers=headers)(environ, start_response)

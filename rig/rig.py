@@ -685,8 +685,12 @@ def up():
     log("starting the pod identity webhook")
     cert, key = make_cert(STATE)
     webhook_port = free_port()
-    start("pod-identity-webhook", [bins["python"], RIG / "pod_identity_webhook.py", webhook_port, cert, key],
-          env=run_env)
+    # The EKS Pod Identity agent stand-in's port (it listens only while the cluster has the
+    # eks-pod-identity-agent add-on): the URL the webhook gives the pods of associated ServiceAccounts.
+    agent_port = free_port()
+    env["RIG_POD_IDENTITY_AGENT_URL"] = f"http://127.0.0.1:{agent_port}/v1/credentials"
+    start("pod-identity-webhook", [bins["python"], RIG / "pod_identity_webhook.py", webhook_port, cert, key,
+                                   env["RIG_POD_IDENTITY_AGENT_URL"]], env=run_env)
     import base64
     kubectl(bins, "apply", "-f", "-", env=run_env, input=json.dumps({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
@@ -711,6 +715,9 @@ def up():
     wait_for("the seeded EKS cluster", lambda: subprocess.run(
         [str(bins["aws"]), "eks", "describe-cluster", "--name", CLUSTER], env=run_env,
         capture_output=True, timeout=30).returncode == 0)
+
+    log("starting the EKS Pod Identity agent stand-in (serves while the add-on is active)")
+    start("pod-identity-agent", [bins["python"], RIG / "pod_identity_agent.py", agent_port, CLUSTER], env=run_env)
 
     log("starting the ALB simulator")
     start("alb-simulator", [bins["python"], RIG / "alb_simulator.py", CLUSTER], env=run_env)
@@ -928,6 +935,7 @@ def aws_state(env):
     kw = dict(region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"],
               aws_access_key_id="testing", aws_secret_access_key="testing")
     iam, ec2, elb = boto3.client("iam", **kw), boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
+    eks = boto3.client("eks", **kw)
     roles = {}
     for r in iam.list_roles()["Roles"]:
         attached = iam.list_attached_role_policies(RoleName=r["RoleName"])["AttachedPolicies"]
@@ -945,8 +953,23 @@ def aws_state(env):
     lbs = sorted(controller_name_stem(lb["LoadBalancerName"]) for lb in elb.describe_load_balancers()["LoadBalancers"])
     tgs = sorted(controller_name_stem(tg["TargetGroupName"]) for tg in elb.describe_target_groups()["TargetGroups"])
     sgs = sorted(controller_name_stem(sg["GroupName"]) for sg in groups)
+    # EKS add-ons by name (a status changes by itself), Pod Identity associations by what they bind
+    # (their ids are drawn anew for each).
+    from botocore.exceptions import ClientError
+    try:
+        addons = sorted(eks.list_addons(clusterName=CLUSTER)["addons"])
+        associations = sorted(
+            f"{a['namespace']}/{a['serviceAccount']} {a['roleArn']}"
+            for a in (eks.describe_pod_identity_association(clusterName=CLUSTER, associationId=s["associationId"])
+                      ["association"] for s in eks.list_pod_identity_associations(clusterName=CLUSTER)["associations"]))
+    except ClientError as e:  # an AWS server started before the rig served them
+        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404 or \
+                e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise
+        addons, associations = [], []
     return {"iam_roles": roles, "iam_policies": policies, "iam_oidc_providers": oidc,
-            "ec2_tags": tags, "ec2_security_groups": sgs, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs}
+            "ec2_tags": tags, "ec2_security_groups": sgs, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs,
+            "eks_addons": addons, "eks_pod_identity_associations": associations}
 
 
 # The plugin's marks on objects it changed but did not create (annotations with this prefix).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dist.sh OUTDIR [PLATFORM[=BINARY]]...: release archives, one per platform
 # (default: all five), each holding bin/kubectl-scalardb_graphql (.exe on
-# Windows), LICENSE, README.md, docs/ and the helm plugin files, so that one archive
-# serves krew and `helm plugin install`. Prints each archive's path.
+# Windows), LICENSE, README.md, docs/ and the helm plugin files: krew installs it,
+# and dist-helm.sh repacks it as the signed Helm plugin tarball. Prints each archive's path.
 #
 #   PLATFORM  linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
 #   =BINARY   package this binary instead of building one

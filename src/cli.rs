@@ -127,6 +127,26 @@ impl Target {
     }
 }
 
+/// How the controller gets its AWS credentials.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// EKS Pod Identity: the eks-pod-identity-agent add-on and one association; no OIDC provider, no annotation
+    PodIdentity,
+    /// IAM roles for service accounts: the cluster's OIDC provider and the ServiceAccount's role annotation
+    #[default]
+    Irsa,
+}
+
+impl Identity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::PodIdentity => "pod-identity",
+            Identity::Irsa => "irsa",
+        }
+    }
+}
+
 /// Where the end-to-end probe runs.
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
 pub enum ProbeFrom {
@@ -294,6 +314,10 @@ pub struct IamArgs {
     /// Take over an IAM role or policy of the same name that this tool did not create
     #[arg(long)]
     pub adopt: bool,
+    /// How the controller gets its AWS credentials (default: what the release was installed with; else
+    /// pod-identity when the cluster runs the eks-pod-identity-agent add-on and the controller is not on Fargate, else irsa)
+    #[arg(long, value_enum, value_name = "IDENTITY")]
+    pub identity: Option<Identity>,
 }
 
 #[derive(Debug, Args)]

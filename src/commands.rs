@@ -24,10 +24,12 @@ use crate::components::schema_load::LoaderJob;
 use crate::context::{Context, Kube, Settings};
 use crate::deployment;
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::output::{Mark, Printer};
 use crate::record::{self, Recorder};
 use crate::schema::Schema;
 use crate::spec::{self, Options, Secrets};
+use crate::support;
 use crate::wait::Deadline;
 use crate::{completion, pins};
 
@@ -237,9 +239,13 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
             .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
     }
     options.deadline = Some(deadline);
+    let identity_flag = a.iam.identity;
     let prepared = bounded(deadline, timeout, &shown, async {
         let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
         let facts = pre.require()?;
+        if let Some(why) = support::kubernetes_refusal(spec.target, &facts.kubernetes_version) {
+            return Err(Error::prerequisite(why).hint("upgrade the cluster's Kubernetes version first"));
+        }
         let spec = spec.resolve(&facts.name, &ctx.kube.namespace);
         let existing = existing?;
         if let Some(s) = &existing {
@@ -264,6 +270,11 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
             }
         }
         let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
+        let mut spec = spec;
+        if !spec.lb_controller.external {
+            let cluster = identity::read(&ctx.aws.eks, &facts.name).await?;
+            spec.lb_controller.identity = identity::choose(identity_flag, record.spec.as_ref(), &cluster)?;
+        }
         let env = env(ctx, facts, spec, record, options, secrets, &shown);
         let mut components = deployment::components(env.spec.target);
         shown.stage("observing what is installed");
@@ -273,8 +284,12 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     .await;
     printer.stop_spinner();
     let (mut env, mut components, plan, existing) = prepared?;
+    // Said where the user decides, and only for an install that can go ahead (an error stays one line).
+    let end_of_support = support::install_warning(&env.spec);
     if a.change.dry_run {
-        return print_plan(&printer, a.change.output, &plan, "install");
+        print_plan(&printer, a.change.output, &plan, "install")?;
+        end_of_support.iter().for_each(|w| printer.warn(w));
+        return Ok(());
     }
     let mut deadline = deadline;
     if plan.mutations() > 0
@@ -304,6 +319,7 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         result?;
         printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
+    end_of_support.iter().for_each(|w| printer.warn(w));
     printer.line(Mark::Pass, &format!(
         "ScalarDB GraphQL release {}/{} is installed ({:.0?}); check it any time with `kubectl scalardb-graphql status`",
         env.spec.namespace, env.spec.release, started.elapsed()

@@ -12,7 +12,8 @@ use crate::components::{
     alb::Alb, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
-    owned_ingress::OwnedIngress, owned_secret::OwnedSecret, probe::Probe, readiness_gates::ReadinessGates,
+    owned_ingress::OwnedIngress, owned_secret::OwnedSecret, pod_identity_agent::PodIdentityAgent,
+    pod_identity_association::PodIdentityAssociation, probe::Probe, readiness_gates::ReadinessGates,
     registry_secret, release_namespace::ReleaseNamespace, schema_load::SchemaLoad, subnet_tags::SubnetTags,
 };
 use crate::error::{Error, Result};
@@ -37,8 +38,10 @@ pub fn components(target: Target) -> Vec<Box<dyn Component>> {
         Box::new(ControllerCrds::default()),
         Box::new(SubnetTags::default()),
         Box::new(OidcProvider::default()),
+        Box::new(PodIdentityAgent::default()),
         Box::new(IamPolicy::default()),
         Box::new(IamRole::default()),
+        Box::new(PodIdentityAssociation::default()),
         Box::new(ControllerServiceAccount::default()),
         Box::new(LbController::default()),
     ];

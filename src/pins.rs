@@ -12,6 +12,24 @@ pub const CLUSTER_CHART: &str = "scalardb-cluster";
 pub const CLUSTER_CHART_VERSION: &str = "1.11.0";
 pub const CLUSTER_APP_VERSION: &str = "3.18.0";
 pub const CLUSTER_NODE_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium";
+/// The scalardb-cluster chart 1.11 needs this Kubernetes minor or newer.
+pub const CLUSTER_MIN_KUBERNETES_MINOR: u32 = 31;
+
+/// The day each ScalarDB minor's support ended (the end of its Assistance Support in
+/// Scalar's release support policy); minors newer than the last have no published end.
+pub const SCALARDB_SUPPORT_ENDS: &[(&str, &str)] = &[
+    ("3.4", "2023-08-15"),
+    ("3.5", "2024-01-04"),
+    ("3.6", "2024-03-01"),
+    ("3.7", "2024-07-15"),
+    ("3.8", "2024-10-23"),
+    ("3.9", "2025-01-15"),
+    ("3.10", "2025-06-24"),
+    ("3.11", "2025-08-15"),
+    ("3.12", "2026-01-04"),
+    ("3.13", "2026-05-21"),
+];
+
 /// The port of the nodes' GraphQL server and of the chart's `<fullname>-graphql` Service.
 pub const CLUSTER_GRAPHQL_PORT: u16 = 8080;
 
@@ -183,6 +201,15 @@ pub const NAMESPACE_LABEL_MARK: &str = "kubectl-scalardb-graphql/added-readiness
 pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
 pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+/// EKS Pod Identity: the agent's add-on, the service principal a role must trust (for
+/// both actions), and the environment EKS gives a pod of an associated ServiceAccount.
+pub const POD_IDENTITY_AGENT_ADDON: &str = "eks-pod-identity-agent";
+pub const POD_IDENTITY_PRINCIPAL: &str = "pods.eks.amazonaws.com";
+pub const POD_IDENTITY_ACTIONS: &[&str] = &["sts:AssumeRole", "sts:TagSession"];
+pub const POD_IDENTITY_ENV: &[&str] = &["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"];
+/// The labels the controller's chart gives its pods (what a Fargate profile's selector matches).
+pub const LBC_CHART_LABELS: &[(&str, &str)] =
+    &[("app.kubernetes.io/name", "aws-load-balancer-controller"), ("app.kubernetes.io/instance", LBC_RELEASE)];
 pub const INTERNAL_ELB_TAG: &str = "kubernetes.io/role/internal-elb";
 pub const STICKINESS_DURATION_SECONDS: u32 = 60;
 

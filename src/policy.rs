@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::pins::KNOWN_POLICIES;
+use crate::pins::{KNOWN_POLICIES, POD_IDENTITY_ACTIONS, POD_IDENTITY_PRINCIPAL};
 
 /// A policy document and what it is.
 #[derive(Debug, Clone)]
@@ -137,6 +137,73 @@ pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, s
     let other_operators: Vec<_> = conditions.keys().filter(|k| *k != "StringEquals").cloned().collect();
     if !extra.is_empty() || !other_operators.is_empty() {
         problems.push(format!("unexpected conditions: {}", [extra, other_operators].concat().join(", ")));
+    }
+    problems
+}
+
+/// The trust EKS Pod Identity needs: the agent's service principal, for both
+/// actions (the credentials carry session tags), on any of the cluster's associations.
+pub fn pod_identity_trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
+            "Action": POD_IDENTITY_ACTIONS,
+        }]
+    })
+}
+
+/// How a role's trust differs from what EKS Pod Identity needs, or nothing.
+/// Conditions are allowed only on the session tags EKS sets, and only with this
+/// cluster's and ServiceAccount's values (they narrow the trust, never widen it).
+pub fn pod_identity_trust_problems(doc: &Value, cluster: &str, namespace: &str, service_account: &str) -> Vec<String> {
+    let statements = as_list(&doc["Statement"]);
+    if statements.len() != 1 {
+        return vec![format!("{} statements instead of exactly one", statements.len())];
+    }
+    let s = &statements[0];
+    let mut problems = Vec::new();
+    if s["Effect"] != "Allow" {
+        problems.push(format!("Effect is {} instead of Allow", s["Effect"]));
+    }
+    let mut actions: Vec<String> = as_list(&s["Action"]).iter().filter_map(|a| a.as_str().map(str::to_string)).collect();
+    actions.sort();
+    if actions != POD_IDENTITY_ACTIONS {
+        problems.push(format!("Action is {} instead of {}", s["Action"], POD_IDENTITY_ACTIONS.join(" and ")));
+    }
+    let principal = s["Principal"].as_object().cloned().unwrap_or_default();
+    let others: Vec<String> = principal.keys().filter(|k| *k != "Service").cloned().collect();
+    if !others.is_empty() || !s["Principal"].is_object() {
+        problems.push(format!("Principal names {} instead of only the service {POD_IDENTITY_PRINCIPAL}", s["Principal"]));
+    } else if as_list(&s["Principal"]["Service"]) != [Value::from(POD_IDENTITY_PRINCIPAL)] {
+        problems.push(format!(
+            "Principal.Service is {} instead of {POD_IDENTITY_PRINCIPAL}",
+            s["Principal"]["Service"]
+        ));
+    }
+    for negation in ["NotPrincipal", "NotAction", "NotResource"] {
+        if !s[negation].is_null() {
+            problems.push(format!("{negation} is set ({})", s[negation]));
+        }
+    }
+    let tags = [
+        ("aws:RequestTag/eks-cluster-name", cluster),
+        ("aws:RequestTag/kubernetes-namespace", namespace),
+        ("aws:RequestTag/kubernetes-service-account", service_account),
+    ];
+    for (operator, conditions) in s["Condition"].as_object().cloned().unwrap_or_default() {
+        if operator != "StringEquals" {
+            problems.push(format!("unexpected condition operator {operator}"));
+            continue;
+        }
+        for (key, value) in conditions.as_object().cloned().unwrap_or_default() {
+            match tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
+                Some((_, want)) if as_list(&value) == [Value::from(*want)] => {}
+                Some((_, want)) => problems.push(format!("{key} is {value} instead of {want:?}")),
+                None => problems.push(format!("unexpected condition on {key}")),
+            }
+        }
     }
     problems
 }
@@ -302,5 +369,27 @@ mod tests {
         assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
         std::fs::write(&p, "not json").unwrap();
         assert_eq!(read_policy_file(&p).err().unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn pod_identity_trust_is_exactly_the_agents_principal_for_both_actions() {
+        let ok = pod_identity_trust_policy();
+        assert!(pod_identity_trust_problems(&ok, "c", "kube-system", "sa").is_empty());
+        let mut narrowed = ok.clone();
+        narrowed["Statement"][0]["Condition"] =
+            json!({"StringEquals": {"aws:RequestTag/kubernetes-service-account": "sa", "aws:RequestTag/eks-cluster-name": "c"}});
+        assert!(pod_identity_trust_problems(&narrowed, "c", "kube-system", "sa").is_empty());
+        let mut other = ok.clone();
+        other["Statement"][0]["Principal"] = json!({"Service": "ec2.amazonaws.com"});
+        assert_eq!(pod_identity_trust_problems(&other, "c", "kube-system", "sa").len(), 1);
+        let mut one_action = ok.clone();
+        one_action["Statement"][0]["Action"] = json!("sts:AssumeRole");
+        assert_eq!(pod_identity_trust_problems(&one_action, "c", "kube-system", "sa").len(), 1);
+        let mut wrong_tag = narrowed.clone();
+        wrong_tag["Statement"][0]["Condition"]["StringEquals"]["aws:RequestTag/eks-cluster-name"] = json!("other");
+        assert_eq!(pod_identity_trust_problems(&wrong_tag, "c", "kube-system", "sa").len(), 1);
+        let mut widened = ok.clone();
+        widened["Statement"][0]["Principal"] = json!({"Service": "pods.eks.amazonaws.com", "AWS": "*"});
+        assert_eq!(pod_identity_trust_problems(&widened, "c", "kube-system", "sa").len(), 1);
     }
 }

@@ -85,6 +85,11 @@ pub struct Record {
     #[serde(default)]
     pub adopted_role: Option<AdoptedRole>,
     pub service_account: Option<Owned>,
+    /// EKS Pod Identity: the agent add-on (created: install added it) and the controller's association (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity_agent: Option<Owned>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity_association: Option<Owned>,
     #[serde(default)]
     pub subnet_tags: Vec<SubnetTag>,
     pub lb_controller: Option<ControllerRecord>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
-pub use crate::cli::{ProbeFrom, Target};
+pub use crate::cli::{Identity, ProbeFrom, Target};
 use crate::error::{Error, Result};
 use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;
@@ -93,6 +93,9 @@ pub struct LbcSpec {
     pub namespace: String,
     pub chart: ChartRef,
     pub service_account: String,
+    /// How the controller gets its AWS credentials; records written before Pod Identity are IRSA's.
+    #[serde(default)]
+    pub identity: Identity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -506,6 +509,8 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
                 version: Some(a.lbc.lbc_chart_version.clone().unwrap_or_else(|| pins::LBC_CHART_VERSION.into())),
             },
             service_account: pins::LBC_SERVICE_ACCOUNT.into(),
+            // Chosen once the cluster is known (`identity::choose`), unless --identity names it.
+            identity: a.iam.identity.unwrap_or_default(),
         },
         subnets: a.network.subnets.clone(),
         nodes,

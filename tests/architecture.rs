@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "ownership",
     // resolved settings, clients and what they need
     "spec",
+    "support",
     "tls",
     "http",
     "credentials",
@@ -34,6 +35,7 @@ const ORDER: &[&str] = &[
     "lease",
     "transport",
     "context",
+    "identity",
     "values",
     "wait",
     // what every component gets, and the reads several share

@@ -80,6 +80,8 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
     assert!(argv.contains("upgrade --install") && argv.contains("scalardb-cluster"), "helm's installs: {argv}");
     let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(shown.contains(&format!("created Ingress default/{INGRESS}")), "{shown}");
+    // ScalarDB Cluster is the supported home of GraphQL: no end-of-support warning.
+    assert!(!shown.contains("support ended"), "{shown}");
 
     // The Ingress is the plugin's: its labels, class alb, the guide's annotations, the chart's GraphQL Service.
     let ing = rig.kubectl_json(&["-n", "default", "get", "ingress", INGRESS]);
@@ -162,9 +164,10 @@ fn install_target_cluster_owns_its_ingress_keeps_secrets_out_passes_status_rerun
     let status = rig.status(&[]);
     let report = text(&status.stdout);
     expect_code(&status, 0, &format!("status after install --target cluster:\n{report}"));
-    assert!(!report.contains('×'), "{report}");
+    assert!(!report.contains('×') && !report.contains("support ended"), "{report}");
     for seen in [
         "chart scalardb-cluster 1.11.0",
+        "ScalarDB 3.18.0 is supported",
         "3/3 GraphQL pods Ready",
         &format!("Ingress default/{INGRESS} is this tool's"),
         &format!("Service default/{INGRESS} serves port 8080"),
@@ -248,7 +251,15 @@ fn killed_at_each_of_the_targets_own_steps_a_rerun_ends_where_an_uninterrupted_i
 fn switching_targets_without_uninstalling_is_refused_in_one_line_and_changes_nothing() {
     let rig = rig();
     rig.reset();
-    rig.install_ok();
+    // The default target's install ends with the one end-of-support warning, naming the way on.
+    let out = rig.install_ok();
+    let stderr = text(&out.stderr);
+    let warned: Vec<_> = stderr.lines().filter(|l| l.contains("support ended")).collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("ScalarDB 3.13.6") && warned[0].contains("2026-05-21") && warned[0].contains("--target cluster"), "{stderr}");
+    let (code, report) = rig.status_json();
+    assert_eq!(code, Some(0), "{report}");
+    assert!(common::end_of_support_warning(&common::check(&report, "graphql.support")), "{report}");
     let (out, _) = rig.without_mutation("install --target cluster over the graphql target", || install_cluster(&rig));
     expect_code(&out, 3, "install --target cluster over --target graphql");
     let stderr = text(&out.stderr);

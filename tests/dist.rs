@@ -1,27 +1,47 @@
 //! Release archives as users get them: krew installs each Linux archive
 //! offline (`--archive`) and the plugin runs, the arm64 one under
-//! qemu-aarch64; the krew manifest validates by installing every platform's
-//! archive; Helm 4 installs the plugin from an archive's URL, Helm 3 from
-//! the unpacked archive.
+//! qemu-aarch64; `make krew-manifest` renders `krew/scalardb-graphql.yaml`
+//! for the archives and validates it by installing every platform's archive;
+//! `make helm-package` signs a Helm plugin tarball per archive, which Helm 4
+//! installs from its URL and its path with verification on (and refuses
+//! unsigned, tampered or signed by a key not in the keyring), and Helm 3
+//! installs unpacked.
 //!
 //! The linux/amd64 archive packages the binary under test; the linux/arm64
 //! one is cross-built here by `scripts/dist.sh` (cargo-zigbuild, the dev
-//! profile, a target directory of its own), as `make dist` builds it.
+//! profile, a target directory of its own), as `make dist` builds it. The
+//! make targets run on copies of them (`-o dist`: nothing is built again),
+//! signed with a throw-away key generated here.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::{BIN, expect_code, rig, root, text};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The public key a release's Helm plugin tarballs are signed with, published beside them.
+const SIGNING_KEY: &str = "scalardb-graphql-signing-key.asc";
 
 fn archive_name(platform: &str) -> String {
     format!("kubectl-scalardb-graphql_v{VERSION}_{}.tar.gz", platform.replace('/', "_"))
+}
+
+/// The Helm plugin tarball of a platform (`<name>-<version>…`, the name Helm takes the plugin's from).
+fn helm_tarball_name(platform: &str) -> String {
+    format!("scalardb-graphql-{VERSION}-{}.tgz", platform.replace('/', "-"))
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let body = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run(cmd: &mut Command, what: &str) -> Output {
@@ -52,6 +72,139 @@ fn archives() -> &'static Path {
             (work, out)
         })
         .1
+}
+
+/// A dist directory of its own holding copies of the two archives, for a make target to write into.
+fn dist_copy(work: &Path) -> PathBuf {
+    let dist = work.join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        std::fs::copy(archives().join(archive_name(platform)), dist.join(archive_name(platform))).unwrap();
+    }
+    dist
+}
+
+/// `make -o dist TARGET DIST=<dist>`: the target's recipe on `dist`'s archives, `make dist` not run.
+fn make(target: &str, dist: &Path) -> Command {
+    let mut c = Command::new("make");
+    c.arg("-C")
+        .arg(root())
+        .args(["--no-print-directory", "-o", "dist", target])
+        .arg(format!("DIST={}", dist.display()));
+    c
+}
+
+/// A GnuPG home of its own (batch mode, no passphrase); its agent is stopped when dropped.
+struct Gpg {
+    home: PathBuf,
+}
+
+impl Gpg {
+    fn empty(home: PathBuf) -> Gpg {
+        std::fs::DirBuilder::new().mode(0o700).create(&home).unwrap();
+        Gpg { home }
+    }
+
+    /// A home holding a new signing key for `uid`; returns it and the key's fingerprint.
+    fn with_key(home: PathBuf, uid: &str) -> (Gpg, String) {
+        let gpg = Gpg::empty(home);
+        run(
+            gpg.cmd().args([
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-generate-key",
+                uid,
+                "rsa3072",
+                "sign",
+                "never",
+            ]),
+            "gpg --quick-generate-key",
+        );
+        let list = run(gpg.cmd().args(["--list-secret-keys", "--with-colons"]), "gpg --list-secret-keys");
+        let fingerprint = text(&list.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:").map(|rest| rest.trim_matches(':').to_string()))
+            .expect("the new key's fingerprint");
+        (gpg, fingerprint)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", &self.home).args(["--batch", "--quiet"]);
+        c
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").args(["--kill", "gpg-agent"]).env("GNUPGHOME", &self.home).output();
+    }
+}
+
+/// The template with its placeholders filled as krew-release-bot fills them, but for the sha256s:
+/// `{{ .TagName }}` is the tag, and each `{{addURIAndSha "URL" .TagName }}` is `uri: URL` (the tag in
+/// it too) and an empty `sha256`.
+fn template_with_uris(template: &str, tag: &str) -> Value {
+    let mut filled = String::new();
+    for line in template.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if line.contains("addURIAndSha") {
+            let url = line.split('"').nth(1).unwrap_or_else(|| panic!("no quoted URL in {line:?}"));
+            filled.push_str(&format!("{indent}uri: {url}\n{indent}sha256: \"\"\n"));
+        } else {
+            filled.push_str(line);
+            filled.push('\n');
+        }
+    }
+    let filled = filled.replace("{{ .TagName }}", tag);
+    assert!(!filled.contains("{{"), "the template has a placeholder krew-release-bot's form does not: {filled}");
+    serde_saphyr::from_str(&filled).unwrap_or_else(|e| panic!("krew/scalardb-graphql.yaml, filled: {e}\n{filled}"))
+}
+
+#[test]
+fn make_krew_manifest_renders_the_krew_template_for_the_archives_and_validates_it() {
+    let work = tempfile::tempdir().unwrap();
+    let dist = dist_copy(work.path());
+    let release_url = "https://example.invalid/owner/repo/releases/download";
+    let out = run(make("krew-manifest", &dist).arg(format!("RELEASE_URL={release_url}")), "make -o dist krew-manifest");
+    assert!(text(&out.stdout).contains("each of its 2 platforms installs"), "{}", text(&out.stdout));
+
+    let tag = format!("v{VERSION}");
+    let template =
+        std::fs::read_to_string(root().join("krew/scalardb-graphql.yaml")).expect("krew/scalardb-graphql.yaml");
+    let mut expected = template_with_uris(&template, &tag);
+    let rendered_text = std::fs::read_to_string(dist.join("scalardb-graphql.yaml")).unwrap();
+    let rendered: Value = serde_saphyr::from_str(&rendered_text).unwrap();
+    assert_eq!(rendered["spec"]["version"], Value::from(tag.clone()), "{rendered_text}");
+
+    // Each of the template's platforms whose archive is in dist, at RELEASE_URL, with its archive's sha256;
+    // every other field as the template has it.
+    let platforms = expected["spec"]["platforms"].as_array_mut().expect("the template's platforms");
+    assert_eq!(platforms.len(), 5, "the template names the five platforms");
+    platforms.retain_mut(|p| {
+        let uri = p["uri"].as_str().unwrap().to_string();
+        assert!(
+            uri.starts_with("https://github.com/"),
+            "the template's uri is krew-release-bot's GitHub release URL: {uri}"
+        );
+        let name = uri.rsplit('/').next().unwrap().to_string();
+        if !dist.join(&name).is_file() {
+            return false;
+        }
+        p["uri"] = Value::from(format!("{release_url}/{tag}/{name}"));
+        p["sha256"] = Value::from(sha256_hex(&dist.join(&name)));
+        true
+    });
+    assert_eq!(expected["spec"]["platforms"].as_array().unwrap().len(), 2);
+    assert_eq!(rendered, expected, "the rendered manifest is not the template's:\n{rendered_text}");
+
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let line = format!("{}  {}", sha256_hex(&dist.join(archive_name(platform))), archive_name(platform));
+        assert!(sums.lines().any(|l| l == line), "{line:?} missing from SHA256SUMS:\n{sums}");
+    }
 }
 
 #[test]
@@ -168,41 +321,130 @@ fn file_server(dir: &Path) -> String {
     base
 }
 
+/// A directory holding `file` (a copy), and its `.prov` when given: what a server or a download has.
+fn serve_copy(dir: &Path, file: &Path, prov: Option<&Path>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let name = file.file_name().unwrap();
+    std::fs::copy(file, dir.join(name)).unwrap();
+    if let Some(prov) = prov {
+        std::fs::copy(prov, dir.join(format!("{}.prov", name.to_string_lossy()))).unwrap();
+    }
+    dir.join(name)
+}
+
 #[test]
-fn helm_4_installs_the_plugin_from_a_release_archives_url_and_helm_3_from_the_unpacked_archive() {
+fn helm_4_installs_the_signed_plugin_tarball_only_verified_and_helm_3_installs_it_unpacked() {
     let rig = rig();
-    let archive = archives().join(archive_name("linux/amd64"));
-    let url = format!("{}/{}", file_server(archives()), archive_name("linux/amd64"));
-    let unpacked = tempfile::tempdir().unwrap();
-    let plugin_dir = unpacked.path().join("scalardb-graphql");
-    std::fs::create_dir(&plugin_dir).unwrap();
-    run(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&plugin_dir), "tar -xzf <archive>");
-    for helm in ["helm3", "helm4"] {
+    let work = tempfile::tempdir().unwrap();
+    let dist = dist_copy(work.path());
+    let (signer, fingerprint) = Gpg::with_key(
+        work.path().join("signer"),
+        "kubectl-scalardb-graphql test key (throw-away) <test@example.invalid>",
+    );
+    run(
+        make("helm-package", &dist).env("GNUPGHOME", &signer.home).env("SIGNING_KEY", &fingerprint),
+        "make -o dist helm-package (signed with a throw-away key)",
+    );
+    let name = helm_tarball_name("linux/amd64");
+    let tarball = dist.join(&name);
+    let prov = dist.join(format!("{name}.prov"));
+    let sha = sha256_hex(&tarball);
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(sums.lines().any(|l| l == format!("{sha}  {name}")), "{name} missing from SHA256SUMS:\n{sums}");
+    let list = run(Command::new("tar").arg("tzf").arg(&tarball), "tar tzf <helm tarball>");
+    for f in ["plugin.yaml", "bin/kubectl-scalardb_graphql", "scripts/helm-plugin-install.sh", "LICENSE"] {
+        let f = format!("scalardb-graphql/{f}");
+        assert!(text(&list.stdout).lines().any(|l| l == f), "{f} missing from {name}");
+    }
+
+    // A user's keyring: the published public key, imported with gpg (Helm 4 reads GnuPG's keybox by default).
+    let user = Gpg::empty(work.path().join("user"));
+    run(user.cmd().arg("--import").arg(dist.join(SIGNING_KEY)), "gpg --import <the published key>");
+    let helm = |helm: &str, home: &Path| {
+        let mut c = rig.cmd(helm);
+        c.env_remove("HELM_PLUGINS")
+            .env("HELM_DATA_HOME", home.join("data"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("GNUPGHOME", &user.home);
+        c
+    };
+    let installed = |home: &Path| home.join("data/plugins/scalardb-graphql").exists();
+
+    // Refused by Helm 4 (verification on, its default), and nothing installed: the tarball without
+    // its .prov; one byte of it changed; verified against a keyring without the release's key.
+    let (other, _) = Gpg::with_key(work.path().join("other"), "someone else <other@example.invalid>");
+    let other_key = work.path().join("other.asc");
+    let export = run(other.cmd().args(["--armor", "--export"]), "gpg --export <another key>");
+    std::fs::write(&other_key, &export.stdout).unwrap();
+    let unsigned = serve_copy(&work.path().join("unsigned"), &tarball, None);
+    let tampered = serve_copy(&work.path().join("tampered"), &tarball, Some(&prov));
+    let mut body = std::fs::read(&tampered).unwrap();
+    let middle = body.len() / 2;
+    body[middle] ^= 0x01;
+    std::fs::write(&tampered, body).unwrap();
+    for (what, dir, keyring, says) in [
+        ("unsigned", unsigned.parent().unwrap(), None, "no provenance file"),
+        ("tampered", tampered.parent().unwrap(), None, "sha256 sum does not match"),
+        ("signed by a key not in the keyring", dist.as_path(), Some(&other_key), "unknown entity"),
+    ] {
         let home = tempfile::tempdir().unwrap();
-        let env = |c: &mut Command| {
-            c.env_remove("HELM_PLUGINS")
-                .env("HELM_DATA_HOME", home.path().join("data"))
-                .env("HELM_CONFIG_HOME", home.path().join("config"))
-                .env("HELM_CACHE_HOME", home.path().join("cache"));
-        };
-        let mut install = rig.cmd(helm);
+        let mut install = helm("helm4", home.path());
         install.args(["plugin", "install"]);
-        if helm == "helm4" {
-            // Helm 4 verifies a plugin's provenance by default; a release has no .prov to verify.
-            let mut verified = rig.cmd(helm);
-            env(verified.args(["plugin", "install", &url]));
-            let out = verified.output().unwrap();
-            assert_ne!(out.status.code(), Some(0), "helm 4 installed an unsigned plugin without --verify=false");
-            assert!(text(&out.stderr).contains(".prov"), "{}", text(&out.stderr));
-            env(install.args(["--verify=false", &url]));
-            run(&mut install, "helm4 plugin install --verify=false <archive URL>");
-        } else {
-            env(install.arg(&plugin_dir));
-            run(&mut install, "helm3 plugin install <unpacked archive>");
+        if let Some(keyring) = keyring {
+            install.arg("--keyring").arg(keyring);
         }
-        let mut version = rig.cmd(helm);
-        env(version.args(["scalardb-graphql", "version", "--client"]));
-        let out = run(&mut version, &format!("{helm} scalardb-graphql version --client"));
+        let out = install.arg(format!("{}/{name}", file_server(dir))).output().unwrap();
+        assert_ne!(out.status.code(), Some(0), "helm 4 installed the plugin {what}:\n{}", text(&out.stdout));
+        assert!(text(&out.stderr).contains(says), "{what}: {}", text(&out.stderr));
+        assert!(!installed(home.path()), "{what}: helm 4 refused, but left the plugin installed");
+    }
+
+    // Helm 4 installs it, verified, from its URL (served as release hosts serve it) with the default
+    // keyring, and from its path with the published key as the keyring.
+    let url = format!("{}/{name}", file_server(&dist));
+    for (what, keyring, source) in
+        [("URL", None, url.as_str()), ("path", Some(dist.join(SIGNING_KEY)), &*tarball.to_string_lossy())]
+    {
+        let home = tempfile::tempdir().unwrap();
+        let mut install = helm("helm4", home.path());
+        install.args(["plugin", "install"]);
+        if let Some(keyring) = &keyring {
+            install.arg("--keyring").arg(keyring);
+        }
+        let out = run(install.arg(source), &format!("helm4 plugin install <helm tarball {what}> (verified)"));
+        let said = text(&out.stdout);
+        assert!(said.contains(&format!("Plugin Hash Verified: sha256:{sha}")), "{what}: {said}");
+        assert!(said.contains(&format!("Using Key With Fingerprint: {fingerprint}")), "{what}: {said}");
+        let list = run(helm("helm4", home.path()).args(["plugin", "list"]), "helm4 plugin list");
+        let row = text(&list.stdout).lines().find(|l| l.starts_with("scalardb-graphql")).map(str::to_string);
+        assert!(
+            row.as_deref().is_some_and(|r| r.split_whitespace().any(|w| w == "signed")),
+            "{what}: helm 4 lists it as {row:?}"
+        );
+        let out = run(
+            helm("helm4", home.path()).args(["scalardb-graphql", "version", "--client"]),
+            "helm4 scalardb-graphql version --client",
+        );
         assert!(text(&out.stdout).contains(&format!("kubectl-scalardb-graphql {VERSION}")), "{}", text(&out.stdout));
     }
+
+    // Helm 3 verifies no plugin: the user checks the .prov with gpg (its signature, and that it names the
+    // tarball's sha256), unpacks the tarball and installs the directory.
+    run(user.cmd().arg("--verify").arg(&prov), "gpg --verify <the .prov>");
+    let prov_text = std::fs::read_to_string(&prov).unwrap();
+    assert!(prov_text.contains(&format!("{name}: sha256:{sha}")), "{prov_text}");
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(&unpacked), "tar -xzf <helm tarball>");
+    let home = tempfile::tempdir().unwrap();
+    run(
+        helm("helm3", home.path()).args(["plugin", "install"]).arg(unpacked.join("scalardb-graphql")),
+        "helm3 plugin install <unpacked helm tarball>",
+    );
+    let out = run(
+        helm("helm3", home.path()).args(["scalardb-graphql", "version", "--client"]),
+        "helm3 scalardb-graphql version --client",
+    );
+    assert!(text(&out.stdout).contains(&format!("kubectl-scalardb-graphql {VERSION}")), "{}", text(&out.stdout));
 }

@@ -19,6 +19,7 @@ use crate::ownership;
 use crate::record::{Owned, Recorder};
 use crate::releases;
 use crate::spec::Target;
+use crate::support::{self, Support};
 use crate::values;
 use crate::wait;
 
@@ -37,6 +38,8 @@ struct Seen {
     values: Value,
     pods: usize,
     ready: usize,
+    /// The ScalarDB version the pods' image tags name (the first pod's), if any.
+    image_version: Option<String>,
     /// The release's Ingress as the chart rendered it (read before it is deleted).
     ingress: ReleaseIngress,
     /// What its stored revisions name beyond its chart's objects (install and uninstall only).
@@ -64,6 +67,40 @@ impl GraphqlRelease {
     async fn pods(env: &Env) -> Result<(usize, usize)> {
         let pods = graphql_pods(env).await?;
         Ok((pods.len(), pods.iter().filter(|p| pod_ready(p)).count()))
+    }
+
+    /// The tag of the first GraphQL pod's first container's image (`repo:3.18.0`, not a digest).
+    fn image_version(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<String> {
+        let image = pods.iter().find_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())?;
+        let name = image.split('@').next().unwrap_or_default();
+        let tag = name.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/'))?;
+        Some(tag.to_string())
+    }
+
+    /// Whether the ScalarDB the release runs is still supported: the pods' image, else the chart's app version.
+    fn support_check(&self) -> Check {
+        let seen = self.seen.as_ref().expect("observed");
+        let c = Category::Graphql;
+        let version = seen.image_version.clone().or_else(|| seen.release.as_ref().map(|r| r.app_version.clone()));
+        let Some(version) = version else {
+            return Check::skip(c, "graphql.support", "no release");
+        };
+        match support::of(&version, &support::today()) {
+            Support::Ended { version, on } => Check::warn(c, "graphql.support", support::ended_warning(&version, on))
+                .hint("plan the move to ScalarDB Cluster: kubectl scalardb-graphql install --target cluster"),
+            Support::Until { version, on } => {
+                Check::pass(c, "graphql.support", format!("ScalarDB {version} is supported until {on}"))
+            }
+            Support::Current { version } => {
+                Check::pass(c, "graphql.support", format!("ScalarDB {version} is supported (no end of support published)"))
+            }
+            Support::Unknown { version } => Check::warn(
+                c,
+                "graphql.support",
+                format!("cannot tell whether ScalarDB {version:?} is supported: not a version"),
+            )
+            .hint("run an image tagged with its ScalarDB version"),
+        }
     }
 
     fn change(&self, env: &Env) -> Option<String> {
@@ -135,14 +172,16 @@ impl Component for GraphqlRelease {
             Some(r) => (Some(r.metadata), r.values, r.marked),
             None => (None, Value::Null, false),
         };
-        let (pods, ready) = Self::pods(env).await?;
+        let listed = graphql_pods(env).await?;
+        let (pods, ready) = (listed.len(), listed.iter().filter(|p| pod_ready(p)).count());
+        let image_version = Self::image_version(&listed);
         let ingress = lookups::release_ingress(env, &Self::desired_values(env)).await?;
         let strays = if release.is_some() && env.options.mode != crate::spec::Mode::Status {
             releases::strays(env.kube(), &env.spec.namespace, &env.spec.release, &releases::RELEASE_BOUNDS).await?
         } else {
             vec![]
         };
-        self.seen = Some(Seen { release, marked, values, pods, ready, ingress, strays });
+        self.seen = Some(Seen { release, marked, values, pods, ready, image_version, ingress, strays });
         Ok(())
     }
 
@@ -270,7 +309,7 @@ impl Component for GraphqlRelease {
                 env.spec.namespace, env.spec.release
             ))
         };
-        vec![release, pods]
+        vec![release, pods, self.support_check()]
     }
 
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {

@@ -1,6 +1,8 @@
-//! The controller's IAM role (IRSA): trusted only by the cluster's OIDC
-//! provider, only for the controller's ServiceAccount and only for STS, with
-//! the controller's policy attached, tagged as this tool's. A role taken over
+//! The controller's IAM role: with IRSA trusted only by the cluster's OIDC
+//! provider, only for the controller's ServiceAccount and only for STS; with
+//! EKS Pod Identity only by the agent's service principal (the association
+//! names the ServiceAccount); the controller's policy attached, tagged as this
+//! tool's. Switching `--identity` sets the trust of the other way. A role taken over
 //! with `--adopt` is given back on uninstall as install found it, as far as
 //! its own tags (written with each change) prove the change was install's:
 //! the trust policy install replaced (the record holds it; the tag holds its
@@ -12,9 +14,10 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{self, Context, Error, Result};
 use crate::ownership;
-use crate::pins::{ADOPTED_POLICY_TAG_KEY, ADOPTED_TRUST_TAG_KEY};
+use crate::pins::{ADOPTED_POLICY_TAG_KEY, ADOPTED_TRUST_TAG_KEY, POD_IDENTITY_ACTIONS, POD_IDENTITY_PRINCIPAL};
 use crate::policy;
 use crate::record::{AdoptedRole, Owned, Recorder};
+use crate::spec::Identity;
 
 use super::{iam_tags, iam_tags_ours, sha256_hex};
 
@@ -42,7 +45,39 @@ impl IamRole {
     }
 
     fn trust(env: &Env) -> serde_json::Value {
-        policy::trust_policy(&env.facts.oidc_provider_arn(), env.facts.issuer_host_path(), &Self::subject(env))
+        match env.spec.lb_controller.identity {
+            Identity::Irsa => policy::trust_policy(
+                &env.facts.oidc_provider_arn(),
+                env.facts.issuer_host_path(),
+                &Self::subject(env),
+            ),
+            Identity::PodIdentity => policy::pod_identity_trust_policy(),
+        }
+    }
+
+    fn trust_problems(env: &Env, doc: &serde_json::Value) -> Vec<String> {
+        let lbc = &env.spec.lb_controller;
+        match lbc.identity {
+            Identity::Irsa => policy::trust_problems(
+                doc,
+                &env.facts.oidc_provider_arn(),
+                env.facts.issuer_host_path(),
+                &Self::subject(env),
+            ),
+            Identity::PodIdentity => {
+                policy::pod_identity_trust_problems(doc, &env.facts.name, &lbc.namespace, &lbc.service_account)
+            }
+        }
+    }
+
+    /// Who may assume the role, in words.
+    fn trusted_by(env: &Env) -> String {
+        match env.spec.lb_controller.identity {
+            Identity::Irsa => {
+                format!("{} for {} (aud {})", env.facts.issuer_host_path(), Self::subject(env), policy::AUDIENCE)
+            }
+            Identity::PodIdentity => format!("{POD_IDENTITY_PRINCIPAL} ({})", POD_IDENTITY_ACTIONS.join(", ")),
+        }
     }
 
     async fn set_trust(env: &Env, document: &str) -> Result<()> {
@@ -190,12 +225,7 @@ impl Component for IamRole {
                 let raw = role.and_then(|r| r.assume_role_policy_document());
                 let doc = raw.map(policy::decode_document);
                 let trust_problems = match doc {
-                    Some(Ok(doc)) => policy::trust_problems(
-                        &doc,
-                        &env.facts.oidc_provider_arn(),
-                        env.facts.issuer_host_path(),
-                        &Self::subject(env),
-                    ),
+                    Some(Ok(doc)) => Self::trust_problems(env, &doc),
                     Some(Err(e)) => vec![e],
                     None => vec!["no trust policy".into()],
                 };
@@ -247,7 +277,7 @@ impl Component for IamRole {
         if !seen.exists {
             return Ok(vec![
                 Action::aws(Verb::Create, "iam:CreateRole", name)
-                    .because(format!("trusted by {} for {}", env.facts.issuer_host_path(), Self::subject(env)))
+                    .because(format!("trusted by {}", Self::trusted_by(env)))
                     .with_detail(Self::trust(env)),
                 Action::aws(Verb::Update, "iam:AttachRolePolicy", name).because(policy_arn),
             ]);
@@ -294,7 +324,10 @@ impl Component for IamRole {
             iam.create_role()
                 .role_name(name)
                 .assume_role_policy_document(&trust)
-                .description("AWS Load Balancer Controller (IRSA, kubectl scalardb-graphql)")
+                .description(format!(
+                    "AWS Load Balancer Controller ({}, kubectl scalardb-graphql)",
+                    env.spec.lb_controller.identity.as_str()
+                ))
                 .set_tags(Some(iam_tags(&env.facts.name, &[])))
                 .send()
                 .await
@@ -350,11 +383,7 @@ impl Component for IamRole {
         vec![
             Check::pass(c, "iam.role", format!("IAM role {name} exists")),
             if seen.trust_problems.is_empty() {
-                Check::pass(
-                    c,
-                    "iam.role-trust",
-                    format!("trust is limited to {} (aud {})", Self::subject(env), policy::AUDIENCE),
-                )
+                Check::pass(c, "iam.role-trust", format!("trust is limited to {}", Self::trusted_by(env)))
             } else {
                 Check::fail(
                     c,

@@ -1,6 +1,8 @@
-//! The controller's ServiceAccount, annotated with the IAM role's ARN. Pods
-//! get IRSA's token and environment only when they are created, so a change
-//! of the annotation restarts the controller's pods. A ServiceAccount this
+//! The controller's ServiceAccount, annotated with the IAM role's ARN (IRSA),
+//! or with no annotation (EKS Pod Identity: the association names it, and an
+//! annotation's web identity would come first in the SDK's credential chain).
+//! Pods get IRSA's or the agent's token and environment only when they are
+//! created, so a change of either restarts the controller's pods. A ServiceAccount this
 //! tool did not create keeps, in an annotation of its own, the value install
 //! replaced, and uninstall gives that back. With --skip-lb-controller the
 //! controller's identity is not this tool's: its ServiceAccount is only checked.
@@ -17,7 +19,9 @@ use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
 use crate::error::{Context, Result};
 use crate::ownership;
-use crate::pins::{ROLE_ANNOTATION, ROLE_BEFORE_ANNOTATION};
+use crate::error::Error;
+use crate::pins::{POD_IDENTITY_ENV, ROLE_ANNOTATION, ROLE_BEFORE_ANNOTATION};
+use crate::spec::Identity;
 use crate::record::{Owned, Recorder};
 
 use super::{is_managed, managed_labels};
@@ -36,6 +40,17 @@ struct Seen {
     before: Option<String>,
     /// Controller pods, and whether each carries the IRSA env and token volume for the role it should have.
     pods: Vec<(String, bool)>,
+}
+
+/// Whether a pod was created with EKS Pod Identity's environment (the agent's URI and
+/// token), and without IRSA's, whose web identity the SDK would use first.
+pub fn has_pod_identity(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    spec.containers.iter().any(|c| {
+        let env = c.env.as_deref().unwrap_or_default();
+        POD_IDENTITY_ENV.iter().all(|name| env.iter().any(|e| e.name == *name))
+            && !env.iter().any(|e| e.name == "AWS_ROLE_ARN")
+    })
 }
 
 /// Whether a pod was created with IRSA for `role_arn`.
@@ -82,9 +97,38 @@ impl ControllerServiceAccount {
         if env.spec.lb_controller.external { annotation.map(str::to_string) } else { Some(env.role_arn()) }
     }
 
+    /// The role annotation install wants on it: the role with IRSA, none with Pod Identity.
+    fn wanted_annotation(env: &Env) -> Option<String> {
+        (env.spec.lb_controller.identity == Identity::Irsa).then(|| env.role_arn())
+    }
+
+    /// Whether a pod carries the credentials' environment this install gives it.
+    fn pod_ok(env: &Env, pod: &Pod, annotation: Option<&str>) -> bool {
+        if !env.spec.lb_controller.external && env.spec.lb_controller.identity == Identity::PodIdentity {
+            return has_pod_identity(pod);
+        }
+        Self::wanted_role(env, annotation).is_some_and(|r| has_irsa(pod, &r))
+    }
+
     /// Only this tool's label proves it created the ServiceAccount.
     fn created_by_us(&self) -> bool {
         self.seen.as_ref().is_some_and(|s| s.managed)
+    }
+
+    /// With Pod Identity, an annotation naming a role this install did not set is someone's
+    /// IRSA: removing it would change that role's users, keeping it would shadow the association.
+    fn refuse_foreign_role(&self, env: &Env) -> Result<()> {
+        let seen = self.seen.as_ref().expect("observed");
+        match &seen.annotation {
+            Some(a) if Self::wanted_annotation(env).is_none() && !seen.managed && *a != env.role_arn() => {
+                let name = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
+                Err(Error::prerequisite(format!(
+                    "ServiceAccount {name} names IAM role {a} ({ROLE_ANNOTATION}); with EKS Pod Identity its IRSA credentials would come first"
+                ))
+                .hint(format!("remove the annotation (kubectl -n {} annotate serviceaccount {} {ROLE_ANNOTATION}-), or pass --identity irsa", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account)))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn restart_controller(env: &Env) -> Result<()> {
@@ -132,14 +176,13 @@ impl Component for ControllerServiceAccount {
         let pods: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         let annotations = sa.as_ref().and_then(|s| s.metadata.annotations.clone()).unwrap_or_default();
         let annotation = annotations.get(ROLE_ANNOTATION).cloned();
-        let role_arn = Self::wanted_role(env, annotation.as_deref());
         let pods = pods
             .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
             .await
             .context("listing the controller's pods")?
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| (p.metadata.name.clone().unwrap_or_default(), role_arn.as_ref().is_some_and(|r| has_irsa(&p, r))))
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), Self::pod_ok(env, &p, annotation.as_deref())))
             .collect();
         self.seen = Some(Seen {
             exists: sa.is_some(),
@@ -154,19 +197,20 @@ impl Component for ControllerServiceAccount {
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
         let seen = self.seen.as_ref().expect("observed");
         let target = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
-        let arn = env.role_arn();
         let mut actions = vec![];
         if env.spec.lb_controller.external {
             return Ok(actions); // --skip-lb-controller: the controller's identity is not this tool's
         }
+        let wanted = Self::wanted_annotation(env);
+        let why = match &wanted {
+            Some(arn) => format!("{ROLE_ANNOTATION}={arn}"),
+            None => format!("no {ROLE_ANNOTATION}: EKS Pod Identity gives the credentials"),
+        };
         if !seen.exists {
-            actions.push(
-                Action::kube(Verb::Create, "ServiceAccount", &target).because(format!("{ROLE_ANNOTATION}={arn}")),
-            );
-        } else if seen.annotation.as_deref() != Some(arn.as_str()) {
-            actions.push(
-                Action::kube(Verb::Update, "ServiceAccount", &target).because(format!("{ROLE_ANNOTATION}={arn}")),
-            );
+            actions.push(Action::kube(Verb::Create, "ServiceAccount", &target).because(why));
+        } else if seen.annotation != wanted {
+            self.refuse_foreign_role(env)?;
+            actions.push(Action::kube(Verb::Update, "ServiceAccount", &target).because(why));
         }
         if seen.pods.iter().any(|(_, ok)| !ok) {
             actions.push(
@@ -187,7 +231,7 @@ impl Component for ControllerServiceAccount {
             return Ok(());
         }
         let name = &env.spec.lb_controller.service_account;
-        let arn = env.role_arn();
+        let wanted = Self::wanted_annotation(env);
         let api = Self::api(env);
         let created = !seen.exists || self.created_by_us();
         record.update(|r| r.service_account = Some(Owned { id: name.clone(), created })).await?;
@@ -196,27 +240,31 @@ impl Component for ControllerServiceAccount {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
                     labels: Some(managed_labels()),
-                    annotations: Some(BTreeMap::from([(ROLE_ANNOTATION.to_string(), arn.clone())])),
+                    annotations: wanted.clone().map(|arn| BTreeMap::from([(ROLE_ANNOTATION.to_string(), arn)])),
                     ..Default::default()
                 },
                 ..Default::default()
             };
             api.create(&PostParams::default(), &sa).await.context(format!("creating ServiceAccount {name}"))?;
             env.progress.done(&format!("created ServiceAccount {}/{name}", env.spec.lb_controller.namespace));
-        } else if seen.annotation.as_deref() != Some(arn.as_str()) {
+        } else if seen.annotation != wanted {
             // On one it did not create, the value it replaces goes with the change, once.
             let mark = (!seen.managed && seen.before.is_none()).then(|| seen.annotation.clone().unwrap_or_default());
+            let value = wanted.clone().map(serde_json::Value::from).unwrap_or(serde_json::Value::Null);
             let patch = match mark {
                 Some(before) => {
-                    json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn, ROLE_BEFORE_ANNOTATION: before}}})
+                    json!({"metadata": {"annotations": {ROLE_ANNOTATION: value, ROLE_BEFORE_ANNOTATION: before}}})
                 }
-                None => json!({"metadata": {"annotations": {ROLE_ANNOTATION: arn}}}),
+                None => json!({"metadata": {"annotations": {ROLE_ANNOTATION: value}}}),
             };
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .context(format!("annotating ServiceAccount {name}"))?;
-            env.progress
-                .done(&format!("annotated ServiceAccount {}/{name} with {arn}", env.spec.lb_controller.namespace));
+            let ns = &env.spec.lb_controller.namespace;
+            env.progress.done(&match &wanted {
+                Some(arn) => format!("annotated ServiceAccount {ns}/{name} with {arn}"),
+                None => format!("removed {ROLE_ANNOTATION} from ServiceAccount {ns}/{name} (EKS Pod Identity)"),
+            });
         }
         if seen.pods.iter().any(|(_, ok)| !ok) {
             Self::restart_controller(env).await?;
@@ -229,6 +277,7 @@ impl Component for ControllerServiceAccount {
         let c = Category::Iam;
         let name = format!("{}/{}", env.spec.lb_controller.namespace, env.spec.lb_controller.service_account);
         let arn = env.role_arn();
+        let pod_identity = !env.spec.lb_controller.external && env.spec.lb_controller.identity == Identity::PodIdentity;
         let sa = if !seen.exists {
             Check::fail(c, "iam.service-account", format!("ServiceAccount {name} does not exist"))
                 .hint("run `kubectl scalardb-graphql install`")
@@ -245,6 +294,20 @@ impl Component for ControllerServiceAccount {
                     format!("ServiceAccount {name} has no {ROLE_ANNOTATION} annotation: the controller's AWS credentials come from elsewhere, or it has none"),
                 )
                 .hint("with IRSA, annotate it with the controller's role and restart the controller"),
+            }
+        } else if pod_identity {
+            match &seen.annotation {
+                None => Check::pass(
+                    c,
+                    "iam.service-account",
+                    format!("ServiceAccount {name} has no {ROLE_ANNOTATION}: its credentials are the association's"),
+                ),
+                Some(a) => Check::fail(
+                    c,
+                    "iam.service-account",
+                    format!("ServiceAccount {name} names role {a} (IRSA), whose credentials the SDK takes before EKS Pod Identity's"),
+                )
+                .hint("re-run install to remove the annotation, which also restarts the controller"),
             }
         } else {
             match &seen.annotation {
@@ -264,22 +327,23 @@ impl Component for ControllerServiceAccount {
             }
         };
         let missing: Vec<_> = seen.pods.iter().filter(|(_, ok)| !ok).map(|(n, _)| n.as_str()).collect();
+        let (what, fix) = if pod_identity {
+            ("EKS Pod Identity's agent URI and token (and no IRSA)", "the association's credentials")
+        } else {
+            ("the IRSA token env and volume", "the role's token")
+        };
         let pods = if seen.pods.is_empty() {
-            Check::skip(c, "iam.pod-identity", "no controller pods to check for the IRSA token")
-        } else if Self::wanted_role(env, seen.annotation.as_deref()).is_none() {
+            Check::skip(c, "iam.pod-identity", "no controller pods to check for their AWS credentials")
+        } else if !pod_identity && Self::wanted_role(env, seen.annotation.as_deref()).is_none() {
             Check::skip(c, "iam.pod-identity", "no IRSA role to check the controller's pods for")
         } else if missing.is_empty() {
             Check::pass(
                 c,
                 "iam.pod-identity",
-                format!("{} controller pod(s) carry the IRSA token env and volume", seen.pods.len()),
+                format!("{} controller pod(s) carry {what}", seen.pods.len()),
             )
         } else {
-            Check::fail(
-                c,
-                "iam.pod-identity",
-                format!("controller pods without the role's token: {}", missing.join(", ")),
-            )
+            Check::fail(c, "iam.pod-identity", format!("controller pods without {fix}: {}", missing.join(", ")))
             .hint(format!(
                 "restart them: kubectl -n {} rollout restart deployment aws-load-balancer-controller",
                 env.spec.lb_controller.namespace

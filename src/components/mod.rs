@@ -17,6 +17,8 @@ pub mod lbc_service_account;
 pub mod oidc_provider;
 pub mod owned_ingress;
 pub mod owned_secret;
+pub mod pod_identity_agent;
+pub mod pod_identity_association;
 pub mod preflight;
 pub mod probe;
 pub mod readiness_gates;

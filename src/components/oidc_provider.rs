@@ -1,6 +1,8 @@
 //! The cluster's IAM OIDC provider, which lets IAM trust the cluster's
 //! ServiceAccount tokens (IRSA). Created only when missing, and then tagged
 //! as this tool's; a provider that was already there is used and never removed.
+//! With EKS Pod Identity none is needed: an install that switches from IRSA
+//! removes the one it created, as uninstall would (no other role trusting it).
 
 use async_trait::async_trait;
 
@@ -10,6 +12,7 @@ use crate::error::{self, Context, Error, Result};
 use crate::ownership;
 use crate::policy::{self, AUDIENCE};
 use crate::record::{Owned, Recorder};
+use crate::spec::Identity;
 
 use super::{iam_tags, iam_tags_ours, owned_iam_fate};
 
@@ -38,6 +41,11 @@ impl OidcProvider {
             }
             fate => fate,
         }
+    }
+
+    /// Whether the controller's credentials need it (IRSA).
+    fn wanted(env: &Env) -> bool {
+        env.spec.lb_controller.identity == Identity::Irsa
     }
 
     /// Only this tool's tags (for this cluster) prove it created the provider.
@@ -91,8 +99,10 @@ impl Component for OidcProvider {
         let seen = match env.aws().iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await {
             Ok(out) => {
                 let tagged_ours = iam_tags_ours(out.tags(), &env.facts.name);
-                // Only what uninstall may delete is worth listing every role for.
-                let trusted_by = if tagged_ours && env.options.mode == crate::spec::Mode::Uninstall {
+                // Only what uninstall (or a switch to Pod Identity) may delete is worth listing every role for.
+                let may_remove = env.options.mode == crate::spec::Mode::Uninstall
+                    || (env.options.mode == crate::spec::Mode::Install && !Self::wanted(env));
+                let trusted_by = if tagged_ours && may_remove {
                     self.other_trusting_roles(env, &arn).await?
                 } else {
                     vec![]
@@ -118,6 +128,13 @@ impl Component for OidcProvider {
         if env.spec.lb_controller.external {
             return Ok(vec![]); // --skip-lb-controller: the controller's IAM is not this tool's
         }
+        if !Self::wanted(env) {
+            // Switched to Pod Identity: ours goes as uninstall would let it go; anything else stays, silently.
+            return Ok(match self.fate(env) {
+                Fate::Remove(()) => self.removal(env)?,
+                _ => vec![],
+            });
+        }
         if env.facts.issuer.is_empty() {
             return Err(Error::prerequisite(format!("EKS cluster {:?} has no OIDC issuer", env.facts.name))
                 .hint("the cluster must have an OIDC issuer for IRSA (every EKS cluster since 1.13 does)"));
@@ -141,6 +158,12 @@ impl Component for OidcProvider {
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
         if env.spec.lb_controller.external {
             return Ok(());
+        }
+        if !Self::wanted(env) {
+            return match self.fate(env) {
+                Fate::Remove(()) => self.remove(env, record).await,
+                _ => Ok(()),
+            };
         }
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
@@ -180,6 +203,9 @@ impl Component for OidcProvider {
                 "iam.oidc-provider",
                 "managed outside this tool (--skip-lb-controller)",
             )];
+        }
+        if !Self::wanted(env) {
+            return vec![]; // EKS Pod Identity needs no OIDC provider
         }
         let owner = if self.created_by_us() { "created by this tool" } else { "pre-existing" };
         vec![if !seen.exists {

@@ -875,6 +875,13 @@ impl Rig {
     }
 }
 
+/// The warning `status` gives for the standalone server's chart (its ScalarDB is past its support).
+pub fn end_of_support_warning(check: &Value) -> bool {
+    check["id"] == "graphql.support"
+        && check["result"] == "warn"
+        && check["message"].as_str().is_some_and(|m| m.contains("support ended") && m.contains("--target cluster"))
+}
+
 /// One check of a `status -o json` report, by id.
 pub fn check(report: &Value, id: &str) -> Value {
     report["checks"]
