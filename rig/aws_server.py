@@ -91,6 +91,12 @@ AssumeRoleForPodIdentity, which moto lacks, are served before moto by
 eks_pod_identity.py (after the faults: EKS and EKS Auth throttle as every
 other service); `POST /rig/reset` clears them.
 
+EKS Auto Mode's cluster configuration (`computeConfig`, `storageConfig`,
+`kubernetesNetworkConfig.elasticLoadBalancing` in DescribeCluster), which moto
+keeps no trace of, is eks_auto_mode.py's: `POST /rig/eks/auto-mode`
+`{"cluster": NAME, "enabled": BOOL}` (the rig's switch) and EKS's own
+UpdateClusterConfig with those settings; `POST /rig/reset` turns it off.
+
 usage: aws_server.py PORT CLUSTER_NAME KUBE_SERVER_URL CA_FILE OIDC_ISSUER
 """
 
@@ -123,6 +129,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 import aws_identity
+import eks_auto_mode
 import eks_pod_identity
 import pod_network
 
@@ -693,6 +700,7 @@ class Faults:
 FAULTS = Faults()
 IDENTITY = aws_identity.Identity(DEFAULT_ACCOUNT_ID, REGION)
 POD_IDENTITY = eks_pod_identity.PodIdentity(DEFAULT_ACCOUNT_ID, REGION, IDENTITY, os.environ.get("RIG_STATE", ""))
+AUTO_MODE = eks_auto_mode.AutoMode(DEFAULT_ACCOUNT_ID, REGION, os.environ.get("RIG_STATE", ""))
 
 
 def seed(port, cluster_name, kube_server, ca_pem, issuer):
@@ -765,6 +773,7 @@ def main():
             # The same identifiers after every reset: subnets, VPC, the OIDC issuer.
             mock_random.seed(42)
             seed(port, cluster_name, kube_server, ca_pem, issuer)
+            AUTO_MODE.reset()  # the seed's cluster has no Auto Mode
 
     def app(environ, start_response):
         route = (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
@@ -781,6 +790,9 @@ def main():
             length = int(environ.get("CONTENT_LENGTH") or 0)
             HEALTH.report(json.loads(environ["wsgi.input"].read(length))["addresses"])
             return Response("ok\n")(environ, start_response)
+        if route == ("POST", "/rig/eks/auto-mode"):
+            status, text = AUTO_MODE.switch(request_body(environ))
+            return Response(text, status=status)(environ, start_response)
         if route == ("GET", "/rig/faults"):
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
         if route == ("POST", "/rig/faults"):
@@ -794,7 +806,8 @@ def main():
             return Response(json.dumps(FAULTS.state()) + "\n", mimetype="application/json")(environ, start_response)
         if not environ.get("PATH_INFO", "").startswith(("/moto-api", "/rig/")):
             answer = (FAULTS.intercept(environ) or checked(environ)
-                      or POD_IDENTITY.handle(environ, request_body(environ)))
+                      or POD_IDENTITY.handle(environ, request_body(environ))
+                      or AUTO_MODE.handle(environ, request_body(environ)))
             if answer is not None:
                 status, headers, body = answer
                 return Response(body, status=status, headers=headers)(environ, start_response)

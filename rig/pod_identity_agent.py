@@ -31,7 +31,9 @@ As the agent does (read from aws/eks-pod-identity-agent):
 
 It serves only while the cluster's `eks-pod-identity-agent` add-on is ACTIVE
 (or UPDATING, or was deleted with `preserve`), as read from the state file
-the AWS server writes (eks_pod_identity.STATE_FILE). Otherwise the port is
+the AWS server writes (eks_pod_identity.STATE_FILE), or while the cluster has
+EKS Auto Mode on (eks_auto_mode.STATE_FILE): Auto Mode's nodes run the agent
+themselves, without the add-on. Otherwise the port is
 held bound but not listening: a connection is refused, as a pod on a node
 without the agent finds nothing at its address. Simpler than the agent: no
 credential cache (every request calls EKS Auth), no rate limiting, no
@@ -56,6 +58,7 @@ import botocore.config
 import botocore.exceptions
 from botocore.exceptions import ClientError
 
+import eks_auto_mode
 import eks_pod_identity
 
 HOST = "127.0.0.1"
@@ -188,7 +191,7 @@ class Agent:
             self.server.agent = self
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
             self.serving = True
-            print(f"agent: the {eks_pod_identity.AGENT_ADDON} add-on is active: serving "
+            print(f"agent: the {eks_pod_identity.AGENT_ADDON} add-on is active or EKS Auto Mode is on: serving "
                   f"http://{HOST}:{self.port}{PATH}", flush=True)
         else:
             self.serving = False
@@ -196,7 +199,8 @@ class Agent:
             self.server.server_close()
             self.server = None
             self.reserve = self.bind_reserve()
-            print(f"agent: no active {eks_pod_identity.AGENT_ADDON} add-on: not serving", flush=True)
+            print(f"agent: no active {eks_pod_identity.AGENT_ADDON} add-on and no EKS Auto Mode: not serving",
+                  flush=True)
 
     def credentials(self, token):
         """(200, the container-credentials JSON) or (status, the agent's error text)."""
@@ -235,7 +239,8 @@ class Agent:
     def run(self):
         while True:
             state = eks_pod_identity.read_state(self.state_dir)
-            self.set_serving(eks_pod_identity.agent_serving(state, self.cluster))
+            self.set_serving(eks_pod_identity.agent_serving(state, self.cluster)
+                             or eks_auto_mode.enabled(self.state_dir, self.cluster))
             time.sleep(0.25)
 
 

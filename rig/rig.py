@@ -9,6 +9,9 @@
     rig/rig dataplane backend NAME up|down   take one GraphQL backend out of (or back into) rotation
     rig/rig aws-faults --throttle F [--seed N] | --off   throttle that fraction of AWS API requests
                       (each service's own throttling error; nothing applied); no flag: the counters
+    rig/rig eks auto-mode on|off   EKS Auto Mode for the cluster (DescribeCluster, its CRDs, its ALB
+                      controller for class eks.amazonaws.com/alb, the built-in Pod Identity agent);
+                      no on/off: the current state. `reset` turns it off
     rig/rig supervise (started by `up`) restarts whatever of the rig exits; see supervise()
 
 Every server binds 127.0.0.1 on a free port (the egress proxy, a Unix
@@ -721,6 +724,8 @@ def up():
 
     log("starting the ALB simulator")
     start("alb-simulator", [bins["python"], RIG / "alb_simulator.py", CLUSTER], env=run_env)
+    log("starting EKS Auto Mode's load balancing stand-in (acts while Auto Mode is on)")
+    start("auto-mode-alb", [bins["python"], RIG / "auto_mode_alb.py", CLUSTER], env=run_env)
 
     log("packaging the test charts and serving them")
     repo = build_chart_repo(bins, run_env)
@@ -830,6 +835,69 @@ def aws_faults(args):
             print(r.read().decode().strip())
     except urllib.error.HTTPError as e:
         raise SystemExit(f"rig: aws-faults: {e.read().decode().strip()}")
+
+
+# EKS Auto Mode: the AWS server's switch (eks_auto_mode.py), the state file it writes, and how
+# far EKS Auto Mode's load balancing stand-in (auto_mode_alb.py) has got after a change.
+AUTO_MODE_STATE = "eks-auto-mode.json"
+AUTO_MODE_PHASE = "auto-mode-alb.json"
+
+
+def auto_mode_on():
+    try:
+        return CLUSTER in json.loads((STATE / AUTO_MODE_STATE).read_text()).get("clusters", [])
+    except (OSError, ValueError):
+        return False
+
+
+def auto_mode_phase():
+    try:
+        return json.loads((STATE / AUTO_MODE_PHASE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def switch_auto_mode(env, enabled):
+    """Turns EKS Auto Mode on or off in the AWS account; False when the AWS server has no switch
+    (one started before the rig had Auto Mode)."""
+    request = urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/eks/auto-mode",
+                                     data=json.dumps({"cluster": CLUSTER, "enabled": enabled}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            r.read()
+        return True
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return False
+        raise SystemExit(f"rig: EKS Auto Mode: {e.read().decode().strip()}")
+
+
+def auto_mode_settled(enabled):
+    phase = auto_mode_phase()
+    return phase is not None and phase.get("enabled") == enabled and phase.get("settled")
+
+
+def eks(args):
+    """`eks auto-mode on|off`: EKS Auto Mode on or off, returning once its load balancing has caught up
+    (its CRDs established; or its load balancers, finalizers and unused CRDs gone); `eks auto-mode`:
+    the current state."""
+    usage = "usage: rig eks auto-mode [on|off]"
+    env = read_env()
+    if not env:
+        raise SystemExit("rig: not up (run `make rig-up`)")
+    if args == ["auto-mode"]:
+        print(f"eks auto-mode: {'on' if auto_mode_on() else 'off'}")
+        return
+    if args[:1] != ["auto-mode"] or args[1:] not in (["on"], ["off"]):
+        raise SystemExit(usage)
+    enabled = args[1] == "on"
+    if not switch_auto_mode(env, enabled) or not (STATE / "supervised" / "auto-mode-alb.json").exists():
+        raise SystemExit("rig: this rig was started before it had EKS Auto Mode; `rig/rig down` and "
+                         "`rig/rig up` start one that has")
+    wait_for(f"EKS Auto Mode's load balancing to be {'on' if enabled else 'off'} ({STATE / 'logs'}/"
+             "auto-mode-alb.log)", lambda: auto_mode_settled(enabled), timeout=90)
+    print(f"eks auto-mode: {'on' if enabled else 'off'}")
 
 
 # --- snapshot and reset -------------------------------------------------------------------
@@ -967,9 +1035,12 @@ def aws_state(env):
                 e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise
         addons, associations = [], []
+    # EKS Auto Mode: its compute capability's switch (the three go together).
+    cluster = eks.describe_cluster(name=CLUSTER)["cluster"]
+    auto_mode = bool((cluster.get("computeConfig") or {}).get("enabled"))
     return {"iam_roles": roles, "iam_policies": policies, "iam_oidc_providers": oidc,
             "ec2_tags": tags, "ec2_security_groups": sgs, "elbv2_load_balancers": lbs, "elbv2_target_groups": tgs,
-            "eks_addons": addons, "eks_pod_identity_associations": associations}
+            "eks_addons": addons, "eks_pod_identity_associations": associations, "eks_auto_mode": auto_mode}
 
 
 # The plugin's marks on objects it changed but did not create (annotations with this prefix).
@@ -1013,6 +1084,12 @@ def reset():
                 os.kill(pid, signal.SIGCONT)
         except OSError:
             pass
+    # EKS Auto Mode off first: its load balancing stand-in then deletes what it operated while the
+    # objects go (and makes nothing any more).
+    try:
+        auto_mode_switch = switch_auto_mode(env, False)
+    except (SystemExit, OSError):  # an AWS server without the switch, or not answering: it reseeds anyway
+        auto_mode_switch = False
     baseline = json.loads((STATE / "baseline.json").read_text())
     keep = set(baseline["kubernetes"])
     api = KubeApi(env)
@@ -1092,7 +1169,12 @@ def reset():
         wait_for("the cluster to be back at its baseline", clean, timeout=90)
     # Whatever the runner still runs (a pod it lost track of), and every log.
     http_ok(f"{env['RIG_POD_RUNNER_URL']}/reset", data=b"")
-    # AWS last: until the Ingresses are gone, the simulator may still be making ALBs.
+    # AWS last: until the Ingresses are gone, the simulator may still be making ALBs; and once
+    # EKS Auto Mode's stand-in has finished deleting its own (a retried deletion after the
+    # account is seeded again could name a new resource that was given the same id).
+    stand_in = our_pids().get("auto-mode-alb")
+    if auto_mode_switch and auto_mode_phase() is not None and stand_in and alive(stand_in):
+        wait_for("EKS Auto Mode's load balancing to be off", lambda: auto_mode_settled(False), timeout=60)
     urllib.request.urlopen(urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/rig/reset", data=b""), timeout=60)
 
 
@@ -1179,6 +1261,9 @@ def status():
                 print(f"  {name:20} {c['state']}, restarted {c['restarts']}x, last {c['last_exit']}")
     except (OSError, ValueError, KeyError):
         pass  # problems() says it
+    phase = auto_mode_phase() or {}
+    print(f"{'eks auto-mode':22} {'on' if auto_mode_on() else 'off'}"
+          + ("" if phase.get("settled", True) else " (its load balancing is catching up)"))
     try:
         with urllib.request.urlopen(f"{env['RIG_POD_RUNNER_URL']}/status", timeout=5) as r:
             for pod in json.loads(r.read())["pods"]:
@@ -1230,7 +1315,7 @@ def down():
             except ProcessLookupError:
                 pass
     for name in ("kwok", "env", "kubeconfig", "baseline.json", "charts", "helm", "krew", "egress-selector.yaml",
-                 "cluster-egress.sock", "pods"):
+                 "cluster-egress.sock", "pods", AUTO_MODE_STATE, AUTO_MODE_PHASE):
         path = STATE / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -1270,6 +1355,7 @@ def run(args):
                "snapshot": lambda: print(json.dumps(snapshot(read_env()), indent=1, sort_keys=True)),
                "dataplane": lambda: dataplane(args[1:]),
                "aws-faults": lambda: aws_faults(args[1:]),
+               "eks": lambda: eks(args[1:]),
                "supervise": supervise}.get(args[0])
     if command is None:
         raise SystemExit(__doc__)

@@ -147,6 +147,26 @@ impl Identity {
     }
 }
 
+/// Which ALB controller serves the release's Ingress.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbControllerMode {
+    /// The AWS Load Balancer Controller, installed by this tool with its IAM
+    #[default]
+    SelfManaged,
+    /// EKS Auto Mode's own ALB controller: no controller, IAM or webhook to install
+    AutoMode,
+}
+
+impl LbControllerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbControllerMode::SelfManaged => "self-managed",
+            LbControllerMode::AutoMode => "auto-mode",
+        }
+    }
+}
+
 /// Where the end-to-end probe runs.
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
 pub enum ProbeFrom {
@@ -332,6 +352,10 @@ pub struct LbcArgs {
     /// The cluster already runs the controller: verify it, do not install it
     #[arg(long)]
     pub skip_lb_controller: bool,
+    /// Which ALB controller serves the Ingress (default: what the release was installed with; else
+    /// auto-mode on an EKS Auto Mode cluster, self-managed otherwise)
+    #[arg(long, value_enum, value_name = "CONTROLLER")]
+    pub lb_controller: Option<LbControllerMode>,
 }
 
 #[derive(Debug, Args)]

@@ -19,13 +19,12 @@ use crate::cli::{
 };
 use crate::component::Env;
 use crate::component::{Check, Outcome, Progress};
-use crate::components::preflight;
-use crate::components::schema_load::LoaderJob;
 use crate::context::{Context, Kube, Settings};
-use crate::deployment;
+use crate::deployment::{self, LoaderJob};
 use crate::error::{Error, Result};
-use crate::identity;
+use crate::controller;
 use crate::output::{Mark, Printer};
+use crate::preflight;
 use crate::record::{self, Recorder};
 use crate::schema::Schema;
 use crate::spec::{self, Options, Secrets};
@@ -239,7 +238,7 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
             .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
     }
     options.deadline = Some(deadline);
-    let identity_flag = a.iam.identity;
+    let flags = (a.lbc.lb_controller, a.iam.identity);
     let prepared = bounded(deadline, timeout, &shown, async {
         let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
         let facts = pre.require()?;
@@ -271,12 +270,11 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
         }
         let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
         let mut spec = spec;
-        if !spec.lb_controller.external {
-            let cluster = identity::read(&ctx.aws.eks, &facts.name).await?;
-            spec.lb_controller.identity = identity::choose(identity_flag, record.spec.as_ref(), &cluster)?;
-        }
+        let installed = record.spec.as_ref().filter(|_| existing.as_ref().is_some_and(|s| !s.record.uninstalled));
+        controller::resolve(&mut spec.lb_controller, flags, installed, &ctx.aws.eks, &facts.name, facts.auto_mode)
+            .await?;
         let env = env(ctx, facts, spec, record, options, secrets, &shown);
-        let mut components = deployment::components(env.spec.target);
+        let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
         shown.stage("observing what is installed");
         let plan = deployment::plan_install(&mut components, &env).await?;
         Ok((env, components, plan, existing))
@@ -411,7 +409,7 @@ async fn status_until(
         .and_then(|r| r.spec.clone())
         .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
     let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), shown);
-    let mut components = deployment::components(env.spec.target);
+    let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
     shown.stage("the checks");
     let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, a.wait.then_some(deadline)).await;
     printer.stop_spinner();
@@ -450,7 +448,7 @@ async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>)
             existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
         let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &shown);
         shown.stage("observing what is installed, and who else uses what releases share");
-        let mut components = deployment::components(env.spec.target);
+        let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
         let plan = deployment::plan_uninstall(&mut components, &mut env).await?;
         Ok(Ok((env, components, plan, existing)))
     })

@@ -502,6 +502,8 @@ pub struct ClusterFacts {
     pub vpc_id: String,
     pub subnet_ids: Vec<String>,
     pub kubernetes_version: String,
+    /// EKS Auto Mode: `DescribeCluster` reports its compute and its load balancing enabled.
+    pub auto_mode: bool,
 }
 
 impl ClusterFacts {

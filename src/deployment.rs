@@ -9,7 +9,7 @@ use futures::future::join_all;
 use crate::component::Env;
 use crate::component::{Action, Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
-    alb::Alb, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
+    alb::Alb, auto_mode_class::AutoModeClass, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
     graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
     lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
     owned_ingress::OwnedIngress, owned_secret::OwnedSecret, pod_identity_agent::PodIdentityAgent,
@@ -19,7 +19,10 @@ use crate::components::{
 use crate::error::{Error, Result};
 use crate::lease::{self, Held};
 use crate::record::Recorder;
-use crate::spec::Target;
+use crate::spec::{LbControllerMode, Target};
+
+/// The Schema Loader's Job, which `schema load|delete` also run outside the list.
+pub use crate::components::schema_load::LoaderJob;
 
 /// Install order; uninstall walks it backwards. The dedicated nodes are
 /// tainted first, before anything else is scheduled (the controller's pods
@@ -31,20 +34,29 @@ use crate::spec::Target;
 /// pulls a private image (registry Secret) and its chart makes the Ingress;
 /// ScalarDB Cluster's nodes read one Secret of environment variables, and
 /// the Ingress is this tool's, after the release (so it goes first).
-pub fn components(target: Target) -> Vec<Box<dyn Component>> {
-    let mut list: Vec<Box<dyn Component>> = vec![
-        Box::new(ReleaseNamespace::default()),
-        Box::new(DedicatedNodes::default()),
-        Box::new(ControllerCrds::default()),
-        Box::new(SubnetTags::default()),
-        Box::new(OidcProvider::default()),
-        Box::new(PodIdentityAgent::default()),
-        Box::new(IamPolicy::default()),
-        Box::new(IamRole::default()),
-        Box::new(PodIdentityAssociation::default()),
-        Box::new(ControllerServiceAccount::default()),
-        Box::new(LbController::default()),
-    ];
+///
+/// On EKS Auto Mode (`--lb-controller auto-mode`) the cluster runs the ALB
+/// controller: none of the self-managed controller's pieces, only the subnet
+/// tags it finds subnets by and the IngressClass (with its parameters) it serves.
+pub fn components(target: Target, controller: LbControllerMode) -> Vec<Box<dyn Component>> {
+    let mut list: Vec<Box<dyn Component>> =
+        vec![Box::new(ReleaseNamespace::default()), Box::new(DedicatedNodes::default())];
+    match controller {
+        LbControllerMode::SelfManaged => list.extend([
+            Box::new(ControllerCrds::default()) as Box<dyn Component>,
+            Box::new(SubnetTags::default()),
+            Box::new(OidcProvider::default()),
+            Box::new(PodIdentityAgent::default()),
+            Box::new(IamPolicy::default()),
+            Box::new(IamRole::default()),
+            Box::new(PodIdentityAssociation::default()),
+            Box::new(ControllerServiceAccount::default()),
+            Box::new(LbController::default()),
+        ]),
+        LbControllerMode::AutoMode => {
+            list.extend([Box::new(SubnetTags::default()) as Box<dyn Component>, Box::new(AutoModeClass::default())])
+        }
+    }
     match target {
         Target::Graphql => {
             list.push(Box::new(OwnedSecret::new(&registry_secret::KIND)));

@@ -50,6 +50,17 @@ pub const LBC_RELEASE: &str = "aws-load-balancer-controller";
 pub const LBC_NAMESPACE: &str = "kube-system";
 pub const LBC_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
 pub const LBC_WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
+/// The IngressClass the controller's chart makes and serves, and its `spec.controller`; on an
+/// EKS Auto Mode cluster this tool gives the chart another class name, as Auto Mode's may be `alb`.
+pub const LBC_INGRESS_CLASS: &str = "alb";
+pub const LBC_CLASS_CONTROLLER: &str = "ingress.k8s.aws/alb";
+pub const LBC_INGRESS_CLASS_ON_AUTO_MODE: &str = "alb-self-managed";
+/// EKS Auto Mode's ALB: the IngressClass controller, its parameters' API, and the class (and
+/// parameters) this tool makes for it.
+pub const AUTO_MODE_CLASS_CONTROLLER: &str = "eks.amazonaws.com/alb";
+pub const AUTO_MODE_PARAMS_GROUP: &str = "eks.amazonaws.com";
+pub const AUTO_MODE_PARAMS_VERSION: &str = "v1";
+pub const AUTO_MODE_INGRESS_CLASS: &str = "scalardb-graphql-alb";
 /// The chart's webhook configurations (one mutating, one validating) and the TLS Secret they trust.
 pub const LBC_WEBHOOK_CONFIG: &str = "aws-load-balancer-webhook";
 pub const LBC_TLS_SECRET: &str = "aws-load-balancer-tls";
@@ -200,6 +211,7 @@ pub const NAMESPACE_LABEL_MARK: &str = "kubectl-scalardb-graphql/added-readiness
 /// The ALB annotations the guide sets, and the controller's finalizer.
 pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
 pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
+pub const AUTO_MODE_INGRESS_FINALIZER: &str = "ingress.eks.amazonaws.com/resources";
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 /// EKS Pod Identity: the agent's add-on, the service principal a role must trust (for
 /// both actions), and the environment EKS gives a pod of an associated ServiceAccount.

@@ -90,6 +90,9 @@ pub struct Record {
     pub pod_identity_agent: Option<Owned>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity_association: Option<Owned>,
+    /// EKS Auto Mode: the IngressClass and IngressClassParams (one name), when install made them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_mode_class: Option<Owned>,
     #[serde(default)]
     pub subnet_tags: Vec<SubnetTag>,
     pub lb_controller: Option<ControllerRecord>,

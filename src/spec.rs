@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
-pub use crate::cli::{Identity, ProbeFrom, Target};
+pub use crate::cli::{Identity, LbControllerMode, ProbeFrom, Target};
 use crate::error::{Error, Result};
 use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;
@@ -96,6 +96,26 @@ pub struct LbcSpec {
     /// How the controller gets its AWS credentials; records written before Pod Identity are IRSA's.
     #[serde(default)]
     pub identity: Identity,
+    /// Which controller serves the Ingress; records written before Auto Mode are self-managed.
+    #[serde(default)]
+    pub mode: LbControllerMode,
+    /// The IngressClass the release's Ingress names (`alb`, the chart's, unless on Auto Mode).
+    #[serde(default = "chart_ingress_class")]
+    pub ingress_class: String,
+}
+
+fn chart_ingress_class() -> String {
+    pins::LBC_INGRESS_CLASS.into()
+}
+
+impl LbcSpec {
+    /// The `spec.controller` of the IngressClass the release's Ingress names.
+    pub fn class_controller(&self) -> &'static str {
+        match self.mode {
+            LbControllerMode::SelfManaged => pins::LBC_CLASS_CONTROLLER,
+            LbControllerMode::AutoMode => pins::AUTO_MODE_CLASS_CONTROLLER,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -509,8 +529,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
                 version: Some(a.lbc.lbc_chart_version.clone().unwrap_or_else(|| pins::LBC_CHART_VERSION.into())),
             },
             service_account: pins::LBC_SERVICE_ACCOUNT.into(),
-            // Chosen once the cluster is known (`identity::choose`), unless --identity names it.
+            // Chosen once the cluster is known (`controller::choose`), unless the flags name them.
             identity: a.iam.identity.unwrap_or_default(),
+            mode: a.lbc.lb_controller.unwrap_or_default(),
+            ingress_class: pins::LBC_INGRESS_CLASS.into(),
         },
         subnets: a.network.subnets.clone(),
         nodes,

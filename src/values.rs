@@ -63,7 +63,7 @@ pub fn graphql(spec: &Spec) -> Value {
         "existingSecret": spec.database_secret.name,
         "ingress": {
             "enabled": true,
-            "className": "alb",
+            "className": spec.lb_controller.ingress_class,
             "annotations": annotations,
             "hosts": [{"host": "", "paths": [{"path": c.path, "pathType": "Exact"}]}],
         },
@@ -178,14 +178,22 @@ pub fn release(spec: &Spec, user: &Value) -> Value {
 
 /// Values for the controller's chart.
 pub fn lb_controller(spec: &Spec, facts: &ClusterFacts) -> Value {
-    json!({
+    let mut values = json!({
         "clusterName": facts.name,
         "region": facts.region,
         "vpcId": facts.vpc_id,
         "serviceAccount": {"create": false, "name": spec.lb_controller.service_account},
         // 3.x regenerates the webhook certificate on every upgrade unless told to keep it.
         "keepTLSSecret": true,
-    })
+    });
+    if spec.lb_controller.ingress_class != crate::pins::LBC_INGRESS_CLASS {
+        values["ingressClass"] = json!(spec.lb_controller.ingress_class);
+    }
+    // Beside EKS Auto Mode's controller: its Service webhook would take over every new LoadBalancer Service.
+    if facts.auto_mode {
+        values["enableServiceMutatorWebhook"] = json!(false);
+    }
+    values
 }
 
 /// The generated values with the user's files merged over them.

@@ -11,37 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Rig, expect_code, rig, text};
+use common::{RECORD, Rig, expect_code, one_line_error, record_in, recorded_spec, rig, text, write_record};
 
-const RECORD: &str = "scalardb-graphql-install-record";
 const LEASE: &str = "scalardb-graphql-scalardb-graphql-run";
-
-/// The spec install records, from a real install (then the rig is reset).
-fn recorded_spec(rig: &Rig) -> Value {
-    rig.install_ok();
-    let record = record_in(rig, "default").expect("install wrote its record");
-    rig.reset();
-    record["spec"].clone()
-}
-
-fn record_in(rig: &Rig, namespace: &str) -> Option<Value> {
-    let out = rig.kubectl(&["get", "configmap", RECORD, "-n", namespace, "-o", "json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Some(serde_json::from_str(cm["data"]["record.json"].as_str().unwrap()).unwrap())
-}
-
-/// Writes `record` as the install record in `namespace`, as anyone allowed to write ConfigMaps could.
-fn write_record(rig: &Rig, namespace: &str, record: &Value) {
-    rig.kubectl_apply(&json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": RECORD, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "kubectl-scalardb-graphql"}},
-        "data": {"record.json": record.to_string()},
-    }));
-}
 
 /// A Helm release of a one-ConfigMap chart, installed by hand (so without this tool's mark).
 fn helm_release(rig: &Rig, dir: &std::path::Path, namespace: &str, release: &str) {
@@ -63,16 +35,6 @@ fn helm_release(rig: &Rig, dir: &std::path::Path, namespace: &str, release: &str
 
 fn helm_has(rig: &Rig, namespace: &str, release: &str) -> bool {
     rig.cmd("helm").args(["status", release, "-n", namespace]).output().unwrap().status.success()
-}
-
-fn one_line_error(out: &std::process::Output, code: i32, names: &[&str]) {
-    expect_code(out, code, "the command");
-    let stderr = text(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
-    for n in names {
-        assert!(lines[0].contains(n), "{n:?} missing from:\n{stderr}");
-    }
 }
 
 #[test]

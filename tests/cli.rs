@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, expect_code, rig, root, text};
+use common::{BIN, expect_code, one_line_error, rig, root, text};
 
 /// A directory holding the plugin under its kubectl name, to put on PATH.
 fn plugin_dir() -> tempfile::TempDir {
@@ -130,12 +130,9 @@ fn kubectls_completion_shim_lists_the_subcommands() {
 
 /// One line on stderr, exit 3, no panic or backtrace.
 fn prerequisite_error(out: &std::process::Output, names: &str, fix: &str) {
-    expect_code(out, 3, names);
-    let stderr = text(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(names) && lines[0].contains(fix), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    let line = one_line_error(out, 3, &[names, fix]);
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(!line.contains("panicked") && !line.contains("backtrace"), "{line}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::processes::{assert_group_gone, group_members, hanging_helm, wait_for_file};
-use common::{Rig, expect_code, rig, text};
+use common::{Rig, expect_code, install_args_with_timeout, rig, text};
 use serde_json::Value;
 
 // --- servers ---------------------------------------------------------------------------
@@ -196,14 +196,6 @@ fn test_ca(host: &str) -> TestCa {
 
 /// The host of the pinned IAM policy's URL (what the CONNECT names).
 const POLICY_HOST: &str = "raw.githubusercontent.com";
-
-/// The rig's install flags with another --timeout.
-fn install_args_with_timeout(rig: &Rig, timeout: &str) -> Vec<String> {
-    let mut args = rig.install_args();
-    let at = args.iter().position(|a| a == "--timeout").unwrap();
-    args[at + 1] = timeout.to_string();
-    args
-}
 
 /// The install flags (the pinned document is downloaded), without the probe.
 fn install_args_downloading_the_policy(rig: &Rig) -> Vec<String> {

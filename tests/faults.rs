@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Rig, expect_code, rig};
+use common::{Rig, expect_code, install_args_with_timeout, rig};
 use serde_json::Value;
 
 /// The snapshot of an uninterrupted install from a reset rig, made once per run of this file.
@@ -27,14 +27,6 @@ fn reference(rig: &Rig) -> &'static Value {
         rig.reset();
         snapshot
     })
-}
-
-/// The install flags for the rig with another `--timeout`.
-fn install_args_with_timeout(rig: &Rig, timeout: &str) -> Vec<String> {
-    let mut args = rig.install_args();
-    let at = args.iter().position(|a| a == "--timeout").expect("install_args sets --timeout") + 1;
-    args[at] = timeout.to_string();
-    args
 }
 
 /// A plugin command running in the background, its stdout read line by line as it comes.

@@ -12,31 +12,10 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-use common::{Rig, expect_code, rig, text};
-
-const RECORD: &str = "scalardb-graphql-install-record";
+use common::{RECORD, Rig, expect_code, one_line_error, recorded_spec, rig, text, write_record};
 
 fn said(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
-/// The spec install records, from a real install (then the rig is reset).
-fn recorded_spec(rig: &Rig) -> Value {
-    rig.install_ok();
-    let cm = rig.kubectl_json(&["get", "configmap", RECORD, "-o", "json"]);
-    let record: Value = serde_json::from_str(cm["data"]["record.json"].as_str().unwrap()).unwrap();
-    rig.reset();
-    record["spec"].clone()
-}
-
-/// Writes `record` as the install record in `namespace`, as anyone allowed to write ConfigMaps there could.
-fn write_record(rig: &Rig, namespace: &str, record: &Value) {
-    rig.kubectl_apply(&json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": RECORD, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "kubectl-scalardb-graphql"}},
-        "data": {"record.json": record.to_string()},
-    }));
 }
 
 fn role_trust(rig: &Rig, role: &str) -> Value {
@@ -79,16 +58,6 @@ fn base(spec: &Value, ns: &str) -> Value {
 fn with(mut record: Value, key: &str, value: Value) -> Value {
     record[key] = value;
     record
-}
-
-fn subnets_named(rig: &Rig, pattern: &str) -> Vec<String> {
-    let filter = format!("Name=tag:Name,Values={pattern}");
-    rig.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn helm_plain_controller(rig: &Rig) {
@@ -196,7 +165,7 @@ fn rows() -> Vec<Row> {
                     "--tags",
                     "Key=kubernetes.io/role/internal-elb,Value=1",
                 ]);
-                let ours = subnets_named(rig, "*private*").remove(0);
+                let ours = rig.subnets_named("*private*").remove(0);
                 rig.aws(&[
                     "ec2",
                     "create-tags",
@@ -481,10 +450,7 @@ print(json.dumps(out))
     let (helm, argv) = rig.helm_logging_argv(dir.path());
     let mark = rig.audit_mark();
     let out = rig.plugin().env("HELM_BIN", &helm).args(["uninstall", "-y", "--timeout", "120s"]).output().unwrap();
-    expect_code(&out, 3, "uninstall over a forged revision");
-    let err = text(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "one line:\n{err}");
-    assert!(err.contains("ClusterRole cluster-admin") && err.contains("ConfigMap kube-system/coredns"), "{err}");
+    one_line_error(&out, 3, &["ClusterRole cluster-admin", "ConfigMap kube-system/coredns"]);
     assert!(!std::fs::read_to_string(&argv).unwrap_or_default().contains("uninstall"), "helm ran");
     let changes: Vec<String> = rig.kube_mutations_since(mark).into_iter().filter(|m| !m.contains("leases")).collect();
     assert!(changes.is_empty(), "changed before refusing: {changes:#?}");
@@ -500,7 +466,7 @@ fn an_escape_sequence_in_a_record_field_is_shown_escaped_in_the_plan() {
     let rig = rig();
     rig.reset();
     let spec = recorded_spec(&rig);
-    let subnet = subnets_named(&rig, "*private*").remove(0);
+    let subnet = rig.subnets_named("*private*").remove(0);
     let record = with(
         base(&spec, "default"),
         "subnetTags",

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, rig, text};
+use common::{BIN, DB_PASSWORD, REGISTRY_TOKEN, Rig, expect_code, one_line_error, rig, text};
 use serde_json::{Value, json};
 
 fn record(rig: &Rig) -> Value {
@@ -263,10 +263,7 @@ fn no_secret_reaches_output_argv_configmaps_or_the_record() {
 /// What `run` does: one line on stderr, a non-zero exit, and no mutating call.
 fn refused(rig: &Rig, code: i32, names: &str, run: impl FnOnce() -> std::process::Output) {
     let (out, _) = rig.without_mutation(names, run);
-    expect_code(&out, code, names);
-    let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
-    assert!(stderr.contains(names), "expected {names:?} in {stderr}");
+    one_line_error(&out, code, &[names]);
 }
 
 #[test]

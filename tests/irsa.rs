@@ -11,14 +11,7 @@ mod common;
 
 use serde_json::{Value, json};
 
-use common::{LBC_ROLE, Rig, check, expect_code, rig, text};
-
-/// The install, without waiting for the probe.
-fn installed(rig: &Rig) {
-    rig.reset();
-    let out = rig.install(&["--no-probe"]);
-    expect_code(&out, 0, "install");
-}
+use common::{LBC_ROLE, Rig, check, expect_code, installed, rig, text};
 
 /// `status` fails `id`; when the release's own Ingress was reconciled since (and failed), its
 /// controller-events check points at `id` too.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-use common::{LBC_ROLE, Rig, check, end_of_support_warning, expect_code, rig, text};
+use common::{LBC_ROLE, Rig, check, expect_code, not_passing, rig, text};
 
 const AGENT: &str = "eks-pod-identity-agent";
 const SA: [&str; 4] = ["-n", "kube-system", "serviceaccount", "aws-load-balancer-controller"];
@@ -97,13 +97,7 @@ fn green(rig: &Rig) -> Value {
     let out = rig.status(&["-o", "json"]);
     let code = out.status.code();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
-    let not_passing: Vec<_> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] != "pass" && !end_of_support_warning(c))
-        .map(|c| format!("{} {}: {}", c["id"], c["result"], c["message"]))
-        .collect();
+    let not_passing = not_passing(&report);
     assert_eq!(code, Some(0), "{not_passing:#?}");
     assert!(not_passing.is_empty(), "{not_passing:#?}");
     report

@@ -9,21 +9,8 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rig, expect_code, rig, text};
+use common::{Rig, check, expect_code, rig, status_json_timed, text};
 use serde_json::Value;
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id} in {report}"))
-}
-
-fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value, Duration) {
-    let started = Instant::now();
-    let out = rig.status(&[&["-o", "json"], extra].concat());
-    let took = started.elapsed();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code(), v, took)
-}
 
 /// `kubectl get pods --watch -o json` into a file: every version of every Pod, as it happens.
 fn watch_pods(rig: &Rig, file: &std::path::Path) -> Child {
@@ -61,7 +48,7 @@ fn install_and_status_probe_from_a_pod_that_carries_nothing_secret_and_is_gone_a
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pods.json");
     let mut watch = watch_pods(&rig, &file);
-    let (code, report, _) = status_json(&rig, &[]);
+    let (code, report, _) = status_json_timed(&rig, &[]);
     // The command deleted its Pod before it returned; the watch shows it once it has caught up.
     rig.eventually("the watch to see the probe Pod deleted", 10, || {
         events(&file).iter().any(|e| {
@@ -113,7 +100,7 @@ fn install_and_status_probe_from_a_pod_that_carries_nothing_secret_and_is_gone_a
 
     // Stickiness off at the data plane: the Pod's probe loses the transaction and says so.
     rig.dataplane(&["sticky", "off"]);
-    let (code, report, _) = status_json(&rig, &["--category", "probe"]);
+    let (code, report, _) = status_json_timed(&rig, &["--category", "probe"]);
     assert_eq!(code, Some(1), "{report}");
     let sticky = check(&report, "probe.sticky");
     assert_eq!(sticky["result"], "fail", "{sticky}");
@@ -130,7 +117,7 @@ fn a_probe_pod_no_node_will_take_fails_with_the_schedulers_reason_within_the_tim
     rig.reset();
     rig.install_ok();
     taint_every_node(&rig);
-    let (code, report, took) = status_json(&rig, &["--category", "probe", "--timeout", "12s"]);
+    let (code, report, took) = status_json_timed(&rig, &["--category", "probe", "--timeout", "12s"]);
     assert_eq!(code, Some(1), "{report}");
     let typename = check(&report, "probe.typename");
     assert_eq!(typename["result"], "fail", "{typename}");
@@ -194,7 +181,7 @@ fn an_image_the_nodes_cannot_pull_is_named_and_the_local_probe_still_works() {
     rig.install_ok();
     let missing = "registry.example.com/library/python:0.0-missing";
     let (code, report, took) =
-        status_json(&rig, &["--category", "probe", "--probe-image", missing, "--timeout", "60s"]);
+        status_json_timed(&rig, &["--category", "probe", "--probe-image", missing, "--timeout", "60s"]);
     assert_eq!(code, Some(1), "{report}");
     let message = check(&report, "probe.typename")["message"].as_str().unwrap().to_string();
     assert!(message.contains(&format!("cannot pull image {missing}")), "{message}");
@@ -206,7 +193,7 @@ fn an_image_the_nodes_cannot_pull_is_named_and_the_local_probe_still_works() {
     rig.eventually("the quota to be counted", 30, || {
         rig.kubectl_json(&["get", "quota", "full", "-n", "default"])["status"]["hard"]["pods"] == "0"
     });
-    let (code, report, _) = status_json(&rig, &["--category", "probe"]);
+    let (code, report, _) = status_json_timed(&rig, &["--category", "probe"]);
     assert_eq!(code, Some(1), "{report}");
     let refused = check(&report, "probe.typename");
     let message = refused["message"].as_str().unwrap();

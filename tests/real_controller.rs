@@ -9,29 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Rig, expect_code, rig, text};
+use common::{Rig, check, expect_code, not_passing, rig, status_json, text};
 use serde_json::{Value, json};
-
-fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value) {
-    let out = rig.status(&[&["-o", "json"], extra].concat());
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code(), v)
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id}: {report}"))
-}
-
-fn not_passing(report: &Value) -> Vec<String> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] != "pass" && !common::end_of_support_warning(c))
-        .map(|c| format!("{} {}: {}", c["id"], c["result"], c["message"]))
-        .collect()
-}
 
 /// A values file for `-f`, kept for the test's lifetime.
 fn values_file(values: &Value) -> tempfile::NamedTempFile {

@@ -3,25 +3,8 @@
 
 mod common;
 
-use common::{Rig, expect_code, rig, text};
+use common::{Rig, expect_code, failing, rig, status_json, text};
 use serde_json::Value;
-
-fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value) {
-    let out = rig.status(&[&["-o", "json"], extra].concat());
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-    (out.status.code(), v)
-}
-
-fn failing(report: &Value) -> Vec<String> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["result"] == "fail")
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn after_an_install_every_check_passes_in_text_and_json() {

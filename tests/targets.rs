@@ -7,15 +7,10 @@ mod common;
 
 use serde_json::Value;
 
-use common::{Rig, check, expect_code, rig};
+use common::{Rig, check, installed, rig};
 
 const GATE_PREFIX: &str = "target-health.elbv2.k8s.aws/";
 const RELEASE_PODS: &str = "app.kubernetes.io/instance=scalardb-graphql";
-
-fn installed(rig: &Rig) {
-    rig.reset();
-    expect_code(&rig.install(&["--no-probe"]), 0, "install");
-}
 
 fn condition(pod: &Value, kind: &str) -> Value {
     pod["status"]["conditions"]

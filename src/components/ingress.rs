@@ -74,9 +74,6 @@ pub struct ClassSeen {
 /// How long something may terminate before `status` says what holds it.
 pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The IngressClass controller the release's Ingress must belong to.
-const CLASS_CONTROLLER: &str = lookups::users::INGRESS_CLASS_CONTROLLER;
-
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
@@ -294,7 +291,7 @@ impl Component for Ingress {
         Ok(())
     }
 
-    async fn checks(&self, _env: &Env) -> Vec<Check> {
+    async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Ingress;
         let name = &seen.name;
@@ -304,7 +301,7 @@ impl Component for Ingress {
                     .hint("the release must have ingress.enabled=true; re-run install"),
             ];
         }
-        let class = class_check(seen, name);
+        let class = class_check(seen, name, &env.spec.lb_controller);
         let target_type = match Self::annotation(seen, "target-type") {
             Some("ip") => Check::pass(c, "ingress.target-type", "target-type: ip (pods are targets)"),
             other => Check::fail(
@@ -405,18 +402,20 @@ fn explain(failures: &[String]) -> Option<String> {
 
 /// `ingress.class`: the class the Ingress names exists, belongs to the controller, its
 /// parameters exist, and no second default class makes the controller refuse classless Ingresses.
-fn class_check(seen: &Seen, name: &str) -> Check {
+fn class_check(seen: &Seen, name: &str, lbc: &crate::spec::LbcSpec) -> Check {
     let c = Category::Ingress;
-    let hint = "the controller's chart makes IngressClass alb: re-run install (it puts it back), and set ingress.className: alb";
+    let wanted = &lbc.ingress_class;
+    let controller = lbc.class_controller();
+    let hint = format!("install makes IngressClass {wanted}: re-run install (it puts it back), and set ingress.className: {wanted}");
     let Some(class) = seen.class.as_deref() else {
-        return Check::fail(c, "ingress.class", format!("Ingress {name} names no IngressClass")).hint(hint);
+        return Check::fail(c, "ingress.class", format!("Ingress {name} names no IngressClass")).hint(&hint);
     };
     let problem = match &seen.ingress_class {
         None => {
             Some(format!("Ingress {name} names IngressClass {class}, which does not exist: no controller serves it"))
         }
-        Some(k) if k.controller != CLASS_CONTROLLER => Some(format!(
-            "IngressClass {class} belongs to controller {:?}, not {CLASS_CONTROLLER}: the AWS Load Balancer Controller ignores Ingress {name}",
+        Some(k) if k.controller != controller => Some(format!(
+            "IngressClass {class} belongs to controller {:?}, not {controller}: the release's ALB controller ignores Ingress {name}",
             k.controller
         )),
         Some(ClassSeen { parameters: Some((params, false)), .. }) => Some(format!(
@@ -425,7 +424,7 @@ fn class_check(seen: &Seen, name: &str) -> Check {
         Some(_) => None,
     };
     if let Some(problem) = problem {
-        return Check::fail(c, "ingress.class", problem).hint(hint);
+        return Check::fail(c, "ingress.class", problem).hint(&hint);
     }
     if seen.default_classes.len() > 1 {
         return Check::warn(
@@ -438,7 +437,7 @@ fn class_check(seen: &Seen, name: &str) -> Check {
         )
         .hint("keep ingressclass.kubernetes.io/is-default-class=true on one IngressClass only");
     }
-    Check::pass(c, "ingress.class", format!("Ingress {name} has class {class}, of {CLASS_CONTROLLER}"))
+    Check::pass(c, "ingress.class", format!("Ingress {name} has class {class}, of {controller}"))
 }
 
 /// `ingress.deletion`: nothing of the release has been terminating for long, held by a finalizer.

@@ -30,7 +30,6 @@ use crate::wait;
 
 pub const CRDS: &[&str] = &["targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"];
 /// The IngressClass the controller's chart makes (its `ingressClass` value, left at its default).
-const CHART_INGRESS_CLASS: &str = "alb";
 
 #[derive(Default)]
 pub struct LbController {
@@ -174,7 +173,7 @@ impl LbController {
         let api: Api<Ingress> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
         let probe: Ingress = serde_json::from_value(json!({
             "metadata": {"name": "kubectl-scalardb-graphql-admission-check", "labels": crate::ownership::managed_labels()},
-            "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {"name": "admission-check", "port": {"number": 80}}}},
+            "spec": {"ingressClassName": env.spec.lb_controller.ingress_class, "defaultBackend": {"service": {"name": "admission-check", "port": {"number": 80}}}},
         }))
         .context("building the admission check")?;
         let params = PostParams { dry_run: true, ..Default::default() };
@@ -218,7 +217,7 @@ impl LbController {
             let classes: Api<k8s_openapi::api::networking::v1::IngressClass> = Api::all(env.kube().clone());
             seen.class_missing = seen.release.is_some()
                 && classes
-                    .get_opt(CHART_INGRESS_CLASS)
+                    .get_opt(&env.spec.lb_controller.ingress_class)
                     .await
                     .context("reading the controller's IngressClass")?
                     .is_none();
@@ -322,7 +321,9 @@ impl LbController {
             Some(r) if r.status != "deployed" => Some(format!("release is {}", r.status)),
             Some(_) if seen.values != Self::desired_values(env) => Some("values differ".into()),
             // The chart renders every caBundle from the kept TLS Secret: an upgrade puts them back in step.
-            Some(_) if seen.class_missing => Some(format!("its IngressClass {CHART_INGRESS_CLASS} is missing")),
+            Some(_) if seen.class_missing => {
+                Some(format!("its IngressClass {} is missing", env.spec.lb_controller.ingress_class))
+            }
             Some(_) if seen.webhook_tls.as_ref().is_some_and(|t| !t.untrusted.is_empty()) => {
                 Some("the webhooks' caBundle does not trust the webhook's certificate".into())
             }
@@ -409,6 +410,12 @@ impl Component for LbController {
         let seen = self.seen.clone().expect("observed");
         let lbc = &env.spec.lb_controller;
         if !lbc.external && Self::needs_release_change(&seen, env).is_some() {
+            if env.facts.auto_mode {
+                env.progress.warn(&format!(
+                    "EKS Auto Mode runs its own ALB controller: the self-managed one serves IngressClass {} (not alb, which Auto Mode's may use) and its Service webhook is off (it would take new LoadBalancer Services from Auto Mode)",
+                    lbc.ingress_class
+                ));
+            }
             let installed = seen.release.is_none() || self.installed_by_us(env);
             record
                 .update(|r| {

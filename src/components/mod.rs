@@ -3,6 +3,7 @@
 //! mark this tool's resources, and small kube helpers.
 
 pub mod alb;
+pub mod auto_mode_class;
 pub mod cluster_secret;
 pub mod controller_crds;
 pub mod database_secret;
@@ -19,7 +20,6 @@ pub mod owned_ingress;
 pub mod owned_secret;
 pub mod pod_identity_agent;
 pub mod pod_identity_association;
-pub mod preflight;
 pub mod probe;
 pub mod readiness_gates;
 pub mod registry_secret;

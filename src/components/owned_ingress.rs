@@ -1,5 +1,5 @@
 //! `--target cluster`: the ALB Ingress this tool makes and owns, because
-//! the scalardb-cluster chart has none. Class `alb`, the guide's annotations
+//! the scalardb-cluster chart has none. Class `alb` (or the release's class), the guide's annotations
 //! (internal, ip targets, cookie stickiness, the GraphQL health check), one
 //! Exact path to the chart's `<fullname>-graphql` Service on port 8080.
 //! Labelled as this tool's and with its release, recorded before it is
@@ -64,7 +64,7 @@ impl OwnedIngress {
                 ..Default::default()
             },
             spec: Some(IngressSpec {
-                ingress_class_name: Some("alb".into()),
+                ingress_class_name: Some(env.spec.lb_controller.ingress_class.clone()),
                 rules: Some(vec![IngressRule {
                     host: None,
                     http: Some(HTTPIngressRuleValue {

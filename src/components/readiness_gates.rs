@@ -8,6 +8,8 @@
 //! restarted once, after the Ingress got its ALB. The label is added with a
 //! mark on the namespace; only a label the mark proves this tool added is
 //! removed, and not while another release in the namespace is installed.
+//! EKS Auto Mode's ALB controller supports no readiness gates: there, nothing
+//! is labelled, and status says rollouts are not gated instead of failing.
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -54,6 +56,11 @@ fn has_gate(p: &Pod) -> bool {
 }
 
 impl ReadinessGates {
+    /// EKS Auto Mode's ALB controller injects and sets no readiness gates.
+    fn unsupported(env: &Env) -> bool {
+        env.spec.lb_controller.mode == crate::spec::LbControllerMode::AutoMode
+    }
+
     /// Uninstall's one decision: the label goes only if the namespace's own mark
     /// says install added it, and no other release in the namespace needs it.
     fn fate(&self, env: &Env) -> Fate {
@@ -124,6 +131,9 @@ impl Component for ReadinessGates {
     }
 
     fn plan(&self, env: &Env) -> Result<Vec<Action>> {
+        if Self::unsupported(env) {
+            return Ok(vec![]);
+        }
         let seen = self.seen.as_ref().expect("observed");
         let mut actions = vec![];
         if !seen.labelled {
@@ -143,6 +153,9 @@ impl Component for ReadinessGates {
     }
 
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        if Self::unsupported(env) {
+            return Ok(());
+        }
         let seen = Self::look(env).await?;
         let ns = &env.spec.namespace;
         if !seen.labelled {
@@ -214,6 +227,14 @@ impl Component for ReadinessGates {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let seen = self.seen.as_ref().expect("observed");
         let c = Category::Graphql;
+        if Self::unsupported(env) {
+            return vec![Check::warn(
+                c,
+                "graphql.readiness-gates",
+                "EKS Auto Mode's ALB controller supports no pod readiness gates: a rolling update does not wait for each new pod's ALB target to be healthy",
+            )
+            .hint("roll out slowly (maxUnavailable 0, minReadySeconds longer than the target group's health checks take)")];
+        }
         let ns = &env.spec.namespace;
         let check = if !seen.namespace_exists {
             Check::skip(c, "graphql.readiness-gates", format!("namespace {ns} does not exist"))

@@ -1,8 +1,9 @@
 //! The ALB the controller made for an Ingress, found by the controller's own
 //! tags (`elbv2.k8s.aws/cluster` with the controller's cluster name,
-//! `ingress.k8s.aws/stack` with the Ingress or its group), not by parsing
-//! the hostname. In an IngressGroup the ALB is shared: the target groups of
-//! this Ingress are told apart by their `ingress.k8s.aws/resource` tag.
+//! `ingress.k8s.aws/stack` with the Ingress or its group; EKS Auto Mode's
+//! controller writes `eks:eks-cluster-name` and `ingress.eks.amazonaws.com/…`),
+//! not by parsing the hostname. In an IngressGroup the ALB is shared: the
+//! target groups of this Ingress are told apart by their resource tag.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::component::Env;
 use crate::error::{self, Context, Result};
+use crate::spec::LbControllerMode;
 
 use super::ReleaseIngress;
 
@@ -63,6 +65,32 @@ impl AlbState {
 /// Whether an ELBv2 read failed because the load balancer or target group it
 /// names is gone: the controller deleted it between our listing and this
 /// read. That is an answer (it no longer exists), not an error.
+/// The tag keys a controller marks its AWS resources with.
+pub struct Tagging {
+    pub cluster: &'static str,
+    pub stack: &'static str,
+    pub resource: &'static str,
+    /// The cluster's shared backend security group: its tag and value.
+    pub backend: (&'static str, &'static str),
+}
+
+pub fn tagging(mode: LbControllerMode) -> &'static Tagging {
+    match mode {
+        LbControllerMode::SelfManaged => &Tagging {
+            cluster: "elbv2.k8s.aws/cluster",
+            stack: "ingress.k8s.aws/stack",
+            resource: "ingress.k8s.aws/resource",
+            backend: ("elbv2.k8s.aws/resource", "backend-sg"),
+        },
+        LbControllerMode::AutoMode => &Tagging {
+            cluster: "eks:eks-cluster-name",
+            stack: "ingress.eks.amazonaws.com/stack",
+            resource: "ingress.eks.amazonaws.com/resource",
+            backend: ("service.eks.amazonaws.com/resource", "ManagedBackendSecurityGroup"),
+        },
+    }
+}
+
 fn vanished<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     e.as_service_error()
         .and_then(|s| s.code())
@@ -75,6 +103,7 @@ fn vanished<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
 async fn tagged(
     elb: &Elb,
     arns: Vec<String>,
+    keys: &Tagging,
     cluster: &str,
     stack: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -102,8 +131,8 @@ async fn tagged(
             .iter()
             .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
             .collect();
-        if tags.get("elbv2.k8s.aws/cluster").map(String::as_str) == Some(cluster)
-            && tags.get("ingress.k8s.aws/stack").map(String::as_str) == Some(stack)
+        if tags.get(keys.cluster).map(String::as_str) == Some(cluster)
+            && tags.get(keys.stack).map(String::as_str) == Some(stack)
         {
             found.insert(d.resource_arn().unwrap_or_default().to_string(), tags);
         }
@@ -117,6 +146,7 @@ async fn tagged(
 pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
     let elb = &env.aws().elb;
     let stack = ingress.stack();
+    let keys = tagging(env.spec.lb_controller.mode);
     let mut all_lbs = vec![];
     let mut pages = elb.describe_load_balancers().into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -125,6 +155,7 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
     let ours = tagged(
         elb,
         all_lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect(),
+        keys,
         cluster,
         &stack,
     )
@@ -145,7 +176,7 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
         all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
     }
     let ours =
-        tagged(elb, all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(), cluster, &stack)
+        tagged(elb, all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(), keys, cluster, &stack)
             .await?;
     // `<namespace>/<ingress>-<service>:<port>`: this Ingress's own, also inside a group.
     let own_prefix = format!("{}-", ingress.display());
@@ -154,7 +185,7 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
         .filter(|t| {
             t.target_group_arn()
                 .and_then(|a| ours.get(a))
-                .is_some_and(|tags| tags.get("ingress.k8s.aws/resource").is_none_or(|r| r.starts_with(&own_prefix)))
+                .is_some_and(|tags| tags.get(keys.resource).is_none_or(|r| r.starts_with(&own_prefix)))
         })
         .map(|tg| TargetGroup {
             arn: tg.target_group_arn().unwrap_or_default().to_string(),
@@ -226,14 +257,15 @@ pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<
 /// else the cluster's shared backend group (`k8s-traffic-…`). `id (name)`.
 pub async fn security_groups(env: &Env, cluster: &str, stack: Option<&str>) -> Result<Vec<String>> {
     use aws_sdk_ec2::types::Filter;
+    let keys = tagging(env.spec.lb_controller.mode);
     let tag = |key: &str, value: &str| Filter::builder().name(format!("tag:{key}")).values(value).build();
-    let mut filters = vec![tag("elbv2.k8s.aws/cluster", cluster)];
+    let mut filters = vec![tag(keys.cluster, cluster)];
     match stack {
         Some(stack) => {
-            filters.push(tag("ingress.k8s.aws/stack", stack));
-            filters.push(tag("ingress.k8s.aws/resource", "ManagedLBSecurityGroup"));
+            filters.push(tag(keys.stack, stack));
+            filters.push(tag(keys.resource, "ManagedLBSecurityGroup"));
         }
-        None => filters.push(tag("elbv2.k8s.aws/resource", "backend-sg")),
+        None => filters.push(tag(keys.backend.0, keys.backend.1)),
     }
     let mut found = vec![];
     let mut pages = env.aws().ec2.describe_security_groups().set_filters(Some(filters)).into_paginator().send();

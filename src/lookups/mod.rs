@@ -14,7 +14,10 @@ use serde_json::Value;
 
 use crate::component::Env;
 use crate::error::{Context, Result};
-use crate::pins::{ANNOTATION_PREFIX, CLUSTER_CHART, GRAPHQL_CHART, INGRESS_FINALIZER, MANAGED_BY, MANAGED_BY_KEY};
+use crate::pins::{
+    ANNOTATION_PREFIX, AUTO_MODE_INGRESS_FINALIZER, CLUSTER_CHART, GRAPHQL_CHART, INGRESS_FINALIZER, MANAGED_BY,
+    MANAGED_BY_KEY,
+};
 use crate::spec::{Spec, Target};
 
 /// The label naming the release of the Ingress this tool owns (`--target cluster`).
@@ -100,6 +103,9 @@ pub fn controller_cluster_name(deployments: &[Deployment]) -> Option<String> {
 /// The name the controller tags this cluster's load balancers with: the
 /// running controller's own, else the EKS cluster's.
 pub async fn tagging_cluster_name(env: &Env) -> Result<String> {
+    if env.spec.lb_controller.mode == crate::spec::LbControllerMode::AutoMode {
+        return Ok(env.facts.name.clone()); // EKS tags with the cluster's own name
+    }
     Ok(controller_cluster_name(&controller_deployments(env).await?).unwrap_or_else(|| env.facts.name.clone()))
 }
 
@@ -138,14 +144,20 @@ pub struct ReleaseIngress {
     /// The rendered name, or the chart's computed one while there is no Ingress.
     pub name: String,
     pub ingress: Option<Ingress>,
+    /// Served by EKS Auto Mode's controller: no group annotation, its own finalizer.
+    pub auto_mode: bool,
 }
 
 impl ReleaseIngress {
     fn annotation(&self, key: &str) -> Option<&str> {
         self.ingress.as_ref()?.metadata.annotations.as_ref()?.get(key).map(String::as_str)
     }
-    /// The IngressGroup it belongs to, if any.
+    /// The IngressGroup it belongs to, if any (Auto Mode ignores the annotation: its
+    /// groups come from IngressClassParams, and this tool's parameters name none).
     pub fn group(&self) -> Option<&str> {
+        if self.auto_mode {
+            return None;
+        }
         self.annotation(&format!("{ANNOTATION_PREFIX}group.name")).filter(|g| !g.is_empty())
     }
     /// The controller's stack: the group, else `namespace/name`.
@@ -156,6 +168,7 @@ impl ReleaseIngress {
     pub fn finalizer(&self) -> String {
         match self.group() {
             Some(g) => format!("group.ingress.k8s.aws/{g}"),
+            None if self.auto_mode => AUTO_MODE_INGRESS_FINALIZER.to_string(),
             None => INGRESS_FINALIZER.to_string(),
         }
     }
@@ -208,6 +221,7 @@ pub async fn release_ingress(env: &Env, values: &Value) -> Result<ReleaseIngress
         namespace: ns.clone(),
         name: found.as_ref().and_then(|i| i.metadata.name.clone()).unwrap_or(name),
         ingress: found,
+        auto_mode: env.spec.lb_controller.mode == crate::spec::LbControllerMode::AutoMode,
     })
 }
 
@@ -424,7 +438,7 @@ mod tests {
         let ing: Ingress = serde_json::from_value(json!({"metadata": {"name": "api", "namespace": "prod",
             "annotations": {"alb.ingress.kubernetes.io/group.name": "shared"}}}))
         .unwrap();
-        let mut r = ReleaseIngress { namespace: "prod".into(), name: "api".into(), ingress: Some(ing) };
+        let mut r = ReleaseIngress { namespace: "prod".into(), name: "api".into(), ingress: Some(ing), auto_mode: false };
         assert_eq!(r.stack(), "shared");
         assert_eq!(r.finalizer(), "group.ingress.k8s.aws/shared");
         r.ingress = None;

@@ -29,7 +29,7 @@ use crate::spec::NodeSpec;
 use super::{ReleaseIngress, controller_deployments};
 
 /// The IngressClass controller name the controller serves.
-pub const INGRESS_CLASS_CONTROLLER: &str = "ingress.k8s.aws/alb";
+pub const INGRESS_CLASS_CONTROLLER: &str = crate::pins::LBC_CLASS_CONTROLLER;
 /// The controller's defaults for `--ingress-class` and `--load-balancer-class`.
 const DEFAULT_INGRESS_CLASS: &str = "alb";
 const DEFAULT_LOAD_BALANCER_CLASS: &str = "service.k8s.aws/nlb";

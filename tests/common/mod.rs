@@ -126,6 +126,19 @@ pub fn expect_code(out: &Output, code: i32, what: &str) {
     );
 }
 
+/// Fails the test unless the command exited with `code` and said why in exactly one line on
+/// stderr, holding every one of `names`; that line.
+pub fn one_line_error(out: &Output, code: i32, names: &[&str]) -> String {
+    expect_code(out, code, &format!("a one-line error holding {names:?}"));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    for n in names {
+        assert!(lines[0].contains(n), "{n:?} missing from:\n{stderr}");
+    }
+    lines[0].to_string()
+}
+
 impl Rig {
     pub fn get(&self, key: &str) -> &str {
         self.env.get(key).unwrap_or_else(|| panic!("{key} missing from .rig/env"))
@@ -602,18 +615,30 @@ impl Rig {
         self.tag_subnets(&format!("*private*{zone_suffix}"), "Key=kubernetes.io/role/internal-elb,Value=1")
     }
 
-    /// Tags the subnets whose Name matches `name` (a wildcard pattern) with `tag` (`Key=…,Value=…`).
-    pub fn tag_subnets(&self, name: &str, tag: &str) -> Vec<String> {
-        let filter = format!("Name=tag:Name,Values={name}");
-        let ids: Vec<String> = self.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
+    /// The ids of the subnets whose Name matches `pattern` (a wildcard pattern), as EC2 lists them.
+    pub fn subnets_named(&self, pattern: &str) -> Vec<String> {
+        let filter = format!("Name=tag:Name,Values={pattern}");
+        self.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-            .collect();
-        let mut args = vec!["ec2", "create-tags", "--tags", tag, "--resources"];
+            .collect()
+    }
+
+    /// Tags the subnets `ids` with each of `tags` (`Key=…,Value=…`), as a user would by hand.
+    pub fn tag_subnet_ids(&self, ids: &[String], tags: &[&str]) {
+        let mut args = vec!["ec2", "create-tags", "--resources"];
         args.extend(ids.iter().map(String::as_str));
+        args.push("--tags");
+        args.extend(tags);
         self.aws(&args);
+    }
+
+    /// Tags the subnets whose Name matches `name` (a wildcard pattern) with `tag` (`Key=…,Value=…`).
+    pub fn tag_subnets(&self, name: &str, tag: &str) -> Vec<String> {
+        let ids = self.subnets_named(name);
+        self.tag_subnet_ids(&ids, &[tag]);
         ids
     }
 
@@ -863,16 +888,102 @@ impl Rig {
     }
 }
 
+// --- installs -----------------------------------------------------------------------------------
+
+/// The rig's install flags (`Rig::install_args`) with `--timeout` set to `timeout`.
+pub fn install_args_with_timeout(rig: &Rig, timeout: &str) -> Vec<String> {
+    let mut args = rig.install_args();
+    let at = args.iter().position(|a| a == "--timeout").expect("install_args sets --timeout") + 1;
+    args[at] = timeout.to_string();
+    args
+}
+
+/// The rig reset, then installed (without the probe) by a run that must succeed.
+pub fn installed(rig: &Rig) {
+    rig.reset();
+    expect_code(&rig.install(&["--no-probe"]), 0, "install");
+}
+
+// --- the install record -----------------------------------------------------------------------
+
+/// The ConfigMap install writes its record to, in the release's namespace.
+pub const RECORD: &str = "scalardb-graphql-install-record";
+
+/// The install record in `namespace`, if there is one.
+pub fn record_in(rig: &Rig, namespace: &str) -> Option<Value> {
+    let out = rig.kubectl(&["get", "configmap", RECORD, "-n", namespace, "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(serde_json::from_str(cm["data"]["record.json"].as_str().unwrap()).unwrap())
+}
+
+/// The spec install records, from a real install (then the rig is reset).
+pub fn recorded_spec(rig: &Rig) -> Value {
+    rig.install_ok();
+    let record = record_in(rig, "default").expect("install wrote its record");
+    rig.reset();
+    record["spec"].clone()
+}
+
+/// Writes `record` as the install record in `namespace`, as anyone allowed to write ConfigMaps there could.
+pub fn write_record(rig: &Rig, namespace: &str, record: &Value) {
+    rig.kubectl_apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": RECORD, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "kubectl-scalardb-graphql"}},
+        "data": {"record.json": record.to_string()},
+    }));
+}
+
 // --- status reports ---------------------------------------------------------------------------
 
 impl Rig {
-    /// `status -o json --no-probe`: its exit code and report.
+    /// `status -o json --no-probe`: its exit code and report (`status_json(rig, &["--no-probe"])`).
     pub fn status_json(&self) -> (Option<i32>, Value) {
-        let out = self.status(&["-o", "json", "--no-probe"]);
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
-        (out.status.code(), v)
+        status_json(self, &["--no-probe"])
     }
+}
+
+/// `status -o json` and `extra` (the probe runs unless `extra` says `--no-probe`): its exit code
+/// and report.
+pub fn status_json(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value) {
+    let (code, report, _) = status_json_timed(rig, extra);
+    (code, report)
+}
+
+/// `status -o json` and `extra`: its exit code, its report and how long the command ran.
+pub fn status_json_timed(rig: &Rig, extra: &[&str]) -> (Option<i32>, Value, Duration) {
+    let started = Instant::now();
+    let out = rig.status(&[&["-o", "json"], extra].concat());
+    let took = started.elapsed();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    (out.status.code(), v, took)
+}
+
+/// Every check of a report that did not pass, as `"id" "result": "message"`, leaving out the
+/// standalone chart's end-of-support warning.
+pub fn not_passing(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] != "pass" && !end_of_support_warning(c))
+        .map(|c| format!("{} {}: {}", c["id"], c["result"], c["message"]))
+        .collect()
+}
+
+/// The ids of the checks of a report that failed (a warning is no failure).
+pub fn failing(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "fail")
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The warning `status` gives for the standalone server's chart (its ScalarDB is past its support).
@@ -899,6 +1010,31 @@ pub fn check(report: &Value, id: &str) -> Value {
 /// The role (and policy) `controller_irsa` makes for a controller installed by hand.
 pub const HAND_LBC_ROLE: &str = "platform-team-lbc";
 pub const LBC_ROLE: &str = "scalardb-graphql-rig-aws-load-balancer-controller";
+
+/// The controller installed by hand as the guide has a user do on EKS: `helm install` of the
+/// upstream chart (the rig's repository) into kube-system for cluster `cluster_name`, with IRSA
+/// (`controller_irsa`), waited for.
+pub fn install_controller(rig: &Rig, cluster_name: &str) {
+    let irsa = rig.controller_irsa();
+    let out = rig
+        .cmd("helm")
+        .args([
+            "install",
+            "aws-load-balancer-controller",
+            "aws-load-balancer-controller",
+            "--repo",
+            rig.get("RIG_CHART_REPO_URL"),
+            "-n",
+            "kube-system",
+            "--set",
+            &format!("clusterName={cluster_name}"),
+            "--wait",
+        ])
+        .args(&irsa)
+        .output()
+        .unwrap();
+    expect_code(&out, 0, "helm install controller");
+}
 
 impl Rig {
     /// `kubectl rollout restart` of the controller, waited for: its pods start anew.

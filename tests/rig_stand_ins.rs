@@ -12,7 +12,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{expect_code, read_env_file, rig, text};
+use common::{expect_code, install_controller, read_env_file, rig, text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -264,7 +264,7 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
     let rig = rig();
     rig.reset();
     rig.tag_private_subnets("");
-    install_controller(&rig);
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
     let out = rig
         .cmd("helm")
         .args([
@@ -332,20 +332,6 @@ fn the_simulator_gives_an_alb_ingress_a_hostname_and_a_sticky_target_group_and_r
 
 // --- the controller's admission webhooks ------------------------------------------------
 
-/// The stand-in controller chart, installed as the plugin installs it (and waited for).
-fn install_controller(rig: &common::Rig) {
-    let cluster = format!("clusterName={}", rig.get("RIG_CLUSTER_NAME"));
-    let irsa = rig.controller_irsa();
-    let out = rig
-        .cmd("helm")
-        .args(["install", "aws-load-balancer-controller", "aws-load-balancer-controller", "--repo"])
-        .args([rig.get("RIG_CHART_REPO_URL"), "-n", "kube-system", "--set", &cluster, "--wait"])
-        .args(&irsa)
-        .output()
-        .unwrap();
-    expect_code(&out, 0, "helm install controller");
-}
-
 fn scale_controller(rig: &common::Rig, replicas: u32) {
     let replicas = format!("--replicas={replicas}");
     rig.kubectl_ok(&["-n", "kube-system", "scale", "deployment", "aws-load-balancer-controller", &replicas]);
@@ -405,7 +391,7 @@ fn webhooks_follow_the_controller(rig: &common::Rig, ns: &str) {
 fn the_controllers_webhooks_admit_while_it_has_ready_pods_and_cannot_be_reached_while_it_has_none() {
     let rig = rig();
     rig.reset();
-    install_controller(&rig);
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
     rig.kubectl_ok(&["create", "namespace", "hooks"]);
     webhooks_follow_the_controller(&rig, "hooks");
     rig.reset();
@@ -415,7 +401,7 @@ fn the_controllers_webhooks_admit_while_it_has_ready_pods_and_cannot_be_reached_
 fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates() {
     let rig = rig();
     rig.reset();
-    install_controller(&rig);
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
     rig.kubectl_ok(&["create", "namespace", "gates"]);
     rig.kubectl_ok(&["label", "namespace", "gates", "elbv2.k8s.aws/pod-readiness-gate-inject=enabled"]);
 
@@ -479,7 +465,7 @@ fn the_controllers_webhooks_apply_its_rules_its_defaults_and_its_readiness_gates
 fn the_webhook_certificate_is_new_at_each_upgrade_unless_keep_tls_secret_and_the_webhooks_follow_it() {
     let rig = rig();
     rig.reset();
-    install_controller(&rig);
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
     let tls = || rig.kubectl_json(&["-n", "kube-system", "get", "secret", "aws-load-balancer-tls"])["data"].clone();
     let ca_bundles = || {
         ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"].map(|kind| {
@@ -572,7 +558,7 @@ fn no_control_plane_process_connects_to_anything_but_loopback_while_webhooks_log
     let egress_log = rig.get("RIG_CLUSTER_EGRESS_LOG");
     let mark = std::fs::metadata(egress_log).unwrap().len() as usize;
 
-    install_controller(&rig);
+    install_controller(&rig, rig.get("RIG_CLUSTER_NAME"));
     rig.kubectl_ok(&["create", "namespace", "hooks"]);
     webhooks_follow_the_controller(&rig, "hooks");
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},

@@ -9,35 +9,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Rig, expect_code, rig};
+use common::{Rig, install_controller, rig};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const NS: &str = "shop";
-
-/// Installs the controller chart from the rig's repository, as a user would (its IAM role for
-/// IRSA made first), and waits for it.
-fn install_controller(rig: &Rig, cluster_name: &str) {
-    let irsa = rig.controller_irsa();
-    let out = rig
-        .cmd("helm")
-        .args([
-            "install",
-            "aws-load-balancer-controller",
-            "aws-load-balancer-controller",
-            "--repo",
-            rig.get("RIG_CHART_REPO_URL"),
-            "-n",
-            "kube-system",
-            "--set",
-            &format!("clusterName={cluster_name}"),
-            "--wait",
-        ])
-        .args(&irsa)
-        .output()
-        .unwrap();
-    expect_code(&out, 0, "helm install controller");
-}
 
 /// A Deployment `name` of `replicas` pods, its Service (port 80 → 8080) and an Ingress of class alb
 /// with target-type ip and the given extra annotations.
@@ -129,24 +105,11 @@ fn warnings(rig: &Rig, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The ids of the subnets whose Name matches `name_filter`, sorted.
 fn subnet_ids(rig: &Rig, name_filter: &str) -> Vec<String> {
-    let filter = format!("Name=tag:Name,Values={name_filter}");
-    let mut ids: Vec<String> = rig.aws(&["ec2", "describe-subnets", "--filters", &filter])["Subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["SubnetId"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids = rig.subnets_named(name_filter);
     ids.sort();
     ids
-}
-
-fn tag_subnets(rig: &Rig, ids: &[String], tags: &[&str]) {
-    let mut args = vec!["ec2", "create-tags", "--resources"];
-    args.extend(ids.iter().map(String::as_str));
-    args.push("--tags");
-    args.extend(tags);
-    rig.aws(&args);
 }
 
 fn lb_subnets(lb: &Value) -> BTreeSet<String> {
@@ -177,8 +140,8 @@ fn discovery_picks_a_subnet_tagged_for_this_and_another_cluster_and_skips_one_ta
     rig.reset();
     let cluster = rig.get("RIG_CLUSTER_NAME").to_string();
     let private = subnet_ids(&rig, "*private*");
-    tag_subnets(&rig, &private, &["Key=kubernetes.io/role/internal-elb,Value=1"]);
-    tag_subnets(&rig, &private[..1], &["Key=kubernetes.io/cluster/another-cluster,Value=shared"]);
+    rig.tag_subnet_ids(&private, &["Key=kubernetes.io/role/internal-elb,Value=1"]);
+    rig.tag_subnet_ids(&private[..1], &["Key=kubernetes.io/cluster/another-cluster,Value=shared"]);
     let vpc = rig.aws(&["eks", "describe-cluster", "--name", &cluster])["cluster"]["resourcesVpcConfig"]["vpcId"]
         .as_str()
         .unwrap()
@@ -197,8 +160,7 @@ fn discovery_picks_a_subnet_tagged_for_this_and_another_cluster_and_skips_one_ta
         .as_str()
         .unwrap()
         .to_string();
-    tag_subnets(
-        &rig,
+    rig.tag_subnet_ids(
         std::slice::from_ref(&other),
         &["Key=kubernetes.io/role/internal-elb,Value=", "Key=kubernetes.io/cluster/another-cluster,Value=owned"],
     );
@@ -467,8 +429,7 @@ fn the_controller_tags_and_discovers_with_the_cluster_name_of_its_deployment() {
     rig.reset();
     let private = subnet_ids(&rig, "*private*");
     // Tagged for the rig's cluster and for "renamed": eligible for a controller that calls itself "renamed".
-    tag_subnets(
-        &rig,
+    rig.tag_subnet_ids(
         &private,
         &["Key=kubernetes.io/role/internal-elb,Value=1", "Key=kubernetes.io/cluster/renamed,Value=shared"],
     );

@@ -184,6 +184,12 @@ pub async fn run(ctx: &Context) -> Preflight {
         vpc_id: vpc.and_then(|v| v.vpc_id()).unwrap_or_default().to_string(),
         subnet_ids: vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
         kubernetes_version: version.git_version,
+        auto_mode: cluster.compute_config().and_then(|c| c.enabled()).unwrap_or(false)
+            && cluster
+                .kubernetes_network_config()
+                .and_then(|k| k.elastic_load_balancing())
+                .and_then(|e| e.enabled())
+                .unwrap_or(false),
     });
     p
 }
