@@ -799,11 +799,16 @@ class AlbController:
 
     # --- a group, end to end ------------------------------------------------------------------
     def set_finalizers(self, ing, finalizers):
-        """The Ingress's finalizers, with the controller's optimistic lock: the patch carries the
-        resourceVersion it was computed from, so a change made since (another group's finalizer
-        added in this pass) is a conflict (409) and the group is tried again, not overwritten."""
-        self.net.patch_namespaced_ingress(ing.metadata.name, ing.metadata.namespace, {"metadata": {
-            "finalizers": finalizers or None, "resourceVersion": ing.metadata.resource_version}})
+        """The Ingress's finalizers, as the controller's finalizer manager patches them: a JSON merge
+        patch (the list replaced: a strategic merge patch, the Python client's default for a
+        dict, would merge it and never drop one of two finalizers) with its optimistic lock (the
+        resourceVersion it was computed from, so a change made since, such as another group's
+        finalizer added in this pass, is a conflict (409) and the group is tried again)."""
+        self.net.api_client.call_api(
+            f"/apis/networking.k8s.io/v1/namespaces/{ing.metadata.namespace}/ingresses/{ing.metadata.name}",
+            "PATCH", header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+            body={"metadata": {"finalizers": finalizers or None, "resourceVersion": ing.metadata.resource_version}},
+            auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True)
 
     def reconcile_group(self, group, flags):
         if group.error:

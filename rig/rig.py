@@ -892,7 +892,7 @@ def eks(args):
     if args[:1] != ["auto-mode"] or args[1:] not in (["on"], ["off"]):
         raise SystemExit(usage)
     enabled = args[1] == "on"
-    if not switch_auto_mode(env, enabled) or not (STATE / "supervised" / "auto-mode-alb.json").exists():
+    if not (STATE / "supervised" / "auto-mode-alb.json").exists() or not switch_auto_mode(env, enabled):
         raise SystemExit("rig: this rig was started before it had EKS Auto Mode; `rig/rig down` and "
                          "`rig/rig up` start one that has")
     wait_for(f"EKS Auto Mode's load balancing to be {'on' if enabled else 'off'} ({STATE / 'logs'}/"

@@ -233,40 +233,16 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     printer.stop_spinner();
     let (a, parsed) = read?;
     let (spec, mut options, secrets) = parsed?;
-    if spec.scalardb.namespaces.is_empty() {
-        return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
-            .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
-    }
     options.deadline = Some(deadline);
     let flags = (a.lbc.lb_controller, a.iam.identity);
     let prepared = bounded(deadline, timeout, &shown, async {
         let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
-        let facts = pre.require()?;
-        if let Some(why) = support::kubernetes_refusal(spec.target, &facts.kubernetes_version) {
-            return Err(Error::prerequisite(why).hint("upgrade the cluster's Kubernetes version first"));
-        }
+        let facts = pre.require_for(spec.target)?;
         let spec = spec.resolve(&facts.name, &ctx.kube.namespace);
         let existing = existing?;
         if let Some(s) = &existing {
             s.record.vet(&spec.namespace, &spec.release)?;
-            // Only while the other target's release is there: an uninstall that kept the controller and IAM keeps
-            // the record of them, and then either target installs over what both share.
-            let release_there = s.record.graphql_release.is_some() || s.record.owned_ingress.is_some();
-            if let Some(installed) =
-                s.record.spec.as_ref().map(|r| r.target).filter(|t| *t != spec.target && release_there)
-            {
-                return Err(Error::prerequisite(format!(
-                    "release {}/{} is installed with --target {}; this install is --target {}",
-                    spec.namespace,
-                    spec.release,
-                    installed.as_str(),
-                    spec.target.as_str()
-                ))
-                .hint(format!(
-                    "to switch, remove it first and keep what both share: kubectl scalardb-graphql uninstall --release {} --keep-lb-controller --keep-iam; or install under another --release",
-                    spec.release
-                )));
-            }
+            s.record.refuse_target_switch(&spec)?;
         }
         let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
         let mut spec = spec;

@@ -7,6 +7,8 @@ use crate::component::{Category, Check};
 use crate::context::{ClusterFacts, Context};
 use crate::error::{self, Error, Result};
 use crate::pins::KUBERNETES_MINOR_RANGE;
+use crate::spec::Target;
+use crate::support;
 
 const C: Category = Category::Cluster;
 
@@ -24,6 +26,15 @@ impl Preflight {
             (Some(e), _) => Err(e),
             (None, Some(f)) => Ok(f),
             (None, None) => Err(Error::prerequisite("preflight established nothing")),
+        }
+    }
+
+    /// Facts for an install of `target`, whose chart may need a newer Kubernetes.
+    pub fn require_for(self, target: Target) -> Result<ClusterFacts> {
+        let facts = self.require()?;
+        match support::kubernetes_refusal(target, &facts.kubernetes_version) {
+            Some(why) => Err(Error::prerequisite(why).hint("upgrade the cluster's Kubernetes version first")),
+            None => Ok(facts),
         }
     }
 }

@@ -119,6 +119,27 @@ pub struct Record {
 }
 
 impl Record {
+    /// Refuses an install of the other target over a release that is there: an uninstall that
+    /// kept the controller and IAM keeps the record of them, and then either target installs
+    /// over what both share.
+    pub fn refuse_target_switch(&self, spec: &Spec) -> Result<()> {
+        let release_there = self.graphql_release.is_some() || self.owned_ingress.is_some();
+        let Some(installed) = self.spec.as_ref().map(|r| r.target).filter(|t| *t != spec.target && release_there) else {
+            return Ok(());
+        };
+        Err(Error::prerequisite(format!(
+            "release {}/{} is installed with --target {}; this install is --target {}",
+            spec.namespace,
+            spec.release,
+            installed.as_str(),
+            spec.target.as_str()
+        ))
+        .hint(format!(
+            "to switch, remove it first and keep what both share: kubectl scalardb-graphql uninstall --release {} --keep-lb-controller --keep-iam; or install under another --release",
+            spec.release
+        )))
+    }
+
     /// Refuses a record that install could not have written where it was
     /// found: one naming another release or namespace than its own, or a
     /// controller release elsewhere than where this tool installs it. Such a

@@ -558,6 +558,10 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         probe_requests: 8,
         ..Options::default()
     };
+    if spec.scalardb.namespaces.is_empty() {
+        return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
+            .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
+    }
     Ok((spec, options, Secrets { registry, database, license }))
 }
 

@@ -76,6 +76,9 @@ pub fn controller_available(deployments: &[Deployment]) -> bool {
 }
 
 pub async fn controller_up(env: &Env) -> Result<bool> {
+    if env.spec.lb_controller.mode == crate::spec::LbControllerMode::AutoMode {
+        return Ok(env.facts.auto_mode); // EKS runs it while the cluster is in Auto Mode
+    }
     Ok(controller_available(&controller_deployments(env).await?))
 }
 
