@@ -20,9 +20,9 @@ use crate::cli::{
 use crate::component::Env;
 use crate::component::{Check, Outcome, Progress};
 use crate::context::{Context, Kube, Settings};
+use crate::controller;
 use crate::deployment::{self, LoaderJob};
 use crate::error::{Error, Result};
-use crate::controller;
 use crate::output::{Mark, Printer};
 use crate::preflight;
 use crate::record::{self, Recorder};

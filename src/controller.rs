@@ -30,7 +30,9 @@ pub async fn agent_status(eks: &Client, cluster: &str) -> Result<Option<String>>
     match eks.describe_addon().cluster_name(cluster).addon_name(POD_IDENTITY_AGENT_ADDON).send().await {
         Ok(out) => Ok(Some(out.addon().and_then(|a| a.status()).map(|s| s.as_str().to_string()).unwrap_or_default())),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
-        Err(e) => Err(error::aws(e)).context(format!("reading add-on {POD_IDENTITY_AGENT_ADDON} of EKS cluster {cluster}")),
+        Err(e) => {
+            Err(error::aws(e)).context(format!("reading add-on {POD_IDENTITY_AGENT_ADDON} of EKS cluster {cluster}"))
+        }
     }
 }
 
@@ -146,11 +148,7 @@ pub fn choose(flag: Option<Identity>, installed: Option<&Spec>, cluster: &Cluste
         return Ok(spec.lb_controller.identity);
     }
     let agent = cluster.auto_mode || cluster.agent.as_deref() == Some("ACTIVE");
-    Ok(if agent && cluster.fargate_profile.is_none() {
-        Identity::PodIdentity
-    } else {
-        Identity::Irsa
-    })
+    Ok(if agent && cluster.fargate_profile.is_none() { Identity::PodIdentity } else { Identity::Irsa })
 }
 
 #[cfg(test)]

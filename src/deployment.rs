@@ -9,12 +9,13 @@ use futures::future::join_all;
 use crate::component::Env;
 use crate::component::{Action, Check, Component, Outcome, Plan, PlanStep};
 use crate::components::{
-    alb::Alb, auto_mode_class::AutoModeClass, cluster_secret, controller_crds::ControllerCrds, database_secret, dedicated_nodes::DedicatedNodes,
-    graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole, ingress::Ingress,
-    lb_controller::LbController, lbc_service_account::ControllerServiceAccount, oidc_provider::OidcProvider,
-    owned_ingress::OwnedIngress, owned_secret::OwnedSecret, pod_identity_agent::PodIdentityAgent,
-    pod_identity_association::PodIdentityAssociation, probe::Probe, readiness_gates::ReadinessGates,
-    registry_secret, release_namespace::ReleaseNamespace, schema_load::SchemaLoad, subnet_tags::SubnetTags,
+    alb::Alb, auto_mode_class::AutoModeClass, cluster_secret, controller_crds::ControllerCrds, database_secret,
+    dedicated_nodes::DedicatedNodes, graphql_release::GraphqlRelease, iam_policy::IamPolicy, iam_role::IamRole,
+    ingress::Ingress, lb_controller::LbController, lbc_service_account::ControllerServiceAccount,
+    oidc_provider::OidcProvider, owned_ingress::OwnedIngress, owned_secret::OwnedSecret,
+    pod_identity_agent::PodIdentityAgent, pod_identity_association::PodIdentityAssociation, probe::Probe,
+    readiness_gates::ReadinessGates, registry_secret, release_namespace::ReleaseNamespace, schema_load::SchemaLoad,
+    subnet_tags::SubnetTags,
 };
 use crate::error::{Error, Result};
 use crate::lease::{self, Held};

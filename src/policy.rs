@@ -167,7 +167,8 @@ pub fn pod_identity_trust_problems(doc: &Value, cluster: &str, namespace: &str, 
     if s["Effect"] != "Allow" {
         problems.push(format!("Effect is {} instead of Allow", s["Effect"]));
     }
-    let mut actions: Vec<String> = as_list(&s["Action"]).iter().filter_map(|a| a.as_str().map(str::to_string)).collect();
+    let mut actions: Vec<String> =
+        as_list(&s["Action"]).iter().filter_map(|a| a.as_str().map(str::to_string)).collect();
     actions.sort();
     if actions != POD_IDENTITY_ACTIONS {
         problems.push(format!("Action is {} instead of {}", s["Action"], POD_IDENTITY_ACTIONS.join(" and ")));
@@ -175,12 +176,11 @@ pub fn pod_identity_trust_problems(doc: &Value, cluster: &str, namespace: &str, 
     let principal = s["Principal"].as_object().cloned().unwrap_or_default();
     let others: Vec<String> = principal.keys().filter(|k| *k != "Service").cloned().collect();
     if !others.is_empty() || !s["Principal"].is_object() {
-        problems.push(format!("Principal names {} instead of only the service {POD_IDENTITY_PRINCIPAL}", s["Principal"]));
+        problems
+            .push(format!("Principal names {} instead of only the service {POD_IDENTITY_PRINCIPAL}", s["Principal"]));
     } else if as_list(&s["Principal"]["Service"]) != [Value::from(POD_IDENTITY_PRINCIPAL)] {
-        problems.push(format!(
-            "Principal.Service is {} instead of {POD_IDENTITY_PRINCIPAL}",
-            s["Principal"]["Service"]
-        ));
+        problems
+            .push(format!("Principal.Service is {} instead of {POD_IDENTITY_PRINCIPAL}", s["Principal"]["Service"]));
     }
     for negation in ["NotPrincipal", "NotAction", "NotResource"] {
         if !s[negation].is_null() {
@@ -376,8 +376,7 @@ mod tests {
         let ok = pod_identity_trust_policy();
         assert!(pod_identity_trust_problems(&ok, "c", "kube-system", "sa").is_empty());
         let mut narrowed = ok.clone();
-        narrowed["Statement"][0]["Condition"] =
-            json!({"StringEquals": {"aws:RequestTag/kubernetes-service-account": "sa", "aws:RequestTag/eks-cluster-name": "c"}});
+        narrowed["Statement"][0]["Condition"] = json!({"StringEquals": {"aws:RequestTag/kubernetes-service-account": "sa", "aws:RequestTag/eks-cluster-name": "c"}});
         assert!(pod_identity_trust_problems(&narrowed, "c", "kube-system", "sa").is_empty());
         let mut other = ok.clone();
         other["Statement"][0]["Principal"] = json!({"Service": "ec2.amazonaws.com"});

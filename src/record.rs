@@ -124,7 +124,8 @@ impl Record {
     /// over what both share.
     pub fn refuse_target_switch(&self, spec: &Spec) -> Result<()> {
         let release_there = self.graphql_release.is_some() || self.owned_ingress.is_some();
-        let Some(installed) = self.spec.as_ref().map(|r| r.target).filter(|t| *t != spec.target && release_there) else {
+        let Some(installed) = self.spec.as_ref().map(|r| r.target).filter(|t| *t != spec.target && release_there)
+        else {
             return Ok(());
         };
         Err(Error::prerequisite(format!(

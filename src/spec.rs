@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
 pub use crate::cli::{Identity, LbControllerMode, ProbeFrom, Target};
+use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
 use crate::error::{Error, Result};
 use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;

@@ -71,7 +71,9 @@ fn on_auto_mode_install_makes_no_controller_iam_or_webhook_and_status_is_green_t
     let (code, report, not_passing) = status(&rig);
     assert_eq!(code, Some(0), "{not_passing:?}");
     assert_eq!(not_passing, vec!["graphql.readiness-gates warn".to_string()], "{report}");
-    for id in ["lb-controller.auto-mode", "lb-controller.ingress-class", "ingress.class", "alb.stickiness", "probe.sticky"] {
+    for id in
+        ["lb-controller.auto-mode", "lb-controller.ingress-class", "ingress.class", "alb.stickiness", "probe.sticky"]
+    {
         assert_eq!(check(&report, id)["result"], "pass", "{id}: {report}");
     }
     assert!(report["checks"].as_array().unwrap().iter().all(|c| !c["id"].as_str().unwrap().starts_with("iam.")));
@@ -104,13 +106,17 @@ fn self_managed_beside_auto_mode_serves_another_class_without_its_service_webhoo
     let out = rig.install(&["--lb-controller", "self-managed"]);
     expect_code(&out, 0, "install --lb-controller self-managed on Auto Mode");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("EKS Auto Mode runs its own ALB controller") && stderr.contains("alb-self-managed"), "{stderr}");
+    assert!(
+        stderr.contains("EKS Auto Mode runs its own ALB controller") && stderr.contains("alb-self-managed"),
+        "{stderr}"
+    );
     let class = rig.kubectl_json(&["get", "ingressclass", "alb-self-managed"]);
     assert_eq!(class["spec"]["controller"], "ingress.k8s.aws/alb", "{class}");
     let ing = rig.kubectl_json(&["get", "ingress", "scalardb-graphql"]);
     assert_eq!(ing["spec"]["ingressClassName"], "alb-self-managed", "{ing}");
     let webhook = rig.kubectl_json(&["get", "mutatingwebhookconfiguration", "aws-load-balancer-webhook"]);
-    let names: Vec<&str> = webhook["webhooks"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        webhook["webhooks"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
     assert!(!names.iter().any(|n| n.contains("mservice")), "the Service webhook is on: {names:?}");
     let (code, report, not_passing) = status(&rig);
     assert_eq!(code, Some(0), "{not_passing:?}");

@@ -256,7 +256,12 @@ fn switching_targets_without_uninstalling_is_refused_in_one_line_and_changes_not
     let stderr = text(&out.stderr);
     let warned: Vec<_> = stderr.lines().filter(|l| l.contains("support ended")).collect();
     assert_eq!(warned.len(), 1, "{stderr}");
-    assert!(warned[0].contains("ScalarDB 3.13.6") && warned[0].contains("2026-05-21") && warned[0].contains("--target cluster"), "{stderr}");
+    assert!(
+        warned[0].contains("ScalarDB 3.13.6")
+            && warned[0].contains("2026-05-21")
+            && warned[0].contains("--target cluster"),
+        "{stderr}"
+    );
     let (code, report) = rig.status_json();
     assert_eq!(code, Some(0), "{report}");
     assert!(common::end_of_support_warning(&common::check(&report, "graphql.support")), "{report}");

@@ -124,10 +124,19 @@ fn on_a_cluster_with_the_agent_install_uses_pod_identity_with_no_oidc_provider_n
     assert_eq!(role_annotation(&rig), "", "the ServiceAccount has a role annotation");
     let found = associations(&rig);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!((found[0]["namespace"].as_str(), found[0]["serviceAccount"].as_str()), (Some("kube-system"), Some("aws-load-balancer-controller")));
+    assert_eq!(
+        (found[0]["namespace"].as_str(), found[0]["serviceAccount"].as_str()),
+        (Some("kube-system"), Some("aws-load-balancer-controller"))
+    );
     let id = found[0]["associationId"].as_str().unwrap();
-    let association =
-        rig.aws(&["eks", "describe-pod-identity-association", "--cluster-name", &cluster(&rig), "--association-id", id]);
+    let association = rig.aws(&[
+        "eks",
+        "describe-pod-identity-association",
+        "--cluster-name",
+        &cluster(&rig),
+        "--association-id",
+        id,
+    ]);
     assert!(association["association"]["roleArn"].as_str().unwrap().ends_with(&format!("role/{LBC_ROLE}")));
     let role = rig.aws(&["iam", "get-role", "--role-name", LBC_ROLE]);
     let trust = &role["Role"]["AssumeRolePolicyDocument"]["Statement"][0];
@@ -162,7 +171,11 @@ fn on_a_cluster_with_the_agent_install_uses_pod_identity_with_no_oidc_provider_n
 
     // Uninstall: the association and the role go; the add-on the platform team added stays, and the plan says why.
     let plan = rig.plugin().args(["uninstall", "--dry-run"]).output().unwrap();
-    assert!(text(&plan.stdout).contains(&format!("eks:Addon {AGENT}  (not added by this tool)")), "{}", text(&plan.stdout));
+    assert!(
+        text(&plan.stdout).contains(&format!("eks:Addon {AGENT}  (not added by this tool)")),
+        "{}",
+        text(&plan.stdout)
+    );
     let out = rig.uninstall_ok();
     assert!(associations(&rig).is_empty(), "{:?} {}", associations(&rig), text(&out.stdout));
     assert_eq!(agent_status(&rig).as_deref(), Some("ACTIVE"), "the hand-added agent was removed");
@@ -247,7 +260,8 @@ fn switching_an_irsa_release_to_pod_identity_and_back_keeps_the_alb_serving_and_
 
     // Requests through the ALB all along the two switches.
     let url = format!("{}/graphql?query=%7B__typename%7D", rig.get("RIG_ALB_URL"));
-    let (stop, sent, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (stop, sent, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let prober = {
         let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
         std::thread::spawn(move || {
@@ -272,7 +286,10 @@ fn switching_an_irsa_release_to_pod_identity_and_back_keeps_the_alb_serving_and_
     assert_eq!(role_annotation(&rig), "");
     assert_eq!(associations(&rig).len(), 1);
     for env in controller_env(&rig) {
-        assert!(env.iter().any(|e| e == "AWS_CONTAINER_CREDENTIALS_FULL_URI") && !env.iter().any(|e| e == "AWS_ROLE_ARN"), "{env:?}");
+        assert!(
+            env.iter().any(|e| e == "AWS_CONTAINER_CREDENTIALS_FULL_URI") && !env.iter().any(|e| e == "AWS_ROLE_ARN"),
+            "{env:?}"
+        );
     }
     assert_eq!(rig.ingress_hostname("scalardb-graphql"), hostname, "the ALB changed");
     green(&rig);
@@ -308,7 +325,10 @@ fn pod_identity_is_refused_where_fargate_would_run_the_controller_and_bad_identi
     let cluster = cluster(&rig);
     let role = rig.aws(&["iam", "create-role", "--role-name", "fargate-pods", "--assume-role-policy-document",
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"eks-fargate-pods.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#]);
-    let subnets = rig.aws(&["ec2", "describe-subnets"])["Subnets"].as_array().unwrap()[0]["SubnetId"].as_str().unwrap().to_string();
+    let subnets = rig.aws(&["ec2", "describe-subnets"])["Subnets"].as_array().unwrap()[0]["SubnetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     rig.aws(&[
         "eks",
         "create-fargate-profile",

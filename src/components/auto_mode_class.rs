@@ -266,12 +266,20 @@ impl Component for AutoModeClass {
     async fn checks(&self, env: &Env) -> Vec<Check> {
         let c = Category::LbController;
         let controller = if env.facts.auto_mode {
-            Check::pass(c, "lb-controller.auto-mode", "EKS Auto Mode runs the ALB controller (no controller, IAM or webhook to install)")
+            Check::pass(
+                c,
+                "lb-controller.auto-mode",
+                "EKS Auto Mode runs the ALB controller (no controller, IAM or webhook to install)",
+            )
         } else {
             Check::fail(
                 c,
                 "lb-controller.auto-mode",
-                format!("EKS cluster {} is no longer in EKS Auto Mode: nothing serves IngressClass {}", env.facts.name, Self::name(env)),
+                format!(
+                    "EKS cluster {} is no longer in EKS Auto Mode: nothing serves IngressClass {}",
+                    env.facts.name,
+                    Self::name(env)
+                ),
             )
             .hint("turn Auto Mode on again, or uninstall and install with --lb-controller self-managed")
         };

@@ -91,9 +91,11 @@ impl GraphqlRelease {
             Support::Until { version, on } => {
                 Check::pass(c, "graphql.support", format!("ScalarDB {version} is supported until {on}"))
             }
-            Support::Current { version } => {
-                Check::pass(c, "graphql.support", format!("ScalarDB {version} is supported (no end of support published)"))
-            }
+            Support::Current { version } => Check::pass(
+                c,
+                "graphql.support",
+                format!("ScalarDB {version} is supported (no end of support published)"),
+            ),
             Support::Unknown { version } => Check::warn(
                 c,
                 "graphql.support",

@@ -46,11 +46,9 @@ impl IamRole {
 
     fn trust(env: &Env) -> serde_json::Value {
         match env.spec.lb_controller.identity {
-            Identity::Irsa => policy::trust_policy(
-                &env.facts.oidc_provider_arn(),
-                env.facts.issuer_host_path(),
-                &Self::subject(env),
-            ),
+            Identity::Irsa => {
+                policy::trust_policy(&env.facts.oidc_provider_arn(), env.facts.issuer_host_path(), &Self::subject(env))
+            }
             Identity::PodIdentity => policy::pod_identity_trust_policy(),
         }
     }

@@ -406,7 +406,9 @@ fn class_check(seen: &Seen, name: &str, lbc: &crate::spec::LbcSpec) -> Check {
     let c = Category::Ingress;
     let wanted = &lbc.ingress_class;
     let controller = lbc.class_controller();
-    let hint = format!("install makes IngressClass {wanted}: re-run install (it puts it back), and set ingress.className: {wanted}");
+    let hint = format!(
+        "install makes IngressClass {wanted}: re-run install (it puts it back), and set ingress.className: {wanted}"
+    );
     let Some(class) = seen.class.as_deref() else {
         return Check::fail(c, "ingress.class", format!("Ingress {name} names no IngressClass")).hint(&hint);
     };

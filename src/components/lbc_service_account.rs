@@ -17,12 +17,12 @@ use serde_json::json;
 
 use crate::component::Env;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
+use crate::error::Error;
 use crate::error::{Context, Result};
 use crate::ownership;
-use crate::error::Error;
 use crate::pins::{POD_IDENTITY_ENV, ROLE_ANNOTATION, ROLE_BEFORE_ANNOTATION};
-use crate::spec::Identity;
 use crate::record::{Owned, Recorder};
+use crate::spec::Identity;
 
 use super::{is_managed, managed_labels};
 use crate::lookups::{self, CONTROLLER_SELECTOR};
@@ -337,17 +337,14 @@ impl Component for ControllerServiceAccount {
         } else if !pod_identity && Self::wanted_role(env, seen.annotation.as_deref()).is_none() {
             Check::skip(c, "iam.pod-identity", "no IRSA role to check the controller's pods for")
         } else if missing.is_empty() {
-            Check::pass(
-                c,
-                "iam.pod-identity",
-                format!("{} controller pod(s) carry {what}", seen.pods.len()),
-            )
+            Check::pass(c, "iam.pod-identity", format!("{} controller pod(s) carry {what}", seen.pods.len()))
         } else {
-            Check::fail(c, "iam.pod-identity", format!("controller pods without {fix}: {}", missing.join(", ")))
-            .hint(format!(
-                "restart them: kubectl -n {} rollout restart deployment aws-load-balancer-controller",
-                env.spec.lb_controller.namespace
-            ))
+            Check::fail(c, "iam.pod-identity", format!("controller pods without {fix}: {}", missing.join(", "))).hint(
+                format!(
+                    "restart them: kubectl -n {} rollout restart deployment aws-load-balancer-controller",
+                    env.spec.lb_controller.namespace
+                ),
+            )
         };
         vec![sa, pods]
     }

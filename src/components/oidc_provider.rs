@@ -102,11 +102,8 @@ impl Component for OidcProvider {
                 // Only what uninstall (or a switch to Pod Identity) may delete is worth listing every role for.
                 let may_remove = env.options.mode == crate::spec::Mode::Uninstall
                     || (env.options.mode == crate::spec::Mode::Install && !Self::wanted(env));
-                let trusted_by = if tagged_ours && may_remove {
-                    self.other_trusting_roles(env, &arn).await?
-                } else {
-                    vec![]
-                };
+                let trusted_by =
+                    if tagged_ours && may_remove { self.other_trusting_roles(env, &arn).await? } else { vec![] };
                 Seen {
                     exists: true,
                     tagged_ours,

@@ -111,8 +111,10 @@ impl PodIdentityAgent {
             Ok(match Self::look(env).await?.0.as_deref() {
                 Some("ACTIVE") => Ok(()),
                 Some(s @ ("CREATE_FAILED" | "DEGRADED" | "DELETE_FAILED")) => {
-                    return Err(Error::failed(format!("add-on {ADDON} is {s}"))
-                        .hint(format!("aws eks describe-addon --cluster-name {} --addon-name {ADDON} shows its health issues", env.facts.name)));
+                    return Err(Error::failed(format!("add-on {ADDON} is {s}")).hint(format!(
+                        "aws eks describe-addon --cluster-name {} --addon-name {ADDON} shows its health issues",
+                        env.facts.name
+                    )));
                 }
                 Some(s) => Err(format!("it is {s}")),
                 None => Err("it is not there".to_string()),
@@ -140,11 +142,7 @@ impl Component for PodIdentityAgent {
         let (status, tagged_ours) = Self::look(env).await?;
         let may_remove = env.options.mode == crate::spec::Mode::Uninstall
             || (env.options.mode == crate::spec::Mode::Install && !Self::wanted(env) && tagged_ours);
-        let others = if may_remove && status.is_some() {
-            Self::staying_associations(env).await?
-        } else {
-            vec![]
-        };
+        let others = if may_remove && status.is_some() { Self::staying_associations(env).await? } else { vec![] };
         self.seen = Some(Seen { status, tagged_ours, others });
         Ok(())
     }
@@ -168,7 +166,9 @@ impl Component for PodIdentityAgent {
                     .because("EKS Pod Identity's credentials come from its agent on each node"),
             ],
             Some("ACTIVE") => vec![],
-            Some(status) => vec![Action::wait(format!("add-on {ADDON} to be ACTIVE")).because(format!("it is {status}"))],
+            Some(status) => {
+                vec![Action::wait(format!("add-on {ADDON} to be ACTIVE")).because(format!("it is {status}"))]
+            }
         })
     }
 
@@ -215,7 +215,10 @@ impl Component for PodIdentityAgent {
             None => Check::fail(
                 c,
                 "iam.pod-identity-agent",
-                format!("EKS cluster {} has no {ADDON} add-on: no pod gets EKS Pod Identity's credentials", env.facts.name),
+                format!(
+                    "EKS cluster {} has no {ADDON} add-on: no pod gets EKS Pod Identity's credentials",
+                    env.facts.name
+                ),
             )
             .hint("re-run install, which adds it"),
         }]

@@ -141,8 +141,7 @@ impl Component for PodIdentityAssociation {
         let subject = Self::subject(env);
         Ok(match self.found() {
             None => vec![
-                Action::aws(Verb::Create, "eks:CreatePodIdentityAssociation", &subject)
-                    .because(format!("role {arn}")),
+                Action::aws(Verb::Create, "eks:CreatePodIdentityAssociation", &subject).because(format!("role {arn}")),
             ],
             Some(f) if f.role_arn == arn => vec![],
             Some(f) if !f.tagged_ours && !env.options.adopt => {
@@ -228,7 +227,9 @@ impl Component for PodIdentityAssociation {
             None => Check::fail(
                 c,
                 "iam.pod-identity-association",
-                format!("ServiceAccount {subject} has no pod identity association: the controller gets no AWS credentials"),
+                format!(
+                    "ServiceAccount {subject} has no pod identity association: the controller gets no AWS credentials"
+                ),
             )
             .hint("re-run install to create it (and restart the controller)"),
             Some(f) if f.role_arn != arn => Check::fail(
@@ -248,9 +249,9 @@ impl Component for PodIdentityAssociation {
     fn removal(&self, env: &Env) -> Result<Vec<Action>> {
         let id = self.found().map(|f| f.id.clone()).unwrap_or_default();
         Ok(match self.fate(env) {
-            Fate::Remove(()) => vec![
-                Action::aws(Verb::Delete, "eks:DeletePodIdentityAssociation", &id).because(Self::subject(env)),
-            ],
+            Fate::Remove(()) => {
+                vec![Action::aws(Verb::Delete, "eks:DeletePodIdentityAssociation", &id).because(Self::subject(env))]
+            }
             kept => Action::kept("aws", "eks:PodIdentityAssociation", id, &kept).into_iter().collect(),
         })
     }

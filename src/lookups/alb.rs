@@ -175,9 +175,14 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
     while let Some(page) = pages.next().await {
         all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
     }
-    let ours =
-        tagged(elb, all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(), keys, cluster, &stack)
-            .await?;
+    let ours = tagged(
+        elb,
+        all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(),
+        keys,
+        cluster,
+        &stack,
+    )
+    .await?;
     // `<namespace>/<ingress>-<service>:<port>`: this Ingress's own, also inside a group.
     let own_prefix = format!("{}-", ingress.display());
     let target_groups = all_tgs

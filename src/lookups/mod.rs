@@ -441,7 +441,8 @@ mod tests {
         let ing: Ingress = serde_json::from_value(json!({"metadata": {"name": "api", "namespace": "prod",
             "annotations": {"alb.ingress.kubernetes.io/group.name": "shared"}}}))
         .unwrap();
-        let mut r = ReleaseIngress { namespace: "prod".into(), name: "api".into(), ingress: Some(ing), auto_mode: false };
+        let mut r =
+            ReleaseIngress { namespace: "prod".into(), name: "api".into(), ingress: Some(ing), auto_mode: false };
         assert_eq!(r.stack(), "shared");
         assert_eq!(r.finalizer(), "group.ingress.k8s.aws/shared");
         r.ingress = None;
