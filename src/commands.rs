@@ -233,6 +233,7 @@ async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> 
     printer.stop_spinner();
     let (a, parsed) = read?;
     let (spec, mut options, secrets) = parsed?;
+    spec.require_namespaces()?;
     options.deadline = Some(deadline);
     let flags = (a.lbc.lb_controller, a.iam.identity);
     let prepared = bounded(deadline, timeout, &shown, async {

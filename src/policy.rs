@@ -90,17 +90,33 @@ fn as_list(v: &Value) -> Vec<Value> {
     }
 }
 
-/// What differs from the trust policy above; empty when it is exactly right.
-pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, subject: &str) -> Vec<String> {
+/// A trust policy's one statement, and what is wrong with it whatever it trusts: an Effect
+/// other than Allow, or a negation (`NotPrincipal`, `NotAction`, `NotResource`), which widens
+/// who may assume the role. Err: not exactly one statement.
+fn one_statement(doc: &Value) -> Result<(Value, Vec<String>), Vec<String>> {
     let statements = as_list(&doc["Statement"]);
     if statements.len() != 1 {
-        return vec![format!("{} statements instead of exactly one", statements.len())];
+        return Err(vec![format!("{} statements instead of exactly one", statements.len())]);
     }
-    let s = &statements[0];
+    let s = statements[0].clone();
     let mut problems = Vec::new();
     if s["Effect"] != "Allow" {
         problems.push(format!("Effect is {} instead of Allow", s["Effect"]));
     }
+    for negation in ["NotPrincipal", "NotAction", "NotResource"] {
+        if !s[negation].is_null() {
+            problems.push(format!("{negation} is set ({})", s[negation]));
+        }
+    }
+    Ok((s, problems))
+}
+
+/// What differs from the trust policy above; empty when it is exactly right.
+pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, subject: &str) -> Vec<String> {
+    let (s, mut problems) = match one_statement(doc) {
+        Ok(found) => found,
+        Err(problems) => return problems,
+    };
     let actions = as_list(&s["Action"]);
     if actions != [Value::from(WEB_IDENTITY_ACTION)] {
         problems.push(format!("Action is {} instead of {WEB_IDENTITY_ACTION}", s["Action"]));
@@ -113,11 +129,6 @@ pub fn trust_problems(doc: &Value, provider_arn: &str, issuer_host_path: &str, s
     };
     if !other_principals.is_empty() {
         problems.push(format!("Principal also names {}", other_principals.join(", ")));
-    }
-    for negation in ["NotPrincipal", "NotAction", "NotResource"] {
-        if !s[negation].is_null() {
-            problems.push(format!("{negation} is set ({})", s[negation]));
-        }
     }
     let federated = as_list(&s["Principal"]["Federated"]);
     if federated != [Value::from(provider_arn)] {
@@ -158,15 +169,10 @@ pub fn pod_identity_trust_policy() -> Value {
 /// Conditions are allowed only on the session tags EKS sets, and only with this
 /// cluster's and ServiceAccount's values (they narrow the trust, never widen it).
 pub fn pod_identity_trust_problems(doc: &Value, cluster: &str, namespace: &str, service_account: &str) -> Vec<String> {
-    let statements = as_list(&doc["Statement"]);
-    if statements.len() != 1 {
-        return vec![format!("{} statements instead of exactly one", statements.len())];
-    }
-    let s = &statements[0];
-    let mut problems = Vec::new();
-    if s["Effect"] != "Allow" {
-        problems.push(format!("Effect is {} instead of Allow", s["Effect"]));
-    }
+    let (s, mut problems) = match one_statement(doc) {
+        Ok(found) => found,
+        Err(problems) => return problems,
+    };
     let mut actions: Vec<String> =
         as_list(&s["Action"]).iter().filter_map(|a| a.as_str().map(str::to_string)).collect();
     actions.sort();
@@ -181,11 +187,6 @@ pub fn pod_identity_trust_problems(doc: &Value, cluster: &str, namespace: &str, 
     } else if as_list(&s["Principal"]["Service"]) != [Value::from(POD_IDENTITY_PRINCIPAL)] {
         problems
             .push(format!("Principal.Service is {} instead of {POD_IDENTITY_PRINCIPAL}", s["Principal"]["Service"]));
-    }
-    for negation in ["NotPrincipal", "NotAction", "NotResource"] {
-        if !s[negation].is_null() {
-            problems.push(format!("{negation} is set ({})", s[negation]));
-        }
     }
     let tags = [
         ("aws:RequestTag/eks-cluster-name", cluster),

@@ -50,6 +50,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// An install must name what the GraphQL server serves (the defaults status and uninstall use need not).
+    pub fn require_namespaces(&self) -> Result<()> {
+        if self.scalardb.namespaces.is_empty() {
+            return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
+                .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
+        }
+        Ok(())
+    }
+
     /// What the install record keeps of it, and compares with: credentials in
     /// URLs and connection strings masked (`https://***@host`, `password=***`);
     /// the values file helm gets has them whole.
@@ -558,10 +567,6 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         probe_requests: 8,
         ..Options::default()
     };
-    if spec.scalardb.namespaces.is_empty() {
-        return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
-            .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
-    }
     Ok((spec, options, Secrets { registry, database, license }))
 }
 
