@@ -39,6 +39,12 @@ pub trait Component: Send + Sync {
     /// Makes the planned changes, recording what it creates before creating it.
     async fn apply(&mut self, env: &Env, record: &mut Recorder) -> Result<()>;
 
+    /// After every shared piece was applied (the controller runs with its new credentials):
+    /// takes away what a switch of `--identity` left of the other way, as its plan said.
+    async fn retire(&mut self, _env: &Env, _record: &mut Recorder) -> Result<()> {
+        Ok(())
+    }
+
     /// Status checks on the last observation.
     async fn checks(&self, env: &Env) -> Vec<Check>;
 

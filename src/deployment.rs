@@ -178,10 +178,15 @@ pub async fn install(components: &mut [Box<dyn Component>], env: &Env, recorder:
     holding(leases, async |leases: &mut Leases| {
         plan_install(components, env).await?;
         let last_shared = components.iter().rposition(|c| c.shared());
-        for (i, c) in components.iter_mut().enumerate() {
+        for i in 0..components.len() {
             leases.check()?;
-            c.apply(env, recorder).await?;
+            components[i].apply(env, recorder).await?;
             if Some(i) == last_shared {
+                // What a switch left of the other way goes once the controller runs the new one, in reverse.
+                for j in (0..=i).rev() {
+                    leases.check()?;
+                    components[j].retire(env, recorder).await?;
+                }
                 leases.release_shared().await?;
             }
         }

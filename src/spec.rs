@@ -53,8 +53,10 @@ impl Spec {
     /// An install must name what the GraphQL server serves (the defaults status and uninstall use need not).
     pub fn require_namespaces(&self) -> Result<()> {
         if self.scalardb.namespaces.is_empty() {
-            return Err(Error::prerequisite("no ScalarDB namespaces given: the GraphQL server must know which to serve")
-                .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
+            return Err(Error::prerequisite(
+                "no ScalarDB namespaces given: the GraphQL server must know which to serve",
+            )
+            .hint("pass --namespaces ns1,ns2 (the namespaces of your schema), or --schema schema.json"));
         }
         Ok(())
     }

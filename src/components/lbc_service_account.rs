@@ -144,7 +144,19 @@ impl ControllerServiceAccount {
                 .context(format!("restarting Deployment {name} for the new IAM role"))?;
             env.progress.done(&format!("restarted Deployment {name} so its pods get the role"));
         }
-        Ok(())
+        // Until no pod of the old credentials runs: what the other way needed may go after this.
+        crate::wait::until(env, "the controller's restarted pods", || async {
+            let rolled = lookups::controller_deployments(env).await?.iter().all(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let s = d.status.clone().unwrap_or_default();
+                s.observed_generation >= d.metadata.generation
+                    && s.updated_replicas.unwrap_or(0) == want
+                    && s.replicas.unwrap_or(0) == want
+                    && s.available_replicas.unwrap_or(0) == want
+            });
+            Ok(if rolled { Ok(()) } else { Err("old pods still run".to_string()) })
+        })
+        .await
     }
 }
 

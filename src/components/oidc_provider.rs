@@ -157,10 +157,7 @@ impl Component for OidcProvider {
             return Ok(());
         }
         if !Self::wanted(env) {
-            return match self.fate(env) {
-                Fate::Remove(()) => self.remove(env, record).await,
-                _ => Ok(()),
-            };
+            return Ok(()); // what the other way left goes in `retire`
         }
         let seen = self.seen.as_ref().expect("observed");
         let iam = &env.aws().iam;
@@ -190,6 +187,16 @@ impl Component for OidcProvider {
             }
         }
         Ok(())
+    }
+
+    /// Switched to Pod Identity: ours goes, as uninstall would let it go, once the controller runs with the association.
+    async fn retire(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        match self.fate(env) {
+            Fate::Remove(()) if !Self::wanted(env) && !env.spec.lb_controller.external => {
+                self.remove(env, record).await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {

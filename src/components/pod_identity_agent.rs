@@ -177,11 +177,7 @@ impl Component for PodIdentityAgent {
             return Ok(());
         }
         if !Self::wanted(env) {
-            let claimed = Owned::claimed(env.record.pod_identity_agent.as_ref());
-            return match self.fate(env) {
-                Fate::Remove(()) if claimed => self.remove(env, record).await,
-                _ => Ok(()),
-            };
+            return Ok(()); // what the other way left goes in `retire`
         }
         let seen = self.seen.as_ref().expect("observed");
         if seen.status.is_none() {
@@ -200,6 +196,18 @@ impl Component for PodIdentityAgent {
             env.progress.done(&format!("added add-on {ADDON}"));
         }
         Self::wait_active(env).await
+    }
+
+    /// Switched to IRSA: the add-on install added goes, as uninstall would let it go, once the
+    /// controller runs with IRSA's credentials.
+    async fn retire(&mut self, env: &Env, record: &mut Recorder) -> Result<()> {
+        let claimed = Owned::claimed(env.record.pod_identity_agent.as_ref());
+        match self.fate(env) {
+            Fate::Remove(()) if claimed && !Self::wanted(env) && !env.spec.lb_controller.external => {
+                self.remove(env, record).await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn checks(&self, env: &Env) -> Vec<Check> {

@@ -163,6 +163,8 @@ impl Component for PodIdentityAssociation {
             return Ok(());
         }
         if !Self::wanted(env) {
+            // Switched to IRSA: ours goes before the controller restarts, whose new pods would
+            // otherwise get the association's environment, which EKS gives before IRSA's.
             return match self.fate(env) {
                 Fate::Remove(()) => self.remove(env, record).await,
                 _ => Ok(()),
