@@ -26,6 +26,9 @@ def core_api():
     config.load_kube_config()
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = WORKERS
+    # The rig's HTTPS_PROXY is its policy mirror, which tunnels only to the pinned host: the API
+    # server is on loopback and reached directly, as kubectl and the plugin reach it.
+    cfg.proxy = None
     return client.CoreV1Api(client.ApiClient(cfg))
 
 
