@@ -290,7 +290,10 @@ pub async fn controller_history(env: &Env, ingresses: &[(String, String, String)
             .context(format!("reading events of Ingress {ns}/{name}"))?;
         events.extend(listed.items.into_iter().map(|e| (event_time(&e), format!("{ns}/{name}"), e)));
     }
-    events.sort_by_key(|(t, ..)| *t);
+    // Kubernetes writes these times in whole seconds: a failure and the success after it often
+    // share one. The API server's resourceVersion (etcd's revision, rising with every write) orders
+    // such ties as they were written.
+    events.sort_by_key(|(t, _, e)| (*t, e.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok())));
     let success = events.iter().rposition(|(_, _, e)| e.reason.as_deref() == Some("SuccessfullyReconciled"));
     let mut history = History {
         last_success: success.and_then(|i| events[i].0).map(|t| t.strftime("%H:%M:%S UTC").to_string()),
