@@ -9,8 +9,8 @@
    `install --nodes` naming half of them (and the rig's three GraphQL nodes,
    already dedicated) against kubectl labelling and tainting the other half;
    the plugin's node writes and 429s from the audit log, on that install and
-   on a second one; `status` with 30 GraphQL pods against `status` on the
-   plain rig; the peak memory of `status` and of that install.
+   on a second one; `status` with 30 GraphQL pods against `status` with the same
+   30 pods on the plain rig; the peak memory of `status` and of that install.
 
 usage: run.py PLUGIN_BINARY  (with .rig/env sourced)
 BENCH_RUNS=3 BENCH_SCALE_NODES=100 for a quick run.
@@ -185,11 +185,16 @@ def install_argv(plugin, env, *extra):
             "--probe-url", env["RIG_ALB_URL"], *extra]
 
 
-def at_scale(plugin, env, plain_status_t):
+def at_scale(plugin, env):
     """Section 4: the rig with SCALE_NODES more nodes; the rig is installed (three pods
-    on graphql-1..3, which install dedicated) when it starts."""
+    on graphql-1..3, which install dedicated) when it starts. `status` is timed with the same
+    STATUS_PODS pods before the nodes are added and after."""
     api = scale.core_api()
     audit = env["RIG_AUDIT_LOG"]
+    # The same release (STATUS_PODS pods) on the plain rig first: the comparison is the nodes' cost alone.
+    measured(install_argv(plugin, env, "--replicas", str(STATUS_PODS)), env)
+    plain_status_t = statistics.median(
+        measured([plugin, "status", "--probe-url", env["RIG_ALB_URL"], "-o", "json"], env)[0] for _ in range(RUNS))
     start = time.perf_counter()
     names = scale.create_nodes(api, SCALE_NODES, audit)
     half = len(names) // 2
@@ -239,7 +244,7 @@ def at_scale(plugin, env, plain_status_t):
         pods = next(c for c in json.loads(out)["checks"] if c["id"] == "nodes.placement")["message"]
         status_t = statistics.median(samples)
         print(f"  status with {SCALE_NODES + 5} nodes ({pods}): median {status_t * 1000:.0f} ms over {RUNS} runs; "
-              f"on the plain rig {plain_status_t * 1000:.0f} ms; ratio {status_t / plain_status_t:.2f} "
+              f"on the plain rig with the same {STATUS_PODS} pods {plain_status_t * 1000:.0f} ms; ratio {status_t / plain_status_t:.2f} "
               f"(target <= 1.2); peak memory {max(peaks) / MIB:.1f} MiB (target <= 16)")
     finally:
         scale.delete_nodes(api, SCALE_NODES)
@@ -293,7 +298,7 @@ def main():
         binary = Path(env.get("CARGO_TARGET_DIR", ROOT / "target")) / kind / "kubectl-scalardb_graphql"
         if binary.exists():
             print(f"binary size ({kind}): {binary.stat().st_size / 1024 / 1024:.1f} MiB ({binary})")
-    at_scale(plugin, env, status_t)
+    at_scale(plugin, env)
     subprocess.run([str(ROOT / "rig/rig"), "reset"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 

@@ -258,24 +258,39 @@ pub async fn strays(client: &kube::Client, namespace: &str, release: &str, bound
     if !driver_is_api() {
         return Ok(vec![]); // helm's storage is not in the cluster: not writable by a namespace's users
     }
-    let mut stray: Vec<String> = vec![];
+    let mut objects = vec![];
     for (revision, manifest) in manifests(client, namespace, release).await? {
-        let objects = manifest_objects(&manifest).map_err(|e| broken(namespace, &revision, e))?;
-        for o in objects {
-            let own_namespace = o.namespace.is_empty() || o.namespace == namespace;
-            let ok = if bounds.namespaced.contains(&o.kind.as_str()) {
-                own_namespace
-            } else if let Some((kind, api_version, plural)) = bounds.cluster.iter().find(|(k, ..)| *k == o.kind) {
-                made_for(client, kind, api_version, plural, &o.name, namespace, release).await?
-            } else {
-                false
-            };
-            if !ok && !stray.contains(&o.to_string()) {
-                stray.push(o.to_string());
-            }
-        }
+        objects.extend(manifest_objects(&manifest).map_err(|e| broken(namespace, &revision, e))?);
+    }
+    let mut named = std::collections::BTreeSet::new();
+    objects.retain(|o| named.insert(o.to_string())); // each revision names most of them again
+    // The cluster-scoped objects' annotations are read eight at a time, side by side: a no-op
+    // install waits for a round trip or two, not one per object.
+    let mut stray = vec![];
+    for chunk in objects.chunks(8) {
+        let verdicts =
+            futures::future::try_join_all(chunk.iter().map(|o| kept_in_bounds(client, o, namespace, release, bounds)))
+                .await?;
+        stray.extend(chunk.iter().zip(verdicts).filter(|(_, ok)| !ok).map(|(o, _)| o.to_string()));
     }
     Ok(stray)
+}
+
+/// Whether one object a revision names is one the chart makes here.
+async fn kept_in_bounds(
+    client: &kube::Client,
+    o: &Named,
+    namespace: &str,
+    release: &str,
+    bounds: &Bounds,
+) -> Result<bool> {
+    if bounds.namespaced.contains(&o.kind.as_str()) {
+        Ok(o.namespace.is_empty() || o.namespace == namespace)
+    } else if let Some((kind, api_version, plural)) = bounds.cluster.iter().find(|(k, ..)| *k == o.kind) {
+        made_for(client, kind, api_version, plural, &o.name, namespace, release).await
+    } else {
+        Ok(false)
+    }
 }
 
 /// Why helm may not act on a release whose stored revisions name `stray` objects.

@@ -165,10 +165,12 @@ pub struct Alb {
 
 impl Alb {
     async fn look(env: &Env) -> Result<Seen> {
-        let ingress = lookups::release_ingress(env, &env.options.user_values).await?;
-        let cluster = lookups::tagging_cluster_name(env).await?;
-        let state = lookups::alb::find(env, &ingress, &cluster).await?;
-        let graphql_pods = lookups::graphql_pods(env).await?;
+        let (ingress, cluster) = futures::try_join!(
+            lookups::release_ingress(env, &env.options.user_values),
+            lookups::tagging_cluster_name(env)
+        )?;
+        let (state, graphql_pods) =
+            futures::try_join!(lookups::alb::find(env, &ingress, &cluster), lookups::graphql_pods(env))?;
         let ips = |pick: fn(&k8s_openapi::api::core::v1::Pod) -> bool| -> BTreeSet<String> {
             graphql_pods.iter().filter(|p| pick(p)).filter_map(|p| pod_ip(p).map(str::to_string)).collect()
         };

@@ -203,24 +203,26 @@ impl LbController {
     }
 
     async fn look(env: &Env) -> Result<Seen> {
-        let (release, values, marked) = Self::release(env).await?;
-        let strays = if release.is_some() && marked && env.options.mode != crate::spec::Mode::Status {
-            let lbc = &env.spec.lb_controller;
-            releases::strays(env.kube(), &lbc.namespace, &lbc.release, &releases::CONTROLLER_BOUNDS).await?
-        } else {
-            vec![]
-        };
-        let mut seen = Self::runtime(env, release, values, marked).await?;
-        seen.strays = strays;
-        if env.options.mode != crate::spec::Mode::Uninstall {
-            seen.webhook_tls = WebhookTls::read(env).await?;
+        let lbc = &env.spec.lb_controller;
+        let uninstall = env.options.mode == crate::spec::Mode::Uninstall;
+        // The IngressClass matters only when the release exists; it is read beside the release
+        // (one round trip, not two) and its answer, an error too, dropped when there is none.
+        let class = async {
             let classes: Api<k8s_openapi::api::networking::v1::IngressClass> = Api::all(env.kube().clone());
-            seen.class_missing = seen.release.is_some()
-                && classes
-                    .get_opt(&env.spec.lb_controller.ingress_class)
-                    .await
-                    .context("reading the controller's IngressClass")?
-                    .is_none();
+            classes.get_opt(&lbc.ingress_class).await.context("reading the controller's IngressClass")
+        };
+        let tls = async { if uninstall { Ok(None) } else { WebhookTls::read(env).await } };
+        let class = async { if uninstall { None } else { Some(class.await) } };
+        let (released, runtime, webhook_tls, class) =
+            futures::join!(Self::release(env), Self::runtime(env, None, Value::Null, false), tls, class);
+        let (release, values, marked) = released?;
+        let mut seen = Seen { release, values, marked, webhook_tls: webhook_tls?, ..runtime? };
+        if seen.release.is_some() && seen.marked && env.options.mode != crate::spec::Mode::Status {
+            seen.strays =
+                releases::strays(env.kube(), &lbc.namespace, &lbc.release, &releases::CONTROLLER_BOUNDS).await?;
+        }
+        if let Some(class) = class.filter(|_| seen.release.is_some()) {
+            seen.class_missing = class?.is_none();
         }
         Ok(seen)
     }
@@ -249,7 +251,16 @@ impl LbController {
     /// The Deployment, the webhook's endpoints and the CRDs, with release facts already read.
     async fn runtime(env: &Env, release: Option<ReleaseMetadata>, values: Value, marked: bool) -> Result<Seen> {
         let lbc = &env.spec.lb_controller;
-        let found = lookups::controller_deployments(env).await?;
+        let slices: Api<EndpointSlice> = Api::namespaced(env.kube().clone(), &lbc.namespace);
+        let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
+        let webhook_endpoints =
+            ListParams::default().labels(&format!("kubernetes.io/service-name={LBC_WEBHOOK_SERVICE}"));
+        let (found, slices, crds) = futures::join!(
+            lookups::controller_deployments(env),
+            slices.list(&webhook_endpoints),
+            futures::future::join_all(CRDS.iter().map(|name| crds.get_opt(name)))
+        );
+        let found = found?;
         let cluster_name = lookups::controller_cluster_name(&found);
         let deployments = found
             .into_iter()
@@ -259,19 +270,15 @@ impl LbController {
                 (d.metadata.name.unwrap_or_default(), status.available_replicas.unwrap_or(0), wanted)
             })
             .collect();
-        let slices: Api<EndpointSlice> = Api::namespaced(env.kube().clone(), &lbc.namespace);
         let webhook_ready = slices
-            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={LBC_WEBHOOK_SERVICE}")))
-            .await
             .context("listing the webhook's endpoints")?
             .into_iter()
             .flat_map(|s| s.endpoints)
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
             .count();
-        let crds: Api<CustomResourceDefinition> = Api::all(env.kube().clone());
         let mut crds_missing = vec![];
-        for name in CRDS {
-            if crds.get_opt(name).await.context(format!("reading CRD {name}"))?.is_none() {
+        for (name, crd) in CRDS.iter().zip(crds) {
+            if crd.context(format!("reading CRD {name}"))?.is_none() {
                 crds_missing.push(name.to_string());
             }
         }

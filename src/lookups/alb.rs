@@ -147,22 +147,33 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
     let elb = &env.aws().elb;
     let stack = ingress.stack();
     let keys = tagging(env.spec.lb_controller.mode);
-    let mut all_lbs = vec![];
-    let mut pages = elb.describe_load_balancers().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        all_lbs.extend(page.map_err(error::aws).context("listing load balancers")?.load_balancers().to_vec());
-    }
-    let ours = tagged(
-        elb,
-        all_lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect(),
-        keys,
-        cluster,
-        &stack,
-    )
-    .await?;
+    // The two listings, then the two sets of tags, side by side: four calls in two round trips.
+    let (all_lbs, all_tgs) = futures::try_join!(
+        async {
+            let mut all = vec![];
+            let mut pages = elb.describe_load_balancers().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                all.extend(page.map_err(error::aws).context("listing load balancers")?.load_balancers().to_vec());
+            }
+            Ok::<_, crate::error::Error>(all)
+        },
+        async {
+            let mut all = vec![];
+            let mut pages = elb.describe_target_groups().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                all.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
+            }
+            Ok(all)
+        },
+    )?;
+    let arns = |arns: Vec<Option<&str>>| arns.into_iter().flatten().map(str::to_string).collect::<Vec<_>>();
+    let (ours_lbs, ours) = futures::try_join!(
+        tagged(elb, arns(all_lbs.iter().map(|l| l.load_balancer_arn()).collect()), keys, cluster, &stack),
+        tagged(elb, arns(all_tgs.iter().map(|t| t.target_group_arn()).collect()), keys, cluster, &stack),
+    )?;
     let load_balancers = all_lbs
         .iter()
-        .filter(|l| l.load_balancer_arn().is_some_and(|a| ours.contains_key(a)))
+        .filter(|l| l.load_balancer_arn().is_some_and(|a| ours_lbs.contains_key(a)))
         .map(|l| LoadBalancer {
             arn: l.load_balancer_arn().unwrap_or_default().into(),
             name: l.load_balancer_name().unwrap_or_default().into(),
@@ -170,19 +181,6 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
             scheme: l.scheme().map(|s| s.as_str().to_string()).unwrap_or_default(),
         })
         .collect();
-    let mut all_tgs = vec![];
-    let mut pages = elb.describe_target_groups().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        all_tgs.extend(page.map_err(error::aws).context("listing target groups")?.target_groups().to_vec());
-    }
-    let ours = tagged(
-        elb,
-        all_tgs.iter().filter_map(|t| t.target_group_arn().map(str::to_string)).collect(),
-        keys,
-        cluster,
-        &stack,
-    )
-    .await?;
     // `<namespace>/<ingress>-<service>:<port>`: this Ingress's own, also inside a group.
     let own_prefix = format!("{}-", ingress.display());
     let target_groups = all_tgs
@@ -214,23 +212,27 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
 pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
     let mut state = locate(env, ingress, cluster).await?;
     let elb = &env.aws().elb;
-    let mut present = vec![];
-    for mut tg in std::mem::take(&mut state.target_groups) {
-        let attributes = match elb.describe_target_group_attributes().target_group_arn(&tg.arn).send().await {
+    // Each target group's attributes and health, all side by side.
+    let read = std::mem::take(&mut state.target_groups).into_iter().map(|mut tg| async move {
+        let (attributes, health) = futures::join!(
+            elb.describe_target_group_attributes().target_group_arn(&tg.arn).send(),
+            elb.describe_target_health().target_group_arn(&tg.arn).send(),
+        );
+        let attributes = match attributes {
             Ok(out) => out,
-            Err(e) if vanished(&e) => continue,
+            Err(e) if vanished(&e) => return Ok(None),
             Err(e) => return Err(error::aws(e)).context("reading target group attributes"),
+        };
+        let health = match health {
+            Ok(out) => out,
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(error::aws(e)).context("reading target health"),
         };
         tg.attributes = attributes
             .attributes()
             .iter()
             .map(|a| (a.key().unwrap_or_default().to_string(), a.value().unwrap_or_default().to_string()))
             .collect();
-        let health = match elb.describe_target_health().target_group_arn(&tg.arn).send().await {
-            Ok(out) => out,
-            Err(e) if vanished(&e) => continue,
-            Err(e) => return Err(error::aws(e)).context("reading target health"),
-        };
         tg.targets = health
             .target_health_descriptions()
             .iter()
@@ -251,8 +253,9 @@ pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<
                 }
             })
             .collect();
-        present.push(tg);
-    }
+        Ok(Some(tg))
+    });
+    let present: Vec<TargetGroup> = futures::future::try_join_all(read).await?.into_iter().flatten().collect();
     state.target_groups = present;
     Ok(state)
 }
