@@ -10,6 +10,7 @@ use aws_config::{BehaviorVersion, Region};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 use crate::cli::{GlobalArgs, parse_duration};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::helm::{Helm, KubeFlags};
 
@@ -33,8 +34,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads flags, then helm's plugin environment when helm runs this.
+    /// The settings of a command that reaches AWS too: `--region` is checked first.
     pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        if let Some(region) = &args.region {
+            crate::inputs::check_region(region)?;
+        }
+        Settings::resolve_kube(args)
+    }
+
+    /// The settings of a command that needs the cluster only (`schema`): the AWS flags are not its.
+    /// Reads flags, then helm's plugin environment when helm runs this.
+    pub fn resolve_kube(args: &GlobalArgs) -> Result<Settings> {
         let helm_plugin = std::env::var_os("HELM_PLUGIN_DIR").is_some();
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut s = Settings {
@@ -211,10 +221,10 @@ impl Kube {
         Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args, exec })
     }
 
-    /// From now on, a credential plugin still running at `at` is killed.
-    pub fn set_deadline(&self, at: std::time::Instant) {
+    /// From now on, a credential plugin still running at the command's deadline is killed.
+    pub fn set_deadline(&self, deadline: &Deadline) {
         if let Some(exec) = &self.exec {
-            exec.set_deadline(at);
+            exec.set_deadline(deadline);
         }
     }
 
@@ -455,10 +465,10 @@ impl Context {
     }
 
     /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
-    pub fn set_deadline(&mut self, at: std::time::Instant) {
-        self.kube.set_deadline(at);
+    pub fn set_deadline(&mut self, deadline: &Deadline) {
+        self.kube.set_deadline(deadline);
         if let Some(Ok(helm)) = &mut self.helm {
-            helm.set_deadline(at);
+            helm.set_deadline(deadline);
         }
     }
 

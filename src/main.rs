@@ -12,6 +12,7 @@ mod components;
 mod context;
 mod controller;
 mod credentials;
+mod deadline;
 mod deployment;
 mod error;
 mod helm;
