@@ -86,7 +86,7 @@ async fn bounded<T>(deadline: &Deadline, shown: &Shown, work: impl Future<Output
         result = &mut work => result,
         _ = tokio::time::sleep_until((deadline.at() + GRACE).into()) => {
             let mut message = format!("timed out after --timeout {}", humane(deadline.timeout()));
-            if let Some(call) = crate::cleanup::in_flight() {
+            if let Some(call) = crate::calls::in_flight() {
                 message.push_str(&format!(": no answer from {call}"));
             }
             let last = shown.last();

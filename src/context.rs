@@ -89,7 +89,7 @@ impl Settings {
 /// How long a Kubernetes read may wait for the next byte unless --request-timeout says otherwise.
 pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Names each Kubernetes request while its answer is awaited (see `cleanup::in_flight`).
+/// Names each Kubernetes request while its answer is awaited (see `calls::in_flight`).
 #[derive(Clone, Copy)]
 struct TrackRequests;
 
@@ -121,7 +121,7 @@ where
         let what = format!("the Kubernetes API server ({} {})", request.method(), request.uri().path());
         let answer = self.0.call(request);
         Box::pin(async move {
-            let _waiting = crate::cleanup::call(what);
+            let _waiting = crate::calls::call(what);
             answer.await
         })
     }
@@ -332,13 +332,13 @@ const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 const AWS_MAX_ATTEMPTS: u32 = 10;
 const AWS_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Names each AWS call while it is in flight (see `cleanup::in_flight`); the
+/// Names each AWS call while it is in flight (see `calls::in_flight`); the
 /// guard lives in the call's config bag, so it goes when the call ends or is dropped.
 #[derive(Debug)]
 struct TrackCalls;
 
 #[derive(Debug)]
-struct InFlight(#[allow(dead_code)] crate::cleanup::Call);
+struct InFlight(#[allow(dead_code)] crate::calls::Call);
 
 impl aws_smithy_types::config_bag::Storable for InFlight {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
@@ -361,7 +361,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for TrackCalls {
             Some(m) => format!("AWS {} {}", m.service(), m.name()),
             None => "an AWS call".to_string(),
         };
-        cfg.interceptor_state().store_put(InFlight(crate::cleanup::call(what)));
+        cfg.interceptor_state().store_put(InFlight(crate::calls::call(what)));
         Ok(())
     }
 

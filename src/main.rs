@@ -3,6 +3,7 @@
 //!
 //! Thin: parse, run, map the outcome to an exit code (see error.rs).
 
+mod calls;
 mod cleanup;
 mod cli;
 mod commands;

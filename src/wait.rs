@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::cleanup::in_flight;
+use crate::calls::in_flight;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 

@@ -37,6 +37,7 @@ const ORDER: &[&str] = &[
     "pins",
     "redaction",
     "cleanup",
+    "calls",
     "deadline",
     "process",
     "inputs",
