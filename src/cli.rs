@@ -477,7 +477,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
     /// Continuations the transaction probe sends between start and commit
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = PROBE_REQUESTS, value_name = "N")]
     pub probe_requests: u32,
 }
 
@@ -559,6 +559,9 @@ pub enum CompletionShell {
     Fish,
     Kubectl,
 }
+
+/// Continuations the transaction probe sends unless `status --probe-requests` says otherwise.
+pub const PROBE_REQUESTS: u32 = 8;
 
 /// The longest duration a flag takes: longer is a typo, and would overflow the clock.
 const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;

@@ -14,22 +14,20 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
-    Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand, StatusArgs,
-    UninstallArgs, VersionArgs,
+    ChangeArgs, Cli, Command, CompletionArgs, GlobalArgs, InstallArgs, OutputFormat, SchemaArgs, SchemaCommand,
+    StatusArgs, UninstallArgs, VersionArgs,
 };
-use crate::component::Env;
-use crate::component::{Check, Outcome, Progress};
+use crate::component::{Check, Component, Env, Outcome, Plan, Progress};
 use crate::context::{Context, Kube, Settings};
-use crate::controller;
-use crate::deployment::{self, LoaderJob};
+use crate::deadline::Deadline;
+use crate::deployment::{self, LoaderJob, Start};
 use crate::error::{Error, Result};
 use crate::output::{Mark, Printer};
 use crate::preflight;
 use crate::record::{self, Recorder};
-use crate::schema::Schema;
-use crate::spec::{self, Options, Secrets};
+use crate::spec::{self, Mode, Options, Secrets};
 use crate::support;
-use crate::wait::Deadline;
+use crate::wait::Standalone;
 use crate::{completion, pins};
 
 /// The printer, seen by components as a progress channel; it keeps the
@@ -65,6 +63,9 @@ impl Progress for Shown {
     fn done(&self, what: &str) {
         let _ = self.printer.line(Mark::Pass, what);
     }
+    fn stage(&self, what: &str) {
+        Shown::stage(self, what);
+    }
 }
 
 /// How long `version` may take to reach helm and the API server.
@@ -74,23 +75,18 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// by itself (a wait, a probe Pod deleted, the last state shown) finishes in it.
 const GRACE: Duration = Duration::from_secs(3);
 
-/// Runs `work`, cut off GRACE after `deadline` with a timeout (exit 4) that
+/// Runs `work`, cut off GRACE after the deadline with a timeout (exit 4) that
 /// names what it was waiting for: the call in flight longest, and the last
 /// step shown. Dropping `work` kills a running helm and leaves a probe Pod
 /// to main's clean-up, as Ctrl-C does.
-async fn bounded<T>(
-    deadline: Instant,
-    timeout: Duration,
-    shown: &Shown,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
+async fn bounded<T>(deadline: &Deadline, shown: &Shown, work: impl Future<Output = Result<T>>) -> Result<T> {
     // The work stays alive until the message is made: its calls in flight say what it waits for.
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => result,
-        _ = tokio::time::sleep_until((deadline + GRACE).into()) => {
-            let mut message = format!("timed out after --timeout {}", humane(timeout));
-            if let Some(call) = crate::cleanup::in_flight() {
+        _ = tokio::time::sleep_until((deadline.at() + GRACE).into()) => {
+            let mut message = format!("timed out after --timeout {}", humane(deadline.timeout()));
+            if let Some(call) = crate::calls::in_flight() {
                 message.push_str(&format!(": no answer from {call}"));
             }
             let last = shown.last();
@@ -102,6 +98,25 @@ async fn bounded<T>(
             ))
         }
     }
+}
+
+/// Runs blocking `work` (reading files, stdin, a terminal) off the runtime's threads, under
+/// the deadline: a FIFO, a stdin that never ends or a terminal waiting for a secret ends with
+/// the command (at the deadline, or at once on Ctrl-C).
+async fn read_under<T: Send + 'static>(
+    deadline: &Deadline,
+    shown: &Shown,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let read =
+        bounded(
+            deadline,
+            shown,
+            async move { tokio::task::spawn_blocking(work).await.map_err(|e| Error::Other(e.into())) },
+        )
+        .await;
+    shown.printer.stop_spinner();
+    read
 }
 
 /// `90s` → `1m30s`, as the flag is written.
@@ -129,9 +144,6 @@ pub async fn run(cli: Cli, printer: Arc<Printer>) -> Result<()> {
 
 /// `with_helm`: the command runs helm (install, uninstall, `version` reporting it).
 async fn connect(global: &GlobalArgs, with_helm: bool) -> Result<Context> {
-    if let Some(region) = &global.region {
-        crate::inputs::check_region(region)?;
-    }
     Context::connect(Settings::resolve(global)?, with_helm).await
 }
 
@@ -140,7 +152,7 @@ async fn connect(global: &GlobalArgs, with_helm: bool) -> Result<Context> {
 /// left for the command to judge: install and uninstall stop on an error, status warns.
 async fn connect_and_read(
     global: &GlobalArgs,
-    deadline: Instant,
+    deadline: &Deadline,
     shown: &Shown,
     release: &str,
     with_helm: bool,
@@ -158,19 +170,7 @@ async fn connect_and_read(
     Ok((ctx, pre, existing))
 }
 
-fn env(
-    ctx: Context,
-    facts: crate::context::ClusterFacts,
-    spec: spec::Spec,
-    record: record::Record,
-    options: Options,
-    secrets: Secrets,
-    shown: &Arc<Shown>,
-) -> Env {
-    Env { ctx, progress: shown.clone(), facts, spec, record, options, secrets, shared: Default::default() }
-}
-
-fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::Plan, verb: &str) -> Result<()> {
+fn print_plan(printer: &Printer, format: OutputFormat, plan: &Plan, verb: &str) -> Result<()> {
     match format {
         OutputFormat::Text => printer.plan(plan, verb)?,
         f => printer.document(f, plan)?,
@@ -181,27 +181,13 @@ fn print_plan(printer: &Printer, format: OutputFormat, plan: &crate::component::
 /// On a terminal and without -y: shows the plan and asks once, before the
 /// first change. Returns whether it asked: the time a person takes to answer
 /// is not the command's, and the deadline starts again after the answer.
-async fn confirm_plan(
-    printer: &Arc<Printer>,
-    yes: bool,
-    plan: &crate::component::Plan,
-    verb: &str,
-    question: &str,
-) -> Result<bool> {
+async fn confirm_plan(printer: &Arc<Printer>, yes: bool, plan: &Plan, verb: &str, question: &str) -> Result<bool> {
     if yes || !printer.interactive() {
         return Ok(false);
     }
     printer.plan(plan, verb)?;
     confirm(printer, question).await?;
     Ok(true)
-}
-
-/// A new deadline after a question was answered.
-fn restart_deadline(env: &mut Env) -> Instant {
-    let at = Instant::now() + env.options.timeout;
-    env.options.deadline = Some(at);
-    env.ctx.set_deadline(at);
-    at
 }
 
 /// Asks; anything but yes stops the command with nothing changed. The
@@ -214,92 +200,131 @@ async fn confirm(printer: &Arc<Printer>, question: &str) -> Result<()> {
     if answer { Ok(()) } else { Err(Error::failed("nothing was changed").hint("answer y to proceed, or pass -y")) }
 }
 
-async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
-    // The deadline starts first: every file and secret the flags name is read under it, off
-    // the runtime's threads, so that a FIFO, a stdin that never ends or a terminal waiting for
-    // a secret ends with the command (at the deadline, or at once on Ctrl-C).
-    let timeout = spec::parse_timeout(&a.wait_args.timeout)?;
-    let deadline = Instant::now() + timeout;
-    let shown = Shown::new(printer.clone());
-    shown.stage("reading the files and secrets the flags name");
-    let read = bounded(deadline, timeout, &shown, async move {
-        let read = tokio::task::spawn_blocking(move || {
-            let parsed = spec::for_install(&a);
-            (a, parsed)
-        });
-        read.await.map_err(|e| Error::Other(e.into()))
-    })
-    .await;
+/// A changing command made ready: its environment, its list, its plan, and the install record as read.
+struct Ready {
+    env: Env,
+    components: Vec<Box<dyn Component>>,
+    plan: Plan,
+    existing: Option<record::Stored>,
+}
+
+/// The skeleton install and uninstall share: `prepare` (connect, read, plan) under the
+/// deadline, or a line saying there is nothing to do; the plan shown for --dry-run, or
+/// asked about (the deadline starts again after the answer); the one traversal the
+/// command is (`env.options.mode`) under the deadline; what it did.
+async fn change(
+    printer: &Arc<Printer>,
+    shown: &Arc<Shown>,
+    deadline: &Deadline,
+    flags: &ChangeArgs,
+    prepare: impl Future<Output = Result<std::result::Result<Ready, String>>>,
+) -> Result<()> {
+    let prepared = bounded(deadline, shown, prepare).await;
     printer.stop_spinner();
-    let (a, parsed) = read?;
-    let (spec, mut options, secrets) = parsed?;
-    spec.require_namespaces()?;
-    options.deadline = Some(deadline);
-    let flags = (a.lbc.lb_controller, a.iam.identity);
-    let prepared = bounded(deadline, timeout, &shown, async {
-        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &spec.release, true).await?;
-        let facts = pre.require_for(spec.target)?;
-        let spec = spec.resolve(&facts.name, &ctx.kube.namespace);
-        let existing = existing?;
-        if let Some(s) = &existing {
-            s.record.vet(&spec.namespace, &spec.release)?;
-            s.record.refuse_target_switch(&spec)?;
+    let Ready { mut env, mut components, plan, existing } = match prepared? {
+        Ok(ready) => ready,
+        Err(nothing) => {
+            printer.line(Mark::Pass, &nothing)?;
+            return Ok(());
         }
-        let record = existing.as_ref().map(|s| s.record.clone()).unwrap_or_default();
-        let mut spec = spec;
-        let installed = record.spec.as_ref().filter(|_| existing.as_ref().is_some_and(|s| !s.record.uninstalled));
-        controller::resolve(&mut spec.lb_controller, flags, installed, &ctx.aws.eks, &facts.name, facts.auto_mode)
-            .await?;
-        let env = env(ctx, facts, spec, record, options, secrets, &shown);
-        let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
-        shown.stage("observing what is installed");
-        let plan = deployment::plan_install(&mut components, &env).await?;
-        Ok((env, components, plan, existing))
-    })
-    .await;
-    printer.stop_spinner();
-    let (mut env, mut components, plan, existing) = prepared?;
+    };
+    let install = env.options.mode == Mode::Install;
+    let verb = if install { "install" } else { "uninstall" };
     // Said where the user decides, and only for an install that can go ahead (an error stays one line).
-    let end_of_support = support::install_warning(&env.spec);
-    if a.change.dry_run {
-        print_plan(&printer, a.change.output, &plan, "install")?;
+    let end_of_support = if install { support::install_warning(&env.spec) } else { None };
+    if flags.dry_run {
+        print_plan(printer, flags.output, &plan, verb)?;
         end_of_support.iter().for_each(|w| printer.warn(w));
         return Ok(());
     }
-    let mut deadline = deadline;
-    if plan.mutations() > 0
-        && confirm_plan(
-            &printer,
-            a.change.yes,
-            &plan,
-            "install",
-            &format!("Install into kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
-        )
-        .await?
-    {
-        deadline = restart_deadline(&mut env);
+    // Install asks only when it would change something; removing is always asked about.
+    let question = format!(
+        "{} kube context {:?} (EKS cluster {})?",
+        if install { "Install into" } else { "Uninstall from" },
+        env.ctx.kube.context,
+        env.facts.name
+    );
+    let asked = (!install || plan.mutations() > 0) && confirm_plan(printer, flags.yes, &plan, verb, &question).await?;
+    if asked {
+        deadline.restart();
     }
     let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, existing);
     let started = Instant::now();
-    if plan.mutations() > 0 {
-        let run = deployment::install(&mut components, &env, &mut recorder);
-        let result = bounded(deadline, timeout, &shown, run).await;
-        printer.stop_spinner();
-        result?;
-    } else {
-        // Nothing to change, nothing held: only what install waits for (the ALB, the probe).
-        let run = deployment::converged(&mut components, &env, &mut recorder);
-        let result = bounded(deadline, timeout, &shown, run).await;
-        printer.stop_spinner();
-        result?;
+    let run = deployment::change(&mut components, &mut env, &mut recorder, &plan, asked);
+    let result = bounded(deadline, shown, run).await;
+    printer.stop_spinner();
+    match result? {
+        None => installed(printer, &env, &plan, end_of_support, started),
+        Some(done) => uninstalled(printer, &env, &done, started),
+    }
+}
+
+fn installed(printer: &Printer, env: &Env, plan: &Plan, warning: Option<String>, started: Instant) -> Result<()> {
+    if plan.mutations() == 0 {
         printer.line(Mark::Pass, "nothing to change: everything was already installed")?;
     }
-    end_of_support.iter().for_each(|w| printer.warn(w));
+    warning.iter().for_each(|w| printer.warn(w));
     printer.line(Mark::Pass, &format!(
         "ScalarDB GraphQL release {}/{} is installed ({:.0?}); check it any time with `kubectl scalardb-graphql status`",
         env.spec.namespace, env.spec.release, started.elapsed()
     ))?;
     Ok(())
+}
+
+fn uninstalled(printer: &Printer, env: &Env, done: &Plan, started: Instant) -> Result<()> {
+    // What stayed, and why: also what a forged or stale record named but this tool may not delete.
+    for action in done.actions().filter(|a| a.verb == crate::component::Verb::Keep) {
+        printer.warn(&format!(
+            "kept {} {}: {}",
+            action.operation,
+            action.target,
+            action.reason.as_deref().unwrap_or("left in place")
+        ));
+    }
+    let (ns, release) = (&env.spec.namespace, &env.spec.release);
+    if done.record_stays() {
+        printer.line(
+            Mark::Warn,
+            &format!(
+                "uninstalled release {ns}/{release}; the install record {ns}/{} stays, listing what was kept \
+                 (a later `kubectl scalardb-graphql uninstall` removes them) ({:.0?})",
+                crate::record::configmap_name(release),
+                started.elapsed()
+            ),
+        )?;
+        return Ok(());
+    }
+    printer.line(
+        Mark::Pass,
+        &format!("uninstalled release {ns}/{release} and what install created ({:.0?})", started.elapsed()),
+    )?;
+    Ok(())
+}
+
+async fn install(global: &GlobalArgs, a: InstallArgs, printer: Arc<Printer>) -> Result<()> {
+    // The deadline starts first: every file and secret the flags name is read under it.
+    let deadline = Deadline::start(spec::parse_timeout(&a.wait_args.timeout)?);
+    let shown = Shown::new(printer.clone());
+    shown.stage("reading the files and secrets the flags name");
+    let (a, parsed) = read_under(&deadline, &shown, move || {
+        let parsed = spec::for_install(&a);
+        (a, parsed)
+    })
+    .await?;
+    let (spec, options, secrets) = parsed?;
+    spec.require_namespaces()?;
+    let flags = (a.lbc.lb_controller, a.iam.identity);
+    change(&printer, &shown, &deadline, &a.change, async {
+        let (ctx, pre, existing) = connect_and_read(global, &deadline, &shown, &spec.release, true).await?;
+        let facts = pre.require_for(spec.target)?;
+        let existing = existing?;
+        let start = Start { ctx, facts, options, secrets, deadline: deadline.clone(), progress: shown.clone() };
+        let (env, mut components) = deployment::for_install(start, spec, existing.as_ref(), flags).await?;
+        shown.stage("observing what is installed");
+        let plan = deployment::plan_install(&mut components, &env).await?;
+        Ok(Ok(Ready { env, components, plan, existing }))
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -337,13 +362,11 @@ fn report(printer: &Printer, format: OutputFormat, checks: &[Check]) -> Result<(
 }
 
 async fn status(global: &GlobalArgs, a: StatusArgs, printer: Arc<Printer>) -> Result<()> {
-    let mut options = spec::for_status(&a)?;
+    let (options, timeout) = spec::for_status(&a)?;
     // One deadline for the whole command, so that every round of --wait (and its probe Pod) fits in it.
-    let timeout = options.timeout;
-    let deadline = Instant::now() + timeout;
-    options.deadline = Some(deadline);
+    let deadline = Deadline::start(timeout);
     let shown = Shown::new(printer.clone());
-    let result = bounded(deadline, timeout, &shown, status_until(global, &a, options, &printer, &shown)).await;
+    let result = bounded(&deadline, &shown, status_until(global, &a, options, &deadline, &printer, &shown)).await;
     printer.stop_spinner();
     result
 }
@@ -352,10 +375,10 @@ async fn status_until(
     global: &GlobalArgs,
     a: &StatusArgs,
     options: Options,
+    deadline: &Deadline,
     printer: &Arc<Printer>,
     shown: &Arc<Shown>,
 ) -> Result<()> {
-    let deadline = options.deadline.expect("status sets its deadline");
     // Releases are read from helm's storage: status runs no helm, unless helm keeps them elsewhere.
     let with_helm = !crate::releases::driver_is_api();
     let (ctx, pre, existing) = connect_and_read(global, deadline, shown, &a.release.release, with_helm).await?;
@@ -370,25 +393,12 @@ async fn status_until(
             _ => Error::failed("the cluster checks failed; the rest could not run"),
         });
     };
-    let namespace = ctx.kube.namespace.clone();
-    let existing = match existing.ok().flatten() {
-        Some(s) => match s.record.vet(&namespace, &a.release.release) {
-            Ok(()) => Some(s.record),
-            Err(e) => {
-                printer.warn(&format!("{e}; checking the defaults instead"));
-                None
-            }
-        },
-        None => None,
-    };
-    let spec = existing
-        .as_ref()
-        .and_then(|r| r.spec.clone())
-        .unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-    let env = env(ctx, facts, spec, existing.unwrap_or_default(), options, Secrets::default(), shown);
-    let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
+    let secrets = Secrets::default();
+    let start = Start { ctx, facts, options, secrets, deadline: deadline.clone(), progress: shown.clone() };
+    let (env, mut components) = deployment::for_status(start, &a.release.release, existing);
     shown.stage("the checks");
-    let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, a.wait.then_some(deadline)).await;
+    let until = a.wait.then(|| deadline.at());
+    let (rest, timed_out) = deployment::checks_until(&mut components, &env, keep, until).await;
     printer.stop_spinner();
     let checks: Vec<Check> = pre.checks.into_iter().filter(keep).chain(rest).collect();
     report(printer, a.output, &checks)?;
@@ -400,93 +410,32 @@ async fn status_until(
 }
 
 async fn uninstall(global: &GlobalArgs, a: UninstallArgs, printer: Arc<Printer>) -> Result<()> {
-    let mut options = spec::for_uninstall(&a)?;
+    let (options, timeout) = spec::for_uninstall(&a)?;
     // Removing is asked about; with nobody to ask, it is not done.
     if !a.change.yes && !a.change.dry_run && !printer.interactive() {
         return Err(Error::usage("uninstall removes things and asks first, but there is no terminal to confirm on")
             .hint("pass -y to uninstall without asking, or --dry-run to see what it would remove"));
     }
-    let timeout = options.timeout;
-    let deadline = Instant::now() + timeout;
-    options.deadline = Some(deadline);
+    let deadline = Deadline::start(timeout);
     let shown = Shown::new(printer.clone());
-    let prepared = bounded(deadline, timeout, &shown, async {
-        let (ctx, pre, existing) = connect_and_read(global, deadline, &shown, &a.release.release, true).await?;
+    let release = &a.release.release;
+    change(&printer, &shown, &deadline, &a.change, async {
+        let (ctx, pre, existing) = connect_and_read(global, &deadline, &shown, release, true).await?;
         let facts = pre.require()?;
-        let namespace = ctx.kube.namespace.clone();
         let Some(existing) = existing? else {
             return Ok(Err(format!(
-                "nothing to uninstall: no install record for release {} in namespace {namespace} (kube context {:?})",
-                a.release.release, ctx.kube.context
+                "nothing to uninstall: no install record for release {release} in namespace {} (kube context {:?})",
+                ctx.kube.namespace, ctx.kube.context
             )));
         };
-        existing.record.vet(&namespace, &a.release.release)?;
-        let spec =
-            existing.record.spec.clone().unwrap_or_else(|| spec::defaults(&a.release.release, &facts.name, &namespace));
-        let mut env = env(ctx, facts, spec, existing.record.clone(), options, Secrets::default(), &shown);
+        let secrets = Secrets::default();
+        let start = Start { ctx, facts, options, secrets, deadline: deadline.clone(), progress: shown.clone() };
+        let (mut env, mut components) = deployment::for_uninstall(start, release, &existing)?;
         shown.stage("observing what is installed, and who else uses what releases share");
-        let mut components = deployment::components(env.spec.target, env.spec.lb_controller.mode);
         let plan = deployment::plan_uninstall(&mut components, &mut env).await?;
-        Ok(Ok((env, components, plan, existing)))
+        Ok(Ok(Ready { env, components, plan, existing: Some(existing) }))
     })
-    .await;
-    printer.stop_spinner();
-    let (mut env, mut components, plan, existing) = match prepared? {
-        Ok(prepared) => prepared,
-        Err(nothing) => {
-            printer.line(Mark::Pass, &nothing)?;
-            return Ok(());
-        }
-    };
-    if a.change.dry_run {
-        return print_plan(&printer, a.change.output, &plan, "uninstall");
-    }
-    let mut deadline = deadline;
-    let asked = confirm_plan(
-        &printer,
-        a.change.yes,
-        &plan,
-        "uninstall",
-        &format!("Uninstall from kube context {:?} (EKS cluster {})?", env.ctx.kube.context, env.facts.name),
-    )
-    .await?;
-    if asked {
-        deadline = restart_deadline(&mut env);
-    }
-    let mut recorder = Recorder::new(env.kube().clone(), &env.spec.namespace, &env.spec.release, Some(existing));
-    let started = Instant::now();
-    shown.stage("taking the Leases, and observing again");
-    let run = deployment::uninstall(&mut components, &mut env, &mut recorder, asked.then_some(&plan));
-    let result = bounded(deadline, timeout, &shown, run).await;
-    printer.stop_spinner();
-    let done = result?;
-    // What stayed, and why: also what a forged or stale record named but this tool may not delete.
-    for action in done.actions().filter(|a| a.verb == crate::component::Verb::Keep) {
-        printer.warn(&format!(
-            "kept {} {}: {}",
-            action.operation,
-            action.target,
-            action.reason.as_deref().unwrap_or("left in place")
-        ));
-    }
-    let (ns, release) = (&env.spec.namespace, &env.spec.release);
-    if done.record_stays() {
-        printer.line(
-            Mark::Warn,
-            &format!(
-                "uninstalled release {ns}/{release}; the install record {ns}/{} stays, listing what was kept \
-                 (a later `kubectl scalardb-graphql uninstall` removes them) ({:.0?})",
-                crate::record::configmap_name(release),
-                started.elapsed()
-            ),
-        )?;
-        return Ok(());
-    }
-    printer.line(
-        Mark::Pass,
-        &format!("uninstalled release {ns}/{release} and what install created ({:.0?})", started.elapsed()),
-    )?;
-    Ok(())
+    .await
 }
 
 async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printer>) -> Result<()> {
@@ -496,28 +445,16 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
     };
     // Everything local is checked before the cluster is touched, under the deadline and
     // off the runtime's threads (see `install`).
-    let timeout = spec::parse_timeout(&args.wait_args.timeout)?;
-    if let Some(v) = &args.schema_loader_version {
-        crate::inputs::check_image_tag("--schema-loader-version", v)?;
-    }
-    let started = Instant::now();
+    let deadline = Deadline::start(spec::parse_timeout(&args.wait_args.timeout)?);
     let shown = Shown::new(printer.clone());
-    let (file, db_properties) = (args.file.clone(), args.db_properties.clone());
-    let read = bounded(started + timeout, timeout, &shown, async move {
-        let read = tokio::task::spawn_blocking(move || -> Result<(Schema, String)> {
-            let schema = Schema::read(&file)?;
-            let properties = crate::inputs::read_input("--db-properties", &db_properties)?;
-            crate::properties::DatabaseProperties::parse(&properties)
-                .map_err(|e| Error::usage(format!("--db-properties {}: {e}", db_properties.display())))?;
-            Ok((schema, properties))
-        });
-        read.await.map_err(|e| Error::Other(e.into()))?
+    let (args, read) = read_under(&deadline, &shown, move || {
+        let read = spec::for_schema(&args);
+        (args, read)
     })
-    .await;
-    printer.stop_spinner();
+    .await?;
     let (schema, properties) = read?;
     // The loader needs the cluster only: neither helm nor the AWS configuration.
-    let kube = Kube::connect(&Settings::resolve(global)?).await?;
+    let kube = Kube::connect(&Settings::resolve_kube(global)?).await?;
     let job = LoaderJob::new(
         &kube.namespace,
         &schema,
@@ -542,8 +479,10 @@ async fn schema(global: &GlobalArgs, command: SchemaCommand, printer: Arc<Printe
         }
         confirm(&printer, &format!("Delete the tables {} (and their data)?", schema.tables.join(", "))).await?;
     }
-    let clock = Deadline { at: Instant::now() + timeout, progress: shown.clone() };
-    let result = bounded(clock.at, timeout, &shown, job.run(&kube.client, &clock)).await;
+    // The Job gets the whole --timeout: reading, connecting and a question were not its.
+    deadline.restart();
+    let clock = Standalone { deadline: deadline.clone(), progress: shown.clone() };
+    let result = bounded(&deadline, &shown, job.run(&kube.client, &clock)).await;
     printer.stop_spinner();
     result
 }
@@ -569,10 +508,10 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
         VersionInfo { plugin: env!("CARGO_PKG_VERSION").into(), helm: None, kubernetes: None, context: None, defaults };
     if !a.client {
         // Bounded like every command: a server that accepts and never answers ends it (exit 4).
-        let deadline = Instant::now() + VERSION_TIMEOUT;
+        let deadline = Deadline::start(VERSION_TIMEOUT);
         let shown = Shown::new(Arc::new(Printer::new(global.color)));
-        let mut ctx = bounded(deadline, VERSION_TIMEOUT, &shown, connect(global, true)).await?;
-        ctx.set_deadline(deadline);
+        let mut ctx = bounded(&deadline, &shown, connect(global, true)).await?;
+        ctx.set_deadline(&deadline);
         let ctx = ctx;
         let helm = ctx.helm()?;
         info.helm = Some(json!({
@@ -586,7 +525,7 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
                     .hint("check the context and the network, or use `version --client`")
             })
         };
-        let server = bounded(deadline, VERSION_TIMEOUT, &shown, asked).await?;
+        let server = bounded(&deadline, &shown, asked).await?;
         info.kubernetes = Some(server.git_version);
         info.context = Some(json!({
             "name": ctx.kube.context,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::context::{Aws, ClusterFacts, Context};
+use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::record::{Record, Recorder};
 use crate::spec::{Options, Secrets, Spec};
@@ -64,6 +65,8 @@ pub struct Env {
     pub spec: Spec,
     pub record: Record,
     pub options: Options,
+    /// The command's one deadline: every wait ends at it.
+    pub deadline: Deadline,
     pub secrets: Secrets,
     /// Uninstall's decision about the shared pieces.
     pub shared: Shared,
@@ -71,7 +74,7 @@ pub struct Env {
 
 impl crate::wait::Clock for Env {
     fn deadline(&self) -> std::time::Instant {
-        self.options.deadline.unwrap_or_else(|| std::time::Instant::now() + self.options.timeout)
+        self.deadline.at()
     }
     fn progress(&self) -> &dyn Progress {
         self.progress.as_ref()

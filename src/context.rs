@@ -10,6 +10,7 @@ use aws_config::{BehaviorVersion, Region};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 use crate::cli::{GlobalArgs, parse_duration};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::helm::{Helm, KubeFlags};
 
@@ -33,8 +34,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads flags, then helm's plugin environment when helm runs this.
+    /// The settings of a command that reaches AWS too: `--region` is checked first.
     pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        if let Some(region) = &args.region {
+            crate::inputs::check_region(region)?;
+        }
+        Settings::resolve_kube(args)
+    }
+
+    /// The settings of a command that needs the cluster only (`schema`): the AWS flags are not its.
+    /// Reads flags, then helm's plugin environment when helm runs this.
+    pub fn resolve_kube(args: &GlobalArgs) -> Result<Settings> {
         let helm_plugin = std::env::var_os("HELM_PLUGIN_DIR").is_some();
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut s = Settings {
@@ -79,7 +89,7 @@ impl Settings {
 /// How long a Kubernetes read may wait for the next byte unless --request-timeout says otherwise.
 pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Names each Kubernetes request while its answer is awaited (see `cleanup::in_flight`).
+/// Names each Kubernetes request while its answer is awaited (see `calls::in_flight`).
 #[derive(Clone, Copy)]
 struct TrackRequests;
 
@@ -111,7 +121,7 @@ where
         let what = format!("the Kubernetes API server ({} {})", request.method(), request.uri().path());
         let answer = self.0.call(request);
         Box::pin(async move {
-            let _waiting = crate::cleanup::call(what);
+            let _waiting = crate::calls::call(what);
             answer.await
         })
     }
@@ -211,10 +221,10 @@ impl Kube {
         Ok(Kube { client, context, server, namespace, namespace_explicit, exec_args, exec })
     }
 
-    /// From now on, a credential plugin still running at `at` is killed.
-    pub fn set_deadline(&self, at: std::time::Instant) {
+    /// From now on, a credential plugin still running at the command's deadline is killed.
+    pub fn set_deadline(&self, deadline: &Deadline) {
         if let Some(exec) = &self.exec {
-            exec.set_deadline(at);
+            exec.set_deadline(deadline);
         }
     }
 
@@ -322,13 +332,13 @@ const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 const AWS_MAX_ATTEMPTS: u32 = 10;
 const AWS_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Names each AWS call while it is in flight (see `cleanup::in_flight`); the
+/// Names each AWS call while it is in flight (see `calls::in_flight`); the
 /// guard lives in the call's config bag, so it goes when the call ends or is dropped.
 #[derive(Debug)]
 struct TrackCalls;
 
 #[derive(Debug)]
-struct InFlight(#[allow(dead_code)] crate::cleanup::Call);
+struct InFlight(#[allow(dead_code)] crate::calls::Call);
 
 impl aws_smithy_types::config_bag::Storable for InFlight {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
@@ -351,7 +361,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for TrackCalls {
             Some(m) => format!("AWS {} {}", m.service(), m.name()),
             None => "an AWS call".to_string(),
         };
-        cfg.interceptor_state().store_put(InFlight(crate::cleanup::call(what)));
+        cfg.interceptor_state().store_put(InFlight(crate::calls::call(what)));
         Ok(())
     }
 
@@ -455,10 +465,10 @@ impl Context {
     }
 
     /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
-    pub fn set_deadline(&mut self, at: std::time::Instant) {
-        self.kube.set_deadline(at);
+    pub fn set_deadline(&mut self, deadline: &Deadline) {
+        self.kube.set_deadline(deadline);
         if let Some(Ok(helm)) = &mut self.helm {
-            helm.set_deadline(at);
+            helm.set_deadline(deadline);
         }
     }
 

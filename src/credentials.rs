@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use kube::config::ExecConfig;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 
 /// A token is run for again this long before it expires.
@@ -32,7 +33,7 @@ pub struct ExecPlugin {
     env: Vec<(String, String)>,
     api_version: String,
     token: tokio::sync::Mutex<Option<(String, Option<Timestamp>)>>,
-    deadline: std::sync::Mutex<Option<Instant>>,
+    deadline: std::sync::Mutex<Option<Deadline>>,
     /// Why the last run gave no token: what a request that failed for want of one stops with.
     failure: std::sync::Mutex<Option<Error>>,
 }
@@ -83,9 +84,9 @@ impl ExecPlugin {
         format!("the kubeconfig's credential plugin ({})", words.join(" "))
     }
 
-    /// From now on, a run of the plugin still going at `at` is killed.
-    pub fn set_deadline(&self, at: Instant) {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    /// From now on, a run of the plugin still going at the command's deadline is killed.
+    pub fn set_deadline(&self, deadline: &Deadline) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline.clone());
     }
 
     /// The token, run for when there is none or it is about to expire.
@@ -122,7 +123,7 @@ impl ExecPlugin {
         env.push(("KUBERNETES_EXEC_INFO".into(), info.to_string()));
         let args: Vec<OsString> = self.args.iter().map(OsString::from).collect();
         let program = PathBuf::from(&self.command);
-        let deadline = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Deadline::at);
         let deadline = deadline.unwrap_or_else(|| Instant::now() + RUN_LIMIT);
         let out = crate::process::run(
             crate::process::Run { program: &program, args: &args, env: &env, what: &what },

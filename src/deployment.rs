@@ -17,10 +17,13 @@ use crate::components::{
     readiness_gates::ReadinessGates, registry_secret, release_namespace::ReleaseNamespace, schema_load::SchemaLoad,
     subnet_tags::SubnetTags,
 };
+use crate::context::{ClusterFacts, Context};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::lease::{self, Held};
-use crate::record::Recorder;
-use crate::spec::{LbControllerMode, Target};
+use crate::record::{Recorder, Stored};
+use crate::spec::{Identity, LbControllerMode, Mode, Options, Secrets, Spec, Target};
+use crate::wait::Progress;
 
 /// The Schema Loader's Job, which `schema load|delete` also run outside the list.
 pub use crate::components::schema_load::LoaderJob;
@@ -79,6 +82,79 @@ pub fn components(target: Target, controller: LbControllerMode) -> Vec<Box<dyn C
         Box::new(Probe::default()),
     ]);
     list
+}
+
+/// What a command brings to its traversal: the clients and the cluster's facts, what the
+/// user asked for, the command's one deadline, and where progress is shown.
+pub struct Start {
+    pub ctx: Context,
+    pub facts: ClusterFacts,
+    pub options: Options,
+    pub secrets: Secrets,
+    pub deadline: Deadline,
+    pub progress: std::sync::Arc<dyn Progress>,
+}
+
+impl Start {
+    /// The environment every component gets, and the list for its spec.
+    fn env(self, spec: Spec, record: crate::record::Record) -> (Env, Vec<Box<dyn Component>>) {
+        let Start { ctx, facts, options, secrets, deadline, progress } = self;
+        let components = components(spec.target, spec.lb_controller.mode);
+        let env = Env { ctx, progress, facts, spec, record, options, deadline, secrets, shared: Default::default() };
+        (env, components)
+    }
+}
+
+/// Install's environment: the spec completed for this cluster and checked against the install
+/// record (the same release, no switch of target), and the controller's way chosen (`flags`:
+/// `--lb-controller` and `--identity` as given).
+pub async fn for_install(
+    start: Start,
+    spec: Spec,
+    existing: Option<&Stored>,
+    flags: (Option<LbControllerMode>, Option<Identity>),
+) -> Result<(Env, Vec<Box<dyn Component>>)> {
+    let mut spec = spec.resolve(&start.facts.name, &start.ctx.kube.namespace);
+    if let Some(s) = existing {
+        s.record.vet(&spec.namespace, &spec.release)?;
+        s.record.refuse_target_switch(&spec)?;
+    }
+    let record = existing.map(|s| s.record.clone()).unwrap_or_default();
+    let installed = record.spec.as_ref().filter(|_| existing.is_some_and(|s| !s.record.uninstalled));
+    let (eks, facts) = (&start.ctx.aws.eks, &start.facts);
+    crate::controller::resolve(&mut spec.lb_controller, flags, installed, eks, &facts.name, facts.auto_mode).await?;
+    Ok(start.env(spec, record))
+}
+
+/// Uninstall's environment: what the install record says was installed (the defaults for a
+/// record without a spec), once the record is found to be this release's.
+pub fn for_uninstall(start: Start, release: &str, existing: &Stored) -> Result<(Env, Vec<Box<dyn Component>>)> {
+    let namespace = start.ctx.kube.namespace.clone();
+    existing.record.vet(&namespace, release)?;
+    let spec =
+        existing.record.spec.clone().unwrap_or_else(|| crate::spec::defaults(release, &start.facts.name, &namespace));
+    Ok(start.env(spec, existing.record.clone()))
+}
+
+/// Status's environment: what the install record says was installed, or the defaults when
+/// there is no record, it cannot be read, or it is not this release's (said as a warning).
+pub fn for_status(start: Start, release: &str, existing: Result<Option<Stored>>) -> (Env, Vec<Box<dyn Component>>) {
+    let namespace = start.ctx.kube.namespace.clone();
+    let existing = match existing.ok().flatten() {
+        Some(s) => match s.record.vet(&namespace, release) {
+            Ok(()) => Some(s.record),
+            Err(e) => {
+                start.progress.warn(&format!("{e}; checking the defaults instead"));
+                None
+            }
+        },
+        None => None,
+    };
+    let spec = existing
+        .as_ref()
+        .and_then(|r| r.spec.clone())
+        .unwrap_or_else(|| crate::spec::defaults(release, &start.facts.name, &namespace));
+    start.env(spec, existing.unwrap_or_default())
 }
 
 /// Observes every component; they only read, so they run concurrently.
@@ -272,6 +348,29 @@ pub async fn uninstall(
         Ok(plan)
     })
     .await
+}
+
+/// Runs the changing traversal the command is (`env.options.mode`), after its plan: install
+/// applies it, or with nothing to change waits for what is still coming; uninstall removes,
+/// refusing anything the plan `confirmed` by the user did not list. Returns the plan
+/// uninstall carried out (install: none).
+pub async fn change(
+    components: &mut [Box<dyn Component>],
+    env: &mut Env,
+    recorder: &mut Recorder,
+    plan: &Plan,
+    confirmed: bool,
+) -> Result<Option<Plan>> {
+    match env.options.mode {
+        Mode::Install if plan.mutations() > 0 => install(components, env, recorder).await.map(|()| None),
+        // Nothing to change, nothing held: only what install waits for (the ALB, the probe).
+        Mode::Install => converged(components, env, recorder).await.map(|()| None),
+        Mode::Uninstall => {
+            env.progress.stage("taking the Leases, and observing again");
+            uninstall(components, env, recorder, confirmed.then_some(plan)).await.map(Some)
+        }
+        Mode::Status => unreachable!("status changes nothing"),
+    }
 }
 
 /// One round of status: observe everything, then every component's checks.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::deadline::Deadline;
 use crate::error::{Context, Error, Result};
 use crate::spec::ChartRef;
 
@@ -28,7 +29,7 @@ pub struct Helm {
     /// Arguments every call carries: context, kubeconfig, impersonation.
     global: Vec<OsString>,
     /// When a helm still running is killed: the command's deadline.
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
 }
 
 /// What `helm version` may take, before any deadline is known.
@@ -143,9 +144,14 @@ impl Helm {
         Ok(Helm { path, version, global, deadline: None })
     }
 
-    /// From now on, a helm still running at `at` is killed.
-    pub fn set_deadline(&mut self, at: Instant) {
-        self.deadline = Some(at);
+    /// From now on, a helm still running at the command's deadline is killed.
+    pub fn set_deadline(&mut self, deadline: &Deadline) {
+        self.deadline = Some(deadline.clone());
+    }
+
+    /// The command's deadline as it is now (it moves when a question was answered).
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.as_ref().map(Deadline::at)
     }
 
     /// (major, minor) of the version, when it parses.
@@ -181,12 +187,12 @@ impl Helm {
         const AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
         let line = command_line(flags, &self.global, positional);
         loop {
-            let out = run_bounded(&self.path, &line, what, self.deadline).await?;
+            let out = run_bounded(&self.path, &line, what, self.deadline()).await?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() || !stderr.contains("Kubernetes cluster unreachable") {
                 return Ok(out);
             }
-            match self.deadline {
+            match self.deadline() {
                 None => return Ok(out),
                 Some(d) if Instant::now() + AGAIN < d => tokio::time::sleep(AGAIN).await,
                 Some(_) => {
@@ -250,7 +256,7 @@ impl Helm {
                 return Ok(());
             }
             let pause = Duration::from_millis(500);
-            if self.deadline.is_some_and(|d| Instant::now() + pause > d) {
+            if self.deadline().is_some_and(|d| Instant::now() + pause > d) {
                 return Err(Error::timeout(format!(
                     "timed out waiting for release {namespace}/{release} to leave {status}"
                 ))
@@ -300,7 +306,7 @@ impl Helm {
         update.extend(repo_flags.iter().cloned());
         let args = command_line(update, &[], &[AUTH_REPO.as_ref()]);
         let what = format!("read the index of chart repository {}", crate::redaction::masked(repo));
-        let out = run_bounded(&self.path, &args, &what, self.deadline).await?;
+        let out = run_bounded(&self.path, &args, &what, self.deadline()).await?;
         if !out.status.success() {
             return Err(Error::failed(format!(
                 "helm failed to {what}: {}",
@@ -353,7 +359,7 @@ impl Helm {
         // `show` takes no cluster flags.
         let args = command_line(flags, &[], &[source.name.as_os_str()]);
         let out =
-            run_bounded(&self.path, &args, &format!("read the CRDs of chart {}", chart.name), self.deadline).await?;
+            run_bounded(&self.path, &args, &format!("read the CRDs of chart {}", chart.name), self.deadline()).await?;
         if !out.status.success() {
             return Err(Error::failed(format!(
                 "helm failed to read the CRDs of chart {}: {}",

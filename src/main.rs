@@ -3,6 +3,7 @@
 //!
 //! Thin: parse, run, map the outcome to an exit code (see error.rs).
 
+mod calls;
 mod cleanup;
 mod cli;
 mod commands;
@@ -12,6 +13,7 @@ mod components;
 mod context;
 mod controller;
 mod credentials;
+mod deadline;
 mod deployment;
 mod error;
 mod helm;

@@ -1,19 +1,12 @@
 //! The versions and digests this plugin installs by default, in one place.
 
+// --- ScalarDB GraphQL: the standalone server's chart, and what both targets run ---------------
+
 /// The scalardb-graphql chart (chart 1.N.p serves app 3.(N+5).p).
 pub const GRAPHQL_CHART: &str = "scalardb-graphql";
 pub const GRAPHQL_CHART_REPO: &str = "https://scalar-labs.github.io/helm-charts";
 pub const GRAPHQL_CHART_VERSION: &str = "1.8.6";
 pub const GRAPHQL_APP_VERSION: &str = "3.13.6";
-
-/// The scalardb-cluster chart (`--target cluster`): its nodes serve GraphQL
-/// themselves; the node image is public (GraphQL needs the Premium edition).
-pub const CLUSTER_CHART: &str = "scalardb-cluster";
-pub const CLUSTER_CHART_VERSION: &str = "1.11.0";
-pub const CLUSTER_APP_VERSION: &str = "3.18.0";
-pub const CLUSTER_NODE_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium";
-/// The scalardb-cluster chart 1.11 needs this Kubernetes minor or newer.
-pub const CLUSTER_MIN_KUBERNETES_MINOR: u32 = 31;
 
 /// The day each ScalarDB minor's support ended (the end of its Assistance Support in
 /// Scalar's release support policy); minors newer than the last have no published end.
@@ -30,9 +23,6 @@ pub const SCALARDB_SUPPORT_ENDS: &[(&str, &str)] = &[
     ("3.13", "2026-05-21"),
 ];
 
-/// The port of the nodes' GraphQL server and of the chart's `<fullname>-graphql` Service.
-pub const CLUSTER_GRAPHQL_PORT: u16 = 8080;
-
 /// The Schema Loader image matching the GraphQL chart's app version (with
 /// `--target cluster`, the cluster chart's: `CLUSTER_APP_VERSION`).
 pub const SCHEMA_LOADER_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-schema-loader";
@@ -41,6 +31,22 @@ pub const SCHEMA_LOADER_VERSION: &str = GRAPHQL_APP_VERSION;
 /// The in-cluster probe's image: the public python image (the probe is a
 /// standard-library script), by version and by digest of its multi-platform index.
 pub const PROBE_IMAGE: &str = "docker.io/library/python:3.13.7-alpine3.22@sha256:9ba6d8cbebf0fb6546ae71f2a1c14f6ffd2fdab83af7fa5669734ef30ad48844";
+
+// --- ScalarDB Cluster: the chart of `--target cluster` ----------------------------------------
+
+/// The scalardb-cluster chart (`--target cluster`): its nodes serve GraphQL
+/// themselves; the node image is public (GraphQL needs the Premium edition).
+pub const CLUSTER_CHART: &str = "scalardb-cluster";
+pub const CLUSTER_CHART_VERSION: &str = "1.11.0";
+pub const CLUSTER_APP_VERSION: &str = "3.18.0";
+pub const CLUSTER_NODE_IMAGE: &str = "ghcr.io/scalar-labs/scalardb-cluster-node-byol-premium";
+/// The scalardb-cluster chart 1.11 needs this Kubernetes minor or newer.
+pub const CLUSTER_MIN_KUBERNETES_MINOR: u32 = 31;
+
+/// The port of the nodes' GraphQL server and of the chart's `<fullname>-graphql` Service.
+pub const CLUSTER_GRAPHQL_PORT: u16 = 8080;
+
+// --- the AWS Load Balancer Controller, and EKS Auto Mode's ALB -------------------------------
 
 /// The AWS Load Balancer Controller chart.
 pub const LBC_CHART: &str = "aws-load-balancer-controller";
@@ -68,6 +74,17 @@ pub const LBC_TLS_SECRET: &str = "aws-load-balancer-tls";
 pub const WEBHOOK_CERT_MIN_DAYS: u64 = 30;
 /// The API groups of every CRD the controller's chart brings (3.5.0: seven CRDs).
 pub const LBC_CRD_GROUPS: &[&str] = &["elbv2.k8s.aws", "gateway.k8s.aws", "aga.k8s.aws"];
+/// The labels the controller's chart gives its pods (what a Fargate profile's selector matches).
+pub const LBC_CHART_LABELS: &[(&str, &str)] =
+    &[("app.kubernetes.io/name", "aws-load-balancer-controller"), ("app.kubernetes.io/instance", LBC_RELEASE)];
+/// The ALB annotations the guide sets, and the controller's finalizer.
+pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
+pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
+pub const AUTO_MODE_INGRESS_FINALIZER: &str = "ingress.eks.amazonaws.com/resources";
+pub const INTERNAL_ELB_TAG: &str = "kubernetes.io/role/internal-elb";
+pub const STICKINESS_DURATION_SECONDS: u32 = 60;
+
+// --- IAM: the controller's policy, and the ways its pods get credentials ---------------------
 
 /// The controller's IAM policy documents this plugin knows by digest.
 pub struct PolicyPin {
@@ -180,6 +197,17 @@ pub const KNOWN_POLICIES: &[PolicyPin] = &[
     },
 ];
 
+/// IRSA: the ServiceAccount annotation naming the role.
+pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+/// EKS Pod Identity: the agent's add-on, the service principal a role must trust (for
+/// both actions), and the environment EKS gives a pod of an associated ServiceAccount.
+pub const POD_IDENTITY_AGENT_ADDON: &str = "eks-pod-identity-agent";
+pub const POD_IDENTITY_PRINCIPAL: &str = "pods.eks.amazonaws.com";
+pub const POD_IDENTITY_ACTIONS: &[&str] = &["sts:AssumeRole", "sts:TagSession"];
+pub const POD_IDENTITY_ENV: &[&str] = &["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"];
+
+// --- ownership: what marks this tool's work --------------------------------------------------
+
 /// Labels and tags that mark what this tool created.
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "kubectl-scalardb-graphql";
@@ -208,22 +236,7 @@ pub const ROLE_BEFORE_ANNOTATION: &str = "kubectl-scalardb-graphql/role-arn-befo
 /// - on the release namespace, that it added the readiness-gate label.
 pub const NAMESPACE_LABEL_MARK: &str = "kubectl-scalardb-graphql/added-readiness-gate-label";
 
-/// The ALB annotations the guide sets, and the controller's finalizer.
-pub const ANNOTATION_PREFIX: &str = "alb.ingress.kubernetes.io/";
-pub const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
-pub const AUTO_MODE_INGRESS_FINALIZER: &str = "ingress.eks.amazonaws.com/resources";
-pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
-/// EKS Pod Identity: the agent's add-on, the service principal a role must trust (for
-/// both actions), and the environment EKS gives a pod of an associated ServiceAccount.
-pub const POD_IDENTITY_AGENT_ADDON: &str = "eks-pod-identity-agent";
-pub const POD_IDENTITY_PRINCIPAL: &str = "pods.eks.amazonaws.com";
-pub const POD_IDENTITY_ACTIONS: &[&str] = &["sts:AssumeRole", "sts:TagSession"];
-pub const POD_IDENTITY_ENV: &[&str] = &["AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"];
-/// The labels the controller's chart gives its pods (what a Fargate profile's selector matches).
-pub const LBC_CHART_LABELS: &[(&str, &str)] =
-    &[("app.kubernetes.io/name", "aws-load-balancer-controller"), ("app.kubernetes.io/instance", LBC_RELEASE)];
-pub const INTERNAL_ELB_TAG: &str = "kubernetes.io/role/internal-elb";
-pub const STICKINESS_DURATION_SECONDS: u32 = 60;
+// --- Kubernetes --------------------------------------------------------------------------------
 
 /// Kubernetes minor versions this plugin supports (k8s-openapi's range).
 pub const KUBERNETES_MINOR_RANGE: (u32, u32) = (33, 37);

@@ -74,7 +74,7 @@ pub async fn run(run: Run<'_>, deadline: Option<Instant>) -> Result<std::process
     let what = run.what;
     let child = cmd.spawn().context(format!("running {what}"))?;
     let mut group = Group(child.id());
-    let _waiting = crate::cleanup::call(what.to_string());
+    let _waiting = crate::calls::call(what.to_string());
     let finished = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), child.wait_with_output()).await.ok(),
         None => Some(child.wait_with_output().await),

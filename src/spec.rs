@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::cli::{Identity, LbControllerMode, ProbeFrom, Target};
-use crate::cli::{InstallArgs, ProbeArgs, StatusArgs, UninstallArgs};
+use crate::cli::{InstallArgs, ProbeArgs, SchemaArgs, StatusArgs, UninstallArgs};
 use crate::error::{Error, Result};
 use crate::inputs::{self, RELEASE_NAME_MAX, check_name};
 use crate::pins;
@@ -176,9 +176,6 @@ pub enum Mode {
 pub struct Options {
     pub mode: Mode,
     pub wait: bool,
-    pub timeout: Duration,
-    /// When every wait of this command gives up (start + timeout).
-    pub deadline: Option<std::time::Instant>,
     pub adopt: bool,
     /// --iam-policy-file, read once.
     pub iam_policy: Option<crate::policy::PolicyFile>,
@@ -384,7 +381,6 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
             check_name(flag, name, 253)?;
         }
     }
-    let timeout = parse_timeout(&a.wait_args.timeout)?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
     let (props, props_text) = match &a.scalardb.db_properties {
         Some(path) => {
@@ -556,7 +552,6 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
     };
     let options = Options {
         wait: a.wait,
-        timeout,
         adopt: a.iam.adopt,
         iam_policy,
         user_values,
@@ -566,7 +561,7 @@ pub fn for_install(a: &InstallArgs) -> Result<(Spec, Options, Secrets)> {
         probe_from,
         probe_image,
         no_probe: a.probe.no_probe,
-        probe_requests: 8,
+        probe_requests: crate::cli::PROBE_REQUESTS,
         ..Options::default()
     };
     Ok((spec, options, Secrets { registry, database, license }))
@@ -654,7 +649,8 @@ pub fn probe_from(a: &ProbeArgs) -> Result<(ProbeFrom, String)> {
     Ok((from, a.probe_image.clone().unwrap_or_else(|| crate::pins::PROBE_IMAGE.to_string())))
 }
 
-pub fn for_status(a: &StatusArgs) -> Result<Options> {
+/// Status's options, and its `--timeout`.
+pub fn for_status(a: &StatusArgs) -> Result<(Options, Duration)> {
     check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
     let timeout = parse_timeout(&a.timeout)?;
     let (probe_from, probe_image) = probe_from(&a.probe)?;
@@ -664,32 +660,46 @@ pub fn for_status(a: &StatusArgs) -> Result<Options> {
         MAX_PROBE_REQUESTS,
         "the continuations of the transaction probe",
     )?;
-    Ok(Options {
+    let options = Options {
         mode: Mode::Status,
         wait: a.wait,
-        timeout,
         probe_url: a.probe.probe_url.clone(),
         probe_from,
         probe_image,
         no_probe: a.probe.no_probe,
         probe_requests: a.probe_requests,
         ..Options::default()
-    })
+    };
+    Ok((options, timeout))
 }
 
-pub fn for_uninstall(a: &UninstallArgs) -> Result<Options> {
+/// Uninstall's options, and its `--timeout`.
+pub fn for_uninstall(a: &UninstallArgs) -> Result<(Options, Duration)> {
     check_name("--release", &a.release.release, RELEASE_NAME_MAX)?;
     let timeout = parse_timeout(&a.wait_args.timeout)?;
-    Ok(Options {
+    let options = Options {
         mode: Mode::Uninstall,
         wait: true,
-        timeout,
         keep_iam: a.keep_iam,
         keep_lb_controller: a.keep_lb_controller,
         force: a.force,
         force_finalizers: a.force_finalizers,
         ..Options::default()
-    })
+    };
+    Ok((options, timeout))
+}
+
+/// What `schema load|delete` runs the Schema Loader with: the schema file, read and checked,
+/// and the text of `--db-properties`, checked to parse.
+pub fn for_schema(a: &SchemaArgs) -> Result<(crate::schema::Schema, String)> {
+    if let Some(v) = &a.schema_loader_version {
+        inputs::check_image_tag("--schema-loader-version", v)?;
+    }
+    let schema = crate::schema::Schema::read(&a.file)?;
+    let properties = inputs::read_input("--db-properties", &a.db_properties)?;
+    DatabaseProperties::parse(&properties)
+        .map_err(|e| Error::usage(format!("--db-properties {}: {e}", a.db_properties.display())))?;
+    Ok((schema, properties))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::cleanup::in_flight;
+use crate::calls::in_flight;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 
 pub const INTERVAL: Duration = Duration::from_millis(1000);
@@ -22,6 +23,8 @@ pub trait Progress: Send + Sync {
     fn warn(&self, what: &str);
     /// A change was made.
     fn done(&self, what: &str);
+    /// What the command does now, said only if it is cut off at its deadline.
+    fn stage(&self, _what: &str) {}
 }
 
 /// What a wait needs: when to give up, and where to tell what it waits for.
@@ -31,14 +34,14 @@ pub trait Clock {
 }
 
 /// A clock of its own, for a command that has no deployment to act on (`schema`).
-pub struct Deadline {
-    pub at: Instant,
+pub struct Standalone {
+    pub deadline: Deadline,
     pub progress: std::sync::Arc<dyn Progress>,
 }
 
-impl Clock for Deadline {
+impl Clock for Standalone {
     fn deadline(&self) -> Instant {
-        self.at
+        self.deadline.at()
     }
     fn progress(&self) -> &dyn Progress {
         self.progress.as_ref()

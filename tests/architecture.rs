@@ -37,6 +37,8 @@ const ORDER: &[&str] = &[
     "pins",
     "redaction",
     "cleanup",
+    "calls",
+    "deadline",
     "process",
     "inputs",
     "cli",

@@ -46,7 +46,7 @@ pub async fn run(
     continuations: u32,
     keep_trying: bool,
 ) -> Result<(Trace, Origin), NotRun> {
-    let deadline = env.options.deadline.unwrap_or_else(|| Instant::now() + env.options.timeout);
+    let deadline = env.deadline.at();
     let ns = env.spec.namespace.clone();
     rights(env, &ns).await?;
     let retry_for = if keep_trying {
