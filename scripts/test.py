@@ -6,7 +6,8 @@
 1. Builds the test binaries (`cargo test --no-run`) while the rig's tools are
    built or found (`rig/tools.py`): on a fresh machine the two overlap.
 2. Brings up N rigs side by side (`.rig`, `.rig.2`, …, each its own state
-   directory, ports and cluster; RIGS, default 3), or finds them up.
+   directory, ports and cluster; RIGS, default 3), or finds them up: as soon
+   as the tools are there, while the test binaries still build.
 3. Runs the tests as jobs on free rigs (RIG_STATE), longest first by this
    machine's last times: a test that took more than a minute is a job of its
    own, the rest of its binary one job (one test at a time, named with
@@ -208,31 +209,44 @@ def main():
     started = time.monotonic()
     busy0, total0 = cpu_ticks()
 
-    log("building the test binaries, and the rig's tools beside them")
-    tools = subprocess.Popen([sys.executable, str(ROOT / "rig" / "tools.py")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    log("building the test binaries, and the rig's tools beside them; the rigs come up once the tools are there")
+    # How many rigs: the binaries named (each source file says whether it needs a rig), known before the build.
+    named = args or [p.stem for p in (ROOT / "tests").glob("*.rs")]
+    rigs = max(1, min(rigs, sum(needs_rig(b) for b in named)))
+    pool = [Rig(i) for i in range(1, rigs + 1)]
+    errors = []
+    rigs_ready = {}
+
+    def tools_then_rigs():
+        tools = subprocess.run([sys.executable, str(ROOT / "rig" / "tools.py")], cwd=ROOT, stdout=subprocess.DEVNULL)
+        if tools.returncode != 0:
+            errors.append("the rig's tools did not build")
+            return
+        log(f"bringing up {rigs} rig(s) side by side")
+        threads = [threading.Thread(target=lambda r=r: errors.append(f"rig {r.index} did not come up")
+                                    if not _up(r) else None) for r in pool]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rigs_ready["at"] = time.monotonic()
+
+    rigs_thread = threading.Thread(target=tools_then_rigs)
+    rigs_thread.start()
     binaries = build()
     every_binary = set(binaries)
-    if tools.wait() != 0:
-        raise SystemExit("test: the rig's tools did not build")
     built = time.monotonic() - started
+    rigs_thread.join()
+    if errors:
+        raise SystemExit(f"test: {'; '.join(errors)}")
+    rigs_up = max(0.0, rigs_ready["at"] - started - built)
     if args:
         unknown = [a for a in args if a not in binaries]
         if unknown:
             raise SystemExit(f"test: no test binary {', '.join(unknown)} (there are: {', '.join(sorted(binaries))})")
         binaries = {a: binaries[a] for a in args}
     with_rig = [b for b in binaries if needs_rig(b)]
-    rigs = max(1, min(rigs, len(with_rig)))
-    log(f"{len(binaries)} test binaries ({len(with_rig)} on the rigs); bringing up {rigs} rig(s) side by side")
-    pool = [Rig(i) for i in range(1, rigs + 1)]
-    errors = []
-    threads = [threading.Thread(target=lambda r=r: errors.append(r) if not _up(r) else None) for r in pool]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise SystemExit("test: a rig did not come up")
-    rigs_up = time.monotonic() - started - built
+    log(f"{len(binaries)} test binaries ({len(with_rig)} on the rigs) on {rigs} rig(s)")
 
     history = load_history(every_binary)
     tests_history = history.get("tests", {})
@@ -332,7 +346,7 @@ def report(results, wall, built, rigs_up, rigs, busy):
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     print(f"\n{passed} passed, {failed} failed, {len(results)} binaries on {rigs} rig(s) in {minutes(wall)} "
-          f"(build and tools {minutes(built)}, rigs up {minutes(rigs_up)}); "
+          f"(build {minutes(built)}, then waiting for the rigs {minutes(rigs_up)}); "
           f"the machine's {os.cpu_count()} cores were {busy:.0%} busy")
 
 
