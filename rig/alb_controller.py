@@ -148,9 +148,11 @@ class Backoff:
         return found is None or found[2] != inputs or time.monotonic() >= found[1]
 
     def failed(self, key, inputs):
+        """Counts a failure; returns (failures in a row, seconds until the next try)."""
         count = self.failures.get(key, (0, 0, None))[0] + 1
         delay = min(BACKOFF_START * 2 ** (count - 1), BACKOFF_MAX)
         self.failures[key] = (count, time.monotonic() + delay, inputs)
+        return count, delay
 
     def forget(self, key):
         self.failures.pop(key, None)
@@ -900,7 +902,10 @@ class AlbController:
                 self.reconciled[key] = inputs
                 self.backoff.forget(key)
             else:
-                self.backoff.failed(key, inputs)
+                count, delay = self.backoff.failed(key, inputs)
+                # For the tests, which wait on the back-off: the next try's wall-clock time.
+                print(f"{self.NAME}: group {group.stack} failed {count} time(s) in a row: next try in "
+                      f"{delay:.3f} s, at {time.time() + delay:.3f}", flush=True)
         return True
 
     # --- TargetGroupBindings -------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #   SIGNING_KEY              the key to sign with (fingerprint or user id), in
 #                            GNUPGHOME (the release workflow imports it there)
 #   SIGNING_PASSPHRASE_FILE  its passphrase, if it has one
+#   DIST_GZIP_LEVEL          gzip's level, 1 to 9 (default: 9), as for dist.sh
 #   Without SIGNING_KEY: a throw-away key, made once (no passphrase) in its own
 #   GNUPGHOME under ~/.cache/kubectl-scalardb-graphql/signing-test-key: for
 #   local builds, never for a release.
@@ -24,6 +25,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dist="$(cd "$1" && pwd)"
 . "$root/scripts/platforms.sh"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+level="${DIST_GZIP_LEVEL:-9}"
+case "$level" in [1-9]) ;; *) echo "dist-helm.sh: DIST_GZIP_LEVEL is 1 to 9, not $level" >&2; exit 2 ;; esac
 pubkey="$dist/scalardb-graphql-signing-key.asc"
 work="$(mktemp -d)"
 own_home=""
@@ -80,7 +83,7 @@ for archive in "${archives[@]}"; do
   tar -xzf "$archive" -C "$stage/scalardb-graphql"
   # As dist.sh packs the archive: fixed order, owner, modes and time.
   tar --sort=name --owner=0 --group=0 --numeric-owner --mode='go-w' --mtime='2026-01-01 00:00Z' \
-    -C "$stage" -cf - scalardb-graphql | gzip -n -9 >"$dist/$name"
+    -C "$stage" -cf - scalardb-graphql | gzip -n "-$level" >"$dist/$name"
   sha="$(sha256sum "$dist/$name" | cut -d' ' -f1)"
   # Helm's provenance: the plugin's metadata, "...", then the files' sha256s. Helm 4 checks
   # the entry of the name it installs from, and `helm plugin list` the name it keeps the

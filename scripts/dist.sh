@@ -7,6 +7,8 @@
 #   PLATFORM  linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
 #   =BINARY   package this binary instead of building one
 #   DIST_PROFILE  the cargo profile to build with (default: release)
+#   DIST_GZIP_LEVEL  gzip's level, 1 to 9 (default: 9, what a release ships; the
+#                    tests pack the 100 MB debug binary at 1: the same files, sooner)
 #
 # Builds run one after another, on this Linux amd64 machine: cargo-zigbuild
 # (zig as the linker) for Linux, against glibc 2.17, and for macOS; cargo with
@@ -21,6 +23,8 @@ out="$1"; shift
 profile="${DIST_PROFILE:-release}"
 version="v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
+level="${DIST_GZIP_LEVEL:-9}"
+case "$level" in [1-9]) ;; *) echo "dist.sh: DIST_GZIP_LEVEL is 1 to 9, not $level" >&2; exit 2 ;; esac
 
 tools=""
 build() {
@@ -62,7 +66,7 @@ for spec in "$@"; do
   # Reproducible: fixed order, owner, modes and time. No "./" entry: Helm 3
   # makes each directory entry's directory anew, and its own already exists.
   tar --sort=name --owner=0 --group=0 --numeric-owner --mode='go-w' --mtime='2026-01-01 00:00Z' \
-    -C "$stage" -cf - LICENSE README.md bin docs plugin.yaml scripts | gzip -n -9 > "$out/$name.tar.gz"
+    -C "$stage" -cf - LICENSE README.md bin docs plugin.yaml scripts | gzip -n "-$level" > "$out/$name.tar.gz"
   rm -rf "$stage"
   echo "$out/$name.tar.gz"
 done

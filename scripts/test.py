@@ -4,9 +4,11 @@
     scripts/test.py [--rigs N] [BINARY ...]
 
 1. Builds the test binaries (`cargo test --no-run`) while the rig's tools are
-   built or found (`rig/tools.py`): on a fresh machine the two overlap.
+   built or found (`rig/tools.py`): on a fresh machine the two overlap. A
+   binary's tests start (step 3) as soon as cargo has it, beside the build.
 2. Brings up N rigs side by side (`.rig`, `.rig.2`, …, each its own state
-   directory, ports and cluster; RIGS, default 3), or finds them up.
+   directory, ports and cluster; RIGS, default 3), or finds them up: as soon
+   as the tools are there, while the test binaries still build.
 3. Runs the tests as jobs on free rigs (RIG_STATE), longest first by this
    machine's last times: a test that took more than a minute is a job of its
    own, the rest of its binary one job (one test at a time, named with
@@ -53,20 +55,18 @@ def cpu_ticks():
     return sum(fields) - idle, sum(fields)
 
 
-def build():
-    """The test executables, by binary name (the crate's own unit tests under the crate's name)."""
-    out = subprocess.run(["cargo", "test", "--no-run", "--message-format=json-render-diagnostics"],
-                         cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if out.returncode != 0:
-        raise SystemExit("test: the test binaries did not build")
-    found = {}
-    for line in out.stdout.splitlines():
+def build(ready):
+    """Builds the test executables, calling ready(name, executable) for each as soon as cargo has
+    it (the crate's own unit tests under the name `unit`); False if the build failed. The build runs
+    niced: the tests already running beside it (and their rigs) come first for the cores."""
+    argv = ["nice", "-n", "10", "cargo", "test", "--no-run", "--message-format=json-render-diagnostics"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
         msg = json.loads(line)
         if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["profile"]["test"]:
             kind = msg["target"]["kind"][0]
-            name = msg["target"]["name"] if kind == "test" else "unit"
-            found[name] = msg["executable"]
-    return found
+            ready(msg["target"]["name"] if kind == "test" else "unit", msg["executable"])
+    return proc.wait() == 0
 
 
 def load_history(binaries):
@@ -208,51 +208,70 @@ def main():
     started = time.monotonic()
     busy0, total0 = cpu_ticks()
 
-    log("building the test binaries, and the rig's tools beside them")
-    tools = subprocess.Popen([sys.executable, str(ROOT / "rig" / "tools.py")], cwd=ROOT, stdout=subprocess.DEVNULL)
-    binaries = build()
-    every_binary = set(binaries)
-    if tools.wait() != 0:
-        raise SystemExit("test: the rig's tools did not build")
-    built = time.monotonic() - started
-    if args:
-        unknown = [a for a in args if a not in binaries]
-        if unknown:
-            raise SystemExit(f"test: no test binary {', '.join(unknown)} (there are: {', '.join(sorted(binaries))})")
-        binaries = {a: binaries[a] for a in args}
-    with_rig = [b for b in binaries if needs_rig(b)]
-    rigs = max(1, min(rigs, len(with_rig)))
-    log(f"{len(binaries)} test binaries ({len(with_rig)} on the rigs); bringing up {rigs} rig(s) side by side")
+    log("building the test binaries, and the rig's tools beside them; the rigs come up once the tools are there, "
+        "and each binary's tests start as soon as it is built")
+    every_binary = {p.stem for p in (ROOT / "tests").glob("*.rs")} | {"unit"}
+    unknown = [a for a in args if a not in every_binary]
+    if unknown:
+        raise SystemExit(f"test: no test binary {', '.join(unknown)} (there are: {', '.join(sorted(every_binary))})")
+    named = args or sorted(every_binary)
+    # How many rigs: the binaries named (each source file says whether it needs a rig), known before the build.
+    rigs = max(1, min(rigs, sum(needs_rig(b) for b in named)))
     pool = [Rig(i) for i in range(1, rigs + 1)]
     errors = []
-    threads = [threading.Thread(target=lambda r=r: errors.append(r) if not _up(r) else None) for r in pool]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise SystemExit("test: a rig did not come up")
-    rigs_up = time.monotonic() - started - built
+    times = {}
+    rigs_ready = threading.Event()
+
+    def tools_then_rigs():
+        tools = subprocess.run([sys.executable, str(ROOT / "rig" / "tools.py")], cwd=ROOT, stdout=subprocess.DEVNULL)
+        if tools.returncode != 0:
+            errors.append("the rig's tools did not build")
+        else:
+            log(f"bringing up {rigs} rig(s) side by side")
+            threads = [threading.Thread(target=lambda r=r: errors.append(f"rig {r.index} did not come up")
+                                        if not _up(r) else None) for r in pool]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        times["rigs"] = time.monotonic() - started
+        rigs_ready.set()
 
     history = load_history(every_binary)
     tests_history = history.get("tests", {})
-    jobs = []  # (expected seconds, binary, tests or None for all, part)
-    for name in with_rig:
-        tests = listed_tests(binaries[name])
-        known = {t: tests_history[f"{name}::{t}"] for t in tests if f"{name}::{t}" in tests_history}
-        if len(known) < len(tests):  # not timed here yet: the whole binary, by its expected time
-            jobs.append((history.get("binaries", {}).get(name, EXPECTED.get(name, 60)), name, None, 0))
-            continue
-        own = [t for t in tests if known[t] > OWN_JOB]
-        rest = [t for t in tests if known[t] <= OWN_JOB]
-        for i, t in enumerate(own, 1):
-            jobs.append((known[t], name, [t], i))
-        if rest:
-            jobs.append((sum(known[t] for t in rest), name, rest, len(own) + 1 if own else 0))
-    queue = sorted(jobs, key=lambda j: j[0], reverse=True)
-    lock = threading.Lock()
+    binaries = {}  # name: executable, as cargo makes them
+    queue = []  # (expected seconds, binary, tests or None for all, part), longest first
+    rigless_queue = []
+    lock = threading.Condition()
+    building = [True]
     parts = {}
     results = []
+
+    def ready(name, exe):
+        """A binary cargo has built: its jobs join the queue (when it was asked for)."""
+        if name not in named or name in binaries:
+            return
+        jobs = []
+        if needs_rig(name):
+            tests = listed_tests(exe)
+            known = {t: tests_history[f"{name}::{t}"] for t in tests if f"{name}::{t}" in tests_history}
+            if len(known) < len(tests):  # not timed here yet: the whole binary, by its expected time
+                jobs.append((history.get("binaries", {}).get(name, EXPECTED.get(name, 60)), name, None, 0))
+            else:
+                own = [t for t in tests if known[t] > OWN_JOB]
+                rest = [t for t in tests if known[t] <= OWN_JOB]
+                for i, t in enumerate(own, 1):
+                    jobs.append((known[t], name, [t], i))
+                if rest:
+                    jobs.append((sum(known[t] for t in rest), name, rest, len(own) + 1 if own else 0))
+        with lock:
+            binaries[name] = exe
+            if needs_rig(name):
+                queue.extend(jobs)
+                queue.sort(key=lambda j: j[0], reverse=True)
+            else:
+                rigless_queue.append(name)
+            lock.notify_all()
 
     def record(r):
         with lock:
@@ -261,13 +280,18 @@ def main():
                 results.append(parts[r.name])
             parts[r.name].add(r)
 
+    def next_job(jobs):
+        """The next job of `jobs`, waiting while the build may add one; None when there is none left."""
+        with lock:
+            while not jobs and building[0]:
+                lock.wait()
+            return jobs.pop(0) if jobs and not errors else None
+
     def lane(rig):
+        rigs_ready.wait()
         failed_last = False
-        while True:
-            with lock:
-                if not queue:
-                    return
-                _, name, tests, part = queue.pop(0)
+        while (job := next_job(queue)) is not None:
+            _, name, tests, part = job
             # A failed job may have left its rig broken; a passing one left it as it found it.
             state = rig.heal() if failed_last else "trusted"
             what = name if tests is None else f"{name} ({len(tests)} test{'s' if len(tests) > 1 else ''})"
@@ -278,20 +302,35 @@ def main():
             record(r)
 
     def rigless():
-        for name in [b for b in binaries if b not in with_rig]:
+        while (name := next_job(rigless_queue)) is not None:
             r = run_binary(name, binaries[name], None)
             log(f"[no rig] {name}: {r.passed} passed, {r.failed} failed in {r.wall:.0f}s")
             record(r)
 
-    workers = [threading.Thread(target=lane, args=(r,)) for r in pool] + [threading.Thread(target=rigless)]
+    workers = [threading.Thread(target=tools_then_rigs)] + \
+        [threading.Thread(target=lane, args=(r,)) for r in pool] + [threading.Thread(target=rigless)]
     for w in workers:
         w.start()
+    built_ok = build(ready)
+    times["build"] = time.monotonic() - started
+    with lock:
+        building[0] = False
+        if not built_ok:
+            errors.append("the test binaries did not build")
+        lock.notify_all()
+    if not built_ok:
+        log("the test binaries did not build: the jobs already running finish, no other starts")
     for w in workers:
         w.join()
+    if errors:
+        raise SystemExit(f"test: {'; '.join(errors)}")
+    missing = [n for n in named if n not in binaries]
+    if missing:
+        raise SystemExit(f"test: cargo built no test binary {', '.join(missing)}")
 
     busy1, total1 = cpu_ticks()
     wall = time.monotonic() - started
-    report(results, wall, built, rigs_up, rigs, (busy1 - busy0) / max(1, total1 - total0))
+    report(results, wall, times["build"], times["rigs"], rigs, (busy1 - busy0) / max(1, total1 - total0))
     history.setdefault("binaries", {}).update({r.name: round(r.wall) for r in results if r.ok})
     history.setdefault("tests", {}).update({t: round(s, 1) for r in results for s, t, o in r.tests if o == "ok"})
     TIMES.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +359,7 @@ def minutes(s):
 
 
 def report(results, wall, built, rigs_up, rigs, busy):
+    """The table; `built` and `rigs_up`: when the build ended and the rigs were up, from the start."""
     results = sorted(results, key=lambda r: r.wall, reverse=True)
     print("\ntest binary          rig  passed  failed  result     wall      cpu   (wall and cpu: summed over its jobs; rig *: several)")
     for r in results:
@@ -332,7 +372,7 @@ def report(results, wall, built, rigs_up, rigs, busy):
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     print(f"\n{passed} passed, {failed} failed, {len(results)} binaries on {rigs} rig(s) in {minutes(wall)} "
-          f"(build and tools {minutes(built)}, rigs up {minutes(rigs_up)}); "
+          f"(the build done at {minutes(built)}, the rigs up at {minutes(rigs_up)}, tests running from then on); "
           f"the machine's {os.cpu_count()} cores were {busy:.0%} busy")
 
 

@@ -11,7 +11,9 @@
 //! one is cross-built here by `scripts/dist.sh` (cargo-zigbuild, the dev
 //! profile, a target directory of its own), as `make dist` builds it. The
 //! make targets run on copies of them (`-o dist`: nothing is built again),
-//! signed with a throw-away key generated here.
+//! signed with a throw-away key generated here. Everything here packs at gzip
+//! level 1 (`DIST_GZIP_LEVEL`): the same files in the same format as a
+//! release's level 9, without minutes of compressing the 100 MB debug binary.
 
 mod common;
 
@@ -50,6 +52,9 @@ fn run(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// gzip's level for the archives and tarballs made here (a release's default is 9).
+const GZIP_LEVEL: &str = "1";
+
 /// The two Linux archives, made once for this binary's tests.
 fn archives() -> &'static Path {
     static DIST: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -66,6 +71,7 @@ fn archives() -> &'static Path {
                     .arg(format!("linux/amd64={BIN}"))
                     .arg("linux/arm64")
                     .env("DIST_PROFILE", "dev")
+                    .env("DIST_GZIP_LEVEL", GZIP_LEVEL)
                     .env("CARGO_TARGET_DIR", &cache),
                 "scripts/dist.sh linux/amd64=<the binary under test> linux/arm64",
             );
@@ -90,7 +96,8 @@ fn make(target: &str, dist: &Path) -> Command {
     c.arg("-C")
         .arg(root())
         .args(["--no-print-directory", "-o", "dist", target])
-        .arg(format!("DIST={}", dist.display()));
+        .arg(format!("DIST={}", dist.display()))
+        .env("DIST_GZIP_LEVEL", GZIP_LEVEL);
     c
 }
 
@@ -205,6 +212,54 @@ fn make_krew_manifest_renders_the_krew_template_for_the_archives_and_validates_i
         let line = format!("{}  {}", sha256_hex(&dist.join(archive_name(platform))), archive_name(platform));
         assert!(sums.lines().any(|l| l == line), "{line:?} missing from SHA256SUMS:\n{sums}");
     }
+}
+
+/// gzip's XFL header byte: 2 for its maximum compression (level 9), 4 for its fastest (level 1).
+fn gzip_xfl(path: &Path) -> u8 {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))[8]
+}
+
+#[test]
+fn a_release_packs_at_gzip_level_9_and_dist_gzip_level_packs_at_another() {
+    // A small stand-in binary: the level is dist.sh's and dist-helm.sh's, whatever they pack.
+    let work = tempfile::tempdir().unwrap();
+    let binary = work.path().join("kubectl-scalardb_graphql");
+    std::fs::write(&binary, "#!/bin/sh\necho stand-in\n".repeat(4096)).unwrap();
+    let signer = Gpg::empty(work.path().join("signer"));
+    run(
+        signer.cmd().args(["--pinentry-mode", "loopback", "--passphrase", "", "--quick-generate-key"]).args([
+            "level test (throw-away) <level@example.invalid>",
+            "rsa2048",
+            "sign",
+            "never",
+        ]),
+        "gpg --quick-generate-key",
+    );
+    for (level, xfl) in [(None, 2), (Some("1"), 4)] {
+        let dist = work.path().join(format!("dist-{}", level.unwrap_or("default")));
+        let mut pack = Command::new(root().join("scripts/dist.sh"));
+        pack.arg(&dist).arg(format!("linux/amd64={}", binary.display()));
+        let mut sign = Command::new(root().join("scripts/dist-helm.sh"));
+        sign.arg(&dist).env("GNUPGHOME", &signer.home).env("SIGNING_KEY", "level@example.invalid");
+        for c in [&mut pack, &mut sign] {
+            c.env_remove("DIST_GZIP_LEVEL");
+            if let Some(level) = level {
+                c.env("DIST_GZIP_LEVEL", level);
+            }
+        }
+        run(&mut pack, "scripts/dist.sh");
+        run(&mut sign, "scripts/dist-helm.sh");
+        for name in [archive_name("linux/amd64"), helm_tarball_name("linux/amd64")] {
+            assert_eq!(gzip_xfl(&dist.join(&name)), xfl, "{name} at DIST_GZIP_LEVEL={level:?}");
+        }
+    }
+    let out = Command::new(root().join("scripts/dist.sh"))
+        .arg(work.path().join("dist-bad"))
+        .arg(format!("linux/amd64={}", binary.display()))
+        .env("DIST_GZIP_LEVEL", "11")
+        .output()
+        .unwrap();
+    expect_code(&out, 2, "scripts/dist.sh with DIST_GZIP_LEVEL=11");
 }
 
 #[test]

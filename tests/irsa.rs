@@ -133,6 +133,9 @@ fn an_install_that_gives_a_permission_back_makes_the_backed_off_controller_try_a
     installed(&rig);
     let policy = "arn:aws:iam::123456789012:policy/AWSLoadBalancerControllerIAMPolicy";
     rig.aws(&["iam", "detach-role-policy", "--role-name", LBC_ROLE, "--policy-arn", policy]);
+    // The controller's log from here on: a line for each failed try, with its next try's time.
+    let log = common::state().join("logs/alb-simulator.log");
+    let mark = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
     // A change to the release's Ingress: the controller reconciles it, is refused, and backs off,
     // retrying less and less often (5 ms doubling, up to a tenth of 1000 s on the rig).
     rig.kubectl_ok(&["annotate", "ingress", "scalardb-graphql", "example.com/changed=1"]);
@@ -140,9 +143,25 @@ fn an_install_that_gives_a_permission_back_makes_the_backed_off_controller_try_a
         let (_, report) = rig.status_json();
         check(&report, "ingress.controller-events")["result"] == "fail"
     });
-    std::thread::sleep(std::time::Duration::from_secs(45));
+    // Until its back-off has grown past 20 s: its next try (the wall-clock time it logged) is
+    // then further away than the install and the try it asks for take.
+    let mut next_try = 0.0;
+    rig.eventually("the controller's back-off on the release's Ingress to pass 20 s", 90, || {
+        let bytes = std::fs::read(&log).unwrap_or_default();
+        let lines = text(&bytes[mark.min(bytes.len())..]);
+        let last = lines.lines().filter(|l| l.contains("group default/scalardb-graphql failed")).last();
+        let Some((delay, at)) = last.and_then(|l| {
+            let (_, rest) = l.split_once("next try in ")?;
+            let (delay, at) = rest.split_once(" s, at ")?;
+            Some((delay.parse::<f64>().ok()?, at.trim().parse::<f64>().ok()?))
+        }) else {
+            return false;
+        };
+        next_try = at;
+        delay >= 20.0
+    });
     // install attaches the policy again; nothing the controller watches changed, so without a
-    // nudge its next try would be tens of seconds away.
+    // nudge its next try would be that far away.
     let out = rig.install(&["--no-probe", "--wait=false"]);
     expect_code(&out, 0, "install after the policy was detached");
     assert!(
@@ -156,6 +175,8 @@ fn an_install_that_gives_a_permission_back_makes_the_backed_off_controller_try_a
         check(&report, "ingress.controller-events")["result"] == "pass"
     });
     assert!(since.elapsed().as_secs() < 10, "the controller took {:?} to try again", since.elapsed());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(now < next_try, "the controller succeeded {:.1} s after its own next try, not before it", now - next_try);
     // The install after it has nothing to ask.
     let out = rig.install(&["--no-probe", "--dry-run"]);
     assert!(!text(&out.stdout).contains("reconcile-requested"), "{}", text(&out.stdout));
