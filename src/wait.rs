@@ -10,7 +10,12 @@ use crate::calls::in_flight;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 
+/// The longest pause between two checks of a wait (and between two rounds of `status --wait`).
 pub const INTERVAL: Duration = Duration::from_millis(1000);
+/// The first pause: most waits a command ends with (a CRD gone, a rollout already done, an object
+/// deleted) are over in a fraction of a second, so a wait starts checking often and backs off,
+/// doubling, to INTERVAL.
+const FIRST_INTERVAL: Duration = Duration::from_millis(100);
 /// What a check begun at (or past) the deadline may still take.
 const CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
 
@@ -58,6 +63,7 @@ where
 {
     let deadline = clock.deadline();
     let mut last = String::from("nothing yet");
+    let mut pause = FIRST_INTERVAL;
     loop {
         // A check that hangs (a server that stopped answering) ends at the deadline too;
         // one begun at the deadline still gets a moment, so that a converged state is seen.
@@ -77,11 +83,12 @@ where
             }
         };
         clock.progress().waiting(&format!("waiting for {what}: {state}"));
-        if Instant::now() + INTERVAL > deadline {
+        if Instant::now() + pause > deadline {
             return Err(Error::timeout(format!("timed out waiting for {what}; last seen: {state}"))
                 .hint("run `kubectl scalardb-graphql status` to see what is missing, or raise --timeout"));
         }
-        tokio::time::sleep(INTERVAL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(INTERVAL);
         last = state;
     }
 }
