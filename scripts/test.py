@@ -99,7 +99,18 @@ class Rig:
     def run(self, *args, quiet=True):
         return subprocess.run([str(RIG), *args], env=self.env, cwd=ROOT, capture_output=quiet, text=True)
 
+    def stale(self):
+        """Up, but started before the rig's code last changed: its processes run the old code."""
+        started = self.state / "supervisor.pid"
+        if not started.exists():
+            return False
+        code = [p for p in (ROOT / "rig").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        return any(p.stat().st_mtime > started.stat().st_mtime for p in code)
+
     def up(self):
+        if self.stale():
+            log(f"rig {self.index} runs older code than rig/ holds: rebuilding it")
+            self.run("down")
         result = self.run("up")
         if result.returncode != 0:
             raise RuntimeError(f"rig {self.index} did not come up:\n{result.stderr[-3000:]}")
