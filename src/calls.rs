@@ -3,9 +3,14 @@
 //! names the one that did not answer.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
+
+/// With KUBECTL_SCALARDB_GRAPHQL_TRACE set, every call's start and end go to stderr,
+/// in milliseconds since the first call: where a slow command spends its time.
+static TRACE: LazyLock<Option<Instant>> =
+    LazyLock::new(|| std::env::var_os("KUBECTL_SCALARDB_GRAPHQL_TRACE").map(|_| Instant::now()));
 
 /// Calls in flight, by when they started.
 static IN_FLIGHT: Mutex<BTreeMap<u64, (String, Instant)>> = Mutex::new(BTreeMap::new());
@@ -23,12 +28,20 @@ pub fn call(what: impl Into<String>) -> Call {
 /// For callers that cannot hold a guard (an SDK interceptor): `end` it with the id.
 pub fn begin(what: impl Into<String>) -> u64 {
     let id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
-    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (what.into(), Instant::now()));
+    let what = what.into();
+    if let Some(first) = *TRACE {
+        eprintln!("trace {:8.1} ms  #{id} {what}", first.elapsed().as_secs_f64() * 1000.0);
+    }
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (what, Instant::now()));
     id
 }
 
 pub fn end(id: u64) {
-    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    let call = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    if let (Some(first), Some((_, since))) = (*TRACE, call) {
+        let took = since.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("trace {:8.1} ms  #{id} done in {took:.1} ms", first.elapsed().as_secs_f64() * 1000.0);
+    }
 }
 
 impl Drop for Call {

@@ -165,8 +165,8 @@ async fn connect_and_read(
     let mut ctx = connect(global, with_helm).await?;
     ctx.set_deadline(deadline);
     shown.stage("preflight (the API server, the AWS identity, the EKS cluster) and the install record");
-    let namespace = ctx.kube.namespace.clone();
-    let (pre, existing) = tokio::join!(preflight::run(&ctx), record::load(&ctx.kube.client, &namespace, release));
+    let (namespace, client) = (ctx.kube.namespace.clone(), ctx.kube.client.clone());
+    let (pre, existing) = tokio::join!(preflight::run(&mut ctx), record::load(&client, &namespace, release));
     Ok((ctx, pre, existing))
 }
 
@@ -512,6 +512,7 @@ async fn version(global: &GlobalArgs, a: VersionArgs, printer: &Printer) -> Resu
         let shown = Shown::new(Arc::new(Printer::new(global.color)));
         let mut ctx = bounded(&deadline, &shown, connect(global, true)).await?;
         ctx.set_deadline(&deadline);
+        bounded(&deadline, &shown, async { Ok(ctx.settle_helm().await) }).await?;
         let ctx = ctx;
         let helm = ctx.helm()?;
         info.helm = Some(json!({

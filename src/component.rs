@@ -70,6 +70,8 @@ pub struct Env {
     pub secrets: Secrets,
     /// Uninstall's decision about the shared pieces.
     pub shared: Shared,
+    /// Reads the checks of one status round share (status's only: see `memo`).
+    pub reads: crate::memo::Memo,
 }
 
 impl crate::wait::Clock for Env {

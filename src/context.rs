@@ -437,35 +437,59 @@ pub struct Context {
     pub kube: Kube,
     pub aws: Aws,
     /// helm, or why it cannot be used (a prerequisite for install and uninstall); None when
-    /// the command does not run it (status, whose releases are read from helm's storage).
+    /// the command does not run it (status, whose releases are read from helm's storage),
+    /// and until `settle_helm`.
     pub helm: Option<std::result::Result<Helm, (String, Option<String>)>>,
+    /// helm being found (its version read from a process) while preflight's calls are in flight.
+    helm_finding: Option<tokio::task::JoinHandle<Result<Helm>>>,
+    deadline: Option<Deadline>,
     /// The EKS cluster name: --cluster-name, else derived from the kube context.
     pub cluster_name: Option<String>,
 }
 
 impl Context {
     /// Connects; `with_helm`: the command runs helm, whose version is then read (from a
-    /// process, while the AWS configuration loads).
+    /// process, started here and waited for by `settle_helm`).
     pub async fn connect(settings: Settings, with_helm: bool) -> Result<Context> {
         let kube = Kube::connect(&settings).await?;
         let derived = kube.eks_cluster();
         let cluster_name = settings.cluster_name.clone().or_else(|| derived.as_ref().map(|d| d.name.clone()));
         let region = settings.region.clone().or_else(|| derived.and_then(|d| d.region));
-        let kube_flags = settings.kube_flags();
-        let find = async {
-            match with_helm {
-                true => Some(Helm::find(settings.helm_bin.clone(), &kube_flags).await),
-                false => None,
+        let (bin, kube_flags) = (settings.helm_bin.clone(), settings.kube_flags());
+        let helm_finding = with_helm.then(|| tokio::spawn(async move { Helm::find(bin, &kube_flags).await }));
+        let aws = Aws::load(region, settings.profile.clone()).await?;
+        Ok(Context { settings, kube, aws, helm: None, helm_finding, deadline: None, cluster_name })
+    }
+
+    /// Waits for helm to be found, when the command runs it (see `connect`).
+    pub async fn settle_helm(&mut self) {
+        let found = self.finding_helm().await;
+        self.helm_found(found);
+    }
+
+    /// helm being found, as a future of its own (so that other calls can run beside it): give
+    /// what it ends with to `helm_found`. Ends at once with None when the command runs no helm.
+    pub fn finding_helm(&mut self) -> impl std::future::Future<Output = Option<Result<Helm>>> + 'static {
+        let finding = self.helm_finding.take();
+        async move {
+            match finding {
+                Some(f) => Some(f.await.unwrap_or_else(|e| Err(Error::Other(e.into())))),
+                None => None,
             }
-        };
-        let (aws, helm) = tokio::join!(Aws::load(region, settings.profile.clone()), find);
-        let aws = aws?;
-        let helm = helm.map(|h| h.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string))));
-        Ok(Context { settings, kube, aws, helm, cluster_name })
+        }
+    }
+
+    pub fn helm_found(&mut self, found: Option<Result<Helm>>) {
+        let Some(found) = found else { return };
+        self.helm = Some(found.map_err(|e| (e.to_string(), e.hint_text().map(str::to_string))));
+        if let Some(deadline) = self.deadline.clone() {
+            self.set_deadline(&deadline);
+        }
     }
 
     /// The command's deadline, for what does not take it from `Env`: a helm still running then is killed.
     pub fn set_deadline(&mut self, deadline: &Deadline) {
+        self.deadline = Some(deadline.clone());
         self.kube.set_deadline(deadline);
         if let Some(Ok(helm)) = &mut self.helm {
             helm.set_deadline(deadline);

@@ -100,7 +100,12 @@ impl Start {
     fn env(self, spec: Spec, record: crate::record::Record) -> (Env, Vec<Box<dyn Component>>) {
         let Start { ctx, facts, options, secrets, deadline, progress } = self;
         let components = components(spec.target, spec.lb_controller.mode);
-        let env = Env { ctx, progress, facts, spec, record, options, deadline, secrets, shared: Default::default() };
+        let reads = match options.mode {
+            Mode::Status => crate::memo::Memo::keeping(),
+            _ => crate::memo::Memo::default(),
+        };
+        let env =
+            Env { ctx, progress, facts, spec, record, options, deadline, secrets, shared: Default::default(), reads };
         (env, components)
     }
 }
@@ -403,6 +408,7 @@ pub async fn checks_until(
 ) -> (Vec<Check>, bool) {
     loop {
         let started = Instant::now();
+        env.reads.forget(); // each round reads the cluster afresh
         let round: Vec<Check> = checks(components, env).await.into_iter().filter(&keep).collect();
         let took = started.elapsed();
         let failing: Vec<&Check> = round.iter().filter(|c| c.result == Outcome::Fail).collect();

@@ -21,6 +21,7 @@ mod http;
 mod inputs;
 mod lease;
 mod lookups;
+mod memo;
 mod output;
 mod ownership;
 mod pins;

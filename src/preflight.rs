@@ -48,7 +48,7 @@ pub fn same_endpoint(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-pub async fn run(ctx: &Context) -> Preflight {
+pub async fn run(ctx: &mut Context) -> Preflight {
     let mut p = Preflight { facts: None, checks: Vec::new(), blocker: None };
     let block = |p: &mut Preflight, check: Check, error: Error| {
         p.checks.push(check);
@@ -60,14 +60,17 @@ pub async fn run(ctx: &Context) -> Preflight {
 
     // Kubernetes, the AWS identity and the EKS cluster, concurrently: none needs another's
     // answer (the cluster's name comes from the context), and each is a round trip.
+    // And helm's version, for install and uninstall (which run it), read by a process meanwhile.
+    let helm = ctx.finding_helm();
     let describe = async {
         match ctx.cluster_name() {
             Ok(name) => Some(ctx.aws.eks.describe_cluster().name(name).send().await),
             Err(_) => None,
         }
     };
-    let (version, identity, described) =
-        tokio::join!(ctx.kube.client.apiserver_version(), ctx.aws.sts.get_caller_identity().send(), describe);
+    let (version, identity, described, helm) =
+        tokio::join!(ctx.kube.client.apiserver_version(), ctx.aws.sts.get_caller_identity().send(), describe, helm);
+    ctx.helm_found(helm);
     let version = match version {
         Ok(v) => {
             p.checks.push(Check::pass(

@@ -6,7 +6,9 @@
 //! `insecure-skip-tls-verify`, `tls-server-name`, a `proxy-url` (or the
 //! HTTPS_PROXY `context` picked) as an `http://` CONNECT tunnel, the connect
 //! and read timeouts, and kube's own layers for the base URL, retries of
-//! 429/503/504, credentials (tokens, exec plugins) and headers. AWS: the
+//! 429/503/504, credentials (tokens, exec plugins) and headers; HTTP/2 when
+//! the API server offers it, so that a command's concurrent reads share one
+//! connection and one TLS handshake, as kubectl's do. AWS: the
 //! SDK's connect and read timeouts, with failures classed as the SDK classes
 //! them for its retries.
 
@@ -61,7 +63,7 @@ pub fn kube_client(
         })?;
         https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
     }
-    let https = https.enable_http1();
+    let https = https.enable_all_versions();
     match config.proxy_url.clone() {
         None => Ok(stack(https.wrap_connector(MaybeTunnel::Direct(tcp())), &config, exec)?),
         Some(proxy) if proxy.scheme_str() == Some("http") => {

@@ -39,6 +39,7 @@ const ORDER: &[&str] = &[
     "cleanup",
     "calls",
     "deadline",
+    "memo",
     "process",
     "inputs",
     "cli",

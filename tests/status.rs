@@ -73,6 +73,52 @@ fn status_makes_no_mutating_call() {
     rig.reset();
 }
 
+/// The calls a traced status made (`KUBECTL_SCALARDB_GRAPHQL_TRACE`): each started call's name.
+fn traced_calls(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("trace ") && !l.contains(" done in "))
+        .map(|l| {
+            l.split_once(" #").and_then(|(_, rest)| rest.split_once(' ')).map(|(_, what)| what.to_string()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_traced_status_names_each_call_and_reads_what_several_checks_share_once() {
+    let rig = rig();
+    rig.reset();
+    rig.install_ok();
+    let out = rig.plugin().env("KUBECTL_SCALARDB_GRAPHQL_TRACE", "1").args(["status", "-o", "json"]).output().unwrap();
+    expect_code(&out, 0, "traced status");
+    let stderr = text(&out.stderr);
+    let calls = traced_calls(&stderr);
+    let count = |what: &str| calls.iter().filter(|c| c.as_str() == what).count();
+    // Every call that starts ends, and says how long it took.
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains(" done in ") && l.ends_with(" ms")).count(),
+        calls.len(),
+        "{stderr}"
+    );
+    assert_eq!(count("AWS EKS DescribeCluster"), 1, "{calls:#?}");
+    // Read by the GraphQL release, the ALB, the readiness gates and the nodes' checks: once.
+    assert_eq!(count("the Kubernetes API server (GET /api/v1/namespaces/default/pods)"), 1, "{calls:#?}");
+    assert_eq!(
+        count("the Kubernetes API server (GET /apis/networking.k8s.io/v1/namespaces/default/ingresses)"),
+        1,
+        "{calls:#?}"
+    );
+    assert_eq!(
+        count("the Kubernetes API server (GET /apis/apps/v1/namespaces/kube-system/deployments)"),
+        1,
+        "{calls:#?}"
+    );
+    // The ALB's and its target groups' tags in one call; nothing of Pod Identity's for an IRSA release.
+    assert_eq!(count("AWS Elastic Load Balancing v2 DescribeTags"), 1, "{calls:#?}");
+    assert!(!calls.iter().any(|c| c.contains("PodIdentity") || c.contains("DescribeAddon")), "{calls:#?}");
+    rig.reset();
+}
+
 /// A fault in the GraphQL Ingress: one annotation set by hand.
 fn annotate_ingress(rig: &Rig, annotation: &str) {
     rig.kubectl_ok(&["annotate", "--overwrite", "ingress", "scalardb-graphql", annotation]);

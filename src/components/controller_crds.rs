@@ -181,7 +181,9 @@ impl Component for ControllerCrds {
             return Ok(());
         }
         let helm = env.ctx.helm()?;
-        let release = helm.metadata(&lbc.release, &lbc.namespace).await?;
+        // From helm's storage, as status reads it (helm runs only for the chart's CRDs).
+        let release =
+            crate::releases::read(env.kube(), || Ok(helm), &lbc.namespace, &lbc.release).await?.map(|r| r.metadata);
         let coming = match &release {
             None => true,
             Some(r) => Some(&r.version) != lbc.chart.version.as_ref(),

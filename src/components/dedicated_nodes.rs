@@ -385,31 +385,12 @@ impl DedicatedNodes {
             .await
             .map(|patched| patched.into_iter().filter(|p| *p).count())
     }
-}
-
-#[async_trait]
-impl Component for DedicatedNodes {
-    fn name(&self) -> &'static str {
-        "dedicated nodes"
-    }
-
-    fn category(&self) -> Category {
-        Category::Nodes
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
-    async fn observe(&mut self, env: &Env) -> Result<()> {
-        let Some(spec) = Self::spec(env) else {
-            return Ok(());
-        };
+    /// The labelled nodes, filtered by the API server; then the named nodes (and,
+    /// unless only labelled nodes matter, the recorded ones) that lack the label:
+    /// read one by one when they are few (a status after install: none), else
+    /// found in one list of every node (an install naming many new nodes). By name.
+    async fn read_nodes(env: &Env, spec: &NodeSpec) -> Result<Vec<NodeState>> {
         let api: Api<Node> = Api::all(env.kube().clone());
-        // The labelled nodes, filtered by the API server; then the named nodes (and,
-        // unless only labelled nodes matter, the recorded ones) that lack the label:
-        // read one by one when they are few (a status after install: none), else
-        // found in one list of every node (an install naming many new nodes).
         let selector = format!("{}={}", spec.label_key, spec.label_value);
         let mut nodes = list_nodes(env, ListParams::default().labels(&selector)).await?;
         let labelled_only = spec.names.is_empty() && env.options.mode != crate::spec::Mode::Uninstall;
@@ -437,13 +418,44 @@ impl Component for DedicatedNodes {
             nodes.extend(found.into_iter().flatten().map(NodeState::from_node));
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        self.nodes = nodes;
-        if env.options.mode == crate::spec::Mode::Status {
-            self.pods = crate::lookups::graphql_pods(env)
+        Ok(nodes)
+    }
+}
+
+#[async_trait]
+impl Component for DedicatedNodes {
+    fn name(&self) -> &'static str {
+        "dedicated nodes"
+    }
+
+    fn category(&self) -> Category {
+        Category::Nodes
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn observe(&mut self, env: &Env) -> Result<()> {
+        let Some(spec) = Self::spec(env) else {
+            return Ok(());
+        };
+        let status = env.options.mode == crate::spec::Mode::Status;
+        // Status's placement check also needs the release's pods: read beside the nodes.
+        let pods = async {
+            if !status {
+                return Ok(vec![]);
+            }
+            Ok(crate::lookups::graphql_pods(env)
                 .await?
                 .into_iter()
                 .map(|p| (p.metadata.name.unwrap_or_default(), p.spec.and_then(|s| s.node_name).unwrap_or_default()))
-                .collect();
+                .collect())
+        };
+        let (nodes, pods) = futures::try_join!(Self::read_nodes(env, spec), pods)?;
+        self.nodes = nodes;
+        if status {
+            self.pods = pods;
             let targets: Vec<String> = self.targets(spec).iter().map(|n| n.name.clone()).collect();
             self.foreign = Self::foreign_pods(env, &targets).await?;
         }

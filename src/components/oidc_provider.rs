@@ -96,6 +96,11 @@ impl Component for OidcProvider {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let arn = env.facts.oidc_provider_arn();
+        if env.options.mode == crate::spec::Mode::Status && !Self::wanted(env) {
+            // Status checks nothing of IRSA's under Pod Identity (nor of a controller managed elsewhere).
+            self.seen = Some(Seen { arn, exists: false, tagged_ours: false, has_audience: false, trusted_by: vec![] });
+            return Ok(());
+        }
         let seen = match env.aws().iam.get_open_id_connect_provider().open_id_connect_provider_arn(&arn).send().await {
             Ok(out) => {
                 let tagged_ours = iam_tags_ours(out.tags(), &env.facts.name);

@@ -139,6 +139,9 @@ impl Component for PodIdentityAgent {
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
+        if env.options.mode == crate::spec::Mode::Status && !Self::wanted(env) {
+            return Ok(()); // IRSA (or a controller managed elsewhere): status checks nothing of Pod Identity's
+        }
         let (status, tagged_ours) = Self::look(env).await?;
         let may_remove = env.options.mode == crate::spec::Mode::Uninstall
             || (env.options.mode == crate::spec::Mode::Install && !Self::wanted(env) && tagged_ours);

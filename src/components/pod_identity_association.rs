@@ -90,6 +90,11 @@ impl Component for PodIdentityAssociation {
     }
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
+        if env.options.mode == crate::spec::Mode::Status && !Self::wanted(env) {
+            // IRSA (or a controller managed elsewhere): status checks nothing of Pod Identity's.
+            self.seen = Some(Seen { found: None });
+            return Ok(());
+        }
         let lbc = &env.spec.lb_controller;
         let eks = &env.aws().eks;
         let listed = eks

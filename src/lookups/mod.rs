@@ -51,23 +51,33 @@ pub fn pod_ip(p: &Pod) -> Option<&str> {
 /// The release's pods, without those being deleted.
 pub async fn graphql_pods(env: &Env) -> Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(env.kube().clone(), &env.spec.namespace);
-    Ok(api
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", env.spec.release)))
+    let selector = format!("app.kubernetes.io/instance={}", env.spec.release);
+    env.reads
+        .once(format!("pods {}/{selector}", env.spec.namespace), || async {
+            Ok(api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .context("listing the GraphQL pods")?
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect())
+        })
         .await
-        .context("listing the GraphQL pods")?
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect())
 }
 
 /// The controller's Deployments (found by the chart's labels).
 pub async fn controller_deployments(env: &Env) -> Result<Vec<Deployment>> {
-    let api: Api<Deployment> = Api::namespaced(env.kube().clone(), &env.spec.lb_controller.namespace);
-    Ok(api
-        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+    let ns = &env.spec.lb_controller.namespace;
+    let api: Api<Deployment> = Api::namespaced(env.kube().clone(), ns);
+    env.reads
+        .once(format!("deployments {ns}/{CONTROLLER_SELECTOR}"), || async {
+            Ok(api
+                .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+                .await
+                .context("listing the controller's Deployment")?
+                .items)
+        })
         .await
-        .context("listing the controller's Deployment")?
-        .items)
 }
 
 /// Whether the controller has an available replica.
@@ -199,26 +209,24 @@ pub use crate::ownership::released_by;
 pub async fn release_ingress(env: &Env, values: &Value) -> Result<ReleaseIngress> {
     let ns = &env.spec.namespace;
     let api: Api<Ingress> = Api::namespaced(env.kube().clone(), ns);
+    let selector = match env.spec.target {
+        Target::Graphql => String::new(),
+        Target::Cluster => owned_ingress_selector(&env.spec.release),
+    };
+    let listed: Vec<Ingress> = env
+        .reads
+        .once(format!("ingresses {ns}/{selector}"), || async {
+            let params =
+                if selector.is_empty() { ListParams::default() } else { ListParams::default().labels(&selector) };
+            Ok(api.list(&params).await.context(format!("listing Ingresses in {ns}"))?.items)
+        })
+        .await?;
     let (found, name) = match env.spec.target {
-        Target::Graphql => {
-            let found = api
-                .list(&ListParams::default())
-                .await
-                .context(format!("listing Ingresses in {ns}"))?
-                .into_iter()
-                .find(|i| released_by(&i.metadata, &env.spec.release, ns));
-            (found, chart_fullname(&env.spec, values))
-        }
-        Target::Cluster => {
-            let found = api
-                .list(&ListParams::default().labels(&owned_ingress_selector(&env.spec.release)))
-                .await
-                .context(format!("listing Ingresses in {ns}"))?
-                .items
-                .into_iter()
-                .next();
-            (found, cluster_graphql_service(&env.spec, values))
-        }
+        Target::Graphql => (
+            listed.into_iter().find(|i| released_by(&i.metadata, &env.spec.release, ns)),
+            chart_fullname(&env.spec, values),
+        ),
+        Target::Cluster => (listed.into_iter().next(), cluster_graphql_service(&env.spec, values)),
     };
     Ok(ReleaseIngress {
         namespace: ns.clone(),
