@@ -939,6 +939,25 @@ class KubeApi:
         if r.status not in (200, 202, 404, 409):
             raise SystemExit(f"rig: DELETE {path}: HTTP {r.status}: {r.data[:200]!r}")
 
+    def delete_collection(self, path):
+        """Deletes every object at `path` (a namespaced kind's collection in one namespace)."""
+        r = self.http.request("DELETE", self.host + path, timeout=30, headers={"Content-Type": "application/json"},
+                              body=json.dumps({"propagationPolicy": "Background"}))
+        if r.status not in (200, 202, 404, 405):
+            raise SystemExit(f"rig: DELETE {path}: HTTP {r.status}: {r.data[:200]!r}")
+
+    def finalize_namespace(self, namespace):
+        """Takes the namespace controller's finalizer off a namespace being deleted (its
+        `finalize` subresource, as the controller does once the namespace is empty)."""
+        name = namespace["metadata"]["name"]
+        finalizers = [f for f in (namespace.get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                "spec": {"finalizers": finalizers}}
+        r = self.http.request("PUT", self.host + f"/api/v1/namespaces/{name}/finalize", timeout=30,
+                              body=json.dumps(body), headers={"Content-Type": "application/json"})
+        if r.status not in (200, 404, 409):
+            raise SystemExit(f"rig: PUT /api/v1/namespaces/{name}/finalize: HTTP {r.status}: {r.data[:200]!r}")
+
     def create(self, path, obj):
         """Creates `obj` at `path`; there already is fine."""
         r = self.http.request("POST", self.host + path, timeout=30, body=json.dumps(obj),
@@ -967,6 +986,18 @@ def api_resources(api):
                 continue
             resources[(group, r["kind"])] = (full, r["namespaced"], path, r["name"])
     return resources
+
+
+def namespaced_collections(api):
+    """(list path, plural) of every namespaced kind whose collection can be deleted, at its
+    group's preferred version, the kinds a snapshot skips included: what the namespace
+    controller deletes in a namespace being deleted."""
+    groups = [("", "v1")] + [(g["name"], g["preferredVersion"]["version"])
+                             for g in (api.get("/apis") or {"groups": []})["groups"]]
+    paths = ["/api/v1" if not g else f"/apis/{g}/{v}" for g, v in groups]
+    return [(path, r["name"]) for path, found in zip(paths, api.each(paths))
+            for r in (found or {}).get("resources", [])
+            if "/" not in r["name"] and r["namespaced"] and "deletecollection" in r.get("verbs", [])]
 
 
 def controller_name_stem(name):
@@ -1159,10 +1190,25 @@ def reset():
                 continue
             if meta.get("deletionTimestamp") and meta.get("finalizers") and o["resource"] != "namespaces":
                 finalized.append(o["path"])
-            elif not meta.get("deletionTimestamp") and o["namespace"] not in terminating:
+            elif not meta.get("deletionTimestamp"):
+                # In a namespace being deleted too: the namespace controller would delete it, but only
+                # once its 5 s grace period after the namespace's deletion is over (below).
                 missed.append(o)
         api.each(finalized, lambda path: api.merge_patch(path, {"metadata": {"finalizers": None}}))
         delete(missed)
+        # A namespace being deleted whose listed content is gone: what the namespace controller
+        # does (it waits 5 s after the deletion before it starts, a fixed grace period), done here
+        # at once: every namespaced kind's collection deleted, the kinds a snapshot skips (events,
+        # leases) included, then the namespace finalized. Nothing new can be made in it meanwhile:
+        # the API server refuses new content in a terminating namespace.
+        emptied = [o for o in now if o["resource"] == "namespaces" and o["real_name"] in terminating
+                   and f"namespaces /{o['name']}" not in keep
+                   and not any(x["namespace"] == o["real_name"] for x in now)]
+        if emptied:
+            collections = namespaced_collections(api)
+            api.each([f"{base}/namespaces/{o['real_name']}/{plural}" for o in emptied for base, plural in collections],
+                     api.delete_collection)
+            api.each(emptied, lambda o: api.finalize_namespace(o["object"]))
         return False
     if objects or any(current.get(n) != want for n, want in baseline["nodes"].items()) \
             or any(listed_state["namespaces"].get(n) != want for n, want in kept_namespaces.items()):

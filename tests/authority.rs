@@ -220,10 +220,15 @@ fn a_crashed_runs_lease_is_taken_over_here_at_once_and_elsewhere_once_it_expires
     eprintln!("a crashed local run's Lease was taken over at once: re-run done in {:.0?}", started.elapsed());
     assert!(lease(&rig).is_none(), "install left its Lease behind");
 
-    // Crashed on another machine: nobody here can tell, so it holds until DURATION after its last renewal.
+    // Crashed on another machine: nobody here can tell, so it holds until DURATION (30 s) after its last
+    // renewal. The run crashed a while ago: its last renewal 20 s back (whole seconds, so at most 21 s),
+    // which leaves the Lease some 10 s to hold, not 30 of waiting.
     rig.reset();
     rig.killed_after(&rig.install_args(), 2);
     rig.kubectl_ok(&["annotate", "--overwrite", "lease", LEASE, "kubectl-scalardb-graphql/host=bastion-7"]);
+    let renewed = Instant::now();
+    let patch = json!({"spec": {"renewTime": micro_time(20)}}).to_string();
+    rig.kubectl_ok(&["patch", "lease", LEASE, "--type=merge", "-p", &patch]);
     let holder = lease(&rig).unwrap()["spec"]["holderIdentity"].as_str().unwrap().to_string();
     let out = rig.install(&[]);
     one_line_error(&out, 3, &["another run is changing this release", &holder]);
@@ -235,9 +240,16 @@ fn a_crashed_runs_lease_is_taken_over_here_at_once_and_elsewhere_once_it_expires
         }
         one_line_error(&out, 3, &["another run is changing this release"]);
         assert!(started.elapsed() < Duration::from_secs(90), "the crashed run's Lease did not expire");
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(1));
     }
     eprintln!("another machine's crashed run's Lease was taken over {:.0?} after the first refusal", started.elapsed());
+    // Not before it expired: 30 s after a renewal at most 21 s before `renewed` (a second's slack for
+    // the API server's clock, read to the second).
+    assert!(
+        renewed.elapsed() >= Duration::from_secs(8),
+        "the Lease was taken over {:.1?} after its renewal was set 20 s back, before it expired",
+        renewed.elapsed()
+    );
     assert!(lease(&rig).is_none(), "install left its Lease behind");
 }
 
