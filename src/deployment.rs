@@ -1,6 +1,6 @@
 //! The deployment as one ordered list of components, and the three commands
 //! as traversals of it: install (observe → plan → apply, in order), status
-//! (observe → checks, concurrently), uninstall (observe → remove, in reverse).
+//! (observe → checks, each component's concurrently), uninstall (observe → remove, in reverse).
 
 use std::time::Instant;
 
@@ -378,12 +378,13 @@ pub async fn change(
     }
 }
 
-/// One round of status: observe everything, then every component's checks.
+/// One round of status: every component observed and checked, all side by side, each
+/// checked as soon as its own observation is in (a check reads only its own component's
+/// state: the probe, given its URL, need not wait for the slowest read of another).
 /// A component that cannot be observed fails in its own category.
 pub async fn checks(components: &mut [Box<dyn Component>], env: &Env) -> Vec<Check> {
-    let observed = observe_all(components, env).await;
-    let checks = join_all(components.iter().zip(observed).map(|(c, observed)| async move {
-        match observed {
+    let checks = join_all(components.iter_mut().map(|c| async move {
+        match c.observe(env).await {
             Ok(()) => c.checks(env).await,
             Err(e) => vec![
                 Check::fail(c.category(), "observe", format!("cannot read the {}: {e}", c.name()))

@@ -213,6 +213,7 @@ impl HttpClient {
         cookie: Option<&str>,
     ) -> Result<Response> {
         let uri: Uri = url.parse().map_err(|e| Error::usage(format!("bad URL {url:?}: {e}")))?;
+        let _waiting = crate::calls::call(format!("{} ({method})", crate::redaction::without_credentials(url)));
         let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(Error::usage(format!("bad URL {url:?}: only http and https are supported")));

@@ -165,12 +165,14 @@ pub struct Alb {
 
 impl Alb {
     async fn look(env: &Env) -> Result<Seen> {
-        let (ingress, cluster) = futures::try_join!(
+        // The account's load balancers are listed beside the reads that tell which are the Ingress's.
+        let (ingress, cluster, listed, graphql_pods) = futures::try_join!(
             lookups::release_ingress(env, &env.options.user_values),
-            lookups::tagging_cluster_name(env)
+            lookups::tagging_cluster_name(env),
+            lookups::alb::listing(env),
+            lookups::graphql_pods(env),
         )?;
-        let (state, graphql_pods) =
-            futures::try_join!(lookups::alb::find(env, &ingress, &cluster), lookups::graphql_pods(env))?;
+        let state = lookups::alb::find(env, listed, &ingress, &cluster).await?;
         let ips = |pick: fn(&k8s_openapi::api::core::v1::Pod) -> bool| -> BTreeSet<String> {
             graphql_pods.iter().filter(|p| pick(p)).filter_map(|p| pod_ip(p).map(str::to_string)).collect()
         };

@@ -140,15 +140,16 @@ async fn tagged(
     Ok(found)
 }
 
-/// Which ALB and target groups exist for the Ingress, without their
-/// details: enough to wait for them to be gone. `cluster` is the name the
-/// controller tags with.
-pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+/// Every load balancer and target group in the account and region, listed side by
+/// side: what `locate` picks the Ingress's from, read before the Ingress is known.
+pub struct Listing {
+    load_balancers: Vec<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>,
+    target_groups: Vec<aws_sdk_elasticloadbalancingv2::types::TargetGroup>,
+}
+
+pub async fn listing(env: &Env) -> Result<Listing> {
     let elb = &env.aws().elb;
-    let stack = ingress.stack();
-    let keys = tagging(env.spec.lb_controller.mode);
-    // The two listings side by side, then the tags of both: three calls in two round trips.
-    let (all_lbs, all_tgs) = futures::try_join!(
+    let (load_balancers, target_groups) = futures::try_join!(
         async {
             let mut all = vec![];
             let mut pages = elb.describe_load_balancers().into_paginator().send();
@@ -166,6 +167,23 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
             Ok(all)
         },
     )?;
+    Ok(Listing { load_balancers, target_groups })
+}
+
+/// Which ALB and target groups exist for the Ingress, without their
+/// details: enough to wait for them to be gone. `cluster` is the name the
+/// controller tags with.
+pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+    located(env, listing(env).await?, ingress, cluster).await
+}
+
+/// The Ingress's ALB and target groups among those listed: the listing, then the tags of
+/// both, three calls in two round trips.
+async fn located(env: &Env, listed: Listing, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+    let elb = &env.aws().elb;
+    let stack = ingress.stack();
+    let keys = tagging(env.spec.lb_controller.mode);
+    let Listing { load_balancers: all_lbs, target_groups: all_tgs } = listed;
     // The tags of both in one DescribeTags (twenty ARNs a call): one map, as no ARN is both.
     let arns = all_lbs.iter().map(|l| l.load_balancer_arn()).chain(all_tgs.iter().map(|t| t.target_group_arn()));
     let ours = tagged(elb, arns.flatten().map(str::to_string).collect(), keys, cluster, &stack).await?;
@@ -208,8 +226,8 @@ pub async fn locate(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Resul
 /// The ALB and target groups with each target group's attributes and target
 /// health. A target group deleted while it is read is left out, as it would
 /// be from a listing made a moment later.
-pub async fn find(env: &Env, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
-    let mut state = locate(env, ingress, cluster).await?;
+pub async fn find(env: &Env, listed: Listing, ingress: &ReleaseIngress, cluster: &str) -> Result<AlbState> {
+    let mut state = located(env, listed, ingress, cluster).await?;
     let elb = &env.aws().elb;
     // Each target group's attributes and health, all side by side.
     let read = std::mem::take(&mut state.target_groups).into_iter().map(|mut tg| async move {
