@@ -12,6 +12,16 @@ use std::time::Instant;
 static TRACE: LazyLock<Option<Instant>> =
     LazyLock::new(|| std::env::var_os("KUBECTL_SCALARDB_GRAPHQL_TRACE").map(|_| Instant::now()));
 
+/// Whether calls are traced to stderr (then the printer draws no spinner over the lines).
+pub fn tracing() -> bool {
+    TRACE.is_some()
+}
+
+/// A trace line, its call's name masked as the printer masks what it shows.
+fn trace(line: std::fmt::Arguments) {
+    eprintln!("{}", crate::redaction::masked(&line.to_string()));
+}
+
 /// Calls in flight, by when they started.
 static IN_FLIGHT: Mutex<BTreeMap<u64, (String, Instant)>> = Mutex::new(BTreeMap::new());
 static NEXT_CALL: AtomicU64 = AtomicU64::new(0);
@@ -30,7 +40,7 @@ pub fn begin(what: impl Into<String>) -> u64 {
     let id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
     let what = what.into();
     if let Some(first) = *TRACE {
-        eprintln!("trace {:8.1} ms  #{id} {what}", first.elapsed().as_secs_f64() * 1000.0);
+        trace(format_args!("trace {:8.1} ms  #{id} {}", first.elapsed().as_secs_f64() * 1000.0, what.escape_debug()));
     }
     IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (what, Instant::now()));
     id
@@ -40,7 +50,7 @@ pub fn end(id: u64) {
     let call = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     if let (Some(first), Some((_, since))) = (*TRACE, call) {
         let took = since.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("trace {:8.1} ms  #{id} done in {took:.1} ms", first.elapsed().as_secs_f64() * 1000.0);
+        trace(format_args!("trace {:8.1} ms  #{id} done in {took:.1} ms", first.elapsed().as_secs_f64() * 1000.0));
     }
 }
 

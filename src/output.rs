@@ -81,7 +81,8 @@ impl Printer {
         Printer {
             color_out: use_color(choice, io::stdout().is_terminal()),
             color_err: use_color(choice, io::stderr().is_terminal()),
-            progress: io::stderr().is_terminal(),
+            // No spinner over the trace's lines (KUBECTL_SCALARDB_GRAPHQL_TRACE).
+            progress: io::stderr().is_terminal() && !crate::calls::tracing(),
             spinner: Mutex::new(None),
         }
     }
