@@ -37,7 +37,9 @@ rig-status:
 test:
 	scripts/test.py
 
-demo: build rig-up
+# The plugin's build and the rig's (on a fresh machine, the tools' builds) side by side.
+demo:
+	$(MAKE) --no-print-directory -j2 build rig-up
 	scripts/demo.sh "$(BIN)"
 
 # The figures are the release binary's (the one users run). BENCH_RUNS=3

@@ -577,9 +577,22 @@ def make_mirror_cert(host):
     return ca, cert, key
 
 
+def link_tools(bins):
+    """The clients' bin directory (first on the rig's PATH): every tool built so far. The tests'
+    own tools (Helm 4, krew, strace) join it when built later (`make test` builds them first)."""
+    bindir = STATE / "bin"
+    bindir.mkdir(exist_ok=True)
+    for name, target in [(n, bins[n]) for n in ["kubectl", "helm3", "helm4", "kubectl-krew",
+                                                  "validate-krew-manifest", "aws", "kwokctl", "strace"]] \
+            + [("helm", bins["helm3"])]:
+        if target.exists() and not (bindir / name).is_symlink():
+            (bindir / name).symlink_to(target)
+
+
 def up():
-    bins = tools.ensure_all()
+    bins = tools.ensure_rig()
     if read_env() and not problems(read_env()):
+        link_tools(bins)
         log("already up")
         print(STATE / "env")
         return
@@ -590,11 +603,7 @@ def up():
     STATE.mkdir(exist_ok=True)
     bindir = STATE / "bin"
     shutil.rmtree(bindir, ignore_errors=True)
-    bindir.mkdir()
-    for name in ["kubectl", "helm3", "helm4", "kubectl-krew", "validate-krew-manifest", "aws", "kwokctl",
-                 "strace"]:
-        (bindir / name).symlink_to(bins[name])
-    (bindir / "helm").symlink_to(bins["helm3"])
+    link_tools(bins)
 
     kubeconfig = STATE / "kubeconfig"
     env = {
@@ -1389,7 +1398,8 @@ def main():
         raise SystemExit(__doc__)
     # Everything but `down` needs the rig's Python (boto3, the kubernetes client).
     if args[0] not in ("down", "down-all", "supervise") and "RIG_IN_VENV" not in os.environ:
-        venv_python = str(tools.ensure_all()["python"])
+        # `up` builds what the rig runs side by side here, before its venv is needed.
+        venv_python = str((tools.ensure_rig() if args[0] == "up" else tools.ensure(["python"]))["python"])
         os.environ["RIG_IN_VENV"] = "1"
         os.execv(venv_python, [venv_python, __file__, *args])
     run(args)

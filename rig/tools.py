@@ -41,7 +41,8 @@ def log(msg):
 
 def go_env():
     env = dict(os.environ)
-    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
+    # No DWARF: the binaries are stripped (-s -w), so the compiler need not write it either.
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-buildvcs=false -gcflags=all=-dwarf=false")
     return env
 
 
@@ -174,52 +175,104 @@ def fetch_policy(out):
     (out / "iam_policy.json").write_bytes(body)
 
 
+def plan():
+    """Every tool: {key: (label, directory, the binaries it must hold, build)}. Nothing is built here."""
+    return {
+        "kubernetes": (f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS,
+                       build_kubernetes),
+        "etcd": (f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd),
+        "kwok": (f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
+                 go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK}")),
+        # Unstamped, helm reports only its minor version ("v3.22").
+        "helm3": (f"helm {HELM3}", CACHE / f"helm-{HELM3}-stamped", ["helm3"],
+                  go_install(f"helm.sh/helm/v3/cmd/helm@{HELM3}", rename={"helm": "helm3"},
+                             stamp=f"-X helm.sh/helm/v3/internal/version.version={HELM3}")),
+        "helm4": (f"helm {HELM4}", CACHE / f"helm-{HELM4}-stamped", ["helm4"],
+                  go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"},
+                             stamp=f"-X helm.sh/helm/v4/internal/version.version={HELM4}")),
+        "krew": (f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
+                 go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
+                            f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",
+                            rename={"krew": "kubectl-krew"})),
+        "python": (f"python tools (moto {MOTO})", CACHE / f"python-moto-{MOTO}-awscli-{AWSCLI}",
+                   ["venv/bin/python", "venv/bin/aws"], python_venv),
+        "haproxy": ("haproxy", CACHE / "haproxy", ["haproxy"], debian("haproxy", also=["openssl"])),
+        # The rig's tests trace the control plane's connect() calls with it.
+        "strace": ("strace", CACHE / "strace", ["strace"], debian("strace")),
+        "policy": ("the controller's IAM policy document", CACHE / f"lbc-iam-policy-{pinned_policy()[1][:12]}",
+                   ["iam_policy.json"], fetch_policy),
+    }
+
+
+# What `rig up` runs (the control plane, kwok, helm, moto and the stand-ins, HAProxy, the policy
+# document); the rest only the tests use (Helm 4, krew, strace). Longest build first.
+RIG_RUNS = ["kubernetes", "kwok", "helm3", "etcd", "python", "haproxy", "policy"]
+TESTS_USE = ["helm4", "krew", "strace"]
+# Builds side by side: each Go build keeps both cores busy only while it compiles; fetching
+# modules, `go mod tidy` and linking leave them to the others.
+SIDE_BY_SIDE = 3
+
+
+def paths():
+    """{tool name: path to its binary}, where each is or will be once built."""
+    dirs = {key: directory for key, (_, directory, _, _) in plan().items()}
+    k8s = dirs["kubernetes"]
+    return {
+        **{c: k8s / c for c in KUBE_COMMANDS},
+        "etcd": dirs["etcd"] / "etcd", "kwok": dirs["kwok"] / "kwok", "kwokctl": dirs["kwok"] / "kwokctl",
+        "helm3": dirs["helm3"] / "helm3", "helm4": dirs["helm4"] / "helm4",
+        "kubectl-krew": dirs["krew"] / "kubectl-krew",
+        "validate-krew-manifest": dirs["krew"] / "validate-krew-manifest",
+        "python": dirs["python"] / "venv" / "bin" / "python", "aws": dirs["python"] / "venv" / "bin" / "aws",
+        "haproxy": dirs["haproxy"] / "haproxy", "strace": dirs["strace"] / "strace",
+        "iam_policy.json": dirs["policy"] / "iam_policy.json",
+    }
+
+
+def ensure(keys):
+    """Builds the tools `keys` names that are missing, up to SIDE_BY_SIDE at a time (the
+    Debian packages one at a time: apt holds one lock), and returns paths().
+    A failed build fails the call once the others have finished."""
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    steps = plan()
+    apt = threading.Lock()
+
+    def one(key):
+        label, directory, names, build = steps[key]
+        if key in ("haproxy", "strace"):
+            with apt:
+                timed(label, directory, names, build)
+        else:
+            timed(label, directory, names, build)
+
+    with ThreadPoolExecutor(max_workers=SIDE_BY_SIDE) as pool:
+        futures = {key: pool.submit(one, key) for key in keys}
+    failed = [steps[key][0] for key, f in futures.items() if f.exception() is not None]
+    if failed:
+        raise SystemExit(f"rig: could not build {', '.join(failed)} (its output is above); "
+                         "run the command again once the cause is fixed")
+    return paths()
+
+
 def ensure_policy():
-    _, sha256 = pinned_policy()
-    return timed("the controller's IAM policy document", CACHE / f"lbc-iam-policy-{sha256[:12]}",
-                 ["iam_policy.json"], fetch_policy) / "iam_policy.json"
+    return ensure(["policy"])["iam_policy.json"]
+
+
+def ensure_rig():
+    """What `rig up` runs; the paths of the rest, which the tests use, may not exist yet."""
+    return ensure(RIG_RUNS)
 
 
 def ensure_krew():
     """kubectl, krew and krew's manifest validator (what `make krew-manifest` needs of the rig)."""
-    k8s = timed(f"kubernetes {KUBERNETES}", CACHE / f"kubernetes-{KUBERNETES}", KUBE_COMMANDS, build_kubernetes)
-    krew = timed(f"krew {KREW}", CACHE / f"krew-{KREW}", ["kubectl-krew", "validate-krew-manifest"],
-                 go_install(f"sigs.k8s.io/krew/cmd/krew@{KREW}",
-                            f"sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW}",
-                            rename={"krew": "kubectl-krew"}))
-    return {"kubectl": k8s / "kubectl", "kubectl-krew": krew / "kubectl-krew",
-            "validate-krew-manifest": krew / "validate-krew-manifest"}
+    bins = ensure(["kubernetes", "krew"])
+    return {name: bins[name] for name in ("kubectl", "kubectl-krew", "validate-krew-manifest")}
 
 
 def ensure_all():
     """Returns {tool name: path to its binary}, building what is missing."""
-    krew = ensure_krew()
-    # ensure_krew built (or found) the whole Kubernetes build; its kubectl's directory holds the rest.
-    k8s = krew["kubectl"].parent
-    etcd = timed(f"etcd {ETCD}", CACHE / f"etcd-{ETCD}", ["etcd"], build_etcd)
-    kwok = timed(f"kwok {KWOK}", CACHE / f"kwok-{KWOK}", ["kwok", "kwokctl"],
-                 go_install(f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK}"))
-    # Unstamped, helm reports only its minor version ("v3.22").
-    helm3 = timed(f"helm {HELM3}", CACHE / f"helm-{HELM3}-stamped", ["helm3"],
-                  go_install(f"helm.sh/helm/v3/cmd/helm@{HELM3}", rename={"helm": "helm3"},
-                             stamp=f"-X helm.sh/helm/v3/internal/version.version={HELM3}"))
-    helm4 = timed(f"helm {HELM4}", CACHE / f"helm-{HELM4}-stamped", ["helm4"],
-                  go_install(f"helm.sh/helm/v4/cmd/helm@{HELM4}", rename={"helm": "helm4"},
-                             stamp=f"-X helm.sh/helm/v4/internal/version.version={HELM4}"))
-    py = timed(f"python tools (moto {MOTO})", CACHE / f"python-moto-{MOTO}-awscli-{AWSCLI}",
-               ["venv/bin/python", "venv/bin/aws"], python_venv)
-    ha = timed("haproxy", CACHE / "haproxy", ["haproxy"], debian("haproxy", also=["openssl"]))
-    # The rig's tests trace the control plane's connect() calls with it.
-    st = timed("strace", CACHE / "strace", ["strace"], debian("strace"))
-    policy = ensure_policy()
-    return {
-        **{c: k8s / c for c in KUBE_COMMANDS},
-        "etcd": etcd / "etcd", "kwok": kwok / "kwok", "kwokctl": kwok / "kwokctl",
-        "helm3": helm3 / "helm3", "helm4": helm4 / "helm4",
-        **krew,
-        "python": py / "venv" / "bin" / "python", "aws": py / "venv" / "bin" / "aws", "haproxy": ha / "haproxy",
-        "strace": st / "strace", "iam_policy.json": policy,
-    }
+    return ensure(RIG_RUNS + TESTS_USE)
 
 
 if __name__ == "__main__":

@@ -65,11 +65,7 @@ helm4="$(python3 - "$root/rig" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[1])
 import tools
-v = tools.HELM4
-d = tools.timed(f"helm {v}", tools.CACHE / f"helm-{v}-stamped", ["helm4"],
-                tools.go_install(f"helm.sh/helm/v4/cmd/helm@{v}", rename={"helm": "helm4"},
-                                 stamp=f"-X helm.sh/helm/v4/internal/version.version={v}"))
-print(d / "helm4")
+print(tools.ensure(["helm4"])["helm4"])
 PY
 )"
 
