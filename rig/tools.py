@@ -210,7 +210,7 @@ RIG_RUNS = ["kubernetes", "kwok", "helm3", "etcd", "python", "haproxy", "policy"
 TESTS_USE = ["helm4", "krew", "strace"]
 # Builds side by side: each Go build keeps both cores busy only while it compiles; fetching
 # modules, `go mod tidy` and linking leave them to the others.
-SIDE_BY_SIDE = 3
+SIDE_BY_SIDE = 2
 
 
 def paths():
