@@ -5,7 +5,8 @@
 
 1. Builds the test binaries (`cargo test --no-run`) while the rig's tools are
    built or found (`rig/tools.py`): on a fresh machine the two overlap. A
-   binary's tests start (step 3) as soon as cargo has it, beside the build.
+   binary's tests start (step 3) as soon as cargo has it and the plugin's
+   binary it runs, beside the rest of the build.
 2. Brings up N rigs side by side (`.rig`, `.rig.2`, …, each its own state
    directory, ports and cluster; RIGS, default 3), or finds them up: as soon
    as the tools are there, while the test binaries still build.
@@ -61,12 +62,28 @@ def build(ready):
     niced: the tests already running beside it (and their rigs) come first for the cores."""
     argv = ["nice", "-n", "10", "cargo", "test", "--no-run", "--message-format=json-render-diagnostics"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    # The integration tests run the plugin's binary (CARGO_BIN_EXE_...), which cargo may still be
+    # linking when it reports them, or not have started rebuilding: the crate has no library, so a
+    # change under src/ leaves them fresh, reported at once. Until the plugin is reported too, they
+    # wait: started earlier, they would run a stale plugin, or none.
+    plugin = None
+    waiting = []
     for line in proc.stdout:
         msg = json.loads(line)
-        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["profile"]["test"]:
-            kind = msg["target"]["kind"][0]
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        kind = msg["target"]["kind"][0]
+        if not msg["profile"]["test"]:
+            if kind == "bin":
+                plugin = msg["executable"]
+                for name, exe in waiting:
+                    ready(name, exe)
+                waiting.clear()
+        elif kind == "test" and plugin is None:
+            waiting.append((msg["target"]["name"], msg["executable"]))
+        else:
             ready(msg["target"]["name"] if kind == "test" else "unit", msg["executable"])
-    return proc.wait() == 0
+    return proc.wait() == 0 and plugin is not None and not waiting
 
 
 def load_history(binaries):
