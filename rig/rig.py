@@ -577,16 +577,20 @@ def make_mirror_cert(host):
     return ca, cert, key
 
 
+# The clients' bin directory: {link name: the tool it links to}.
+LINKS = {"kubectl": "kubectl", "helm": "helm3", "helm3": "helm3", "helm4": "helm4", "kubectl-krew": "kubectl-krew",
+         "validate-krew-manifest": "validate-krew-manifest", "aws": "aws", "kwokctl": "kwokctl",
+         "strace": "strace"}
+
+
 def link_tools(bins):
     """The clients' bin directory (first on the rig's PATH): every tool built so far. The tests'
     own tools (Helm 4, krew, strace) join it when built later (`make test` builds them first)."""
     bindir = STATE / "bin"
     bindir.mkdir(exist_ok=True)
-    for name, target in [(n, bins[n]) for n in ["kubectl", "helm3", "helm4", "kubectl-krew",
-                                                  "validate-krew-manifest", "aws", "kwokctl", "strace"]] \
-            + [("helm", bins["helm3"])]:
-        if target.exists() and not (bindir / name).is_symlink():
-            (bindir / name).symlink_to(target)
+    for name, tool in LINKS.items():
+        if bins[tool].exists() and not (bindir / name).is_symlink():
+            (bindir / name).symlink_to(bins[tool])
 
 
 def up():

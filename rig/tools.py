@@ -214,19 +214,10 @@ SIDE_BY_SIDE = 2
 
 
 def paths():
-    """{tool name: path to its binary}, where each is or will be once built."""
-    dirs = {key: directory for key, (_, directory, _, _) in plan().items()}
-    k8s = dirs["kubernetes"]
-    return {
-        **{c: k8s / c for c in KUBE_COMMANDS},
-        "etcd": dirs["etcd"] / "etcd", "kwok": dirs["kwok"] / "kwok", "kwokctl": dirs["kwok"] / "kwokctl",
-        "helm3": dirs["helm3"] / "helm3", "helm4": dirs["helm4"] / "helm4",
-        "kubectl-krew": dirs["krew"] / "kubectl-krew",
-        "validate-krew-manifest": dirs["krew"] / "validate-krew-manifest",
-        "python": dirs["python"] / "venv" / "bin" / "python", "aws": dirs["python"] / "venv" / "bin" / "aws",
-        "haproxy": dirs["haproxy"] / "haproxy", "strace": dirs["strace"] / "strace",
-        "iam_policy.json": dirs["policy"] / "iam_policy.json",
-    }
+    """{tool name: path to its binary}, where each is or will be once built: each binary
+    plan() lists, by its file name."""
+    return {Path(name).name: directory / name
+            for _, directory, names, _ in plan().values() for name in names}
 
 
 def ensure(keys):
@@ -253,10 +244,6 @@ def ensure(keys):
         raise SystemExit(f"rig: could not build {', '.join(failed)} (its output is above); "
                          "run the command again once the cause is fixed")
     return paths()
-
-
-def ensure_policy():
-    return ensure(["policy"])["iam_policy.json"]
 
 
 def ensure_rig():
