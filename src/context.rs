@@ -381,7 +381,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for TrackCalls {
 pub struct Aws {
     pub region: Option<String>,
     pub iam: aws_sdk_iam::Client,
-    pub ec2: aws_sdk_ec2::Client,
+    pub ec2: crate::ec2::Ec2,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub eks: aws_sdk_eks::Client,
     pub sts: aws_sdk_sts::Client,
@@ -399,8 +399,14 @@ impl Aws {
         let retries = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(AWS_MAX_ATTEMPTS)
             .with_max_backoff(AWS_MAX_BACKOFF);
+        let bounds = crate::ec2::Bounds {
+            attempt: AWS_ATTEMPT_TIMEOUT,
+            operation: AWS_OPERATION_TIMEOUT,
+            attempts: AWS_MAX_ATTEMPTS,
+            max_backoff: AWS_MAX_BACKOFF,
+        };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
+            .http_client(http.clone())
             .timeout_config(timeouts)
             .retry_config(retries);
         if let Some(r) = region {
@@ -415,9 +421,7 @@ impl Aws {
             iam: aws_sdk_iam::Client::from_conf(
                 aws_sdk_iam::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
             ),
-            ec2: aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
-            ),
+            ec2: crate::ec2::Ec2::new(&sdk, http.client(Some(AWS_CONNECT_TIMEOUT), None), bounds),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
                 aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk).interceptor(TrackCalls).build(),
             ),

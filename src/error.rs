@@ -166,17 +166,7 @@ where
         }
         return anyhow::anyhow!(line);
     }
-    let mut causes: Vec<String> = vec![];
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(cause) = next {
-        let text = cause.to_string().replace('\n', " ");
-        // A cause that only repeats the end of the one it explains adds nothing.
-        if !causes.last().is_some_and(|c| c.ends_with(&text)) {
-            causes.push(text);
-        }
-        next = cause.source();
-    }
-    let mut line = causes.join(": ");
+    let mut line = causes(&e);
     // An answer without an AWS error code (often a proxy's own page): its status says most.
     if let Some(raw) = e.raw_response() {
         line.push_str(&format!(" (HTTP {}", raw.status().as_u16()));
@@ -186,6 +176,21 @@ where
         line.push(')');
     }
     anyhow::anyhow!(line)
+}
+
+/// An error and each of its causes, once, on one line.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut causes: Vec<String> = vec![];
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string().replace('\n', " ");
+        // A cause that only repeats the end of the one it explains adds nothing.
+        if !causes.last().is_some_and(|c| c.ends_with(&text)) {
+            causes.push(text);
+        }
+        next = cause.source();
+    }
+    causes.join(": ")
 }
 
 /// A change the API server refused because an admission webhook with

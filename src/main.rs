@@ -15,6 +15,7 @@ mod controller;
 mod credentials;
 mod deadline;
 mod deployment;
+mod ec2;
 mod error;
 mod helm;
 mod http;

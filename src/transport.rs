@@ -209,11 +209,14 @@ impl tower::Service<http::Uri> for MaybeTunnel {
 /// A connect and a read timeout, as the SDK asks for a connector.
 type Timeouts = (Option<Duration>, Option<Duration>);
 
-/// The AWS SDK's HTTP client: one pooled hyper client per distinct timeout settings.
+/// A pooled hyper client for AWS requests (the SDK's clients' and `ec2`'s).
+pub type AwsHttp = hyper_util::client::legacy::Client<TimeoutConnector<HttpsConnector<TcpConnector>>, SdkBody>;
+
+/// The AWS clients' HTTP: one pooled hyper client per distinct timeout settings.
 #[derive(Debug, Clone)]
 pub struct Aws {
     tls: Arc<rustls::ClientConfig>,
-    clients: Arc<Mutex<HashMap<Timeouts, SharedHttpConnector>>>,
+    clients: Arc<Mutex<HashMap<Timeouts, AwsHttp>>>,
 }
 
 impl Aws {
@@ -221,14 +224,12 @@ impl Aws {
         let tls = crate::tls::client_config(crate::tls::roots()?, None)?;
         Ok(Aws { tls: Arc::new(tls), clients: Arc::default() })
     }
-}
 
-impl HttpClient for Aws {
-    fn http_connector(&self, settings: &HttpConnectorSettings, _components: &RuntimeComponents) -> SharedHttpConnector {
-        let key = (settings.connect_timeout(), settings.read_timeout());
+    /// The client with these connect and read timeouts (clones share its connections).
+    pub fn client(&self, connect: Option<Duration>, read: Option<Duration>) -> AwsHttp {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
-            .entry(key)
+            .entry((connect, read))
             .or_insert_with(|| {
                 let https = HttpsConnectorBuilder::new()
                     .with_tls_config((*self.tls).clone())
@@ -236,20 +237,25 @@ impl HttpClient for Aws {
                     .enable_http1()
                     .wrap_connector(tcp());
                 let mut connector = TimeoutConnector::new(https);
-                connector.set_connect_timeout(key.0);
-                connector.set_read_timeout(key.1);
-                let client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
+                connector.set_connect_timeout(connect);
+                connector.set_read_timeout(read);
+                hyper_util::client::legacy::Builder::new(TokioExecutor::new())
                     .pool_timer(TokioTimer::new())
-                    .build(connector);
-                SharedHttpConnector::new(AwsConnector { client })
+                    .build(connector)
             })
             .clone()
     }
 }
 
+impl HttpClient for Aws {
+    fn http_connector(&self, settings: &HttpConnectorSettings, _components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(AwsConnector { client: self.client(settings.connect_timeout(), settings.read_timeout()) })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AwsConnector {
-    client: hyper_util::client::legacy::Client<TimeoutConnector<HttpsConnector<TcpConnector>>, SdkBody>,
+    client: AwsHttp,
 }
 
 impl HttpConnector for AwsConnector {
@@ -260,16 +266,16 @@ impl HttpConnector for AwsConnector {
         };
         let client = self.client.clone();
         HttpConnectorFuture::new(async move {
-            let response = client.request(request).await.map_err(class)?;
+            let response = client.request(request).await.map_err(failure_class)?;
             HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
                 .map_err(|e| ConnectorError::other(e.into(), None))
         })
     }
 }
 
-/// How the SDK's retries see a failed request: a timeout, an I/O failure
+/// How retries see a failed request (the SDK's and `ec2`'s): a timeout, an I/O failure
 /// (refused, reset, closed early: retried as transient), or something else.
-fn class(error: hyper_util::client::legacy::Error) -> ConnectorError {
+pub fn failure_class(error: hyper_util::client::legacy::Error) -> ConnectorError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     let mut timed_out = false;
     let mut io = error.is_connect();

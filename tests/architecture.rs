@@ -59,6 +59,7 @@ const ORDER: &[&str] = &[
     "record",
     "lease",
     "transport",
+    "ec2",
     "context",
     "controller",
     "values",

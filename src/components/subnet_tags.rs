@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{Filter, Tag};
 
 use crate::component::Env;
+use crate::ec2::Filter;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
-use crate::error::{self, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::pins::{INTERNAL_ELB_TAG, SUBNET_MARK_KEY};
 use crate::record::{Recorder, SubnetTag};
 
@@ -220,75 +220,50 @@ impl Component for SubnetTags {
 
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let ec2 = &env.aws().ec2;
-        let vpc_filter = Filter::builder().name("vpc-id").values(&env.facts.vpc_id).build();
-        let mut described = vec![];
-        let mut pages = ec2.describe_subnets().filters(vpc_filter.clone()).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            described.extend(page.map_err(error::aws).context("describing the VPC's subnets")?.subnets().to_vec());
-        }
+        let vpc_filter = [Filter::new("vpc-id", [&env.facts.vpc_id])];
+        let mut described =
+            ec2.describe_subnets(&vpc_filter, &[]).await.context("describing the VPC's subnets")?;
         // --subnets outside the VPC are described too, to be refused by name.
-        let outside: Vec<String> = env
-            .spec
-            .subnets
-            .iter()
-            .filter(|id| !described.iter().any(|s| s.subnet_id() == Some(id)))
-            .cloned()
-            .collect();
+        let outside: Vec<String> =
+            env.spec.subnets.iter().filter(|id| !described.iter().any(|s| &s.id == *id)).cloned().collect();
         if !outside.is_empty() {
-            let out = ec2.describe_subnets().set_subnet_ids(Some(outside)).send().await;
             // A subnet that does not exist is reported by plan; nothing more to read here.
-            if let Ok(out) = out {
-                described.extend(out.subnets().to_vec());
+            if let Ok(found) = ec2.describe_subnets(&[], &outside).await {
+                described.extend(found);
             }
         }
-        let tables = ec2
-            .describe_route_tables()
-            .filters(vpc_filter)
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("describing the VPC's route tables")?;
+        let tables =
+            ec2.describe_route_tables(&vpc_filter).await.context("describing the VPC's route tables")?;
         // A subnet uses its explicitly associated route table, else the VPC's main one.
         let mut public_subnets = BTreeSet::new();
         let mut main_is_public = false;
-        for table in tables.route_tables() {
-            let public = table.routes().iter().any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-")));
-            for assoc in table.associations() {
-                if assoc.main() == Some(true) {
+        for table in &tables {
+            let public = table.gateways.iter().any(|g| g.starts_with("igw-"));
+            for assoc in &table.associations {
+                if assoc.main {
                     main_is_public = public;
-                } else if let Some(subnet) = assoc.subnet_id()
+                } else if let Some(subnet) = &assoc.subnet
                     && public
                 {
-                    public_subnets.insert(subnet.to_string());
+                    public_subnets.insert(subnet.clone());
                 }
             }
         }
-        let explicit: BTreeSet<String> = tables
-            .route_tables()
-            .iter()
-            .flat_map(|t| t.associations())
-            .filter_map(|a| a.subnet_id().map(str::to_string))
-            .collect();
+        let explicit: BTreeSet<String> =
+            tables.iter().flat_map(|t| &t.associations).filter_map(|a| a.subnet.clone()).collect();
         self.seen = Some(
             described
-                .iter()
+                .into_iter()
                 .map(|s| {
-                    let id = s.subnet_id().unwrap_or_default().to_string();
-                    let public = public_subnets.contains(&id) || (!explicit.contains(&id) && main_is_public);
+                    let public = public_subnets.contains(&s.id) || (!explicit.contains(&s.id) && main_is_public);
                     Subnet {
-                        zone: s.availability_zone().unwrap_or_default().to_string(),
-                        vpc: s.vpc_id().unwrap_or_default().to_string(),
+                        zone: s.zone,
+                        vpc: s.vpc,
                         private: !public,
-                        in_cluster: env.facts.subnet_ids.contains(&id),
-                        free: s.available_ip_address_count().unwrap_or(0),
-                        tags: s
-                            .tags()
-                            .iter()
-                            .map(|t| {
-                                (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())
-                            })
-                            .collect(),
-                        id,
+                        in_cluster: env.facts.subnet_ids.contains(&s.id),
+                        free: s.free,
+                        tags: s.tags.into_iter().collect(),
+                        id: s.id,
                     }
                 })
                 .collect(),
@@ -343,13 +318,8 @@ impl Component for SubnetTags {
         if !missing.is_empty() {
             env.aws()
                 .ec2
-                .create_tags()
-                .set_resources(Some(missing.clone()))
-                .tags(Tag::builder().key(INTERNAL_ELB_TAG).value("1").build())
-                .tags(Tag::builder().key(SUBNET_MARK_KEY).value(&env.facts.name).build())
-                .send()
+                .create_tags(&missing, &[(INTERNAL_ELB_TAG, "1"), (SUBNET_MARK_KEY, &env.facts.name)])
                 .await
-                .map_err(error::aws)
                 .context("tagging subnets")?;
             env.progress.done(&format!("tagged {} with {INTERNAL_ELB_TAG}=1", missing.join(", ")));
         }
@@ -449,13 +419,8 @@ impl Component for SubnetTags {
         if !gone.is_empty() {
             env.aws()
                 .ec2
-                .delete_tags()
-                .set_resources(Some(gone.clone()))
-                .tags(Tag::builder().key(INTERNAL_ELB_TAG).value("1").build())
-                .tags(Tag::builder().key(SUBNET_MARK_KEY).value(&env.facts.name).build())
-                .send()
+                .delete_tags(&gone, &[(INTERNAL_ELB_TAG, "1"), (SUBNET_MARK_KEY, &env.facts.name)])
                 .await
-                .map_err(error::aws)
                 .context(format!("removing {INTERNAL_ELB_TAG} from {}", gone.join(", ")))?;
             env.progress.done(&format!("removed {INTERNAL_ELB_TAG} from {}", gone.join(", ")));
         }

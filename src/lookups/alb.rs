@@ -281,9 +281,9 @@ pub async fn find(env: &Env, listed: Listing, ingress: &ReleaseIngress, cluster:
 /// (`ingress.k8s.aws/stack` of the Ingress or its group) with `Some(stack)`,
 /// else the cluster's shared backend group (`k8s-traffic-…`). `id (name)`.
 pub async fn security_groups(env: &Env, cluster: &str, stack: Option<&str>) -> Result<Vec<String>> {
-    use aws_sdk_ec2::types::Filter;
+    use crate::ec2::Filter;
     let keys = tagging(env.spec.lb_controller.mode);
-    let tag = |key: &str, value: &str| Filter::builder().name(format!("tag:{key}")).values(value).build();
+    let tag = |key: &str, value: &str| Filter::new(format!("tag:{key}"), [value]);
     let mut filters = vec![tag(keys.cluster, cluster)];
     match stack {
         Some(stack) => {
@@ -292,17 +292,13 @@ pub async fn security_groups(env: &Env, cluster: &str, stack: Option<&str>) -> R
         }
         None => filters.push(tag(keys.backend.0, keys.backend.1)),
     }
-    let mut found = vec![];
-    let mut pages = env.aws().ec2.describe_security_groups().set_filters(Some(filters)).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(error::aws).context("listing the controller's security groups")?;
-        found.extend(
-            page.security_groups()
-                .iter()
-                .map(|g| format!("{} ({})", g.group_id().unwrap_or_default(), g.group_name().unwrap_or_default())),
-        );
-    }
-    Ok(found)
+    let groups = env
+        .aws()
+        .ec2
+        .describe_security_groups(&filters, &[])
+        .await
+        .context("listing the controller's security groups")?;
+    Ok(groups.iter().map(|g| format!("{} ({})", g.id, g.name)).collect())
 }
 
 /// A pod address's network interface and its security groups, as EC2 has them.
@@ -316,57 +312,40 @@ pub struct PodInterface {
 /// The network interface holding each of `ips` (a pod's address is a
 /// secondary address of its node's interface), with its groups' cluster tag.
 pub async fn pod_interfaces(env: &Env, cluster: &str, ips: &[String]) -> Result<BTreeMap<String, PodInterface>> {
-    use aws_sdk_ec2::types::Filter;
+    use crate::ec2::Filter;
     let mut found = BTreeMap::new();
     if ips.is_empty() {
         return Ok(found);
     }
     let ec2 = &env.aws().ec2;
-    let filter = Filter::builder().name("addresses.private-ip-address").set_values(Some(ips.to_vec())).build();
-    let out = ec2
-        .describe_network_interfaces()
-        .filters(filter)
-        .send()
+    let interfaces = ec2
+        .describe_network_interfaces(&[Filter::new("addresses.private-ip-address", ips)])
         .await
-        .map_err(error::aws)
         .context("reading the pods' network interfaces")?;
-    let group_ids: Vec<String> = out
-        .network_interfaces()
+    let group_ids: Vec<String> = interfaces
         .iter()
-        .flat_map(|e| e.groups().iter().filter_map(|g| g.group_id().map(str::to_string)))
+        .flat_map(|e| e.groups.iter().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     let tag = format!("kubernetes.io/cluster/{cluster}");
     let mut tagged = std::collections::BTreeSet::new();
     if !group_ids.is_empty() {
-        let groups = ec2
-            .describe_security_groups()
-            .set_group_ids(Some(group_ids))
-            .send()
-            .await
-            .map_err(error::aws)
-            .context("reading the pods' security groups")?;
-        for g in groups.security_groups() {
-            if g.tags().iter().any(|t| t.key() == Some(tag.as_str())) {
-                tagged.insert(g.group_id().unwrap_or_default().to_string());
+        let groups =
+            ec2.describe_security_groups(&[], &group_ids).await.context("reading the pods' security groups")?;
+        for g in groups {
+            if g.tags.iter().any(|(k, _)| *k == tag) {
+                tagged.insert(g.id);
             }
         }
     }
-    for eni in out.network_interfaces() {
+    for eni in interfaces {
         let interface = PodInterface {
-            id: eni.network_interface_id().unwrap_or_default().to_string(),
-            groups: eni
-                .groups()
-                .iter()
-                .filter_map(|g| g.group_id())
-                .map(|g| (g.to_string(), tagged.contains(g)))
-                .collect(),
+            id: eni.id.clone(),
+            groups: eni.groups.iter().map(|g| (g.clone(), tagged.contains(g))).collect(),
         };
-        for address in eni.private_ip_addresses() {
-            if let Some(ip) = address.private_ip_address().filter(|ip| ips.iter().any(|i| i == ip)) {
-                found.insert(ip.to_string(), interface.clone());
-            }
+        for ip in eni.addresses.iter().filter(|ip| ips.contains(ip)) {
+            found.insert(ip.clone(), interface.clone());
         }
     }
     Ok(found)

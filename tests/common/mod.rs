@@ -882,9 +882,11 @@ impl Rig {
         self.faults_request(None)
     }
 
-    /// Throttled answers given to the plugin (the AWS SDK for Rust) since the counters were zeroed.
+    /// Throttled answers given to the plugin since the counters were zeroed: to the AWS SDK for
+    /// Rust's clients and to its own EC2 client (its User-Agent names the plugin).
     pub fn throttled_for_the_plugin(&self) -> u64 {
-        self.aws_faults()["throttled_by_client"]["aws-sdk-rust"].as_u64().unwrap_or(0)
+        let by_client = &self.aws_faults()["throttled_by_client"];
+        ["aws-sdk-rust", "kubectl-scalardb-graphql"].iter().map(|c| by_client[c].as_u64().unwrap_or(0)).sum()
     }
 }
 
