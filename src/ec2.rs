@@ -61,8 +61,14 @@ pub struct Bounds {
     pub max_backoff: Duration,
 }
 
-/// Credentials are fetched again this long before they expire.
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// Codes of a request refused for its signature, which a clock off by minutes also causes.
+const SKEW_CODES: &[&str] =
+    &["InvalidSignatureException", "SignatureDoesNotMatch", "AuthFailure", "RequestTimeTooSkewed", "RequestExpired"];
+/// A clock this far from EC2's is corrected (requests signed on EC2's time) and the request retried.
+const SKEW_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// Credentials are fetched again this long before they expire (the SDK's identity cache: 10 s).
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(10);
 
 /// An EC2 client; clones share credentials and connections.
 #[derive(Clone)]
@@ -78,6 +84,8 @@ struct Inner {
     credentials: tokio::sync::Mutex<Option<Credentials>>,
     http: AwsHttp,
     bounds: Bounds,
+    /// EC2's clock minus this machine's, in milliseconds, as its last answer's `Date` said.
+    skew_ms: std::sync::atomic::AtomicI64,
 }
 
 /// An EC2 filter: a name (`vpc-id`, `tag:KEY`, …) and the values any of which matches.
@@ -140,6 +148,7 @@ impl Ec2 {
                 credentials: tokio::sync::Mutex::new(None),
                 http,
                 bounds,
+                skew_ms: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -197,8 +206,12 @@ impl Ec2 {
             .iter()
             .map(|e| NetworkInterface {
                 id: e.text("networkInterfaceId"),
-                groups: e.items("groupSet").map(|g| g.text("groupId")).collect(),
-                addresses: e.items("privateIpAddressesSet").map(|a| a.text("privateIpAddress")).collect(),
+                groups: e.items("groupSet").filter_map(|g| g.child("groupId")).map(|g| g.text.clone()).collect(),
+                addresses: e
+                    .items("privateIpAddressesSet")
+                    .filter_map(|a| a.child("privateIpAddress"))
+                    .map(|a| a.text.clone())
+                    .collect(),
             })
             .collect())
     }
@@ -219,14 +232,15 @@ impl Ec2 {
         let mut token: Option<String> = None;
         loop {
             let mut page = params.clone();
-            if let Some(t) = token.take() {
-                page.push(("NextToken".into(), t));
+            if let Some(t) = &token {
+                page.push(("NextToken".into(), t.clone()));
             }
             let answer = self.call(action, page).await?;
             items.extend(answer.items(set).cloned());
+            // The token just sent, given again, would page forever (the SDK's paginators stop too).
             match answer.child("nextToken").map(|t| t.text.clone()).filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok(items),
+                Some(next) if token.as_ref() != Some(&next) => token = Some(next),
+                _ => return Ok(items),
             }
         }
     }
@@ -280,13 +294,19 @@ impl Ec2 {
             let value = http::HeaderValue::from_str(&host).map_err(|e| Failure::fatal(e.to_string()))?;
             request.headers_mut().insert(http::header::HOST, value);
         }
-        sign(&mut request, body, &credentials, &inner.region)?;
+        let used_skew = inner.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let sent = SystemTime::now();
+        sign(&mut request, body, &credentials, &inner.region, shifted(sent, used_skew))?;
         let response = inner.http.request(request).await.map_err(|e| {
             let class = failure_class(e);
             let retry = class.is_timeout() || class.is_io();
             Failure { line: crate::error::causes(&class), retry }
         })?;
         let status = response.status();
+        let skew = server_skew(response.headers(), sent);
+        if let Some(ms) = skew {
+            inner.skew_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
         let request_id = response
             .headers()
             .get("x-amzn-requestid")
@@ -303,7 +323,16 @@ impl Ec2 {
         if status.is_success() {
             return parse(&text).map_err(|e| Failure::fatal(format!("EC2's answer cannot be read: {e}")));
         }
-        Err(Failure::of_answer(status.as_u16(), &text, request_id))
+        let mut failure = Failure::of_answer(status.as_u16(), &text, request_id);
+        // Refused for a clock off by minutes: signed again on EC2's time.
+        if let Some(ms) = skew
+            && SKEW_CODES.iter().any(|c| failure.line.starts_with(&format!("{c}:")) || failure.line == *c)
+            && Duration::from_millis(ms.unsigned_abs()) >= SKEW_THRESHOLD
+            && Duration::from_millis(ms.abs_diff(used_skew)) >= SKEW_THRESHOLD
+        {
+            failure.retry = true;
+        }
+        Err(failure)
     }
 
     /// The credentials, from the chain once and again when they near their expiry.
@@ -364,19 +393,39 @@ impl Failure {
     }
 }
 
-/// The wait before attempt `attempt + 1`: exponential from one second, with full
-/// jitter, at most `max` (the SDK's standard strategy).
+/// The wait before attempt `attempt + 1`: exponential from one second, capped at
+/// `max`, then with full jitter (the SDK's standard strategy).
 fn backoff(attempt: u32, max: Duration) -> Duration {
     let exponential = Duration::from_secs(1).saturating_mul(1u32 << (attempt - 1).min(16));
-    exponential.mul_f64(fastrand::f64()).min(max)
+    exponential.min(max).mul_f64(fastrand::f64())
 }
 
-/// Signs `request` (its method, URI, Host and body) for EC2 in `region`.
+/// `time` moved by `skew_ms` milliseconds.
+fn shifted(time: SystemTime, skew_ms: i64) -> SystemTime {
+    let by = Duration::from_millis(skew_ms.unsigned_abs());
+    if skew_ms >= 0 { time + by } else { time.checked_sub(by).unwrap_or(time) }
+}
+
+/// EC2's clock minus this machine's (ms), from an answer's `Date` to a request sent at `sent`
+/// (the answer dated at the round trip's midpoint); None without a usable `Date`.
+fn server_skew(headers: &http::HeaderMap, sent: SystemTime) -> Option<i64> {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    let date = DateTime::from_str(headers.get(http::header::DATE)?.to_str().ok()?, Format::HttpDate).ok()?;
+    let server = SystemTime::try_from(date).ok()?;
+    let midpoint = sent + SystemTime::now().duration_since(sent).unwrap_or_default() / 2;
+    Some(match server.duration_since(midpoint) {
+        Ok(ahead) => i64::try_from(ahead.as_millis()).ok()?,
+        Err(behind) => -i64::try_from(behind.duration().as_millis()).ok()?,
+    })
+}
+
+/// Signs `request` (its method, URI, Host and body) for EC2 in `region`, at `time`.
 fn sign(
     request: &mut http::Request<SdkBody>,
     body: &str,
     credentials: &Credentials,
     region: &str,
+    time: SystemTime,
 ) -> std::result::Result<(), Failure> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let identity = credentials.clone().into();
@@ -384,7 +433,7 @@ fn sign(
         .identity(&identity)
         .region(region)
         .name("ec2")
-        .time(SystemTime::now())
+        .time(time)
         .settings(SigningSettings::default())
         .build()
         .map_err(|e| Failure::fatal(format!("signing the EC2 request: {e}")))?
@@ -415,17 +464,25 @@ fn endpoint(sdk: &aws_types::SdkConfig, region: &str) -> std::result::Result<Str
             c.load_config(key)
         })
         .or_else(|| sdk.endpoint_url().map(str::to_string));
-    if let Some(url) = configured {
-        return Ok(if url.ends_with('/') { url } else { format!("{url}/") });
-    }
+    let (fips, dual_stack) = (sdk.use_fips() == Some(true), sdk.use_dual_stack() == Some(true));
     if region.is_empty() {
         return Err("no AWS region: pass --region or set AWS_REGION".to_string());
     }
-    Ok(regional(region, sdk.use_fips() == Some(true), sdk.use_dual_stack() == Some(true)))
+    match configured {
+        Some(_) if fips => Err("FIPS endpoints and a configured endpoint URL cannot be used together: \
+            unset AWS_USE_FIPS_ENDPOINT or the endpoint URL"
+            .to_string()),
+        Some(_) if dual_stack => Err("dual-stack endpoints and a configured endpoint URL cannot be used \
+            together: unset AWS_USE_DUALSTACK_ENDPOINT or the endpoint URL"
+            .to_string()),
+        Some(url) => Ok(if url.ends_with('/') { url } else { format!("{url}/") }),
+        None => Ok(regional(region, fips, dual_stack)),
+    }
 }
 
-/// EC2's regional endpoint in the region's partition.
+/// EC2's regional endpoint in the region's partition (GovCloud's plain endpoint is its FIPS one).
 fn regional(region: &str, fips: bool, dual_stack: bool) -> String {
+    let fips = fips && !(region.starts_with("us-gov-") && !dual_stack);
     let (suffix, dual_suffix) = if region.starts_with("cn-") {
         ("amazonaws.com.cn", "api.amazonwebservices.com.cn")
     } else if region.starts_with("us-isob-") {
@@ -647,9 +704,27 @@ mod tests {
     #[test]
     fn the_endpoint_is_the_regions_partitions_with_fips_and_dual_stack() {
         assert_eq!(regional("eu-west-1", false, false), "https://ec2.eu-west-1.amazonaws.com/");
-        assert_eq!(regional("us-gov-west-1", true, false), "https://ec2-fips.us-gov-west-1.amazonaws.com/");
+        assert_eq!(regional("us-gov-west-1", true, false), "https://ec2.us-gov-west-1.amazonaws.com/");
+        assert_eq!(regional("us-gov-east-1", true, true), "https://ec2-fips.us-gov-east-1.api.aws/");
+        assert_eq!(regional("us-iso-east-1", true, false), "https://ec2-fips.us-iso-east-1.c2s.ic.gov/");
         assert_eq!(regional("cn-north-1", false, false), "https://ec2.cn-north-1.amazonaws.com.cn/");
         assert_eq!(regional("us-east-2", true, true), "https://ec2-fips.us-east-2.api.aws/");
+    }
+
+    #[test]
+    fn a_skewed_clock_is_measured_from_the_answers_date_and_corrected_by_it() {
+        let mut headers = http::HeaderMap::new();
+        let sent = SystemTime::now();
+        assert_eq!(server_skew(&headers, sent), None);
+        // An answer dated ten minutes after it was sent (the round trip here: about nothing).
+        use aws_smithy_types::date_time::{DateTime, Format};
+        let ahead = DateTime::from(sent + Duration::from_secs(600)).fmt(Format::HttpDate).unwrap();
+        headers.insert(http::header::DATE, ahead.parse().unwrap());
+        let skew = server_skew(&headers, sent).unwrap();
+        // The Date header has whole seconds.
+        assert!((599_000..=600_500).contains(&skew), "{skew}");
+        assert_eq!(shifted(sent, 600_000), sent + Duration::from_secs(600));
+        assert_eq!(shifted(sent, -600_000), sent - Duration::from_secs(600));
     }
 
     #[test]
