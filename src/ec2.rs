@@ -387,7 +387,10 @@ impl Failure {
             }
             _ => {
                 let id = request_id.map(|id| format!(", request id {id}")).unwrap_or_default();
-                Failure { line: format!("EC2 answered without an error code (HTTP {status}{id})"), retry: transient_status }
+                Failure {
+                    line: format!("EC2 answered without an error code (HTTP {status}{id})"),
+                    retry: transient_status,
+                }
             }
         }
     }
@@ -443,9 +446,8 @@ fn sign(
     let uri = request.uri().to_string();
     let signable = SignableRequest::new("POST", uri, headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
         .map_err(|e| Failure::fatal(format!("signing the EC2 request: {e}")))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| Failure::fatal(format!("signing the EC2 request: {e}")))?
-        .into_parts();
+    let (instructions, _) =
+        sign(signable, &params).map_err(|e| Failure::fatal(format!("signing the EC2 request: {e}")))?.into_parts();
     instructions.apply_to_request_http1x(request);
     Ok(())
 }
@@ -482,7 +484,8 @@ fn endpoint(sdk: &aws_types::SdkConfig, region: &str) -> std::result::Result<Str
 
 /// EC2's regional endpoint in the region's partition (GovCloud's plain endpoint is its FIPS one).
 fn regional(region: &str, fips: bool, dual_stack: bool) -> String {
-    let fips = fips && !(region.starts_with("us-gov-") && !dual_stack);
+    let govcloud_plain = region.starts_with("us-gov-") && !dual_stack;
+    let fips = fips && !govcloud_plain;
     let (suffix, dual_suffix) = if region.starts_with("cn-") {
         ("amazonaws.com.cn", "api.amazonwebservices.com.cn")
     } else if region.starts_with("us-isob-") {

@@ -249,7 +249,9 @@ impl Aws {
 
 impl HttpClient for Aws {
     fn http_connector(&self, settings: &HttpConnectorSettings, _components: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(AwsConnector { client: self.client(settings.connect_timeout(), settings.read_timeout()) })
+        SharedHttpConnector::new(AwsConnector {
+            client: self.client(settings.connect_timeout(), settings.read_timeout()),
+        })
     }
 }
 

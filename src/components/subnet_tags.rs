@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 
 use crate::component::Env;
-use crate::ec2::Filter;
 use crate::component::{Action, Category, Check, Component, Fate, Verb};
+use crate::ec2::Filter;
 use crate::error::{Context, Error, Result};
 use crate::pins::{INTERNAL_ELB_TAG, SUBNET_MARK_KEY};
 use crate::record::{Recorder, SubnetTag};
@@ -221,8 +221,11 @@ impl Component for SubnetTags {
     async fn observe(&mut self, env: &Env) -> Result<()> {
         let ec2 = &env.aws().ec2;
         let vpc_filter = [Filter::new("vpc-id", [&env.facts.vpc_id])];
-        let mut described =
-            ec2.describe_subnets(&vpc_filter, &[]).await.context("describing the VPC's subnets")?;
+        // The subnets and the route tables that make them private or public, read together.
+        let (described, tables) =
+            futures::join!(ec2.describe_subnets(&vpc_filter, &[]), ec2.describe_route_tables(&vpc_filter));
+        let mut described = described.context("describing the VPC's subnets")?;
+        let tables = tables.context("describing the VPC's route tables")?;
         // --subnets outside the VPC are described too, to be refused by name.
         let outside: Vec<String> =
             env.spec.subnets.iter().filter(|id| !described.iter().any(|s| &s.id == *id)).cloned().collect();
@@ -232,8 +235,6 @@ impl Component for SubnetTags {
                 described.extend(found);
             }
         }
-        let tables =
-            ec2.describe_route_tables(&vpc_filter).await.context("describing the VPC's route tables")?;
         // A subnet uses its explicitly associated route table, else the VPC's main one.
         let mut public_subnets = BTreeSet::new();
         let mut main_is_public = false;
